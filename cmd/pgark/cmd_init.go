@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/storage/s3"
+	"github.com/pgark/pgark/wal"
+)
+
+func init() {
+	commands = append(commands,
+		&command{
+			name:    "init",
+			args:    "[REPO]",
+			summary: "create a repository (local directory or s3://bucket/prefix)",
+			help: `Creates a repository explicitly; pushes and backups never create one. A local
+repository path must be absolute and either missing (it is created) or an
+empty directory. An S3 prefix must hold no objects; init also checks that the
+store refuses a second conditional create (If-None-Match), and fails if it
+does not, unless --allow-head-then-put records the weaker HEAD-then-PUT mode.
+
+With age recipients configured, the repository is encrypted: their
+fingerprints are recorded, and later writes without a registered recipient
+are refused. With --pgdata, the repository is bound now to that cluster's
+system identifier and WAL segment size; otherwise the first push binds it.
+
+Run init as the user that runs PostgreSQL (for a local repository, so that
+archive_command can write there).
+
+` + exitCodesHelp,
+			run: runInit,
+		},
+		&command{
+			name:    "key generate",
+			args:    "FILE",
+			summary: "write a new age identity to FILE (0600) and print its public recipient",
+			help: `Generates an age X25519 identity, writes it to FILE with mode 0600 (refusing to
+overwrite an existing file), and prints its public recipient (age1...) on
+standard output. Give the recipient to the database hosts (push, backup);
+keep FILE off them: it is needed only to fetch and restore.`,
+			run: runKeyGenerate,
+		},
+	)
+	options = append(options,
+		option{"allow-head-then-put", "false", "init: accept a store without conditional writes and use HEAD-then-PUT (a concurrent writer can race)", "bool"},
+	)
+}
+
+func runInit(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) > 1 {
+		return usageErrorf("init takes at most one argument, the repository")
+	}
+	repoArg := env.s.str("repo")
+	if len(args) == 1 {
+		repoArg = args[0]
+	}
+	loc, err := parseLocation(repoArg)
+	if err != nil {
+		return err
+	}
+	rs, err := recipients(env)
+	if err != nil {
+		return err
+	}
+	opts := repo.InitOptions{Compression: env.s.str("compression"), Recipients: rs, Version: version}
+	if opts.Compression == "" {
+		opts.Compression = "zstd"
+	}
+	if opts.Level, err = env.s.integer("compression-level"); err != nil {
+		return err
+	}
+	if opts.Level == 0 && opts.Compression == "zstd" {
+		opts.Level = 3
+	}
+	if err := repo.ValidateCompression(opts.Compression, opts.Level); err != nil {
+		return usageErrorf("%v", err)
+	}
+
+	if loc.local != "" {
+		if err := prepareLocalDir(loc.local); err != nil {
+			return err
+		}
+		opts.WriteMode = repo.WriteLink
+	}
+	st, err := openStore(ctx, env, loc, "")
+	if err != nil {
+		return err
+	}
+	if loc.local == "" {
+		if err := checkEmpty(ctx, st); err != nil {
+			return err
+		}
+		if opts.WriteMode, err = probeS3(ctx, env, loc); err != nil {
+			return err
+		}
+	}
+	cfg, err := repo.Init(ctx, st, opts)
+	if err != nil {
+		return err
+	}
+	r := &repo.Repo{Store: st, Config: *cfg}
+	if pgdata := env.s.str("pgdata"); pgdata != "" {
+		sysid, segSize, err := clusterFromPGDATA(pgdata)
+		if err != nil {
+			return fmt.Errorf("repository created, but binding it to %s failed (the first push will bind it): %w", pgdata, err)
+		}
+		if err := r.BindCluster(ctx, sysid, segSize, "init --pgdata"); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "bound to cluster %d (WAL segment size %d bytes)\n", sysid, segSize)
+	}
+	fmt.Fprintf(env.stdout, "initialised repository %s (compression %s", st, cfg.Compression)
+	if cfg.Compression == "zstd" {
+		fmt.Fprintf(env.stdout, " level %d", cfg.Level)
+	}
+	fmt.Fprintf(env.stdout, ", encryption %s", cfg.Encryption)
+	if len(cfg.Recipients) > 0 {
+		fmt.Fprintf(env.stdout, " to %s", strings.Join(cfg.Recipients, ", "))
+	}
+	fmt.Fprintf(env.stdout, ", writes %s)\n", cfg.WriteMode)
+	if cfg.Encryption == "none" {
+		env.log.Warn("the repository is not encrypted: anyone who can read it can read the database's WAL")
+	}
+	return nil
+}
+
+// prepareLocalDir accepts an empty directory or creates a missing one, and
+// refuses a path that holds a repository or anything else.
+func prepareLocalDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("create repository directory: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("repository directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return usageErrorf("%s exists and is not a directory", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("repository directory: %w", err)
+	}
+	for _, e := range ents {
+		if e.Name() == repo.ConfigKey {
+			return usageErrorf("%s already holds a pgark repository", dir)
+		}
+	}
+	if len(ents) > 0 {
+		return usageErrorf("%s is not empty (%d entries, e.g. %s): give a missing or empty directory", dir, len(ents), ents[0].Name())
+	}
+	return nil
+}
+
+func checkEmpty(ctx context.Context, st storage.Store) error {
+	errStop := errors.New("stop")
+	var first string
+	err := st.List(ctx, "", func(oi storage.ObjectInfo) error { first = oi.Key; return errStop })
+	if err != nil && !errors.Is(err, errStop) {
+		return fmt.Errorf("list %s: %w", st, err)
+	}
+	if first == repo.ConfigKey {
+		return usageErrorf("%s already holds a pgark repository", st)
+	}
+	if first != "" {
+		return usageErrorf("%s is not empty (it holds %s): give an empty prefix", st, first)
+	}
+	return nil
+}
+
+// probeS3 checks that a second conditional create is refused.
+func probeS3(ctx context.Context, env *cmdEnv, loc location) (string, error) {
+	cfg, err := s3Config(env, loc)
+	if err != nil {
+		return "", err
+	}
+	ss, err := s3.New(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	perr := ss.ProbeConditionalWrites(ctx)
+	if perr == nil {
+		return repo.WriteIfNoneMatch, nil
+	}
+	allow, err := env.s.boolean("allow-head-then-put")
+	if err != nil {
+		return "", err
+	}
+	if !allow {
+		return "", fmt.Errorf("the store does not refuse a second conditional create (If-None-Match: *): %w. Without it two writers can overwrite each other's objects. Use a store that supports conditional writes, or accept the weaker HEAD-then-PUT mode with --allow-head-then-put", perr)
+	}
+	env.log.Warn("conditional writes unsupported: using HEAD-then-PUT; a concurrent writer to the same key can race", "probe", perr)
+	return repo.WriteHeadThenPut, nil
+}
+
+// clusterFromPGDATA reads the system identifier and segment size from the
+// newest WAL segment in PGDATA/pg_wal.
+func clusterFromPGDATA(pgdata string) (uint64, uint32, error) {
+	dir := filepath.Join(pgdata, "pg_wal")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	var names []string
+	for _, e := range ents {
+		if n, err := wal.ParseName(e.Name()); err == nil && n.Kind == wal.KindSegment && e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	for i := len(names) - 1; i >= 0; i-- {
+		f, err := os.Open(filepath.Join(dir, names[i]))
+		if err != nil {
+			continue
+		}
+		b := make([]byte, wal.LongHeaderSize)
+		_, err = io.ReadFull(f, b)
+		f.Close()
+		if err != nil {
+			continue
+		}
+		if h, err := wal.ParseHeader(b); err == nil {
+			return h.SystemID, h.SegSize, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("no readable WAL segment in %s", dir)
+}
+
+func runKeyGenerate(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 1 {
+		return usageErrorf("key generate takes one argument, the identity file to create")
+	}
+	recip, err := generateIdentity(args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.stdout, recip)
+	env.log.Info("wrote a new age identity; keep it off the database hosts, give them the recipient", "file", args[0])
+	return nil
+}
+
+func generateIdentity(path string) (string, error) {
+	recip, err := crypto.GenerateIdentity(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errKey, err)
+	}
+	return recip, nil
+}

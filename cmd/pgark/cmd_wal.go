@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pgark/pgark/wal"
+)
+
+func init() {
+	commands = append(commands,
+		&command{
+			name:    "wal-push",
+			args:    "PATH",
+			summary: "archive one WAL file (archive_command = 'pgark wal-push %p')",
+			help: `Compresses, encrypts and stores the WAL file at PATH (a segment, .partial,
+.backup or .history file) in the repository, and exits 0 only once it is
+durably stored. Identical content already archived is success; different
+content under the same name is refused and the archived copy is kept.
+Segments are checked before they are stored: long page header, page
+address, segment and block size, and the cluster's system identifier.
+
+Every failure exits with a status from 1 to 125, so that PostgreSQL counts it
+in pg_stat_archiver and retries the segment.
+
+` + exitCodesHelp,
+			run: runWalPush,
+		},
+		&command{
+			name:    "wal-fetch",
+			args:    "NAME DEST",
+			summary: "restore one WAL file (restore_command = 'pgark wal-fetch %f %p')",
+			help: `Fetches the WAL file NAME from the repository and writes it to DEST, atomically
+(temporary file, fsync, rename) and only after verifying it: authenticated
+decryption, zstd checksums, and the SHA-256 and size recorded at push.
+Transient storage errors are retried with backoff for --retry-timeout.
+
+Exit codes:
+  0    DEST written and verified
+  1    NAME is not in the repository: the store answered "does not exist"
+       to a request made in this call (PostgreSQL then ends archive
+       recovery, or a standby switches to streaming)
+  200  any other failure during archive recovery (repository unreachable
+       after retries, damaged object, wrong key, bad configuration).
+       PostgreSQL treats a status above 125 as fatal and stops, instead of
+       ending recovery early at the wrong point; fix the cause and start
+       the server again, recovery resumes where it stopped
+  5    any other failure on a standby (standby.signal in the data directory):
+       the standby logs the error and retries (or streams) instead of
+       shutting down on a passing outage
+  A SIGTERM or SIGINT ends pgark by that signal, never with status 1.`,
+			run: runWalFetch,
+		},
+	)
+}
+
+func runWalPush(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 1 {
+		return usageErrorf("wal-push takes one argument, the WAL file's path (archive_command = 'pgark wal-push %%p')")
+	}
+	start := time.Now()
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	c, err := codec(env, r)
+	if err != nil {
+		return err
+	}
+	retryFor, err := env.s.duration("retry-timeout")
+	if err != nil {
+		return err
+	}
+	res, err := wal.Push(ctx, r, args[0], wal.PushOptions{Codec: c, RetryFor: retryFor, Log: env.log})
+	if err != nil {
+		return err
+	}
+	env.log.Info("archived", "wal", res.Name, "bytes", res.Size, "already_stored", res.AlreadyStored,
+		"ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
+	env.exitCodeFor = fetchExitCode(env)
+	if len(args) != 2 {
+		return usageErrorf("wal-fetch takes two arguments, the WAL file name and the destination path (restore_command = 'pgark wal-fetch %%f %%p')")
+	}
+	start := time.Now()
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	ids, err := identities(env)
+	if err != nil {
+		return err
+	}
+	retryFor, err := env.s.duration("retry-timeout")
+	if err != nil {
+		return err
+	}
+	err = wal.Fetch(ctx, r, args[0], args[1], wal.FetchOptions{Identities: ids, RetryFor: retryFor, Log: env.log})
+	if errors.Is(err, wal.ErrNotArchived) {
+		lvl := env.log.Info
+		if n, perr := wal.ParseName(args[0]); perr == nil && n.Kind == wal.KindHistory {
+			lvl = env.log.Debug // PostgreSQL probes for future timelines
+		}
+		lvl("not in the repository", "wal", args[0])
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	env.log.Info("restored", "wal", args[0], "ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+// fetchExitCode maps wal-fetch's errors: only "not archived" is 1; every
+// other failure stops archive recovery (>125), or, on a standby, is reported
+// below 126 so the standby keeps running and retries.
+func fetchExitCode(env *cmdEnv) func(error) int {
+	return func(err error) int {
+		switch {
+		case err == nil:
+			return exitOK
+		case errors.Is(err, wal.ErrNotArchived):
+			return exitNotFound
+		case isStandby(env):
+			return exitStorage
+		}
+		return exitRecoveryStop
+	}
+}
+
+// isStandby reports whether the data directory (--pgdata, else the working
+// directory, which PostgreSQL sets to it) has standby.signal.
+func isStandby(env *cmdEnv) bool {
+	dir := env.s.str("pgdata")
+	if dir == "" {
+		dir = "."
+	}
+	_, err := os.Stat(filepath.Join(dir, "standby.signal"))
+	return err == nil
+}

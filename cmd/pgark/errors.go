@@ -1,0 +1,30 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/wal"
+)
+
+// errKey marks configuration errors about encryption keys.
+var errKey = errors.New("encryption key")
+
+// exitCode maps an error to the documented exit codes (all from 1 to 125, so
+// that PostgreSQL counts a failed archive_command in pg_stat_archiver).
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case isUsage(err):
+		return exitUsage
+	case errors.Is(err, wal.ErrContentConflict):
+		return exitConflict
+	case errors.Is(err, errKey), errors.Is(err, crypto.ErrNoMatchingIdentity), errors.Is(err, crypto.ErrMissingIdentity):
+		return exitKey
+	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster):
+		return exitRepository
+	}
+	return exitStorage
+}

@@ -1,0 +1,241 @@
+// Package repo is the repository layer above a storage.Store: the config
+// object written by `pgark init`, the binding to one PostgreSQL cluster, and
+// the object format (compression and encryption recorded in each object).
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/storage"
+)
+
+// Keys of the repository's own objects.
+const (
+	ConfigKey  = "pgark.json"
+	ClusterKey = "cluster.json"
+)
+
+// FormatVersion is the repository format this pgark writes and reads.
+const FormatVersion = 1
+
+// Conditional-write modes recorded at init.
+const (
+	WriteIfNoneMatch = "if-none-match" // S3 conditional writes (412 on an existing key)
+	WriteHeadThenPut = "head-then-put" // documented fallback for stores without them (racy)
+	WriteLink        = "link"          // local directory: link(2) of an fsynced temp file
+)
+
+// Config is the repository's config object. It is written once, by init.
+type Config struct {
+	Format      int       `json:"format"`
+	Created     time.Time `json:"created"`
+	Compression string    `json:"compression"`
+	Level       int       `json:"compression_level"`
+	// Encryption is "age" or "none". An "age" repository refuses
+	// unencrypted writes and reads.
+	Encryption string `json:"encryption"`
+	// Recipients are fingerprints of the age recipients registered at init.
+	Recipients      []string `json:"recipients,omitempty"`
+	WriteMode       string   `json:"write_mode"`
+	CreatedByPgark  string   `json:"created_by"`
+	SystemID        string   `json:"system_identifier,omitempty"` // informational; the binding is ClusterKey
+	WalSegmentBytes uint32   `json:"wal_segment_size,omitempty"`
+}
+
+// Encrypted reports whether the repository requires age encryption.
+func (c *Config) Encrypted() bool { return c.Encryption == "age" }
+
+// Cluster binds a repository to one PostgreSQL cluster. It is written once,
+// create-only, at init (from PGDATA or a connection) or by the first push.
+type Cluster struct {
+	SystemID        uint64 `json:"system_identifier,string"`
+	WalSegmentBytes uint32 `json:"wal_segment_size"`
+	BoundAt         string `json:"bound_at"`
+	BoundBy         string `json:"bound_by"`
+}
+
+// ErrNoRepository means the location holds no pgark repository.
+var ErrNoRepository = errors.New("no pgark repository")
+
+// ErrWrongCluster is wrapped when WAL of another cluster meets a repository.
+var ErrWrongCluster = errors.New("WAL from another cluster")
+
+// Repo is an open repository.
+type Repo struct {
+	Store  storage.Store
+	Config Config
+}
+
+// maxSmallObject bounds the size of config and metadata objects read whole.
+const maxSmallObject = 1 << 20
+
+// ReadJSON reads a small JSON object (bounded in size) into v.
+func ReadJSON(ctx context.Context, s storage.Store, key string, v any) error {
+	rc, _, err := s.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxSmallObject+1))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	if len(b) > maxSmallObject {
+		return fmt.Errorf("%s in %s is larger than %d bytes: not a pgark object", key, s, maxSmallObject)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s in %s is damaged: %w", key, s, err)
+	}
+	return nil
+}
+
+// PutJSON writes a small JSON object create-only.
+func PutJSON(ctx context.Context, s storage.Store, key string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	return s.Put(ctx, key, bytes.NewReader(b), storage.PutOptions{Size: int64(len(b))})
+}
+
+// InitOptions are the settings recorded by init.
+type InitOptions struct {
+	Compression string
+	Level       int
+	Recipients  *crypto.Recipients // nil or empty: unencrypted repository
+	WriteMode   string
+	Version     string // pgark version
+}
+
+// Init writes the config object of a new repository. The caller checks that
+// the location is empty first; the create-only write refuses an existing one.
+func Init(ctx context.Context, s storage.Store, o InitOptions) (*Config, error) {
+	if err := ValidateCompression(o.Compression, o.Level); err != nil {
+		return nil, err
+	}
+	c := &Config{
+		Format:         FormatVersion,
+		Created:        time.Now().UTC().Truncate(time.Second),
+		Compression:    o.Compression,
+		Level:          o.Level,
+		Encryption:     "none",
+		WriteMode:      o.WriteMode,
+		CreatedByPgark: o.Version,
+	}
+	if o.Recipients.Len() > 0 {
+		c.Encryption = "age"
+		c.Recipients = o.Recipients.Fingerprints()
+	}
+	if err := PutJSON(ctx, s, ConfigKey, c); err != nil {
+		if storage.IsExists(err) {
+			return nil, fmt.Errorf("%s already holds a pgark repository", s)
+		}
+		return nil, fmt.Errorf("write %s: %w", ConfigKey, err)
+	}
+	return c, nil
+}
+
+// Open reads the repository's config object. A location without one fails
+// with ErrNoRepository: pgark never starts a new archive implicitly.
+func Open(ctx context.Context, s storage.Store) (*Repo, error) {
+	var c Config
+	if err := ReadJSON(ctx, s, ConfigKey, &c); err != nil {
+		if storage.IsNotFound(err) {
+			return nil, fmt.Errorf("%w at %s (no %s): check the repository path, or create one with `pgark init`", ErrNoRepository, s, ConfigKey)
+		}
+		return nil, fmt.Errorf("open repository %s: %w", s, err)
+	}
+	if c.Format != FormatVersion {
+		return nil, fmt.Errorf("repository %s has format %d; this pgark reads format %d", s, c.Format, FormatVersion)
+	}
+	if c.Encryption != "age" && c.Encryption != "none" {
+		return nil, fmt.Errorf("repository %s: unknown encryption %q in %s", s, c.Encryption, ConfigKey)
+	}
+	return &Repo{Store: s, Config: c}, nil
+}
+
+// CheckRecipients enforces the repository's encryption on a writer: an
+// encrypted repository refuses a write without recipients (fail closed), and
+// at least one recipient must be one registered at init, so that what is
+// written stays readable with a key the repository's owner holds. It returns
+// the fingerprints of recipients that are not registered (worth a warning).
+func (r *Repo) CheckRecipients(rs *crypto.Recipients) (unregistered []string, err error) {
+	if !r.Config.Encrypted() {
+		if rs.Len() > 0 {
+			return nil, fmt.Errorf("repository %s was created without encryption, but age recipients are configured: refusing to mix (create an encrypted repository with `pgark init` and recipients)", r.Store)
+		}
+		return nil, nil
+	}
+	if rs.Len() == 0 {
+		return nil, fmt.Errorf("repository %s is encrypted but no age recipients are configured (set --age-recipients, PGARK_AGE_RECIPIENTS or --age-recipients-file): refusing to write unencrypted data", r.Store)
+	}
+	known := false
+	for _, fp := range rs.Fingerprints() {
+		if slices.Contains(r.Config.Recipients, fp) {
+			known = true
+		} else {
+			unregistered = append(unregistered, fp)
+		}
+	}
+	if !known {
+		return nil, fmt.Errorf("the configured age recipients are not registered in repository %s (registered: %v): refusing to write data that its owner's keys may not decrypt", r.Store, r.Config.Recipients)
+	}
+	return unregistered, nil
+}
+
+// Cluster returns the cluster binding, or ok=false when none is recorded yet.
+func (r *Repo) Cluster(ctx context.Context) (c Cluster, ok bool, err error) {
+	err = ReadJSON(ctx, r.Store, ClusterKey, &c)
+	if storage.IsNotFound(err) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, fmt.Errorf("read cluster binding: %w", err)
+	}
+	return c, true, nil
+}
+
+// BindCluster checks that sysid and segSize belong to the repository's
+// cluster, binding the repository to them (create-only) if it is not bound
+// yet. known, if not nil, is a binding already read in this call.
+func (r *Repo) BindCluster(ctx context.Context, sysid uint64, segSize uint32, by string) error {
+	c, ok, err := r.Cluster(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		c = Cluster{SystemID: sysid, WalSegmentBytes: segSize, BoundAt: time.Now().UTC().Format(time.RFC3339), BoundBy: by}
+		err := PutJSON(ctx, r.Store, ClusterKey, &c)
+		if err == nil {
+			return nil
+		}
+		if !storage.IsExists(err) {
+			return fmt.Errorf("record cluster binding: %w", err)
+		}
+		// A concurrent first push bound it: compare with theirs.
+		if c, ok, err = r.Cluster(ctx); err != nil || !ok {
+			return fmt.Errorf("read cluster binding after a concurrent write: %v", err)
+		}
+	}
+	if c.SystemID != sysid {
+		return fmt.Errorf("%w: its system identifier is %d but repository %s belongs to cluster %d. Likely causes: the wrong repository is configured for this server, or the cluster was re-created or upgraded with pg_upgrade (which gives a new system identifier). Fix: point this server at its own repository, or after a pg_upgrade create a new one with `pgark init` and take a new base backup",
+			ErrWrongCluster, sysid, r.Store, c.SystemID)
+	}
+	if c.WalSegmentBytes != segSize {
+		return fmt.Errorf("%w: its WAL segment size is %d bytes but repository %s holds segments of %d bytes", ErrWrongCluster, segSize, r.Store, c.WalSegmentBytes)
+	}
+	return nil
+}
+
+// SystemIDString formats a system identifier as PostgreSQL prints it.
+func SystemIDString(id uint64) string { return strconv.FormatUint(id, 10) }

@@ -1,0 +1,202 @@
+// Package retry wraps a storage.Store so that transient errors are retried
+// with exponential backoff and jitter, within a total deadline.
+//
+// An error is retried when !storage.IsPermanent(err): not-found, exists,
+// PermanentError and context cancellation end the operation at once;
+// storage.ErrConflict (a concurrent conditional write) is retried.
+//
+//   - Stat, Delete: retried.
+//   - Get, GetRange: opening is retried; errors while reading are the
+//     caller's.
+//   - List: restarted only if fn has not been called yet; once objects were
+//     delivered, an error is returned.
+//   - Put: retried only when the reader is an io.Seeker, which is sought
+//     back to where it was when Put was called; otherwise one attempt. A
+//     retried Put whose earlier attempt did reach the store (its answer was
+//     lost) fails with ErrExists; callers compare contents on ErrExists
+//     anyway.
+package retry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/pgark/pgark/storage"
+)
+
+// Config sets the backoff. Zero fields take their defaults.
+type Config struct {
+	// MaxElapsed is the total time allowed for an operation, retries and
+	// backoff included (default 60s). The last attempt starts before it
+	// passes.
+	MaxElapsed time.Duration
+	// Initial is the first backoff delay (default 100ms); it doubles after
+	// every attempt up to Max (default 5s). Each delay is jittered between
+	// half and all of its value.
+	Initial time.Duration
+	Max     time.Duration
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxElapsed = 60 * time.Second
+	DefaultInitial    = 100 * time.Millisecond
+	DefaultMax        = 5 * time.Second
+)
+
+type store struct {
+	inner storage.Store
+	cfg   Config
+	log   *slog.Logger
+}
+
+// New returns inner wrapped with retries. log receives a Warn record for
+// every retry; nil discards them. The result also has a method
+// Unwrap() storage.Store that returns inner.
+func New(inner storage.Store, cfg Config, log *slog.Logger) storage.Store {
+	if cfg.MaxElapsed <= 0 {
+		cfg.MaxElapsed = DefaultMaxElapsed
+	}
+	if cfg.Initial <= 0 {
+		cfg.Initial = DefaultInitial
+	}
+	if cfg.Max <= 0 {
+		cfg.Max = DefaultMax
+	}
+	if cfg.Max < cfg.Initial {
+		cfg.Max = cfg.Initial
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &store{inner: inner, cfg: cfg, log: log}
+}
+
+// Unwrap returns the wrapped store.
+func (s *store) Unwrap() storage.Store { return s.inner }
+
+func (s *store) String() string { return s.inner.String() }
+
+func retryable(err error) bool { return !storage.IsPermanent(err) }
+
+// do runs attempt until it succeeds, fails permanently, canRetry says no
+// (nil: always yes), the context ends or the deadline passes.
+func (s *store) do(ctx context.Context, op, key string, canRetry func() bool, attempt func() error) error {
+	start := time.Now()
+	deadline := start.Add(s.cfg.MaxElapsed)
+	delay := s.cfg.Initial
+	for n := 1; ; n++ {
+		err := attempt()
+		if err == nil || !retryable(err) || (canRetry != nil && !canRetry()) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return s.ctxErr(ctx, op, key, n, err)
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return fmt.Errorf("%s %q in %s: giving up after %d attempts in %s: %w",
+				op, key, s.inner, n, time.Since(start).Round(time.Millisecond), err)
+		}
+		wait := min(delay/2+rand.N(delay/2+1), remaining)
+		s.log.Warn("storage operation failed; retrying",
+			"op", op, "key", key, "store", s.inner.String(),
+			"attempt", n, "retry_in", wait.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return s.ctxErr(ctx, op, key, n, err)
+		case <-t.C:
+		}
+		delay = min(delay*2, s.cfg.Max)
+	}
+}
+
+// ctxErr reports the end of the context, with the last error.
+func (s *store) ctxErr(ctx context.Context, op, key string, attempts int, last error) error {
+	if errors.Is(last, ctx.Err()) {
+		return last
+	}
+	return fmt.Errorf("%s %q in %s: %w after %d attempts (last error: %v)", op, key, s.inner, ctx.Err(), attempts, last)
+}
+
+func (s *store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	var info storage.ObjectInfo
+	err := s.do(ctx, "stat", key, nil, func() error {
+		var err error
+		info, err = s.inner.Stat(ctx, key)
+		return err
+	})
+	return info, err
+}
+
+func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
+	var (
+		rc   io.ReadCloser
+		info storage.ObjectInfo
+	)
+	err := s.do(ctx, "get", key, nil, func() error {
+		var err error
+		rc, info, err = s.inner.Get(ctx, key)
+		return err
+	})
+	if err != nil {
+		return nil, storage.ObjectInfo{}, err
+	}
+	return rc, info, nil
+}
+
+func (s *store) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	var rc io.ReadCloser
+	err := s.do(ctx, "get range", key, nil, func() error {
+		var err error
+		rc, err = s.inner.GetRange(ctx, key, offset, length)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rc, nil
+}
+
+func (s *store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	called := false
+	return s.do(ctx, "list", prefix, func() bool { return !called }, func() error {
+		return s.inner.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+			called = true
+			return fn(oi)
+		})
+	})
+}
+
+func (s *store) Delete(ctx context.Context, key string) error {
+	return s.do(ctx, "delete", key, nil, func() error { return s.inner.Delete(ctx, key) })
+}
+
+func (s *store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) error {
+	seeker, ok := r.(io.Seeker)
+	if !ok {
+		return s.inner.Put(ctx, key, r, opts)
+	}
+	start, err := seeker.Seek(0, io.SeekCurrent)
+	if err != nil {
+		// Not really seekable (a pipe behind an *os.File, say).
+		return s.inner.Put(ctx, key, r, opts)
+	}
+	first := true
+	return s.do(ctx, "put", key, nil, func() error {
+		if !first {
+			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+				return &storage.PermanentError{Err: fmt.Errorf("put %q in %s: rewinding the data for a retry: %w", key, s.inner, err)}
+			}
+		}
+		first = false
+		return s.inner.Put(ctx, key, r, opts)
+	})
+}

@@ -1,0 +1,97 @@
+// Package storage defines the Store interface that every repository backend
+// implements, and the errors that callers branch on.
+//
+// A Store is a flat key space of immutable objects. Writes are create-only
+// and atomic: a reader never sees a half-written object under its final key,
+// and an existing object is never replaced by Put.
+package storage
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Well-known metadata keys. Metadata keys are lower-case ASCII letters,
+// digits and '-'; values are printable ASCII. Backends store them next to the
+// object (S3 user metadata) or inside it (local store) and return them from
+// Stat and Get.
+const (
+	MetaSHA256 = "pgark-sha256" // hex SHA-256 of the plaintext
+	MetaSize   = "pgark-size"   // decimal plaintext size in bytes
+)
+
+// ErrNotFound is returned (wrapped) when an object does not exist. Backends
+// return it only when the store answered "does not exist" (local ENOENT, S3
+// 404). Permission errors (S3 403) are never ErrNotFound.
+var ErrNotFound = errors.New("object not found")
+
+// ErrExists is returned (wrapped) by Put when the key already holds an object.
+var ErrExists = errors.New("object already exists")
+
+// ErrConflict is returned (wrapped) by Put when a concurrent conditional write
+// to the same key raced with this one (S3 409). The caller may retry.
+var ErrConflict = errors.New("concurrent write conflict")
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Key     string
+	Size    int64             // stored size in bytes (what Get returns)
+	ModTime time.Time         // zero when unknown
+	Meta    map[string]string // user metadata given to Put; nil from List
+}
+
+// PutOptions carries the optional parts of a Put.
+type PutOptions struct {
+	// Meta is stored with the object and returned by Stat and Get.
+	Meta map[string]string
+	// Size is the exact number of bytes r will yield, or -1 when unknown.
+	Size int64
+}
+
+// Store is a repository backend.
+type Store interface {
+	// Put stores the bytes of r under key, create-only. It returns only once
+	// the object is durable (fsynced, or an upload completed). If key already
+	// exists it returns an error wrapping ErrExists and leaves the stored
+	// object untouched. On any error no object appears under key.
+	Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error
+	// Get opens the object. The caller must close the reader.
+	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+	// GetRange opens length bytes of the object from offset; length < 0
+	// means to the end.
+	GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+	// Stat returns the object's size and metadata (one HEAD).
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// List calls fn for every object whose key starts with prefix, in
+	// lexical key order. Meta is not filled. Returning an error from fn
+	// stops the listing and List returns that error.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+	// Delete removes the object. Deleting a missing object is not an error.
+	Delete(ctx context.Context, key string) error
+	// String names the store for messages (no secrets).
+	String() string
+}
+
+// IsNotFound reports whether err means that the object does not exist.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// IsExists reports whether err means that Put found an existing object.
+func IsExists(err error) bool { return errors.Is(err, ErrExists) }
+
+// PermanentError marks an error that retrying cannot fix (bad credentials,
+// access denied, a malformed request). Backends wrap such errors with it so
+// that the retry decorator gives up at once.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// IsPermanent reports whether err should not be retried. Not-found, exists
+// and permanent errors are not retried; everything else is.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p) || IsNotFound(err) || IsExists(err) ||
+		errors.Is(err, context.Canceled)
+}

@@ -1,0 +1,183 @@
+package wal
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage"
+)
+
+// ErrNotArchived means the repository answered, in this call, that the file
+// does not exist. It is the only error that may become restore_command's
+// "not found" exit status.
+var ErrNotArchived = errors.New("not in the repository")
+
+// ErrVerify wraps content verification failures (hash, size, corruption).
+var ErrVerify = errors.New("verification failed")
+
+// FetchOptions configure a fetch.
+type FetchOptions struct {
+	Identities *crypto.Identities
+	RetryFor   time.Duration
+	Log        *slog.Logger
+}
+
+// maxCorruptAttempts bounds the re-reads of an object that fails
+// verification: a network fault can look like damage, real damage repeats.
+const maxCorruptAttempts = 3
+
+// Fetch restores the WAL file named name from the repository to dest. dest is
+// written atomically (temp file, fsync, rename) and only after the content is
+// verified: authenticated decryption, zstd checksums, and the plaintext
+// SHA-256 and size recorded at push.
+func Fetch(ctx context.Context, r *repo.Repo, name, dest string, o FetchOptions) error {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n, err := ParseName(name)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadInput, err)
+	}
+	key := ObjectKey(n)
+	corrupt := 0
+	return retryTransient(ctx, o.RetryFor, log, "fetch "+name, func() error {
+		err := fetchOnce(ctx, r, key, dest, o)
+		switch {
+		case err == nil:
+			return nil
+		case storage.IsNotFound(err):
+			// An answer, not a failure: never retried, never remembered.
+			return &storage.PermanentError{Err: fmt.Errorf("%s: %w (%s)", name, ErrNotArchived, err)}
+		case errors.Is(err, crypto.ErrNoMatchingIdentity), errors.Is(err, crypto.ErrMissingIdentity),
+			errors.Is(err, errDest):
+			return &storage.PermanentError{Err: err}
+		case errors.Is(err, ErrVerify):
+			corrupt++
+			if corrupt >= maxCorruptAttempts {
+				return &storage.PermanentError{Err: fmt.Errorf("%s (%s): %w", name, key, err)}
+			}
+		}
+		return err
+	})
+}
+
+var errDest = errors.New("cannot write the destination")
+
+func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptions) error {
+	rc, info, err := r.Store.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	wantSum := info.Meta[storage.MetaSHA256]
+	wantSize, serr := strconv.ParseInt(info.Meta[storage.MetaSize], 10, 64)
+	if len(wantSum) != 64 || serr != nil || wantSize < 0 {
+		return fmt.Errorf("%w: object %s has no valid %s/%s metadata", ErrVerify, key, storage.MetaSHA256, storage.MetaSize)
+	}
+	pr, err := repo.NewObjectReader(rc, repo.ReadOptions{Identities: o.Identities, RequireEncrypted: r.Config.Encrypted()})
+	if err != nil {
+		if errors.Is(err, repo.ErrCorrupt) {
+			return fmt.Errorf("%w: %w", ErrVerify, err)
+		}
+		return err
+	}
+	defer pr.Close()
+
+	dir, base := filepath.Split(dest)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".pgark-tmp-*")
+	if err != nil {
+		return fmt.Errorf("%w: %w", errDest, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	h := sha256.New()
+	lw := &limitedWriter{w: tmp, h: h, left: wantSize}
+	n, err := io.Copy(repo.MarkWriteErrors(lw), pr)
+	if err != nil {
+		if errors.Is(err, errTooLong) {
+			return fmt.Errorf("%w: object %s decodes to more than the %d bytes recorded at push", ErrVerify, key, wantSize)
+		}
+		if isWriteErr(err) {
+			return fmt.Errorf("%w: %w", errDest, err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: reading %s: %w", ErrVerify, key, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); n != wantSize || got != wantSum {
+		return fmt.Errorf("%w: object %s decodes to %d bytes with SHA-256 %s, but %d bytes with SHA-256 %s were archived", ErrVerify, key, n, short(got), wantSize, short(wantSum))
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("%w: sync: %w", errDest, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("%w: close: %w", errDest, err)
+	}
+	if err := os.Rename(tmp.Name(), dest); err != nil {
+		os.Remove(tmp.Name())
+		done = true
+		return fmt.Errorf("%w: %w", errDest, err)
+	}
+	done = true
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+var errTooLong = errors.New("too long")
+
+// destWriteError marks failures of the destination file.
+type destWriteError struct{ err error }
+
+func (e *destWriteError) Error() string { return e.err.Error() }
+func (e *destWriteError) Unwrap() error { return e.err }
+
+func isWriteErr(err error) bool {
+	var d *destWriteError
+	return errors.As(err, &d)
+}
+
+// limitedWriter writes to the destination and the hash, and refuses to write
+// more than the recorded size (a hostile object cannot fill the disk).
+type limitedWriter struct {
+	w    io.Writer
+	h    hash.Hash
+	left int64
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.left {
+		return 0, errTooLong
+	}
+	k, err := l.w.Write(p)
+	l.h.Write(p[:k])
+	l.left -= int64(k)
+	if err != nil {
+		return k, &destWriteError{err}
+	}
+	return k, nil
+}
