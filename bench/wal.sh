@@ -11,10 +11,13 @@
 # and prints, per tool: push latency (median, p90), sequential push throughput, CPU per
 # segment (user+sys of every process), fetch latency (median, p90) and CPU, peak RSS of one
 # push and one fetch (/usr/bin/time %M; for a pipeline the sum of its stages), bytes stored,
-# whether it fsyncs, and pgark's ratios to pgBackRest(cipher) and to cp. Tools run one after
-# the other on one copy of the segments in one work dir, each after a warm-up push/fetch of
-# an extra segment (also the RSS run), with `sync` between tools. Every fetched segment is compared with the original (cmp): a difference, or a
-# command that fails, is an error (exit 1); times never are.
+# whether it fsyncs, and pgark's ratios to pgBackRest(cipher) and to cp. All tools work on
+# one copy of the segments in one work dir, read once beforehand; each first pushes and
+# fetches an extra segment (warm-up, also the RSS run); then, segment after segment, each
+# tool pushes it in turn (rotating order, `sync` after each, not timed), and the same for
+# fetch, so that the machine's other load falls on all tools alike. Every fetched segment
+# is compared with the original (cmp): a difference, or a command that fails, is an error
+# (exit 1); times never are.
 #
 # Usage: bash bench/wal.sh        (as root: it runs PostgreSQL and the tools as `postgres`)
 # Environment:
@@ -45,7 +48,6 @@ measure() {
 	# shellcheck source=/dev/null
 	source "$w/bench.env" # sets the variables above
 	cd "$w"
-	local nseg=${#segs[@]}
 	local res="$w/results"
 	mkdir -p "$res" "$w/store" "$w/fetch"
 
@@ -78,6 +80,14 @@ measure() {
 
 	# Read every segment once, so that all tools start from the page cache alike.
 	cat "$w/segs/"* >/dev/null
+	# On a VM whose memory the host backs lazily, the first use of a never-touched page
+	# is several times slower (here: 3 GiB of page cache took 7 s the first time, 1 s
+	# after); that would fall on whichever tool fills the most new page cache (cp, dd).
+	# So have the kernel touch about what this run will fill, then free it for reuse.
+	local prefault_mib=$(((${#segs[@]} + 1) * segsize * 4 / 1048576 + 512))
+	note "pre-faulting ${prefault_mib} MiB of page cache"
+	dd if=/dev/zero of="$w/prefault" bs=1M count="$prefault_mib" status=none
+	rm -f "$w/prefault"
 	sync
 
 	# No forks in or around the timed loops (a fork would count in the children's CPU
@@ -107,68 +117,92 @@ measure() {
 		REPLY=$(((10#$m * 60 + 10#${x%.*}) * 1000 + 10#${x#*.}))
 	}
 
-	local tool seg t0 t1 start end out rssf c0
+	local tool seg t0 t1 c0 i k rssf
+	local -A cpu_push=() cpu_fetch=() push_total=()
 	for tool in "${tools[@]}"; do
-		note "push: $tool"
-		mkdir -p "$w/store/$tool"
-		# Warm-up push (not timed), which is also the peak-RSS run of one push.
+		mkdir -p "$w/store/$tool" "$w/fetch/$tool"
+		: >"$res/$tool.push"
+		: >"$res/$tool.fetch"
+		cpu_push[$tool]=0 cpu_fetch[$tool]=0 push_total[$tool]=0
+	done
+
+	# Warm-up (not timed): each tool pushes and fetches one extra segment; these are also
+	# the peak-RSS runs.
+	note "warm-up and peak RSS"
+	for tool in "${tools[@]}"; do
 		rssf="$res/$tool.rss-push"
 		: >"$rssf"
 		T=(/usr/bin/time -f %M -a -o "$rssf")
 		"push_$tool" "$w/segs/$warm" "$warm" || die "$tool: warm-up push of $warm failed"
 		T=()
 		sync
-		: >"$res/$tool.push"
-		cpu
-		c0=$REPLY
-		start=$EPOCHREALTIME
-		for seg in "${segs[@]}"; do
-			t0=$EPOCHREALTIME
-			"push_$tool" "$w/segs/$seg" "$seg" || die "$tool: push of $seg failed"
-			t1=$EPOCHREALTIME
-			elapsed "$t0" "$t1"
-			echo "$REPLY" >>"$res/$tool.push"
-		done
-		end=$EPOCHREALTIME
-		cpu
-		echo "$((REPLY - c0))" >"$res/$tool.push-cpu"
-		elapsed "$start" "$end"
-		echo "$REPLY" >"$res/$tool.push-total"
-		# Let tools that do not fsync (cp, zstd) finish writing back before the next tool.
-		sync
-		du -sb "${storedir[$tool]}" | cut -f1 >"$res/$tool.stored"
 	done
-
 	for tool in "${tools[@]}"; do
-		note "fetch: $tool"
-		out="$w/fetch/$tool"
-		mkdir -p "$out"
 		rssf="$res/$tool.rss-fetch"
 		: >"$rssf"
 		T=(/usr/bin/time -f %M -a -o "$rssf")
-		"fetch_$tool" "$warm" "$out/$warm" || die "$tool: warm-up fetch of $warm failed"
+		"fetch_$tool" "$warm" "$w/fetch/$tool/$warm" || die "$tool: warm-up fetch of $warm failed"
 		T=()
-		: >"$res/$tool.fetch"
-		cpu
-		c0=$REPLY
-		for seg in "${segs[@]}"; do
-			t0=$EPOCHREALTIME
-			"fetch_$tool" "$seg" "$out/$seg" || die "$tool: fetch of $seg failed"
-			t1=$EPOCHREALTIME
-			elapsed "$t0" "$t1"
-			echo "$REPLY" >>"$res/$tool.fetch"
-		done
-		cpu
-		echo "$((REPLY - c0))" >"$res/$tool.fetch-cpu"
-		for seg in "$warm" "${segs[@]}"; do
-			cmp -s "$w/segs/$seg" "$out/$seg" ||
-				die "$tool: fetched $seg differs from the original (cmp $w/segs/$seg $out/$seg)"
-		done
-		echo "$((nseg + 1))" >"$res/$tool.verified"
-		rm -rf "$out"
+		cmp -s "$w/segs/$warm" "$w/fetch/$tool/$warm" || die "$tool: fetched $warm differs from the original"
+		rm -f "$w/fetch/$tool/$warm"
 		sync
 	done
 
+	# Timed: segment after segment, every tool pushes it, one process each, in an order
+	# that rotates from one segment to the next, so that the machine's other load and any
+	# order effect fall on all tools alike. A sync after each push (not timed) leaves no
+	# write-back of cp's or zstd's output to slow the next tool down.
+	note "push: ${#segs[@]} segments x ${#tools[@]} tools"
+	i=0
+	for seg in "${segs[@]}"; do
+		for ((k = 0; k < ${#tools[@]}; k++)); do
+			tool=${tools[(i + k) % ${#tools[@]}]}
+			cpu
+			c0=$REPLY
+			t0=$EPOCHREALTIME
+			"push_$tool" "$w/segs/$seg" "$seg" || die "$tool: push of $seg failed"
+			t1=$EPOCHREALTIME
+			cpu
+			cpu_push[$tool]=$((cpu_push[$tool] + REPLY - c0))
+			elapsed "$t0" "$t1"
+			push_total[$tool]=$((push_total[$tool] + REPLY))
+			echo "$REPLY" >>"$res/$tool.push"
+			sync
+		done
+		i=$((i + 1))
+	done
+	for tool in "${tools[@]}"; do
+		echo "${cpu_push[$tool]}" >"$res/$tool.push-cpu"
+		echo "${push_total[$tool]}" >"$res/$tool.push-total"
+		du -sb "${storedir[$tool]}" | cut -f1 >"$res/$tool.stored"
+	done
+
+	# Same for fetch; each fetched copy is compared with the original (not timed), then
+	# removed.
+	note "fetch: ${#segs[@]} segments x ${#tools[@]} tools"
+	i=0
+	for seg in "${segs[@]}"; do
+		for ((k = 0; k < ${#tools[@]}; k++)); do
+			tool=${tools[(i + k) % ${#tools[@]}]}
+			cpu
+			c0=$REPLY
+			t0=$EPOCHREALTIME
+			"fetch_$tool" "$seg" "$w/fetch/$tool/$seg" || die "$tool: fetch of $seg failed"
+			t1=$EPOCHREALTIME
+			cpu
+			cpu_fetch[$tool]=$((cpu_fetch[$tool] + REPLY - c0))
+			elapsed "$t0" "$t1"
+			echo "$REPLY" >>"$res/$tool.fetch"
+			cmp -s "$w/segs/$seg" "$w/fetch/$tool/$seg" ||
+				die "$tool: fetched $seg differs from the original (KEEP=1 keeps $w/fetch/$tool/$seg)"
+			rm -f "$w/fetch/$tool/$seg"
+			sync
+		done
+		i=$((i + 1))
+	done
+	for tool in "${tools[@]}"; do
+		echo "${cpu_fetch[$tool]}" >"$res/$tool.fetch-cpu"
+	done
 	# Start-up cost of one process that does nothing (median of 11), to tell process
 	# start-up apart from work.
 	startup() {
@@ -200,6 +234,9 @@ SCALE=${SCALE:-20}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-20}
 PGBENCH_MAX_SECONDS=${PGBENCH_MAX_SECONDS:-180}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+pgark_bin=${PGARK_BIN:-}
+# Settings from the caller's environment must not reach pgark or pgBackRest.
+unset "${!PGARK_@}" "${!PGBACKREST_@}"
 [[ $SEGMENTS =~ ^[1-9][0-9]*$ ]] || die "SEGMENTS must be a positive number"
 ((SEGMENTS <= 100)) || die "SEGMENTS must be at most 100 (wal_keep_size=2GB keeps 128 segments)"
 [[ -x $PG_BIN/initdb && -x $PG_BIN/pgbench ]] || die "no PostgreSQL server binaries in $PG_BIN (apt-get install postgresql-15)"
@@ -237,9 +274,9 @@ cleanup() {
 trap cleanup EXIT
 
 # ---------------------------------------------------------------- pgark
-if [[ -n ${PGARK_BIN:-} ]]; then
-	cp "$PGARK_BIN" "$w/pgark"
-	pgark_rev="(PGARK_BIN=$PGARK_BIN)"
+if [[ -n $pgark_bin ]]; then
+	cp "$pgark_bin" "$w/pgark"
+	pgark_rev="(PGARK_BIN=$pgark_bin)"
 else
 	note "building pgark"
 	(cd "$here" && CGO_ENABLED=0 go build -trimpath -o "$w/pgark" ./cmd/pgark) || die "go build ./cmd/pgark failed"
@@ -247,7 +284,7 @@ else
 	pgark_rev="built from $here ($pgark_rev + working tree)"
 fi
 chmod 755 "$w/pgark"
-recipient=$(pg "$w/pgark" key generate "$w/identity.txt") || die "pgark key generate failed"
+recipient=$(pg "$w/pgark" key generate --log-level warn "$w/identity.txt") || die "pgark key generate failed"
 [[ $recipient == age1* ]] || die "pgark key generate printed no recipient: $recipient"
 pg tee "$w/pgark.conf" >/dev/null <<EOF
 repo = $w/repo-pgark
@@ -255,7 +292,7 @@ age-recipients = $recipient
 age-identity-file = $w/identity.txt
 log-level = warn
 EOF
-pg env -u PGARK_CONFIG "$w/pgark" init --config "$w/pgark.conf" --log-level warn || die "pgark init failed"
+pg "$w/pgark" init --config "$w/pgark.conf" --log-level warn >/dev/null || die "pgark init failed"
 
 # ---------------------------------------------------------------- a cluster and its WAL
 port=$((20000 + RANDOM % 20000))
@@ -407,7 +444,7 @@ read -r su_cp _ < <(stat_ms "$r/startup.cp")
 cat <<EOF
 
 med/p90: wall-clock latency of one process (or pipeline), median and 90th percentile over the $SEGMENTS segments.
-MB/s: MiB pushed / wall time of the whole sequential push loop. CPU ms: user+sys CPU per segment, all processes.
+MB/s: MiB pushed / sum of the push times (one segment at a time). CPU ms: user+sys CPU per segment, all processes.
 RSS: peak resident set of one push / one fetch (/usr/bin/time %M); for a pipeline, the sum of its stages.
 Ratios: pgark's figure divided by the other tool's (below 1 favours pgark, except MB/s).
 fsync: whether the tool makes what it wrote durable before exiting (cp, zstd and age do not:

@@ -98,6 +98,9 @@ func (a *archiveSetup) stats(t *testing.T) archiverStats {
 // switchAndWait ends the current segment and waits until it is archived.
 func (a *archiveSetup) switchAndWait(t *testing.T) string {
 	t.Helper()
+	// Write something first: on an empty segment pg_switch_wal() is a no-op
+	// (PostgreSQL 17 and later log no background WAL on an idle server).
+	a.c.Exec(t, "CREATE TABLE IF NOT EXISTS pgark_tick(t timestamptz); INSERT INTO pgark_tick VALUES (now())")
 	seg := a.c.QueryRow(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
 	a.c.Exec(t, "SELECT pg_switch_wal()")
 	a.c.WaitFor(t, 3*time.Minute, func() bool {

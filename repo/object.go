@@ -90,8 +90,7 @@ func NewObjectWriter(w io.Writer, c Codec) (io.WriteCloser, error) {
 		zw, err := zstd.NewWriter(ow.w,
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(c.Level)),
 			zstd.WithEncoderCRC(true),
-			zstd.WithEncoderConcurrency(1),
-			zstd.WithLowerEncoderMem(true))
+			zstd.WithEncoderConcurrency(1))
 		if err != nil {
 			return nil, fmt.Errorf("zstd encoder: %w", err)
 		}

@@ -64,8 +64,10 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 	}
 	defer f.Close()
 
-	// Pass 1: hash the plaintext and check what it is.
-	sum, size, head, err := hashFile(f)
+	// Pass 1: hash the plaintext and check what it is. A file of up to
+	// inMemoryMax bytes (every default-size segment) is read once and kept:
+	// the bytes hashed are exactly the bytes stored.
+	sum, size, head, data, err := readForPush(f)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -102,6 +104,9 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 	// again on the way: if the file changed since pass 1, the upload is
 	// aborted and nothing is stored.
 	err = retryTransient(ctx, o.RetryFor, log, "push "+n.Raw, func() error {
+		if data != nil {
+			return putObject(ctx, r.Store, res.Key, bytes.NewReader(data), o.Codec, meta)
+		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return &storage.PermanentError{Err: err}
 		}
@@ -138,6 +143,35 @@ func openRegular(path string) (*os.File, error) {
 		return nil, fmt.Errorf("%w: %s is not a regular file", ErrBadInput, path)
 	}
 	return f, nil
+}
+
+// inMemoryMax is the largest file that push reads into memory once; larger
+// ones (segments of 128 MiB to 1 GiB) are streamed twice, the second pass
+// verified against the first.
+const inMemoryMax = 64 << 20
+
+// readForPush hashes the file and returns its first bytes, and its content
+// when it is at most inMemoryMax bytes.
+func readForPush(f *os.File) (sum string, size int64, head, data []byte, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return "", 0, nil, nil, err
+	}
+	if fi.Size() <= inMemoryMax {
+		data = make([]byte, fi.Size()+1) // one more byte: see the file end where fstat said
+		k, err := io.ReadFull(f, data)
+		if err != io.ErrUnexpectedEOF && err != io.EOF {
+			if err == nil {
+				err = fmt.Errorf("the file grew while it was being read")
+			}
+			return "", 0, nil, nil, err
+		}
+		data = data[:k]
+		h := sha256.Sum256(data)
+		return hex.EncodeToString(h[:]), int64(k), data[:min(k, LongHeaderSize)], data, nil
+	}
+	sum, size, head, err = hashFile(f)
+	return sum, size, head, nil, err
 }
 
 func hashFile(f *os.File) (sum string, size int64, head []byte, err error) {
