@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if fixture != nil {
+		os.RemoveAll(fixture.dir)
+	}
 	os.Exit(code)
 }
 

@@ -129,9 +129,10 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 	if got := hex.EncodeToString(h.Sum(nil)); n != wantSize || got != wantSum {
 		return fmt.Errorf("%w: object %s decodes to %d bytes with SHA-256 %s, but %d bytes with SHA-256 %s were archived", ErrVerify, key, n, short(got), wantSize, short(wantSum))
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("%w: sync: %w", errDest, err)
-	}
+	// No fsync: PostgreSQL reads the restored file at once and, when it
+	// keeps one (standby, end of recovery), makes it durable itself
+	// (durable_rename). After a crash it fetches again. The rename still
+	// makes DEST appear complete or not at all.
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("%w: close: %w", errDest, err)
 	}
@@ -141,10 +142,6 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 		return fmt.Errorf("%w: %w", errDest, err)
 	}
 	done = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 	return nil
 }
 

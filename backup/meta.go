@@ -1,0 +1,129 @@
+// Package backup takes base backups over the streaming replication protocol
+// (our own BASE_BACKUP client on pgconn, PostgreSQL 13-18), streams them into
+// a repository through zstd and age, and restores them into a data directory.
+//
+// Repository layout of one backup (ID like 20261124T215700Z):
+//
+//	backups/<ID>/base.tar.000.pgark      tar members of the data directory, split at
+//	backups/<ID>/base.tar.001.pgark      member boundaries into parts of at most PartLimit bytes
+//	backups/<ID>/16385.tar.000.pgark     one tar stream per tablespace (by OID)
+//	backups/<ID>/backup_manifest.pgark   the server's backup_manifest, byte-exact
+//	backups/<ID>/backup.json             the metadata: written LAST; a backup without it is not complete
+//
+// Every .pgark object uses the repository object format (repo.NewObjectWriter:
+// compression and encryption recorded in the object) and carries the
+// plaintext SHA-256 and size in its storage metadata. Parts are raw byte
+// ranges of the server's tar stream cut at member boundaries: concatenating
+// a stream's parts in order gives the server's tar stream exactly (with the
+// end-of-archive trailer in the last part), and each part on its own is a
+// sequence of complete tar members (so parts can be extracted in parallel).
+//
+// backup.json is plaintext JSON (no secrets; list and retention read it
+// without the identity). The manifest, which names every file, is an
+// encrypted object like the data.
+package backup
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// MetaFormat is the version of backup.json this pgark writes.
+const MetaFormat = 1
+
+// Key layout.
+const (
+	Prefix       = "backups/"
+	MetaName     = "backup.json"
+	ManifestName = "backup_manifest.pgark"
+)
+
+// MetaKey is the key of a backup's metadata object (its completion marker).
+func MetaKey(id string) string { return Prefix + id + "/" + MetaName }
+
+// ManifestKey is the key of a backup's manifest object.
+func ManifestKey(id string) string { return Prefix + id + "/" + ManifestName }
+
+// PartKey is the key of part n of archive (e.g. "base.tar", "16385.tar").
+func PartKey(id, archive string, n int) string {
+	return fmt.Sprintf("%s%s/%s.%03d.pgark", Prefix, id, archive, n)
+}
+
+// NewID returns a backup ID for a start time: sortable, UTC, second precision.
+func NewID(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
+
+// ValidID reports whether s is a well-formed backup ID (it becomes part of
+// object keys and file names, so nothing else is accepted).
+func ValidID(s string) bool {
+	_, err := time.Parse("20060102T150405Z", s)
+	return err == nil && len(s) == 16 && !strings.ContainsAny(s, "/.")
+}
+
+// Meta is a backup's metadata object.
+type Meta struct {
+	Format   int    `json:"format"`
+	ID       string `json:"id"`
+	Label    string `json:"label"`
+	Pgark    string `json:"pgark_version"`
+	FromHost string `json:"from_host,omitempty"` // the server's host:port as pgark reached it
+
+	StartTime time.Time `json:"start_time"` // when the server started the backup (pgark's clock at the start LSN)
+	EndTime   time.Time `json:"end_time"`   // when the server reported the end LSN
+	// StopTime is the server's own record of the backup end, used to choose
+	// a backup for a recovery target: the STOP TIME of the .backup history
+	// file (primary), else EndTime.
+	StopTime      time.Time `json:"stop_time"`
+	StartLSN      string    `json:"start_lsn"` // X/X
+	StartTimeline uint32    `json:"start_timeline"`
+	EndLSN        string    `json:"end_lsn"`
+	EndTimeline   uint32    `json:"end_timeline"`
+	FromStandby   bool      `json:"from_standby"`
+
+	SystemID        string `json:"system_identifier"` // decimal, as PostgreSQL prints it
+	PGVersionNum    int    `json:"pg_version_num"`    // server_version_num, e.g. 150018
+	PGMajor         int    `json:"pg_major"`
+	WalSegmentBytes uint32 `json:"wal_segment_size"`
+	DataChecksums   bool   `json:"data_checksums"`
+
+	Tablespaces []Tablespace `json:"tablespaces"` // not including the data directory
+	Archives    []Archive    `json:"archives"`    // base.tar last, as the server sent it
+
+	Manifest ObjectRef `json:"manifest"` // the server's backup_manifest (ManifestKey)
+	// ManifestChecksums is the algorithm the server used per file.
+	ManifestChecksums string `json:"manifest_checksums"`
+
+	RawBytes    int64 `json:"raw_bytes"`    // sum of the tar streams' sizes
+	StoredBytes int64 `json:"stored_bytes"` // sum of the stored objects' sizes
+	Files       int   `json:"files"`        // tar members checked against the manifest
+
+	// WALSegments lists the segments from start to end that were confirmed in
+	// the repository before this object was written (first and last names).
+	WALFirst string `json:"wal_first"`
+	WALLast  string `json:"wal_last"`
+}
+
+// Tablespace is one tablespace of the backed-up cluster.
+type Tablespace struct {
+	OID      uint32 `json:"oid"`
+	Location string `json:"location"`
+}
+
+// Archive is one tar stream of the backup: "base.tar" for the data directory,
+// "<oid>.tar" for a tablespace.
+type Archive struct {
+	Name  string      `json:"name"`
+	OID   uint32      `json:"oid,omitempty"` // 0 for base.tar
+	Parts []ObjectRef `json:"parts"`
+	Bytes int64       `json:"bytes"` // size of the tar stream
+}
+
+// ObjectRef names a stored object and what it must decode to.
+type ObjectRef struct {
+	Key         string `json:"key"`
+	Bytes       int64  `json:"bytes"`        // plaintext size
+	SHA256      string `json:"sha256"`       // plaintext SHA-256, hex
+	StoredBytes int64  `json:"stored_bytes"` // size in the store
+	Members     int    `json:"members,omitempty"`
+	FirstMember string `json:"first_member,omitempty"`
+}
