@@ -2,9 +2,16 @@ package repo
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"slices"
+	"sync"
+	"syscall"
+	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -57,10 +64,21 @@ type objectWriter struct {
 	w   io.Writer      // where plaintext goes
 }
 
-// NewObjectWriter writes an object's header to w and returns the writer that
-// takes the plaintext. Close flushes compression and encryption but does not
-// close w.
-func NewObjectWriter(w io.Writer, c Codec) (io.WriteCloser, error) {
+// NewEncodedWriter writes an object's header and compression byte to w and
+// returns the writer of its encoded body: what is written to it must already
+// be in the codec's compression (zstd frames, for instance from a
+// FrameEncoder, or the plaintext itself for "none"); it is encrypted on the
+// way when the codec has recipients. Close finishes the encryption but does
+// not close w.
+func NewEncodedWriter(w io.Writer, c Codec) (io.WriteCloser, error) {
+	ow, err := newEncodedWriter(w, c)
+	if err != nil {
+		return nil, err
+	}
+	return ow, nil
+}
+
+func newEncodedWriter(w io.Writer, c Codec) (*objectWriter, error) {
 	if err := ValidateCompression(c.Compression, c.Level); err != nil {
 		return nil, err
 	}
@@ -86,7 +104,18 @@ func NewObjectWriter(w io.Writer, c Codec) (io.WriteCloser, error) {
 	if _, err := ow.w.Write([]byte{comp}); err != nil {
 		return nil, err
 	}
-	if comp == compZstd {
+	return ow, nil
+}
+
+// NewObjectWriter writes an object's header to w and returns the writer that
+// takes the plaintext. Close flushes compression and encryption but does not
+// close w.
+func NewObjectWriter(w io.Writer, c Codec) (io.WriteCloser, error) {
+	ow, err := newEncodedWriter(w, c)
+	if err != nil {
+		return nil, err
+	}
+	if c.Compression == "zstd" {
 		zw, err := zstd.NewWriter(ow.w,
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(c.Level)),
 			zstd.WithEncoderCRC(true),
@@ -100,6 +129,75 @@ func NewObjectWriter(w io.Writer, c Codec) (io.WriteCloser, error) {
 		ow.zw, ow.w = zw, zw
 	}
 	return ow, nil
+}
+
+// FrameSize is the plaintext size of the pieces that writers using a
+// FrameEncoder cut their input into (the last piece may be shorter).
+//
+// Each piece becomes one independent zstd frame: frames are compressed on
+// several cores at once, and read back the same way (DecodeTo), which a single
+// frame does not allow. Frames back to back are one valid zstd stream, so any
+// zstd reader (NewObjectReader too) reads such an object. 2 MiB frames cost
+// about 1.4% of compressed size against one frame per 16 MiB segment (measured
+// on pgbench WAL; 1 MiB: 2.3%, 4 MiB: 0.7%), and keep every encoder's and
+// decoder's working memory small.
+const FrameSize = 2 << 20
+
+// FrameEncoder turns pieces of plaintext into complete, independent zstd
+// frames (content size and checksum recorded), or copies them unchanged when
+// the codec does not compress. Encode may be called from up to `workers`
+// goroutines at once.
+type FrameEncoder struct {
+	zenc *zstd.Encoder
+}
+
+// NewFrameEncoder returns an encoder for the codec's compression.
+func NewFrameEncoder(c Codec, workers int) (*FrameEncoder, error) {
+	if err := ValidateCompression(c.Compression, c.Level); err != nil {
+		return nil, err
+	}
+	if c.Compression != "zstd" {
+		return &FrameEncoder{}, nil
+	}
+	zenc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(c.Level)),
+		zstd.WithEncoderCRC(true),
+		zstd.WithEncoderConcurrency(max(workers, 1)),
+		// A frame never refers to another, so a window of one frame is
+		// all it can use; single segment: the content size is always in
+		// the frame header, which DecodeTo needs.
+		zstd.WithWindowSize(FrameSize),
+		zstd.WithSingleSegment(true))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	return &FrameEncoder{zenc: zenc}, nil
+}
+
+// Encode appends the encoding of src (at most FrameSize bytes) to dst.
+func (e *FrameEncoder) Encode(src, dst []byte) []byte {
+	if len(src) == 0 {
+		return dst
+	}
+	if e.zenc == nil {
+		return append(dst, src...)
+	}
+	return e.zenc.EncodeAll(src, dst)
+}
+
+// MaxEncodedSize bounds the encoding of n bytes.
+func (e *FrameEncoder) MaxEncodedSize(n int) int {
+	if e.zenc == nil {
+		return n
+	}
+	return e.zenc.MaxEncodedSize(n)
+}
+
+// Close releases the encoder.
+func (e *FrameEncoder) Close() {
+	if e.zenc != nil {
+		e.zenc.Close()
+	}
 }
 
 func (o *objectWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
@@ -195,12 +293,16 @@ func (o *objectReader) Close() error {
 	return nil
 }
 
-// NewObjectReader reads an object's header from r and returns the reader of
-// its plaintext. Decryption is authenticated (age), zstd frames carry content
-// checksums; damage surfaces as an error wrapping ErrCorrupt (or an age
-// error) from Read. Callers still compare the plaintext hash and size with
-// the object's metadata.
-func NewObjectReader(r io.Reader, o ReadOptions) (io.ReadCloser, error) {
+// Body is an object whose header has been read and whose decryption is set
+// up: what is left to read is its encoded body.
+type Body struct {
+	comp byte
+	r    io.Reader
+}
+
+// OpenObject reads an object's header from r and sets up its decryption.
+// The errors are those of NewObjectReader.
+func OpenObject(r io.Reader, o ReadOptions) (*Body, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	hdr := make([]byte, headerSize)
 	if _, err := io.ReadFull(br, hdr); err != nil {
@@ -226,7 +328,9 @@ func NewObjectReader(r io.Reader, o ReadOptions) (io.ReadCloser, error) {
 			}
 			return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
-		body = pr
+		// age hands out at most one 64 KiB chunk per Read: buffer it for
+		// the small reads of frame headers.
+		body = bufio.NewReaderSize(pr, 64<<10)
 	default:
 		return nil, fmt.Errorf("%w: unknown encryption %d", ErrCorrupt, hdr[len(objMagic)])
 	}
@@ -235,18 +339,462 @@ func NewObjectReader(r io.Reader, o ReadOptions) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("%w: truncated body: %w", ErrCorrupt, err)
 	}
 	switch comp[0] {
-	case compNone:
-		return &objectReader{r: body}, nil
-	case compZstd:
-		zr, err := zstd.NewReader(body,
-			zstd.WithDecoderConcurrency(2),
-			zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxWindow(64<<20))
-		if err != nil {
-			return nil, fmt.Errorf("zstd decoder: %w", err)
-		}
-		return &objectReader{r: zr, zr: zr}, nil
+	case compNone, compZstd:
 	default:
 		return nil, fmt.Errorf("%w: unknown compression %d", ErrCorrupt, comp[0])
+	}
+	return &Body{comp: comp[0], r: body}, nil
+}
+
+// NewObjectReader reads an object's header from r and returns the reader of
+// its plaintext. Decryption is authenticated (age), zstd frames carry content
+// checksums; damage surfaces as an error wrapping ErrCorrupt (or an age
+// error) from Read. Callers still compare the plaintext hash and size with
+// the object's metadata.
+func NewObjectReader(r io.Reader, o ReadOptions) (io.ReadCloser, error) {
+	b, err := OpenObject(r, o)
+	if err != nil {
+		return nil, err
+	}
+	if b.comp == compNone {
+		return &objectReader{r: b.r}, nil
+	}
+	zr, err := newStreamDecoder(b.r)
+	if err != nil {
+		return nil, err
+	}
+	return &objectReader{r: zr, zr: zr}, nil
+}
+
+func newStreamDecoder(r io.Reader) (*zstd.Decoder, error) {
+	zr, err := zstd.NewReader(r,
+		zstd.WithDecoderConcurrency(2),
+		zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("zstd decoder: %w", err)
+	}
+	return zr, nil
+}
+
+// ErrTooLong is wrapped when an object decodes to more bytes than expected.
+var ErrTooLong = fmt.Errorf("%w: the plaintext is longer than expected", ErrCorrupt)
+
+// maxFrameContent bounds the frames that DecodeTo decodes in parallel (each
+// into a buffer of its content size); larger ones are streamed.
+const maxFrameContent = 4 * FrameSize
+
+// pieceSize is the size of the pieces of streamed plaintext.
+const pieceSize = 1 << 20
+
+// DecodeTo decodes the body's plaintext, which must not be longer than size
+// bytes. It writes the plaintext to w at its offsets, from several goroutines
+// at once and in any order, and passes it to h (a hash, say) in order, on the
+// calling goroutine; both get each piece of the plaintext exactly once. It
+// returns the number of bytes decoded: the caller compares it with size (and
+// the hash) before it trusts what w holds.
+//
+// zstd frames that record their content size (those of a FrameEncoder) are
+// decoded by `workers` goroutines at once, each writing what it decoded, while
+// the next frames are read and decrypted and h hashes the previous ones;
+// anything else (one long frame written by a streaming encoder, say) is
+// decoded by a streaming decoder. Memory stays bounded whatever the size: a
+// few frames are in flight.
+//
+// w's errors are returned unchanged; damage (failed authentication, a bad
+// frame or checksum, more than size bytes) is an error wrapping ErrCorrupt.
+func (b *Body) DecodeTo(w io.WriterAt, h io.Writer, size int64, workers int) (int64, error) {
+	emit := func(off int64, p []byte) error {
+		if _, err := w.WriteAt(p, off); err != nil {
+			return &writeError{err}
+		}
+		h.Write(p)
+		return nil
+	}
+	var n int64
+	var err error
+	if b.comp == compNone {
+		n, err = copyPieces(b.r, size, emit)
+	} else {
+		n, err = decodeFrames(b.r, size, max(workers, 1), w, h, emit)
+	}
+	var we *writeError
+	if errors.As(err, &we) {
+		return n, we.err
+	}
+	return n, err
+}
+
+func corrupt(err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrCorrupt, err)
+}
+
+// copyPieces emits the plaintext of an uncompressed body.
+func copyPieces(r io.Reader, size int64, emit func(int64, []byte) error) (int64, error) {
+	buf := make([]byte, min(size+1, pieceSize))
+	var n int64
+	for {
+		k, err := io.ReadFull(r, buf)
+		if k > 0 {
+			if int64(k) > size-n {
+				return n, ErrTooLong
+			}
+			if err := emit(n, buf[:k]); err != nil {
+				return n, err
+			}
+			n += int64(k)
+		}
+		switch err {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			return n, nil
+		default:
+			return n, corrupt(err)
+		}
+	}
+}
+
+// streamPieces decodes a zstd stream with the streaming decoder and emits its
+// plaintext, at most limit bytes.
+func streamPieces(r io.Reader, off, limit int64, emit func(int64, []byte) error) (int64, error) {
+	zr, err := newStreamDecoder(r)
+	if err != nil {
+		return 0, err
+	}
+	defer zr.Close()
+	var n int64
+	_, err = zr.WriteTo(writerFunc(func(p []byte) (int, error) {
+		if int64(len(p)) > limit-n {
+			return 0, ErrTooLong
+		}
+		if err := emit(off+n, p); err != nil {
+			return 0, err
+		}
+		n += int64(len(p))
+		return len(p), nil
+	}))
+	var we *writeError
+	if err != nil && !errors.As(err, &we) {
+		err = corrupt(err)
+	}
+	return n, err
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// frameJob is one frame on its way from the reader through a decoding
+// worker (which also writes it) to the hasher.
+type frameJob struct {
+	frame []byte // the compressed frame
+	fcs   int    // its content size
+	off   int64  // its offset in the plaintext
+	buf   []byte // where it is decoded (cap >= fcs)
+	out   []byte
+	err   error     // reading, decoding or writing failed
+	rest  io.Reader // not nil: stream the rest with the streaming decoder
+	done  chan struct{}
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writer, emit func(int64, []byte) error) (int64, error) {
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(workers),
+		zstd.WithDecoderMaxWindow(maxFrameContent),
+		zstd.WithDecoderMaxMemory(maxFrameContent),
+		zstd.WithDecodeAllCapLimit(true))
+	if err != nil {
+		return 0, fmt.Errorf("zstd decoder: %w", err)
+	}
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 64<<10)
+	}
+	// Frames in flight: one per worker, one being hashed, one read ahead.
+	inflight := workers + 2
+	bufSize := int(min(size, FrameSize))
+	arena := NewArena(inflight * bufSize)
+	bufs := make(chan []byte, inflight)
+	for range inflight {
+		bufs <- arena.Alloc(bufSize)[:0]
+	}
+	frames := make(chan []byte, inflight)   // compressed frame buffers for reuse
+	queue := make(chan *frameJob, inflight) // in order, to the hasher
+	jobs := make(chan *frameJob)            // to the workers
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case j, ok := <-jobs:
+					if !ok {
+						return
+					}
+					j.out, j.err = dec.DecodeAll(j.frame, j.buf[:0])
+					if j.err == nil && len(j.out) != j.fcs {
+						j.err = fmt.Errorf("frame decodes to %d bytes, its header says %d", len(j.out), j.fcs)
+					}
+					if j.err != nil {
+						j.err = corrupt(j.err)
+					} else if _, err := w.WriteAt(j.out, j.off); err != nil {
+						j.err = &writeError{err}
+					}
+					close(j.done)
+				case <-quit:
+					return
+				}
+			}
+		}()
+	}
+	// The reader: splits the body into frames (reading it decrypts it),
+	// in order. It is not waited for when the hasher stops early: it stops
+	// at its next step, or when the caller closes the source. It touches
+	// no decoding buffer.
+	go func() {
+		defer close(jobs)
+		defer close(queue)
+		send := func(j *frameJob) bool {
+			select {
+			case queue <- j:
+				return true
+			case <-quit:
+				return false
+			}
+		}
+		var total int64
+		for {
+			var frame []byte
+			select {
+			case frame = <-frames:
+			default:
+				frame = make([]byte, 0, 256<<10)
+			}
+			frame, fcs, ok, err := readFrame(br, frame)
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				send(&frameJob{err: corrupt(err), done: closedChan})
+				return
+			}
+			if !ok {
+				send(&frameJob{off: total, rest: io.MultiReader(bytes.NewReader(frame), br), done: closedChan})
+				return
+			}
+			if int64(fcs) > size-total {
+				send(&frameJob{err: ErrTooLong, done: closedChan})
+				return
+			}
+			var buf []byte
+			select {
+			case buf = <-bufs:
+			case <-quit:
+				return
+			}
+			if cap(buf) < fcs {
+				buf = make([]byte, 0, fcs)
+			}
+			j := &frameJob{frame: frame, fcs: fcs, off: total, buf: buf, done: make(chan struct{})}
+			total += int64(fcs)
+			if !send(j) {
+				return
+			}
+			select {
+			case jobs <- j:
+			case <-quit:
+				return
+			}
+		}
+	}()
+
+	var n int64
+	finish := func(err error) (int64, error) {
+		if err != nil {
+			close(quit)
+		}
+		wg.Wait()
+		dec.Close()
+		arena.Free() // the workers are done with it; the reader never touches it
+		return n, err
+	}
+	for j := range queue {
+		<-j.done
+		if j.err != nil {
+			return finish(j.err)
+		}
+		if j.rest != nil {
+			k, err := streamPieces(j.rest, j.off, size-j.off, emit)
+			n += k
+			if err != nil {
+				return finish(err)
+			}
+			continue
+		}
+		h.Write(j.out)
+		n += int64(len(j.out))
+		bufs <- j.buf
+		select {
+		case frames <- j.frame[:0]:
+		default:
+		}
+	}
+	return finish(nil)
+}
+
+const zstdMagic = 0xFD2FB528
+
+// readFrame reads one zstd frame from br, appending it to frame. ok is false
+// when the frame is not one that DecodeTo decodes on its own (no content
+// size, larger than maxFrameContent, a skippable frame, or not zstd at all):
+// frame then holds the bytes read so far, for the streaming decoder, which
+// decodes the rest or reports the damage. io.EOF means a clean end before a
+// frame; other errors are of reading (damage, or the source).
+func readFrame(br *bufio.Reader, frame []byte) (_ []byte, fcs int, ok bool, err error) {
+	frame, err = appendN(br, frame, 5)
+	if err != nil {
+		if err == io.EOF && len(frame) == 0 {
+			return nil, 0, false, io.EOF
+		}
+		return frame, 0, false, err
+	}
+	if binary.LittleEndian.Uint32(frame) != zstdMagic {
+		return frame, 0, false, nil
+	}
+	fhd := frame[4]
+	single := fhd&0x20 != 0
+	if fhd&0x08 != 0 || fhd&0x03 != 0 { // reserved bit, dictionary
+		return frame, 0, false, nil
+	}
+	fcsLen := [4]int{0, 2, 4, 8}[fhd>>6]
+	if fcsLen == 0 && single {
+		fcsLen = 1
+	}
+	if fcsLen == 0 {
+		return frame, 0, false, nil
+	}
+	hlen := fcsLen
+	if !single {
+		hlen++ // window descriptor
+	}
+	if frame, err = appendN(br, frame, hlen); err != nil {
+		return frame, 0, false, err
+	}
+	f := frame[len(frame)-fcsLen:]
+	var c uint64
+	switch fcsLen {
+	case 1:
+		c = uint64(f[0])
+	case 2:
+		c = uint64(binary.LittleEndian.Uint16(f)) + 256
+	case 4:
+		c = uint64(binary.LittleEndian.Uint32(f))
+	case 8:
+		c = binary.LittleEndian.Uint64(f)
+	}
+	if c > maxFrameContent {
+		return frame, 0, false, nil
+	}
+	fcs = int(c)
+	// A frame written by an encoder is at most its content, plus a 3-byte
+	// header per block (of at most 128 KiB), plus its header and checksum.
+	limit := len(frame) + fcs + 3*(fcs>>17+2) + 4
+	for {
+		if frame, err = appendN(br, frame, 3); err != nil {
+			return frame, 0, false, err
+		}
+		bh := frame[len(frame)-3:]
+		h := uint32(bh[0]) | uint32(bh[1])<<8 | uint32(bh[2])<<16
+		last, typ, bsize := h&1 != 0, (h>>1)&3, int(h>>3)
+		switch typ {
+		case 1: // RLE: one byte
+			bsize = 1
+		case 3: // reserved
+			return frame, 0, false, nil
+		}
+		if len(frame)+bsize > limit {
+			return frame, 0, false, nil
+		}
+		if frame, err = appendN(br, frame, bsize); err != nil {
+			return frame, 0, false, err
+		}
+		if last {
+			break
+		}
+	}
+	if fhd&0x04 != 0 { // content checksum
+		if frame, err = appendN(br, frame, 4); err != nil {
+			return frame, 0, false, err
+		}
+	}
+	return frame, fcs, true, nil
+}
+
+// appendN appends the next n bytes of br to b.
+func appendN(br *bufio.Reader, b []byte, n int) ([]byte, error) {
+	b = slices.Grow(b, n)
+	k, err := io.ReadFull(br, b[len(b):len(b)+n])
+	b = b[:len(b)+k]
+	if err == io.ErrUnexpectedEOF || (err == io.EOF && len(b) > 0) {
+		return b, fmt.Errorf("truncated zstd frame: %w", io.ErrUnexpectedEOF)
+	}
+	return b, err
+}
+
+// Arena hands out large, short-lived buffers from one anonymous memory
+// mapping that asks for transparent huge pages (Linux, THP mode "madvise" or
+// "always"), else from the Go heap. A process that lives for one WAL segment
+// spends much of its time in page faults on fresh memory (in a VM most of
+// all: 4 KiB each); a huge page takes one fault per 2 MiB. Free unmaps the
+// mapping: nothing may touch its buffers afterwards, so they must never
+// reach code that may keep them (a Store's Put, an HTTP body).
+type Arena struct {
+	m    []byte // the mapping, nil on the heap
+	free []byte // what is left of it
+}
+
+const hugePage = 2 << 20
+
+// NewArena reserves n bytes (touched pages only count as memory).
+func NewArena(n int) *Arena {
+	n = (n + 63) &^ 63
+	if n < hugePage {
+		return &Arena{}
+	}
+	m, err := syscall.Mmap(-1, 0, n+hugePage, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return &Arena{}
+	}
+	off := (hugePage - int(uintptr(unsafe.Pointer(&m[0]))%hugePage)) % hugePage
+	a := &Arena{m: m, free: m[off : off+n : off+n]}
+	if runtime.GOOS == "linux" {
+		const madvHugepage = 14
+		_ = syscall.Madvise(a.free, madvHugepage) // a hint: without it, 4 KiB pages
+	}
+	return a
+}
+
+// Alloc returns n bytes from the arena, or from the heap when it is used up.
+func (a *Arena) Alloc(n int) []byte {
+	if n <= len(a.free) {
+		b := a.free[:n:n]
+		a.free = a.free[min((n+63)&^63, len(a.free)):]
+		return b
+	}
+	return make([]byte, n)
+}
+
+// Free releases the mapping.
+func (a *Arena) Free() {
+	if a.m != nil {
+		_ = syscall.Munmap(a.m)
+		a.m, a.free = nil, nil
 	}
 }

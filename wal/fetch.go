@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -87,14 +85,13 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 	if len(wantSum) != 64 || serr != nil || wantSize < 0 {
 		return fmt.Errorf("%w: object %s has no valid %s/%s metadata", ErrVerify, key, storage.MetaSHA256, storage.MetaSize)
 	}
-	pr, err := repo.NewObjectReader(rc, repo.ReadOptions{Identities: o.Identities, RequireEncrypted: r.Config.Encrypted()})
+	body, err := repo.OpenObject(rc, repo.ReadOptions{Identities: o.Identities, RequireEncrypted: r.Config.Encrypted()})
 	if err != nil {
 		if errors.Is(err, repo.ErrCorrupt) {
 			return fmt.Errorf("%w: %w", ErrVerify, err)
 		}
 		return err
 	}
-	defer pr.Close()
 
 	dir, base := filepath.Split(dest)
 	if dir == "" {
@@ -111,11 +108,14 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 			os.Remove(tmp.Name())
 		}
 	}()
+	// The plaintext is decoded on several cores, each writing what it
+	// decoded to the temporary file, while the next frames are read and
+	// decrypted and the previous ones hashed. DecodeTo refuses more than
+	// wantSize bytes (a hostile object cannot fill the disk).
 	h := sha256.New()
-	lw := &limitedWriter{w: tmp, h: h, left: wantSize}
-	n, err := io.Copy(repo.MarkWriteErrors(lw), pr)
+	n, err := body.DecodeTo(destWriter{tmp}, h, wantSize, workers())
 	if err != nil {
-		if errors.Is(err, errTooLong) {
+		if errors.Is(err, repo.ErrTooLong) {
 			return fmt.Errorf("%w: object %s decodes to more than the %d bytes recorded at push", ErrVerify, key, wantSize)
 		}
 		if isWriteErr(err) {
@@ -145,7 +145,16 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 	return nil
 }
 
-var errTooLong = errors.New("too long")
+// destWriter marks the errors of the destination file.
+type destWriter struct{ f *os.File }
+
+func (d destWriter) WriteAt(p []byte, off int64) (int, error) {
+	n, err := d.f.WriteAt(p, off)
+	if err != nil {
+		err = &destWriteError{err}
+	}
+	return n, err
+}
 
 // destWriteError marks failures of the destination file.
 type destWriteError struct{ err error }
@@ -156,25 +165,4 @@ func (e *destWriteError) Unwrap() error { return e.err }
 func isWriteErr(err error) bool {
 	var d *destWriteError
 	return errors.As(err, &d)
-}
-
-// limitedWriter writes to the destination and the hash, and refuses to write
-// more than the recorded size (a hostile object cannot fill the disk).
-type limitedWriter struct {
-	w    io.Writer
-	h    hash.Hash
-	left int64
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if int64(len(p)) > l.left {
-		return 0, errTooLong
-	}
-	k, err := l.w.Write(p)
-	l.h.Write(p[:k])
-	l.left -= int64(k)
-	if err != nil {
-		return k, &destWriteError{err}
-	}
-	return k, nil
 }

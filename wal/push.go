@@ -7,12 +7,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgark/pgark/repo"
@@ -64,10 +66,17 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 	}
 	defer f.Close()
 
-	// Pass 1: hash the plaintext and check what it is. A file of up to
-	// inMemoryMax bytes (every default-size segment) is read once and kept:
-	// the bytes hashed are exactly the bytes stored.
-	sum, size, head, data, err := readForPush(f)
+	// A file of up to inMemoryMax bytes (every default-size segment) is
+	// read once, in pieces that are hashed in order and compressed on
+	// several cores at once: the bytes hashed are exactly the bytes stored,
+	// and the compressed object is complete (and its hash known) before the
+	// upload starts. Larger files are hashed first, then streamed.
+	enc, err := repo.NewFrameEncoder(o.Codec, workers())
+	if err != nil {
+		return PushResult{}, err
+	}
+	defer enc.Close()
+	sum, size, head, frames, err := readForPush(f, enc)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -100,17 +109,23 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 		}
 	}
 
-	// Pass 2: compress, encrypt and store, create-only. The bytes are hashed
-	// again on the way: if the file changed since pass 1, the upload is
-	// aborted and nothing is stored.
+	// Store, create-only. A large file is read again, compressed, encrypted
+	// and uploaded on the way, and hashed again: if it changed since the
+	// first pass, the upload is aborted and nothing is stored.
+	var obj []byte
+	if frames != nil {
+		if obj, err = sealFrames(frames, o.Codec); err != nil {
+			return res, err
+		}
+	}
 	err = retryTransient(ctx, o.RetryFor, log, "push "+n.Raw, func() error {
-		if data != nil {
-			return putObject(ctx, r.Store, res.Key, bytes.NewReader(data), o.Codec, meta)
+		if obj != nil {
+			return r.Store.Put(ctx, res.Key, bytes.NewReader(obj), storage.PutOptions{Size: int64(len(obj)), Meta: meta})
 		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return &storage.PermanentError{Err: err}
 		}
-		return putObject(ctx, r.Store, res.Key, &verifyReader{r: f, h: sha256.New(), sum: sum, size: size}, o.Codec, meta)
+		return putStreamed(ctx, r.Store, res.Key, f, enc, o.Codec, sum, size, meta)
 	})
 	if storage.IsExists(err) {
 		return compare()
@@ -145,56 +160,194 @@ func openRegular(path string) (*os.File, error) {
 	return f, nil
 }
 
-// inMemoryMax is the largest file that push reads into memory once; larger
-// ones (segments of 128 MiB to 1 GiB) are streamed twice, the second pass
-// verified against the first.
+// inMemoryMax is the largest file that push reads into memory once (its
+// compressed object, that is); larger ones (segments of 128 MiB to 1 GiB) are
+// streamed twice, the second pass verified against the first.
 const inMemoryMax = 64 << 20
 
-// readForPush hashes the file and returns its first bytes, and its content
-// when it is at most inMemoryMax bytes.
-func readForPush(f *os.File) (sum string, size int64, head, data []byte, err error) {
+// workers is how many goroutines compress (push) or decompress (fetch).
+func workers() int { return min(runtime.GOMAXPROCS(0), 4) }
+
+// readForPush hashes the file and returns its size and first bytes, and, when
+// it is at most inMemoryMax bytes, its content encoded in frames.
+func readForPush(f *os.File, enc *repo.FrameEncoder) (sum string, size int64, head []byte, frames [][]byte, err error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return "", 0, nil, nil, err
 	}
 	if fi.Size() <= inMemoryMax {
-		data = make([]byte, fi.Size()+1) // one more byte: see the file end where fstat said
-		k, err := io.ReadFull(f, data)
-		if err != io.ErrUnexpectedEOF && err != io.EOF {
-			if err == nil {
-				err = fmt.Errorf("the file grew while it was being read")
-			}
-			return "", 0, nil, nil, err
+		frames = [][]byte{}
+		sum, size, head, err = encodeFile(f, fi.Size(), enc, func(p []byte) error {
+			frames = append(frames, p)
+			return nil
+		})
+		if errors.Is(err, errLonger) {
+			err = errors.New("the file grew while it was being read")
 		}
-		data = data[:k]
-		h := sha256.Sum256(data)
-		return hex.EncodeToString(h[:]), int64(k), data[:min(k, LongHeaderSize)], data, nil
+		return sum, size, head, frames, err
 	}
-	sum, size, head, err = hashFile(f)
+	sum, size, head, err = encodeFile(f, -1, nil, nil)
 	return sum, size, head, nil, err
 }
 
-func hashFile(f *os.File) (sum string, size int64, head []byte, err error) {
-	h := sha256.New()
-	head = make([]byte, 0, LongHeaderSize)
-	buf := make([]byte, 256<<10)
-	for {
-		k, rerr := f.Read(buf)
-		if k > 0 {
-			if len(head) < LongHeaderSize {
-				head = append(head, buf[:min(k, LongHeaderSize-len(head))]...)
-			}
-			h.Write(buf[:k])
-			size += int64(k)
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return "", 0, nil, rerr
+var errLonger = errors.New("longer than expected")
+
+// piece is one FrameSize piece of the file on its way from the reader through
+// the hasher and an encoder to the emitter.
+type piece struct {
+	buf  []byte
+	refs atomic.Int32 // the hasher and the encoder: the last one frees buf
+	out  []byte
+	err  error
+	done chan struct{}
+}
+
+// encodeFile reads f to its end in pieces of repo.FrameSize, hashes them in
+// order and, with an encoder, encodes each into a frame on workers()
+// goroutines at once and passes the frames to emit in order (on the calling
+// goroutine; a frame is emit's to keep). Reading more than limit bytes (limit
+// >= 0) fails with errLonger. A few pieces are in flight at most.
+func encodeFile(f io.Reader, limit int64, enc *repo.FrameEncoder, emit func([]byte) error) (sum string, size int64, head []byte, err error) {
+	nw := workers()
+	if enc == nil {
+		nw = 0
+	}
+	nbuf := nw + 2
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- nil
+	}
+	order := make(chan *piece, 2*nbuf) // to the emitter: bounds the frames waiting too
+	hashq := make(chan *piece, nbuf)
+	jobs := make(chan *piece, nbuf)
+	quit := make(chan struct{})
+	release := func(p *piece) {
+		if p.refs.Add(-1) == 0 {
+			free <- p.buf // never blocks: there are nbuf buffers
 		}
 	}
+	h := sha256.New()
+	var wg sync.WaitGroup
+	wg.Add(1 + nw)
+	go func() {
+		defer wg.Done()
+		for p := range hashq {
+			h.Write(p.buf)
+			release(p)
+		}
+	}()
+	for range nw {
+		go func() {
+			defer wg.Done()
+			for p := range jobs {
+				p.out = enc.Encode(p.buf, make([]byte, 0, len(p.buf)/4+1024))
+				release(p)
+				close(p.done)
+			}
+		}()
+	}
+	// The reader. The channels it closes end the hasher and the encoders.
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		defer close(order)
+		defer close(jobs)
+		defer close(hashq)
+		for {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-quit:
+				return
+			}
+			if buf == nil {
+				buf = make([]byte, repo.FrameSize)
+			}
+			k, rerr := io.ReadFull(f, buf[:repo.FrameSize])
+			if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+				rerr = nil
+			}
+			if k == 0 && rerr == nil {
+				return
+			}
+			p := &piece{buf: buf[:k], done: make(chan struct{})}
+			switch {
+			case rerr != nil:
+				p.err = rerr
+			case limit >= 0 && int64(k) > limit-size:
+				p.err = errLonger
+			}
+			if p.err != nil {
+				close(p.done)
+				select {
+				case order <- p:
+				case <-quit:
+				}
+				return
+			}
+			if size == 0 {
+				head = bytes.Clone(buf[:min(k, LongHeaderSize)])
+			}
+			size += int64(k)
+			if nw == 0 {
+				p.refs.Store(1)
+				close(p.done)
+			} else {
+				p.refs.Store(2)
+				jobs <- p // never blocks: at most nbuf pieces hold a buffer
+			}
+			hashq <- p
+			if nw > 0 {
+				select {
+				case order <- p:
+				case <-quit:
+					return
+				}
+			}
+		}
+	}()
+	stop := func(err error) (string, int64, []byte, error) {
+		close(quit)
+		<-readerDone
+		wg.Wait()
+		return "", 0, nil, err
+	}
+	for p := range order {
+		<-p.done
+		if p.err != nil {
+			return stop(p.err)
+		}
+		if err := emit(p.out); err != nil {
+			return stop(err)
+		}
+	}
+	wg.Wait()
 	return hex.EncodeToString(h.Sum(nil)), size, head, nil
+}
+
+// sealFrames makes the object (header, encryption) of encoded frames.
+func sealFrames(frames [][]byte, c repo.Codec) ([]byte, error) {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
+	var buf bytes.Buffer
+	// age adds 16 bytes per 64 KiB and a header of about 200 bytes per
+	// recipient.
+	buf.Grow(n + n/4096 + 1024 + 256*c.Recipients.Len())
+	w, err := repo.NewEncodedWriter(&buf, c)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range frames {
+		if _, err := w.Write(f); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // checkContent refuses what is not the WAL file its name says, and WAL of
@@ -226,15 +379,25 @@ func checkContent(ctx context.Context, r *repo.Repo, n Name, size int64, head []
 	return nil
 }
 
-// putObject streams src through the object writer into a create-only Put.
-func putObject(ctx context.Context, s storage.Store, key string, src io.Reader, c repo.Codec, meta map[string]string) error {
+// putStreamed reads f again, compresses, encrypts and uploads it, create-only,
+// and fails the upload (nothing is stored) if its content is not what the
+// first pass hashed.
+func putStreamed(ctx context.Context, s storage.Store, key string, f io.Reader, enc *repo.FrameEncoder, c repo.Codec, sum string, size int64, meta map[string]string) error {
 	pr, pw := io.Pipe()
 	go func() {
-		ow, err := repo.NewObjectWriter(pw, c)
+		ow, err := repo.NewEncodedWriter(pw, c)
 		if err == nil {
-			_, err = io.Copy(ow, src)
-			if cerr := ow.Close(); err == nil {
-				err = cerr
+			var gotSum string
+			var n int64
+			gotSum, n, _, err = encodeFile(f, size, enc, func(p []byte) error {
+				_, err := ow.Write(p)
+				return err
+			})
+			if err == nil && (n != size || gotSum != sum) || errors.Is(err, errLonger) {
+				err = &storage.PermanentError{Err: fmt.Errorf("%w: the file changed while it was being archived", ErrBadInput)}
+			}
+			if err == nil {
+				err = ow.Close()
 			}
 		}
 		pw.CloseWithError(err)
@@ -242,28 +405,6 @@ func putObject(ctx context.Context, s storage.Store, key string, src io.Reader, 
 	err := s.Put(ctx, key, pr, storage.PutOptions{Size: -1, Meta: meta})
 	pr.CloseWithError(errors.New("upload ended"))
 	return err
-}
-
-// verifyReader passes a file through and, at its end, fails instead of
-// returning io.EOF if the bytes differ from what pass 1 hashed.
-type verifyReader struct {
-	r    io.Reader
-	h    hash.Hash
-	n    int64
-	sum  string
-	size int64
-}
-
-func (v *verifyReader) Read(p []byte) (int, error) {
-	k, err := v.r.Read(p)
-	v.h.Write(p[:k])
-	v.n += int64(k)
-	if err == io.EOF {
-		if v.n != v.size || hex.EncodeToString(v.h.Sum(nil)) != v.sum {
-			return k, &storage.PermanentError{Err: fmt.Errorf("%w: the file changed while it was being archived", ErrBadInput)}
-		}
-	}
-	return k, err
 }
 
 // retryTransient runs fn until it succeeds, fails permanently, or the time is

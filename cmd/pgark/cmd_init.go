@@ -52,7 +52,7 @@ keep FILE off them: it is needed only to fetch and restore.`,
 		},
 	)
 	options = append(options,
-		option{"allow-head-then-put", "false", "init: accept a store without conditional writes and use HEAD-then-PUT (a concurrent writer can race)", "bool"},
+		option{"allow-head-then-put", "false", "accept a store without conditional writes and use HEAD-then-PUT (a concurrent writer can race)", "bool", []string{"init"}},
 	)
 }
 

@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	fs := flag.NewFlagSet("pgark "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	flags := addOptions(fs)
+	flags := addOptions(fs, cmd.name)
 	fs.Usage = func() {}
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

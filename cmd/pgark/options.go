@@ -20,26 +20,47 @@ type option struct {
 	name string
 	def  string
 	help string
-	kind string // "string", "bool", "int", "duration", "size"
+	kind string   // "string", "bool", "int", "duration", "size"
+	cmds []string // the commands that take it; none = every command
 }
 
+// forCommand reports whether the option applies to the command.
+func (o option) forCommand(cmd string) bool {
+	if len(o.cmds) == 0 {
+		return true
+	}
+	for _, c := range o.cmds {
+		if c == cmd {
+			return true
+		}
+	}
+	return false
+}
+
+// Command groups for option scopes.
+var (
+	repoCmds  = []string{"init", "wal-push", "wal-fetch", "backup", "list", "restore"}
+	writeCmds = []string{"init", "wal-push", "backup"}
+	readCmds  = []string{"wal-fetch", "restore"}
+)
+
 var options = []option{
-	{"config", "", "config file (key = value lines, keys are these option names)", "string"},
-	{"repo", "", "repository: an absolute local directory path, or s3://bucket/prefix", "string"},
-	{"s3-endpoint", "", "S3 endpoint URL for S3-compatible stores (e.g. http://127.0.0.1:9000)", "string"},
-	{"s3-region", "", "S3 region (default: the AWS chain's, e.g. AWS_REGION, else us-east-1)", "string"},
-	{"s3-force-path-style", "false", "path-style S3 addressing (MinIO and most S3-compatible stores)", "bool"},
-	{"s3-request-checksum", "when_supported", "SDK request checksums: when_supported (AWS default) or when_required (for stores that reject trailing checksums)", "string"},
-	{"s3-part-size", "8MiB", "multipart upload part size (5MiB to 5GiB)", "size"},
-	{"compression", "", "compression for new objects: zstd or none (default: the repository's)", "string"},
-	{"compression-level", "0", "zstd level 1-22 (default: the repository's; 3 at init)", "int"},
-	{"age-recipients", "", "age public recipients (age1...), comma-separated, for writing", "string"},
-	{"age-recipients-file", "", "file with age public recipients, one per line, for writing", "string"},
-	{"age-identity-file", "", "age identity file (private keys) for reading encrypted objects", "string"},
-	{"retry-timeout", "60s", "total time to retry transient storage errors before failing", "duration"},
-	{"pgdata", "", "PostgreSQL data directory (wal-fetch: where standby.signal is looked for; default: the working directory, which PostgreSQL sets to it)", "string"},
-	{"log-level", "info", "log level: debug, info, warn, error", "string"},
-	{"log-format", "text", "log format: text or json", "string"},
+	{"config", "", "config file (key = value lines, keys are these option names)", "string", nil},
+	{"repo", "", "repository: an absolute local directory path, or s3://bucket/prefix", "string", repoCmds},
+	{"s3-endpoint", "", "S3 endpoint URL for S3-compatible stores (e.g. http://127.0.0.1:9000)", "string", repoCmds},
+	{"s3-region", "", "S3 region (default: the AWS chain's, e.g. AWS_REGION, else us-east-1)", "string", repoCmds},
+	{"s3-force-path-style", "false", "path-style S3 addressing (MinIO and most S3-compatible stores)", "bool", repoCmds},
+	{"s3-request-checksum", "when_supported", "SDK request checksums: when_supported (AWS default) or when_required (for stores that reject trailing checksums)", "string", repoCmds},
+	{"s3-part-size", "8MiB", "multipart upload part size (5MiB to 5GiB)", "size", repoCmds},
+	{"compression", "", "compression for new objects: zstd or none (default: the repository's)", "string", writeCmds},
+	{"compression-level", "0", "zstd level 1-22 (default: the repository's; 3 at init)", "int", writeCmds},
+	{"age-recipients", "", "age public recipients (age1...), comma-separated, for writing", "string", writeCmds},
+	{"age-recipients-file", "", "file with age public recipients, one per line, for writing", "string", writeCmds},
+	{"age-identity-file", "", "age identity file (private keys) for reading encrypted objects", "string", readCmds},
+	{"retry-timeout", "60s", "total time to retry transient storage errors before failing", "duration", repoCmds},
+	{"pgdata", "", "PostgreSQL data directory (init: bind the repository to its cluster; wal-fetch: where standby.signal is looked for, default the working directory, which PostgreSQL sets to it)", "string", []string{"init", "wal-fetch"}},
+	{"log-level", "info", "log level: debug, info, warn, error", "string", nil},
+	{"log-format", "text", "log format: text or json", "string", nil},
 }
 
 func envName(opt string) string {
@@ -109,13 +130,51 @@ func parseSize(s string) (int64, error) {
 
 // addOptions registers every option as a flag on fs and returns the flag
 // values, to be resolved after parsing.
-func addOptions(fs *flag.FlagSet) map[string]*string {
+func addOptions(fs *flag.FlagSet, cmd string) map[string]*string {
 	m := map[string]*string{}
 	for _, o := range options {
+		if !o.forCommand(cmd) {
+			continue
+		}
 		help := o.help + " [" + envName(o.name) + "]"
+		if o.def != "" && o.def != "0" && o.def != "false" {
+			help += " (default " + o.def + ")"
+		}
+		if o.kind == "bool" {
+			v := &boolFlag{}
+			fs.Var(v, o.name, help)
+			m[o.name] = &v.val
+			continue
+		}
+		if o.kind == "list" {
+			v := &listFlag{}
+			fs.Var(v, o.name, help)
+			m[o.name] = &v.joined
+			continue
+		}
 		m[o.name] = fs.String(o.name, "", help)
 	}
 	return m
+}
+
+// boolFlag is a flag that may stand alone (--json) or take a value
+// (--json=false); the value is checked when it is used.
+type boolFlag struct{ val string }
+
+func (b *boolFlag) String() string     { return b.val }
+func (b *boolFlag) Set(v string) error { b.val = v; return nil }
+func (b *boolFlag) IsBoolFlag() bool   { return true }
+
+// listFlag is a repeatable flag; its values are joined with commas.
+type listFlag struct{ joined string }
+
+func (l *listFlag) String() string { return l.joined }
+func (l *listFlag) Set(v string) error {
+	if l.joined != "" {
+		l.joined += ","
+	}
+	l.joined += v
+	return nil
 }
 
 // resolve applies the precedence flag > environment > config file > default.
@@ -141,7 +200,7 @@ func resolve(fs *flag.FlagSet, flags map[string]*string, getenv func(string) str
 		s.vals["config"], s.src["config"] = path, src
 	}
 	for _, o := range options {
-		if o.name == "config" {
+		if o.name == "config" || flags[o.name] == nil {
 			continue
 		}
 		if v, src, ok := pick(o.name); ok {

@@ -1,0 +1,451 @@
+package backup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/wal"
+)
+
+// Config is what one base backup needs.
+type Config struct {
+	Repo  *repo.Repo
+	Codec repo.Codec
+	// Replication is a physical replication connection (replication=true);
+	// SQL is a normal connection to the same server.
+	Replication *pgconn.PgConn
+	SQL         *pgconn.PgConn
+
+	Label          string
+	Fast           bool
+	MaxRateKB      int
+	PartLimit      int64         // split tar streams into objects of at most this many bytes
+	ArchiveTimeout time.Duration // how long to wait for the needed WAL in the repository
+	// SwitchPrimary, for a backup from a standby, makes the primary finish
+	// its current WAL segment (pg_create_restore_point and pg_switch_wal) so
+	// that the backup's last segment is archived. Nil: not available.
+	SwitchPrimary func(ctx context.Context) error
+	Progress      func(done, total int64) // optional; total -1 when unknown
+	Version       string                  // pgark's
+	FromHost      string
+	Log           *slog.Logger
+}
+
+// ErrManifestMismatch means the streamed files differ from the server's
+// backup_manifest.
+var ErrManifestMismatch = errors.New("the backup does not match the server's backup_manifest")
+
+// server facts read over the SQL connection.
+type serverInfo struct {
+	versionNum    int
+	inRecovery    bool
+	segSize       uint32
+	dataChecksums bool
+	sysid         uint64
+}
+
+func queryServer(ctx context.Context, c *pgconn.PgConn) (serverInfo, error) {
+	var si serverInfo
+	res, err := c.Exec(ctx, `SELECT current_setting('server_version_num'), pg_is_in_recovery()::text,
+		(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), current_setting('data_checksums'),
+		(SELECT system_identifier::text FROM pg_control_system())`).ReadAll()
+	if err != nil {
+		return si, fmt.Errorf("query server settings: %w", err)
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 5 {
+		return si, errors.New("query server settings: unexpected result")
+	}
+	row := res[0].Rows[0]
+	si.versionNum, _ = strconv.Atoi(string(row[0]))
+	si.inRecovery = string(row[1]) == "true"
+	seg, _ := strconv.ParseUint(string(row[2]), 10, 32)
+	si.segSize = uint32(seg)
+	si.dataChecksums = string(row[3]) == "on"
+	si.sysid, _ = strconv.ParseUint(string(row[4]), 10, 64)
+	if si.versionNum < 130000 {
+		return si, fmt.Errorf("PostgreSQL %d is not supported (13 to 18 are)", si.versionNum/10000)
+	}
+	if !wal.ValidSegSize(si.segSize) || si.sysid == 0 {
+		return si, fmt.Errorf("unexpected server settings: wal_segment_size %q, system identifier %q", row[2], row[4])
+	}
+	return si, nil
+}
+
+func serverNow(ctx context.Context, c *pgconn.PgConn) (time.Time, error) {
+	res, err := c.Exec(ctx, `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`).ReadAll()
+	if err != nil {
+		return time.Time{}, err
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 {
+		return time.Time{}, errors.New("clock_timestamp: unexpected result")
+	}
+	return time.Parse(time.RFC3339Nano, string(res[0].Rows[0][0]))
+}
+
+// Run takes a base backup into the repository. The backup becomes visible
+// (its metadata object is written) only after every file matched the
+// server's manifest and every WAL file it needs is confirmed in the
+// repository. On failure the parts written are deleted when possible; in any
+// case no metadata exists, so the backup is never listed as usable.
+func Run(ctx context.Context, c Config) (*Meta, error) {
+	log := c.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	si, err := queryServer(ctx, c.SQL)
+	if err != nil {
+		return nil, err
+	}
+	sysid, _, _, err := IdentifySystem(ctx, c.Replication)
+	if err != nil {
+		return nil, err
+	}
+	if sysid != si.sysid {
+		return nil, fmt.Errorf("the replication and SQL connections reach different clusters (%d, %d)", sysid, si.sysid)
+	}
+	if err := c.Repo.BindCluster(ctx, sysid, si.segSize, "backup"); err != nil {
+		return nil, err
+	}
+	if si.inRecovery && c.SwitchPrimary == nil {
+		log.Warn("backing up a standby without --primary-dsn: the last WAL segment is archived only when the primary switches segments; the backup fails after --archive-timeout otherwise")
+	}
+	start := time.Now().UTC()
+	id, err := newBackupID(ctx, c.Repo.Store, start)
+	if err != nil {
+		return nil, err
+	}
+	h := &handler{ctx: ctx, c: &c, log: log, id: id, meta: &Meta{
+		Format: MetaFormat, ID: id, Label: c.Label, Pgark: c.Version, FromHost: c.FromHost,
+		FromStandby: si.inRecovery, SystemID: strconv.FormatUint(sysid, 10), PGVersionNum: si.versionNum,
+		PGMajor: si.versionNum / 10000, WalSegmentBytes: si.segSize, DataChecksums: si.dataChecksums,
+		ManifestChecksums: "CRC32C", Tablespaces: []Tablespace{},
+	}}
+	h.files, err = NewBackupFiles("CRC32C")
+	if err != nil {
+		return nil, err
+	}
+	m, err := h.run(ctx, si)
+	if err != nil {
+		h.cleanup(log)
+		return nil, err
+	}
+	return m, nil
+}
+
+// newBackupID picks an unused ID for the start time.
+func newBackupID(ctx context.Context, s storage.Store, t time.Time) (string, error) {
+	for i := 0; i < 10; i++ {
+		id := NewID(t.Add(time.Duration(i) * time.Second))
+		found := false
+		err := s.List(ctx, Prefix+id+"/", func(storage.ObjectInfo) error { found = true; return errStopList })
+		if err != nil && !errors.Is(err, errStopList) {
+			return "", fmt.Errorf("check backup id %s: %w", id, err)
+		}
+		if !found {
+			return id, nil
+		}
+	}
+	return "", errors.New("no free backup id near the start time")
+}
+
+var errStopList = errors.New("stop listing")
+
+type handler struct {
+	ctx      context.Context
+	c        *Config
+	log      *slog.Logger
+	id       string
+	meta     *Meta
+	files    *BackupFiles
+	start    StartInfo
+	manifest []byte
+	parsed   *Manifest
+	written  []string // keys written, for cleanup
+	total    int64
+	lastProg time.Time
+}
+
+func (h *handler) run(ctx context.Context, si serverInfo) (*Meta, error) {
+	c := h.c
+	po := ProtocolOptions{
+		Label: c.Label, Fast: c.Fast, MaxRateKB: c.MaxRateKB, Progress: true, ManifestChecksums: "CRC32C",
+		// pgark confirms the needed WAL in the repository itself (bounded by
+		// --archive-timeout, naming what is missing) instead of letting the
+		// server wait without limit; this also makes the end time accurate.
+		NoWait: true,
+	}
+	startInfo, end, err := RunBaseBackup(ctx, c.Replication, si.versionNum, po, h)
+	if err != nil {
+		var se *ServerError
+		if errors.As(err, &se) && se.IsChecksumFailure() {
+			return nil, fmt.Errorf("the server found page checksum failures (data corruption on the database host); the backup is not usable: %w", err)
+		}
+		return nil, fmt.Errorf("base backup: %w", err)
+	}
+	m := h.meta
+	m.EndLSN, m.EndTimeline = end.EndLSN.String(), end.Timeline
+	m.EndTime = time.Now().UTC()
+	if m.StopTime, err = serverNow(ctx, c.SQL); err != nil {
+		return nil, fmt.Errorf("read the server's clock: %w", err)
+	}
+	if h.parsed == nil {
+		return nil, errors.New("the server sent no backup_manifest")
+	}
+	if mm := h.parsed.Check(h.files); len(mm) > 0 {
+		var b strings.Builder
+		for i, x := range mm {
+			if i == 5 {
+				fmt.Fprintf(&b, "; and %d more", len(mm)-5)
+				break
+			}
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(x.String())
+		}
+		return nil, fmt.Errorf("%w: %s", ErrManifestMismatch, b.String())
+	}
+	if h.parsed.SystemID != 0 && h.parsed.SystemID != si.sysid {
+		return nil, fmt.Errorf("%w: System-Identifier %d", ErrManifestMismatch, h.parsed.SystemID)
+	}
+	m.Files = h.files.Len()
+
+	// The WAL the backup needs, confirmed in the repository.
+	needed, err := RequiredWAL(h.parsed.WALRanges, si.segSize, startInfo.StartLSN, startInfo.Timeline, !si.inRecovery)
+	if err != nil {
+		return nil, err
+	}
+	m.WALFirst, m.WALLast = firstLastSegment(needed)
+	if si.inRecovery && c.SwitchPrimary != nil {
+		if err := c.SwitchPrimary(ctx); err != nil {
+			return nil, fmt.Errorf("switch WAL on the primary: %w", err)
+		}
+	}
+	h.log.Info("waiting for the backup's WAL in the repository", "backup", h.id, "first", m.WALFirst, "last", m.WALLast, "files", len(needed))
+	if err := WaitArchived(ctx, c.Repo.Store, needed, c.ArchiveTimeout, h.log); err != nil {
+		return nil, err
+	}
+	// Complete: the metadata object, last.
+	if err := repo.PutJSON(ctx, c.Repo.Store, MetaKey(h.id), m); err != nil {
+		return nil, fmt.Errorf("write backup metadata: %w", err)
+	}
+	return m, nil
+}
+
+func firstLastSegment(names []string) (string, string) {
+	var first, last string
+	for _, n := range names {
+		if p, err := wal.ParseName(n); err == nil && p.Kind == wal.KindSegment {
+			if first == "" || n < first {
+				first = n
+			}
+			if n > last {
+				last = n
+			}
+		}
+	}
+	return first, last
+}
+
+// cleanup deletes what a failed backup wrote (best effort: a push-only role
+// may lack delete; the objects are never used without metadata, and
+// retention removes them).
+func (h *handler) cleanup(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, k := range h.written {
+		if err := h.c.Repo.Store.Delete(ctx, k); err != nil {
+			log.Warn("could not delete a failed backup's object (it is never used; retention removes it)", "key", k, "err", err)
+			return
+		}
+	}
+}
+
+func (h *handler) Started(si StartInfo) error {
+	h.start = si
+	h.meta.StartLSN, h.meta.StartTimeline = si.StartLSN.String(), si.Timeline
+	h.meta.StartTime = time.Now().UTC()
+	for _, t := range si.Tablespaces {
+		h.meta.Tablespaces = append(h.meta.Tablespaces, Tablespace{OID: t.OID, Location: t.Location})
+	}
+	if si.TotalKB >= 0 {
+		h.total = si.TotalKB * 1024
+	} else {
+		h.total = -1
+	}
+	h.log.Info("backup started", "backup", h.id, "start_lsn", si.StartLSN, "timeline", si.Timeline, "tablespaces", len(si.Tablespaces), "estimated_bytes", h.total)
+	return nil
+}
+
+func (h *handler) Progress(done uint64) {
+	if h.c.Progress != nil {
+		h.c.Progress(int64(done), h.total)
+	}
+}
+
+func (h *handler) Notice(n *pgconn.Notice) {
+	h.log.Info("server notice", "severity", n.Severity, "message", n.Message)
+}
+
+func (h *handler) Manifest(r io.Reader) error {
+	b, parsed, err := ReadManifest(r)
+	if err != nil {
+		return fmt.Errorf("backup_manifest: %w", err)
+	}
+	h.manifest, h.parsed = b, parsed
+	sum := sha256.Sum256(b)
+	ref := ObjectRef{Key: ManifestKey(h.id), Bytes: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}
+	cw := &countWriter{}
+	pr, pw := io.Pipe()
+	go func() {
+		ow, err := repo.NewObjectWriter(io.MultiWriter(pw, cw), h.c.Codec)
+		if err == nil {
+			_, err = ow.Write(b)
+			if cerr := ow.Close(); err == nil {
+				err = cerr
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	meta := map[string]string{storage.MetaSHA256: ref.SHA256, storage.MetaSize: strconv.FormatInt(ref.Bytes, 10)}
+	h.written = append(h.written, ref.Key)
+	if err := h.c.Repo.Store.Put(h.ctx, ref.Key, pr, storage.PutOptions{Size: -1, Meta: meta}); err != nil {
+		pr.CloseWithError(err)
+		return fmt.Errorf("store backup_manifest: %w", err)
+	}
+	ref.StoredBytes = cw.n
+	h.meta.Manifest = ref
+	h.meta.StoredBytes += cw.n
+	return nil
+}
+
+// Archive streams one tar stream into parts of at most PartLimit bytes.
+func (h *handler) Archive(name, location string, r io.Reader) error {
+	ctx := h.ctx
+	a := Archive{Name: name}
+	if name != "base.tar" {
+		oid, err := strconv.ParseUint(strings.TrimSuffix(name, ".tar"), 10, 32)
+		if err != nil {
+			return fmt.Errorf("unexpected archive name %q", name)
+		}
+		a.OID = uint32(oid)
+	}
+	var cur *partUpload
+	spl, err := NewTarSplitter(SplitOptions{
+		Limit:    h.c.PartLimit,
+		Checksum: "CRC32C",
+		NewPart: func(n int, off int64) (io.Writer, error) {
+			key := PartKey(h.id, name, n)
+			h.written = append(h.written, key)
+			cur = startPartUpload(ctx, h.c.Repo.Store, key, h.c.Codec)
+			return cur, nil
+		},
+		EndPart: func(p Part) error {
+			ref, err := cur.finish()
+			cur = nil
+			if err != nil {
+				return err
+			}
+			ref.Members, ref.FirstMember = p.Members, p.FirstMember
+			a.Parts = append(a.Parts, ref)
+			a.Bytes += ref.Bytes
+			h.meta.StoredBytes += ref.StoredBytes
+			return nil
+		},
+		Member: func(m Member) error { return h.files.Add(name, m) },
+	})
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(spl, r)
+	if err == nil {
+		err = spl.Close()
+	}
+	if err != nil {
+		if cur != nil {
+			cur.abort(err)
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	h.meta.Archives = append(h.meta.Archives, a)
+	h.meta.RawBytes += a.Bytes
+	h.log.Info("archive stored", "backup", h.id, "archive", name, "bytes", a.Bytes, "parts", len(a.Parts))
+	return nil
+}
+
+// partUpload is one part being compressed, encrypted and uploaded. Writes go
+// to the hash, the size count and the object writer, which feeds a pipe that
+// the store's Put reads.
+type partUpload struct {
+	key  string
+	h    hash.Hash
+	n    int64
+	ow   io.WriteCloser
+	pw   *io.PipeWriter
+	sw   *countWriter
+	done chan error
+}
+
+func startPartUpload(ctx context.Context, s storage.Store, key string, c repo.Codec) *partUpload {
+	pr, pw := io.Pipe()
+	u := &partUpload{key: key, h: sha256.New(), pw: pw, sw: &countWriter{}, done: make(chan error, 1)}
+	go func() {
+		err := s.Put(ctx, key, pr, storage.PutOptions{Size: -1})
+		pr.CloseWithError(errors.New("upload ended"))
+		u.done <- err
+	}()
+	ow, err := repo.NewObjectWriter(io.MultiWriter(pw, u.sw), c)
+	if err != nil {
+		pw.CloseWithError(err)
+		u.ow = nil
+		return u
+	}
+	u.ow = ow
+	return u
+}
+
+func (u *partUpload) Write(p []byte) (int, error) {
+	if u.ow == nil {
+		return 0, errors.New("object writer unavailable")
+	}
+	u.h.Write(p)
+	u.n += int64(len(p))
+	return u.ow.Write(p)
+}
+
+func (u *partUpload) finish() (ObjectRef, error) {
+	if u.ow == nil {
+		return ObjectRef{}, fmt.Errorf("store %s: %w", u.key, <-u.done)
+	}
+	err := u.ow.Close()
+	u.pw.CloseWithError(err)
+	if perr := <-u.done; err == nil {
+		err = perr
+	}
+	if err != nil {
+		return ObjectRef{}, fmt.Errorf("store %s: %w", u.key, err)
+	}
+	return ObjectRef{Key: u.key, Bytes: u.n, SHA256: hex.EncodeToString(u.h.Sum(nil)), StoredBytes: u.sw.n}, nil
+}
+
+func (u *partUpload) abort(cause error) {
+	u.pw.CloseWithError(cause)
+	<-u.done
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

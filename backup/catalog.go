@@ -1,0 +1,164 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/wal"
+)
+
+// Listing is what the repository holds: complete backups (with metadata),
+// oldest first by their recorded LSNs, and IDs of backups without metadata
+// (in progress, or failed and never completed: never usable).
+type Listing struct {
+	Backups    []*Meta
+	Incomplete []string
+}
+
+// List reads every backup's metadata. It uses LIST (listing, not a hot path).
+func List(ctx context.Context, s storage.Store) (*Listing, error) {
+	ids := map[string]bool{}
+	var order []string
+	err := s.List(ctx, Prefix, func(oi storage.ObjectInfo) error {
+		rest := strings.TrimPrefix(oi.Key, Prefix)
+		id, _, ok := strings.Cut(rest, "/")
+		if !ok || !ValidID(id) {
+			return nil
+		}
+		if _, seen := ids[id]; !seen {
+			order = append(order, id)
+			ids[id] = false
+		}
+		if strings.HasSuffix(oi.Key, "/"+MetaName) {
+			ids[id] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
+	l := &Listing{}
+	for _, id := range order {
+		if !ids[id] {
+			l.Incomplete = append(l.Incomplete, id)
+			continue
+		}
+		m, err := ReadMeta(ctx, s, id)
+		if err != nil {
+			return nil, err
+		}
+		l.Backups = append(l.Backups, m)
+	}
+	SortBackups(l.Backups)
+	return l, nil
+}
+
+// ReadMeta reads and checks one backup's metadata.
+func ReadMeta(ctx context.Context, s storage.Store, id string) (*Meta, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("%q is not a backup id (like 20261124T154500Z)", id)
+	}
+	var m Meta
+	if err := repo.ReadJSON(ctx, s, MetaKey(id), &m); err != nil {
+		if storage.IsNotFound(err) {
+			return nil, fmt.Errorf("backup %s: %w", id, ErrNoBackup)
+		}
+		return nil, fmt.Errorf("backup %s: %w", id, err)
+	}
+	if err := m.check(); err != nil {
+		return nil, fmt.Errorf("backup %s: damaged metadata: %w", id, err)
+	}
+	return &m, nil
+}
+
+// ErrNoBackup means no usable backup matches.
+var ErrNoBackup = errors.New("no such complete backup")
+
+func (m *Meta) check() error {
+	if m.Format != MetaFormat {
+		return fmt.Errorf("metadata format %d, this pgark reads %d", m.Format, MetaFormat)
+	}
+	if _, err := wal.ParseLSN(m.StartLSN); err != nil {
+		return err
+	}
+	if _, err := wal.ParseLSN(m.EndLSN); err != nil {
+		return err
+	}
+	if m.StartTimeline == 0 || m.EndTimeline == 0 || !wal.ValidSegSize(m.WalSegmentBytes) {
+		return errors.New("bad timeline or segment size")
+	}
+	if len(m.Archives) == 0 || m.Archives[len(m.Archives)-1].Name != "base.tar" {
+		return errors.New("no base.tar archive")
+	}
+	for _, a := range m.Archives {
+		for _, p := range a.Parts {
+			if !strings.HasPrefix(p.Key, Prefix+m.ID+"/") || len(p.SHA256) != 64 || p.Bytes < 0 {
+				return fmt.Errorf("bad part %q", p.Key)
+			}
+		}
+	}
+	return nil
+}
+
+// Start and End return the parsed LSNs (checked when the metadata was read).
+func (m *Meta) Start() wal.LSN { l, _ := wal.ParseLSN(m.StartLSN); return l }
+
+// End is the backup's consistency point: recovery must replay at least to it.
+func (m *Meta) End() wal.LSN { l, _ := wal.ParseLSN(m.EndLSN); return l }
+
+// SortBackups orders backups by their recorded end LSN, then stop time,
+// never by name.
+func SortBackups(b []*Meta) {
+	sort.SliceStable(b, func(i, j int) bool {
+		if b[i].End() != b[j].End() {
+			return b[i].End() < b[j].End()
+		}
+		return b[i].StopTime.Before(b[j].StopTime)
+	})
+}
+
+// Target is what a restore must reach.
+type Target struct {
+	Time      time.Time // zero: none
+	LSN       wal.LSN   // 0: none
+	Immediate bool
+	// Other targets (xid, name) cannot be placed before reading WAL: the
+	// newest backup on the timeline is used for them and for "latest".
+}
+
+// Choose picks the backup for a target on the timeline whose history is h:
+// the newest backup whose consistency point (end LSN and stop time) lies on
+// h's history and, for a time or LSN target, at or before the target.
+// Backups on abandoned timelines never qualify.
+func Choose(backups []*Meta, h wal.History, t Target) (*Meta, error) {
+	var onTimeline []*Meta
+	for _, m := range backups {
+		if h.Contains(m.EndTimeline, m.End()) {
+			onTimeline = append(onTimeline, m)
+		}
+	}
+	if len(onTimeline) == 0 {
+		return nil, fmt.Errorf("%w on timeline %d (%d backups in the repository, none on its history)", ErrNoBackup, h.TLI, len(backups))
+	}
+	for i := len(onTimeline) - 1; i >= 0; i-- {
+		m := onTimeline[i]
+		switch {
+		case !t.Time.IsZero() && m.StopTime.After(t.Time):
+			continue
+		case t.LSN != 0 && m.End() > t.LSN:
+			continue
+		}
+		return m, nil
+	}
+	oldest := onTimeline[0]
+	if !t.Time.IsZero() {
+		return nil, fmt.Errorf("%w that reaches %s: the oldest backup on timeline %d became consistent at %s (backup %s)", ErrNoBackup, t.Time.Format(time.RFC3339), h.TLI, oldest.StopTime.Format(time.RFC3339), oldest.ID)
+	}
+	return nil, fmt.Errorf("%w that reaches LSN %s: the oldest backup on timeline %d becomes consistent at %s (backup %s)", ErrNoBackup, t.LSN, h.TLI, oldest.EndLSN, oldest.ID)
+}

@@ -1,0 +1,1168 @@
+package backup
+
+// Restore side, part 1: extraction of a backup's tar streams into a data directory.
+//
+// Safety rules (see the tests in extract_test.go):
+//
+//   - Only an empty or missing PGDATA is written to, or one that pgark itself marked as an
+//     unfinished restore (extMarkerName, written first, removed last); Force cleans such a
+//     directory and starts again. Tablespace targets follow the same rule for their
+//     PG_<major>_* directories, so that a rehearsal on a production host never writes into a
+//     live tablespace.
+//   - global/pg_control is written under a temporary name and renamed into place only after
+//     everything else is written and fsynced (files and directories): a restore killed at any
+//     point leaves a directory that PostgreSQL refuses to start.
+//   - Every tar member is validated before anything is written for it. All writes go through
+//     an os.Root per target (openat-based, cannot escape the directory), parent directories
+//     are created component by component after checking that none is a symlink, regular
+//     files are created with O_EXCL|O_NOFOLLOW. The only symlinks pgark creates are
+//     pg_tblspc/<oid>, at the end, pointing at the final tablespace locations.
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// PartOpener returns the plaintext of one stored part (decrypted, decompressed); the
+// caller's reader verifies the SHA-256 and size at EOF and returns an error instead of
+// io.EOF on a mismatch. Extract always reads every part to EOF, so that check runs.
+type PartOpener func(ctx context.Context, ref ObjectRef) (io.ReadCloser, error)
+
+// ExtractOptions configures Extract.
+type ExtractOptions struct {
+	PGDATA        string
+	TablespaceMap map[uint32]string // OID -> new location; unmapped tablespaces go to their original Location
+	Owner         *Owner            // chown everything to this uid/gid (when running as root; nil = leave as the running user)
+	Jobs          int               // parts extracted in parallel (>=1; 0 means 1)
+	Force         bool              // allowed to clean a PGDATA that pgark marked as an unfinished restore
+	Log           *slog.Logger
+	Progress      func(bytesDone int64) // optional; called with the plaintext bytes read so far, never concurrently
+}
+
+// Owner is a numeric uid/gid.
+type Owner struct{ UID, GID int }
+
+const (
+	// extMarkerName marks a directory (PGDATA or a tablespace location) as an unfinished
+	// pgark restore. It is created before anything else and removed last.
+	extMarkerName = ".pgark-restore-in-progress"
+	// extControlTmp is where global/pg_control is written until the very end.
+	extControlTmp = "global/pg_control.pgark-tmp"
+	extControl    = "global/pg_control"
+
+	extTablespaceMapLimit = 1 << 20 // a tablespace_map larger than this is refused
+	extCopyBuf            = 256 << 10
+	extProgressStep       = 1 << 20
+)
+
+// extEnsureDirs are the directories the server sends empty (or not at all when they are
+// missing on the source); PostgreSQL needs them to start. They are created, with the data
+// directory's mode, if base.tar lacks them. pg_wal/summaries is added for PostgreSQL 17+.
+var extEnsureDirs = []string{
+	"pg_wal", "pg_wal/archive_status",
+	"pg_tblspc",
+	"pg_stat_tmp", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_subtrans",
+}
+
+// extTarget is one directory that receives an archive: PGDATA for base.tar, a tablespace
+// location for <oid>.tar.
+type extTarget struct {
+	oid      uint32 // 0 for PGDATA
+	archive  *Archive
+	dir      string // absolute, cleaned, as the user gave it
+	root     *os.Root
+	existed  bool // the directory existed before this restore
+	hadMark  bool // it holds the marker of an earlier, unfinished restore
+	stale    []string
+	spcMajor string // "PG_<major>_" for tablespaces
+
+	mu    sync.Mutex
+	dirs  map[string]fs.FileMode // directories known to exist (rel path) -> fs.ModeDir|mode from the tar, or 0 (use dmode)
+	dmode fs.FileMode            // mode of directories the tar has no entry for
+}
+
+type extractor struct {
+	m     *Meta
+	o     ExtractOptions
+	open  PartOpener
+	log   *slog.Logger
+	base  *extTarget
+	spcs  []*extTarget // sorted by OID
+	byOID map[uint32]*extTarget
+
+	progMu   sync.Mutex
+	progDone int64
+
+	mu         sync.Mutex // guards what follows, set while reading base.tar
+	sawControl bool
+	sawLabel   bool
+	tsMap      []byte
+	tsMapMode  fs.FileMode
+	sawTsMap   bool
+	globalMode fs.FileMode
+	files      int
+}
+
+// Extract restores the tar streams of backup m into o.PGDATA (and its tablespaces into
+// their locations). See the package-level rules at the top of this file. On error the
+// directories are left marked as an unfinished restore and not startable; Extract with
+// Force cleans them and starts again.
+func Extract(ctx context.Context, m *Meta, open PartOpener, o ExtractOptions) error {
+	x, err := extNew(m, open, o)
+	if err != nil {
+		return err
+	}
+	defer x.close()
+	start := time.Now()
+	if err := x.prepare(); err != nil {
+		return err
+	}
+	x.log.Info("restore: extracting backup", "backup", m.ID, "pgdata", x.base.dir,
+		"tablespaces", len(x.spcs), "jobs", x.o.Jobs)
+	if err := x.run(ctx); err != nil {
+		return fmt.Errorf("restore of backup %s into %s failed: %w (the directory is marked as an unfinished restore and cannot be started; `pgark restore --force` cleans it and starts again)", m.ID, x.base.dir, err)
+	}
+	if err := x.finish(); err != nil {
+		return fmt.Errorf("restore of backup %s into %s failed while finishing: %w", m.ID, x.base.dir, err)
+	}
+	x.log.Info("restore: extraction complete", "backup", m.ID, "pgdata", x.base.dir,
+		"files", x.files, "bytes", x.progDone, "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// ---------------------------------------------------------------- planning and checks
+
+func extNew(m *Meta, open PartOpener, o ExtractOptions) (*extractor, error) {
+	if m == nil {
+		return nil, errors.New("restore: no backup metadata")
+	}
+	if open == nil {
+		return nil, errors.New("restore: no part opener")
+	}
+	if m.ID == "" || strings.ContainsAny(m.ID, "\n\r\x00") {
+		return nil, fmt.Errorf("restore: bad backup id %q", m.ID)
+	}
+	if m.PGMajor < 10 {
+		return nil, fmt.Errorf("restore: backup %s records PostgreSQL major %d; it cannot be restored", m.ID, m.PGMajor)
+	}
+	if strings.TrimSpace(o.PGDATA) == "" {
+		return nil, errors.New("restore: no target data directory (PGDATA)")
+	}
+	if o.Jobs < 1 {
+		o.Jobs = 1
+	}
+	if o.Owner != nil && os.Geteuid() != 0 && (o.Owner.UID != os.Geteuid() || o.Owner.GID != os.Getegid()) {
+		return nil, fmt.Errorf("restore: files can be given to uid %d gid %d only when running as root", o.Owner.UID, o.Owner.GID)
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pgdata, err := filepath.Abs(o.PGDATA)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	x := &extractor{m: m, o: o, open: open, log: log, byOID: map[uint32]*extTarget{}}
+	x.base = &extTarget{dir: filepath.Clean(pgdata), dirs: map[string]fs.FileMode{}, dmode: 0o700}
+
+	locs := map[uint32]string{}
+	for _, ts := range m.Tablespaces {
+		if _, dup := locs[ts.OID]; dup || ts.OID == 0 {
+			return nil, fmt.Errorf("restore: backup %s lists tablespace %d twice (or OID 0)", m.ID, ts.OID)
+		}
+		locs[ts.OID] = ts.Location
+	}
+	for i := range m.Archives {
+		a := &m.Archives[i]
+		if a.Name == "base.tar" {
+			if x.base.archive != nil || a.OID != 0 {
+				return nil, fmt.Errorf("restore: backup %s has a malformed base.tar archive entry", m.ID)
+			}
+			x.base.archive = a
+			continue
+		}
+		if a.OID == 0 || a.Name != fmt.Sprintf("%d.tar", a.OID) {
+			return nil, fmt.Errorf("restore: backup %s has an unexpected archive %q (oid %d)", m.ID, a.Name, a.OID)
+		}
+		if x.byOID[a.OID] != nil {
+			return nil, fmt.Errorf("restore: backup %s has archive %s twice", m.ID, a.Name)
+		}
+		loc, mapped := o.TablespaceMap[a.OID]
+		if !mapped {
+			var ok bool
+			if loc, ok = locs[a.OID]; !ok {
+				return nil, fmt.Errorf("restore: backup %s has archive %s but no location for tablespace %d; map it with a tablespace mapping", m.ID, a.Name, a.OID)
+			}
+		}
+		if loc == "" || !filepath.IsAbs(loc) {
+			return nil, fmt.Errorf("restore: tablespace %d: location %q is not an absolute path", a.OID, loc)
+		}
+		t := &extTarget{oid: a.OID, archive: a, dir: filepath.Clean(loc), dirs: map[string]fs.FileMode{},
+			dmode: 0o700, spcMajor: fmt.Sprintf("PG_%d_", m.PGMajor)}
+		x.byOID[a.OID] = t
+		x.spcs = append(x.spcs, t)
+	}
+	if x.base.archive == nil {
+		return nil, fmt.Errorf("restore: backup %s has no base.tar archive", m.ID)
+	}
+	for oid := range locs {
+		if x.byOID[oid] == nil {
+			return nil, fmt.Errorf("restore: backup %s lists tablespace %d but has no archive for it", m.ID, oid)
+		}
+	}
+	for oid := range o.TablespaceMap {
+		if x.byOID[oid] == nil {
+			return nil, fmt.Errorf("restore: tablespace mapping for OID %d, but backup %s has no such tablespace", oid, m.ID)
+		}
+	}
+	sort.Slice(x.spcs, func(i, j int) bool { return x.spcs[i].oid < x.spcs[j].oid })
+	seen := map[string]uint32{}
+	for _, t := range x.spcs {
+		if t.dir == x.base.dir {
+			return nil, fmt.Errorf("restore: tablespace %d would be restored into the data directory itself (%s)", t.oid, t.dir)
+		}
+		if other, dup := seen[t.dir]; dup {
+			return nil, fmt.Errorf("restore: tablespaces %d and %d would both be restored into %s", other, t.oid, t.dir)
+		}
+		seen[t.dir] = t.oid
+	}
+	for _, a := range m.Archives {
+		for i, p := range a.Parts {
+			if p.Bytes < 0 {
+				return nil, fmt.Errorf("restore: %s part %d has a negative size", a.Name, i)
+			}
+		}
+	}
+	return x, nil
+}
+
+func (x *extractor) close() {
+	for _, t := range append([]*extTarget{x.base}, x.spcs...) {
+		if t.root != nil {
+			t.root.Close()
+		}
+	}
+}
+
+// extReadMarker returns the first line of dir's marker, and whether dir has one.
+func extReadMarker(dir string) (string, bool, error) {
+	p := filepath.Join(dir, extMarkerName)
+	st, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	if !st.Mode().IsRegular() {
+		return "", false, fmt.Errorf("%s is not a regular file", p)
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", false, err
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 512))
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(line), true, nil
+}
+
+// inspect checks t.dir: it sets existed and hadMark, and returns the entries that make it
+// unusable (for PGDATA: anything but the marker; for a tablespace: non-empty
+// PG_<major>_* entries).
+func (x *extractor) inspect(t *extTarget) error {
+	st, err := os.Stat(t.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s exists and is not a directory", t.dir)
+	}
+	t.existed = true
+	ents, err := os.ReadDir(t.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.Name() == extMarkerName {
+			continue
+		}
+		if t.oid == 0 {
+			t.stale = append(t.stale, e.Name())
+			continue
+		}
+		if !strings.HasPrefix(e.Name(), t.spcMajor) {
+			continue // another major's tablespace directory, or anything else: not ours
+		}
+		if !e.IsDir() {
+			t.stale = append(t.stale, e.Name())
+			continue
+		}
+		sub, err := os.ReadDir(filepath.Join(t.dir, e.Name()))
+		if err != nil {
+			return err
+		}
+		if len(sub) > 0 {
+			t.stale = append(t.stale, e.Name())
+		}
+	}
+	_, t.hadMark, err = extReadMarker(t.dir)
+	return err
+}
+
+func extList(names []string) string {
+	const show = 5
+	if len(names) <= show {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:show], ", ") + fmt.Sprintf(" and %d more", len(names)-show)
+}
+
+// prepare checks every target, then creates them, writes the markers and, with Force,
+// cleans what an unfinished restore left. Nothing is written before every check passed.
+func (x *extractor) prepare() error {
+	b := x.base
+	if err := x.inspect(b); err != nil {
+		return fmt.Errorf("restore: data directory %s: %w", b.dir, err)
+	}
+	if len(b.stale) > 0 {
+		if !b.hadMark {
+			return fmt.Errorf("restore: data directory %s is not empty (%s) and is not an unfinished pgark restore; pgark restores only into an empty or missing directory", b.dir, extList(b.stale))
+		}
+		if !x.o.Force {
+			line, _, _ := extReadMarker(b.dir)
+			return fmt.Errorf("restore: data directory %s holds an unfinished pgark restore (%s); `pgark restore --force` cleans it and starts again", b.dir, line)
+		}
+	}
+	for _, t := range x.spcs {
+		if err := x.inspect(t); err != nil {
+			return fmt.Errorf("restore: tablespace %d location %s: %w", t.oid, t.dir, err)
+		}
+		if len(t.stale) == 0 {
+			continue
+		}
+		if !t.hadMark {
+			return fmt.Errorf("restore: tablespace %d location %s already holds %s, which is not empty: it may be a live tablespace; restore it elsewhere with a tablespace mapping (OID %d=DIR)", t.oid, t.dir, extList(t.stale), t.oid)
+		}
+		if !x.o.Force {
+			return fmt.Errorf("restore: tablespace %d location %s holds an unfinished pgark restore (%s); `pgark restore --force` cleans it and starts again", t.oid, t.dir, extList(t.stale))
+		}
+	}
+
+	// Create (or open) PGDATA, mark it, clean it.
+	if err := x.openTarget(b); err != nil {
+		return fmt.Errorf("restore: data directory %s: %w", b.dir, err)
+	}
+	if b.hadMark && len(b.stale) > 0 {
+		line, _, _ := extReadMarker(b.dir)
+		x.log.Warn("restore: --force: cleaning an unfinished restore", "dir", b.dir, "marker", line, "entries", len(b.stale))
+	}
+	if err := x.writeMarker(b); err != nil {
+		return fmt.Errorf("restore: data directory %s: %w", b.dir, err)
+	}
+	if len(b.stale) > 0 {
+		for _, name := range b.stale {
+			if err := b.root.RemoveAll(name); err != nil {
+				return fmt.Errorf("restore: cleaning %s: %w", b.dir, err)
+			}
+		}
+		if err := extSyncDir(b.root, "."); err != nil {
+			return err
+		}
+	}
+	// PostgreSQL refuses a data directory with looser permissions than 0750.
+	if err := extChmodDir(b.root, ".", 0o700); err != nil {
+		return err
+	}
+	if x.o.Owner != nil {
+		if err := b.root.Lchown(".", x.o.Owner.UID, x.o.Owner.GID); err != nil {
+			return err
+		}
+	}
+	for _, t := range x.spcs {
+		if err := x.openTarget(t); err != nil {
+			return fmt.Errorf("restore: tablespace %d location %s: %w", t.oid, t.dir, err)
+		}
+		if t.hadMark && len(t.stale) > 0 {
+			x.log.Warn("restore: --force: cleaning an unfinished restore", "tablespace", t.oid, "dir", t.dir, "entries", extList(t.stale))
+		}
+		if err := x.writeMarker(t); err != nil {
+			return fmt.Errorf("restore: tablespace %d location %s: %w", t.oid, t.dir, err)
+		}
+		for _, name := range t.stale {
+			if err := t.root.RemoveAll(name); err != nil {
+				return fmt.Errorf("restore: cleaning %s: %w", filepath.Join(t.dir, name), err)
+			}
+		}
+		if len(t.stale) > 0 {
+			if err := extSyncDir(t.root, "."); err != nil {
+				return err
+			}
+		}
+		x.log.Info("restore: tablespace", "oid", t.oid, "location", t.dir)
+	}
+	return nil
+}
+
+// openTarget creates t.dir if missing (parents 0755, the directory itself 0700, given to
+// Owner) and opens it as an os.Root.
+func (x *extractor) openTarget(t *extTarget) error {
+	if !t.existed {
+		parent := filepath.Dir(t.dir)
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return err
+		}
+		if err := os.Mkdir(t.dir, 0o700); err != nil {
+			return err
+		}
+		if x.o.Owner != nil {
+			if err := os.Lchown(t.dir, x.o.Owner.UID, x.o.Owner.GID); err != nil {
+				return err
+			}
+		}
+		if err := extSyncPath(parent); err != nil {
+			return err
+		}
+	}
+	r, err := os.OpenRoot(t.dir)
+	if err != nil {
+		return err
+	}
+	t.root = r
+	return nil
+}
+
+func (x *extractor) writeMarker(t *extTarget) error {
+	if err := t.root.Remove(extMarkerName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	what := "data directory"
+	if t.oid != 0 {
+		what = fmt.Sprintf("tablespace %d", t.oid)
+	}
+	body := fmt.Sprintf("pgark restore of backup %s in progress since %s\n"+
+		"This %s is incomplete and must not be used. `pgark restore --force` cleans it and starts again.\n",
+		x.m.ID, time.Now().UTC().Format(time.RFC3339), what)
+	f, err := t.root.OpenFile(extMarkerName, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(body); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return extSyncDir(t.root, ".")
+}
+
+// ---------------------------------------------------------------- extraction
+
+type extTask struct {
+	t   *extTarget
+	idx int
+	ref ObjectRef
+}
+
+func (x *extractor) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var tasks []extTask
+	for _, t := range append(slices.Clone(x.spcs), x.base) {
+		for i, p := range t.archive.Parts {
+			tasks = append(tasks, extTask{t: t, idx: i, ref: p})
+		}
+	}
+	ch := make(chan extTask)
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var firstErr error
+	for range min(x.o.Jobs, max(len(tasks), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, extCopyBuf)
+			for task := range ch {
+				if ctx.Err() != nil {
+					continue
+				}
+				if err := x.part(ctx, task, buf); err != nil {
+					errMu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					errMu.Unlock()
+					cancel(err)
+				}
+			}
+		}()
+	}
+feed:
+	for _, task := range tasks {
+		select {
+		case ch <- task:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(ch)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return context.Cause(ctx)
+}
+
+// extCounter counts what is read from a part and reports progress.
+type extCounter struct {
+	r       io.Reader
+	n       int64
+	pending int64
+	x       *extractor
+}
+
+func (c *extCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.pending += int64(n)
+	if c.pending >= extProgressStep {
+		c.flush()
+	}
+	return n, err
+}
+
+func (c *extCounter) flush() {
+	if c.pending > 0 {
+		c.x.progress(c.pending)
+		c.pending = 0
+	}
+}
+
+func (x *extractor) progress(n int64) {
+	x.progMu.Lock()
+	defer x.progMu.Unlock()
+	x.progDone += n
+	if x.o.Progress != nil {
+		x.o.Progress(x.progDone)
+	}
+}
+
+// part extracts one part: a sequence of complete tar members (the last part of an
+// archive ends with the end-of-archive trailer). It reads the part to EOF, so that the
+// opener's checksum and size check runs.
+func (x *extractor) part(ctx context.Context, task extTask, buf []byte) (err error) {
+	name := fmt.Sprintf("%s part %d (%s)", task.t.archive.Name, task.idx, task.ref.Key)
+	rc, err := x.open(ctx, task.ref)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer func() {
+		if cerr := rc.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("%s: %w", name, cerr)
+		}
+	}()
+	cr := &extCounter{r: rc, x: x}
+	defer cr.flush()
+	tr := tar.NewReader(cr)
+	members := 0
+	for {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: reading a tar header at byte %d: %w", name, cr.n, err)
+		}
+		members++
+		if task.ref.Bytes > 0 && hdr.Size > task.ref.Bytes-cr.n {
+			return fmt.Errorf("%s: member %q claims %d bytes, more than the %d left in the part", name, hdr.Name, hdr.Size, task.ref.Bytes-cr.n)
+		}
+		if err := x.member(ctx, task.t, hdr, tr, buf); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	// After the end-of-archive trailer only zero padding may follow; read it to EOF.
+	for {
+		n, rerr := cr.Read(buf)
+		if slices.ContainsFunc(buf[:n], func(c byte) bool { return c != 0 }) {
+			return fmt.Errorf("%s: data after the end-of-archive marker at byte %d", name, cr.n-int64(n))
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("%s: %w", name, rerr)
+		}
+	}
+	if task.ref.Bytes > 0 && cr.n != task.ref.Bytes {
+		return fmt.Errorf("%s: read %d bytes, the backup records %d", name, cr.n, task.ref.Bytes)
+	}
+	x.log.Debug("restore: part extracted", "archive", task.t.archive.Name, "part", task.idx, "members", members, "bytes", cr.n)
+	return nil
+}
+
+var extSpcDirRe = regexp.MustCompile(`^PG_[0-9]+_[0-9]+$`)
+
+// extCleanName validates a member name and returns it relative to the target ("" for the
+// target itself). It refuses absolute names, ".." components and anything that would leave
+// the target once cleaned.
+func extCleanName(name string) (string, error) {
+	if name == "" {
+		return "", errors.New("empty member name")
+	}
+	if strings.ContainsRune(name, 0) {
+		return "", fmt.Errorf("member name %q contains a NUL byte", name)
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", fmt.Errorf("member %q has an absolute path", name)
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == ".." {
+			return "", fmt.Errorf("member %q has a .. component", name)
+		}
+	}
+	rel := path.Clean(name)
+	if rel == "." {
+		return "", nil
+	}
+	if rel == ".." || strings.HasPrefix(rel, "../") || strings.HasPrefix(rel, "/") || !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("member %q leaves the target directory", name)
+	}
+	return rel, nil
+}
+
+// extMemberKind is what member() does with a validated member.
+type extMemberKind int
+
+const (
+	extDir extMemberKind = iota
+	extFile
+	extSpcLink // pg_tblspc/<oid> symlink (backups taken without TABLESPACE_MAP)
+	extSkip    // the target directory itself
+)
+
+// validate checks one member and returns its relative path and what to do with it.
+// Nothing has been written for the member when it returns.
+func (x *extractor) validate(t *extTarget, hdr *tar.Header) (string, extMemberKind, error) {
+	rel, err := extCleanName(hdr.Name)
+	if err != nil {
+		return "", 0, err
+	}
+	perm := hdr.Mode & 0o7777
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return "", 0, fmt.Errorf("member %q is a sparse file: refused", hdr.Name)
+		}
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+	case tar.TypeReg:
+		if rel == "" {
+			return "", 0, fmt.Errorf("member %q: a regular file where the target directory is", hdr.Name)
+		}
+	case tar.TypeSymlink:
+	case tar.TypeLink:
+		return "", 0, fmt.Errorf("member %q is a hard link (to %q): refused", hdr.Name, hdr.Linkname)
+	case tar.TypeChar, tar.TypeBlock:
+		return "", 0, fmt.Errorf("member %q is a device node: refused", hdr.Name)
+	case tar.TypeFifo:
+		return "", 0, fmt.Errorf("member %q is a FIFO: refused", hdr.Name)
+	default:
+		return "", 0, fmt.Errorf("member %q has an unsupported tar type %q: refused", hdr.Name, hdr.Typeflag)
+	}
+	if rel == "" {
+		if hdr.Typeflag != tar.TypeDir {
+			return "", 0, fmt.Errorf("member %q: not a directory", hdr.Name)
+		}
+		return "", extSkip, nil
+	}
+	first, rest, _ := strings.Cut(rel, "/")
+	if t.oid == 0 {
+		switch {
+		case rel == extMarkerName || rel == extControlTmp:
+			return "", 0, fmt.Errorf("member %q uses a name reserved by pgark", hdr.Name)
+		case first == "pg_tblspc" && rest != "":
+			oid, perr := strconv.ParseUint(rest, 10, 32)
+			if hdr.Typeflag != tar.TypeSymlink || perr != nil || x.byOID[uint32(oid)] == nil {
+				return "", 0, fmt.Errorf("member %q: pg_tblspc may hold only the symlinks of the backup's tablespaces", hdr.Name)
+			}
+			if !filepath.IsAbs(hdr.Linkname) {
+				return "", 0, fmt.Errorf("member %q: tablespace link target %q is not absolute", hdr.Name, hdr.Linkname)
+			}
+			return rel, extSpcLink, nil
+		}
+	} else if !extSpcDirRe.MatchString(first) || !strings.HasPrefix(first, t.spcMajor) {
+		return "", 0, fmt.Errorf("member %q of tablespace %d is outside its %s<catalog version> directory", hdr.Name, t.oid, t.spcMajor)
+	}
+	if hdr.Typeflag == tar.TypeSymlink {
+		return "", 0, fmt.Errorf("member %q is a symlink (to %q): PostgreSQL puts symlinks only in pg_tblspc/; refused", hdr.Name, hdr.Linkname)
+	}
+	if hdr.Typeflag == tar.TypeDir {
+		if perm&^0o750 != 0 {
+			return "", 0, fmt.Errorf("directory %q has mode %04o, looser than PostgreSQL's 0750: refused", hdr.Name, perm)
+		}
+		return rel, extDir, nil
+	}
+	if perm&^0o640 != 0 {
+		return "", 0, fmt.Errorf("file %q has mode %04o, looser than PostgreSQL's 0640: refused", hdr.Name, perm)
+	}
+	if t.oid == 0 && rel == "tablespace_map" && hdr.Size > extTablespaceMapLimit {
+		return "", 0, fmt.Errorf("member tablespace_map is %d bytes: refused", hdr.Size)
+	}
+	return rel, extFile, nil
+}
+
+func (x *extractor) member(ctx context.Context, t *extTarget, hdr *tar.Header, tr io.Reader, buf []byte) error {
+	rel, kind, err := x.validate(t, hdr)
+	if err != nil {
+		return err
+	}
+	perm := fs.FileMode(hdr.Mode & 0o777)
+	switch kind {
+	case extSkip:
+		return nil
+	case extSpcLink:
+		// Recreated at the end, pointing at the final location.
+		return nil
+	case extDir:
+		if err := x.mkdirs(t, rel); err != nil {
+			return err
+		}
+		t.mu.Lock()
+		t.dirs[rel] = fs.ModeDir | perm
+		t.mu.Unlock()
+		if t.oid == 0 && rel == "global" {
+			x.mu.Lock()
+			x.globalMode = perm
+			x.mu.Unlock()
+		}
+		return nil
+	}
+	// A regular file.
+	if t.oid == 0 {
+		switch rel {
+		case "tablespace_map":
+			// Rewritten at the end with the final locations.
+			b, err := io.ReadAll(io.LimitReader(tr, extTablespaceMapLimit+1))
+			if err != nil {
+				return fmt.Errorf("reading tablespace_map: %w", err)
+			}
+			if int64(len(b)) != hdr.Size {
+				return fmt.Errorf("tablespace_map: read %d bytes, header says %d", len(b), hdr.Size)
+			}
+			x.mu.Lock()
+			defer x.mu.Unlock()
+			if x.sawTsMap {
+				return errors.New("tablespace_map appears twice")
+			}
+			x.sawTsMap, x.tsMap, x.tsMapMode = true, b, perm
+			return nil
+		case extControl:
+			rel = extControlTmp
+		}
+	}
+	if dir := path.Dir(rel); dir != "." {
+		if err := x.mkdirs(t, dir); err != nil {
+			return err
+		}
+	}
+	if err := x.writeFile(ctx, t, rel, perm, hdr.Size, tr, buf); err != nil {
+		return err
+	}
+	x.mu.Lock()
+	x.files++
+	if t.oid == 0 {
+		switch rel {
+		case extControlTmp:
+			x.sawControl = true
+		case "backup_label":
+			x.sawLabel = true
+		}
+	}
+	x.mu.Unlock()
+	return nil
+}
+
+// mkdirs makes sure rel (a directory, relative to t) exists, creating missing components
+// one by one (mode 0700 until the end, Owner applied) after checking that no existing
+// component is a symlink or something other than a directory.
+func (x *extractor) mkdirs(t *extTarget, rel string) error {
+	comps := strings.Split(rel, "/")
+	for i := range comps {
+		p := strings.Join(comps[:i+1], "/")
+		t.mu.Lock()
+		_, known := t.dirs[p]
+		t.mu.Unlock()
+		if known {
+			continue
+		}
+		st, err := t.root.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = t.root.Mkdir(p, 0o700)
+			if err == nil && x.o.Owner != nil {
+				err = t.root.Lchown(p, x.o.Owner.UID, x.o.Owner.GID)
+			}
+			if errors.Is(err, fs.ErrExist) {
+				st, err = t.root.Lstat(p) // created meanwhile by another worker
+			} else if err == nil {
+				t.mu.Lock()
+				if _, ok := t.dirs[p]; !ok {
+					t.dirs[p] = 0
+				}
+				t.mu.Unlock()
+				continue
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if st.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("%s: path component %s is a symlink: refused", filepath.Join(t.dir, rel), p)
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("%s: path component %s is not a directory", filepath.Join(t.dir, rel), p)
+		}
+		t.mu.Lock()
+		if _, ok := t.dirs[p]; !ok {
+			t.dirs[p] = 0
+		}
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// writeFile creates rel (which must not exist) and copies size bytes from r into it, then
+// applies mode and owner and fsyncs it.
+func (x *extractor) writeFile(ctx context.Context, t *extTarget, rel string, perm fs.FileMode, size int64, r io.Reader, buf []byte) (err error) {
+	f, err := t.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s already exists (a member appears twice?): refused", filepath.Join(t.dir, rel))
+	}
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	var done int64
+	for done < size {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		n := int(min(int64(len(buf)), size-done))
+		k, rerr := io.ReadFull(r, buf[:n])
+		if k > 0 {
+			if _, werr := f.Write(buf[:k]); werr != nil {
+				return werr
+			}
+			done += int64(k)
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.ErrUnexpectedEOF) || errors.Is(rerr, io.EOF) {
+				return fmt.Errorf("%s: the part ends after %d of the member's %d bytes: %w", rel, done, size, io.ErrUnexpectedEOF)
+			}
+			return fmt.Errorf("%s: %w", rel, rerr)
+		}
+	}
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if x.o.Owner != nil {
+		if err := f.Chown(x.o.Owner.UID, x.o.Owner.GID); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// ---------------------------------------------------------------- the end
+
+// finish runs after every part was extracted: it creates the directories the server
+// expects, rewrites tablespace_map, creates the pg_tblspc symlinks, applies directory
+// modes, fsyncs every directory, and only then renames pg_control into place. The markers
+// are removed last.
+func (x *extractor) finish() error {
+	b := x.base
+	if !x.sawControl {
+		return errors.New("base.tar has no global/pg_control: the backup is incomplete")
+	}
+	if !x.sawLabel {
+		return errors.New("base.tar has no backup_label: the backup is incomplete (starting without it would corrupt the cluster silently)")
+	}
+	dataMode := fs.FileMode(0o700)
+	if x.globalMode == 0o750 {
+		dataMode = 0o750 // initdb -g (group access): PostgreSQL takes the mode from PGDATA
+	}
+	ensure := slices.Clone(extEnsureDirs)
+	if x.m.PGMajor >= 17 {
+		ensure = append(ensure, "pg_wal/summaries")
+	}
+	for _, d := range ensure {
+		b.mu.Lock()
+		_, known := b.dirs[d]
+		b.mu.Unlock()
+		if known {
+			continue
+		}
+		if err := x.mkdirs(b, d); err != nil {
+			return err
+		}
+		x.log.Debug("restore: created a directory the backup lacks", "dir", d)
+	}
+	b.dmode = dataMode
+
+	if x.sawTsMap {
+		out, err := x.rewriteTablespaceMap()
+		if err != nil {
+			return err
+		}
+		if err := x.writeFile(context.Background(), b, "tablespace_map", x.tsMapMode, int64(len(out)), bytes.NewReader(out), make([]byte, 32<<10)); err != nil {
+			return err
+		}
+	}
+	for _, t := range x.spcs {
+		link := "pg_tblspc/" + strconv.FormatUint(uint64(t.oid), 10)
+		if err := b.root.Symlink(t.dir, link); err != nil {
+			return fmt.Errorf("creating %s: %w", link, err)
+		}
+		if x.o.Owner != nil {
+			if err := b.root.Lchown(link, x.o.Owner.UID, x.o.Owner.GID); err != nil {
+				return err
+			}
+		}
+	}
+
+	// Directory modes and fsync, deepest first, every target.
+	for _, t := range append(slices.Clone(x.spcs), b) {
+		dirs := make([]string, 0, len(t.dirs))
+		for d := range t.dirs {
+			dirs = append(dirs, d)
+		}
+		sort.Slice(dirs, func(i, j int) bool { return strings.Count(dirs[i], "/") > strings.Count(dirs[j], "/") })
+		for _, d := range dirs {
+			m := t.dirs[d] &^ fs.ModeDir
+			if t.dirs[d] == 0 {
+				m = t.dmode
+			}
+			if err := extChmodDir(t.root, d, m); err != nil {
+				return err
+			}
+			if err := extSyncDir(t.root, d); err != nil {
+				return err
+			}
+		}
+		if t == b {
+			if err := extChmodDir(t.root, ".", dataMode); err != nil {
+				return err
+			}
+		}
+		if err := extSyncDir(t.root, "."); err != nil {
+			return err
+		}
+	}
+
+	// Everything is durable: now the directory may become startable.
+	if _, err := b.root.Lstat(extControl); err == nil {
+		return fmt.Errorf("%s exists before the end of the restore", extControl)
+	}
+	if err := b.root.Rename(extControlTmp, extControl); err != nil {
+		return err
+	}
+	if err := extSyncDir(b.root, "global"); err != nil {
+		return err
+	}
+	for _, t := range x.spcs {
+		if err := t.root.Remove(extMarkerName); err != nil {
+			return err
+		}
+		if err := extSyncDir(t.root, "."); err != nil {
+			return err
+		}
+	}
+	if err := b.root.Remove(extMarkerName); err != nil {
+		return err
+	}
+	return extSyncDir(b.root, ".")
+}
+
+// extTablespaceMapEntry is one line of tablespace_map.
+type extTablespaceMapEntry struct {
+	OID  uint32
+	Path string
+}
+
+// extParseTablespaceMap parses PostgreSQL's tablespace_map: lines "<oid> <path>", where
+// '\n', '\r' and '\\' in the path are preceded by a backslash (xlog.c do_pg_backup_start,
+// read_tablespace_map).
+func extParseTablespaceMap(b []byte) ([]extTablespaceMapEntry, error) {
+	var out []extTablespaceMapEntry
+	var line []byte
+	flush := func() error {
+		if len(line) == 0 {
+			return nil
+		}
+		s := string(line)
+		line = line[:0]
+		i := strings.IndexAny(s, " \t")
+		if i <= 0 {
+			return fmt.Errorf("invalid line %q in tablespace_map", s)
+		}
+		oid, err := strconv.ParseUint(s[:i], 10, 32)
+		if err != nil || oid == 0 {
+			return fmt.Errorf("invalid OID in tablespace_map line %q", s)
+		}
+		p := strings.TrimLeft(s[i:], " \t")
+		if p == "" {
+			return fmt.Errorf("no path in tablespace_map line %q", s)
+		}
+		out = append(out, extTablespaceMapEntry{OID: uint32(oid), Path: p})
+		return nil
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c == '\\' && i+1 < len(b) && (b[i+1] == '\n' || b[i+1] == '\r' || b[i+1] == '\\') {
+			line = append(line, b[i+1])
+			i++
+			continue
+		}
+		if c == '\n' {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		line = append(line, c)
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// extFormatTablespaceMap writes entries the way PostgreSQL does.
+func extFormatTablespaceMap(entries []extTablespaceMapEntry) []byte {
+	var sb strings.Builder
+	for _, e := range entries {
+		sb.WriteString(strconv.FormatUint(uint64(e.OID), 10))
+		sb.WriteByte(' ')
+		for _, c := range []byte(e.Path) {
+			if c == '\n' || c == '\r' || c == '\\' {
+				sb.WriteByte('\\')
+			}
+			sb.WriteByte(c)
+		}
+		sb.WriteByte('\n')
+	}
+	return []byte(sb.String())
+}
+
+// rewriteTablespaceMap returns tablespace_map with the final locations. When no location
+// changed, the server's bytes are kept as they are (so pg_verifybackup still matches them).
+func (x *extractor) rewriteTablespaceMap() ([]byte, error) {
+	entries, err := extParseTablespaceMap(x.tsMap)
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	seen := map[uint32]bool{}
+	for i, e := range entries {
+		t := x.byOID[e.OID]
+		if t == nil {
+			return nil, fmt.Errorf("tablespace_map names tablespace %d, which the backup has no archive for", e.OID)
+		}
+		if seen[e.OID] {
+			return nil, fmt.Errorf("tablespace_map names tablespace %d twice", e.OID)
+		}
+		seen[e.OID] = true
+		if e.Path != t.dir {
+			entries[i].Path = t.dir
+			changed = true
+		}
+	}
+	for _, t := range x.spcs {
+		if !seen[t.oid] {
+			x.log.Warn("restore: tablespace_map does not list a tablespace of the backup; its pg_tblspc symlink is created anyway", "oid", t.oid)
+		}
+	}
+	if !changed && bytes.Equal(extFormatTablespaceMap(entries), x.tsMap) {
+		return x.tsMap, nil
+	}
+	x.log.Info("restore: tablespace_map rewritten with the new locations (pg_verifybackup will report it as modified: use --ignore=tablespace_map)")
+	return extFormatTablespaceMap(entries), nil
+}
+
+// ---------------------------------------------------------------- small helpers
+
+func extOpenDir(r *os.Root, rel string) (*os.File, error) {
+	return r.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+}
+
+func extSyncDir(r *os.Root, rel string) error {
+	f, err := extOpenDir(r, rel)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", filepath.Join(r.Name(), rel), err)
+	}
+	return nil
+}
+
+func extChmodDir(r *os.Root, rel string, m fs.FileMode) error {
+	f, err := extOpenDir(r, rel)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(m)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// extSyncPath fsyncs a directory given by path (the parent of a target we created).
+func extSyncPath(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

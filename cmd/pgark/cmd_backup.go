@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgark/pgark/backup"
+)
+
+func init() {
+	commands = append(commands, &command{
+		name:    "backup",
+		args:    "",
+		summary: "take a full base backup over the replication protocol into the repository",
+		help: `Takes a base backup through the streaming replication protocol (no file
+system access to the database host) and streams it through zstd and age into
+the repository; nothing is staged on local disk.
+
+Connection settings follow libpq: --dsn (a connection string or URL), or
+PGHOST, PGPORT, PGUSER, PGPASSWORD, PGPASSFILE, ... The stream uses a physical
+replication connection (replication=true; pg_hba's "replication" keyword), and
+a second, normal connection runs the SQL pgark needs.
+
+Every file streamed is checked against the server's backup_manifest, and the
+backup is complete only once every WAL file it needs is confirmed in the
+repository (--archive-timeout); its metadata object is written last. A
+failed backup leaves nothing that list shows as usable.
+
+From a standby, give --primary-dsn: pgark then makes the primary switch WAL
+so that the backup's last segment gets archived.
+
+` + exitCodesHelp,
+		run: runBackup,
+	})
+	bc := []string{"backup"}
+	options = append(options,
+		option{"dsn", "", "connection string or URL of the server to back up (default: libpq environment)", "string", bc},
+		option{"primary-dsn", "", "for a backup from a standby: connection to the primary, to switch WAL there", "string", bc},
+		option{"checkpoint", "fast", "fast or spread: the checkpoint that starts the backup", "string", bc},
+		option{"max-rate", "", "limit the server's send rate, e.g. 50MiB (per second; 32kB to 1GB)", "size", bc},
+		option{"archive-timeout", "5m", "how long to wait for the backup's WAL to reach the repository", "duration", bc},
+		option{"backup-part-size", "1GiB", "split each tar stream into objects of at most this size, at file boundaries", "size", bc},
+		option{"label", "", "backup label (default: pgark <id>)", "string", bc},
+	)
+}
+
+func runBackup(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 0 {
+		return usageErrorf("backup takes no arguments (connection settings come from --dsn or the libpq environment)")
+	}
+	s := env.s
+	cfg := backup.Config{Version: version, Log: env.log, Label: s.str("label")}
+	switch s.str("checkpoint") {
+	case "fast":
+		cfg.Fast = true
+	case "spread":
+	default:
+		return usageErrorf("checkpoint: %q is not fast or spread", s.str("checkpoint"))
+	}
+	var err error
+	if s.str("max-rate") != "" {
+		rate, err := s.size("max-rate")
+		if err != nil {
+			return err
+		}
+		if cfg.MaxRateKB = int(rate / 1024); cfg.MaxRateKB < 32 || cfg.MaxRateKB > 1048576 {
+			return usageErrorf("max-rate: %s is outside 32kB to 1GB per second", s.str("max-rate"))
+		}
+	}
+	if cfg.ArchiveTimeout, err = s.duration("archive-timeout"); err != nil {
+		return err
+	}
+	if cfg.PartLimit, err = s.size("backup-part-size"); err != nil {
+		return err
+	}
+	if cfg.PartLimit < 1<<20 {
+		return usageErrorf("backup-part-size: at least 1MiB")
+	}
+	asJSON, err := s.boolean("json")
+	if err != nil {
+		return err
+	}
+
+	sqlCfg, err := pgconn.ParseConfig(s.str("dsn"))
+	if err != nil {
+		return usageErrorf("dsn: %v", err)
+	}
+	replCfg, _ := pgconn.ParseConfig(s.str("dsn"))
+	replCfg.RuntimeParams["replication"] = "true"
+	cfg.FromHost = fmt.Sprintf("%s:%d", sqlCfg.Host, sqlCfg.Port)
+
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	if cfg.Codec, err = codec(env, r); err != nil {
+		return err
+	}
+	cfg.Repo = r
+	if cfg.SQL, err = pgconn.ConnectConfig(ctx, sqlCfg); err != nil {
+		return fmt.Errorf("connect to %s: %w", cfg.FromHost, err)
+	}
+	defer cfg.SQL.Close(context.Background())
+	if cfg.Replication, err = pgconn.ConnectConfig(ctx, replCfg); err != nil {
+		return fmt.Errorf("replication connection to %s (pg_hba.conf needs a \"replication\" entry, the role the REPLICATION attribute, and max_wal_senders a free slot): %w", cfg.FromHost, err)
+	}
+	defer cfg.Replication.Close(context.Background())
+	if p := s.str("primary-dsn"); p != "" {
+		cfg.SwitchPrimary = func(ctx context.Context) error { return switchPrimary(ctx, p) }
+	}
+	cfg.Progress = progressReporter(env)
+
+	start := time.Now()
+	m, err := backup.Run(ctx, cfg)
+	if progressLine {
+		fmt.Fprintln(env.stderr)
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(m)
+	}
+	fmt.Fprintf(env.stdout, "backup %s complete: %s of PostgreSQL %d in %s, %s stored, LSN %s to %s on timeline %d, %d files checked against the server's manifest\n",
+		m.ID, humanBytes(m.RawBytes), m.PGMajor, time.Since(start).Round(time.Second), humanBytes(m.StoredBytes), m.StartLSN, m.EndLSN, m.EndTimeline, m.Files)
+	return nil
+}
+
+func switchPrimary(ctx context.Context, dsn string) error {
+	c, err := pgconn.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	_, err = c.Exec(ctx, "SELECT pg_create_restore_point('pgark backup'); SELECT pg_switch_wal()").ReadAll()
+	return err
+}
+
+// progressLine is set once a progress line was drawn on the terminal.
+var progressLine bool
+
+// progressReporter draws a progress line on a terminal, and logs a line every
+// 30 seconds otherwise.
+func progressReporter(env *cmdEnv) func(done, total int64) {
+	tty := false
+	if f, ok := env.stderr.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	start := time.Now()
+	var last time.Time
+	return func(done, total int64) {
+		now := time.Now()
+		every := 30 * time.Second
+		if tty {
+			every = 500 * time.Millisecond
+		}
+		if now.Sub(last) < every {
+			return
+		}
+		last = now
+		el := now.Sub(start).Seconds()
+		rate := float64(done) / max(el, 0.001)
+		eta := "?"
+		pct := "?"
+		if total > 0 {
+			pct = fmt.Sprintf("%.0f%%", 100*float64(min(done, total))/float64(total))
+			if rate > 0 && total > done {
+				eta = time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()
+			} else {
+				eta = "0s"
+			}
+		}
+		if tty {
+			progressLine = true
+			fmt.Fprintf(env.stderr, "\r%s / %s (%s)  %s/s  ETA %s    ", humanBytes(done), humanBytes(total), pct, humanBytes(int64(rate)), eta)
+			return
+		}
+		env.log.Info("backup progress", "bytes", done, "estimated_total", total, "percent", pct, "bytes_per_second", int64(rate), "eta", eta)
+	}
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/wal"
+)
+
+func init() {
+	commands = append(commands, &command{
+		name:    "list",
+		args:    "",
+		summary: "list backups and the WAL the archive covers",
+		help: `Lists complete backups, oldest first (by their recorded LSNs): id, start and
+stop time, duration, LSNs, timeline, PostgreSQL version, raw and stored size.
+Then the WAL the archive holds, per timeline. Backups that never completed
+(no metadata: in progress, or failed) are listed apart and are never used.
+
+--json prints one object with a stable schema (documented in the README);
+consumers should ignore fields they do not know.
+
+` + exitCodesHelp,
+		run: runList,
+	})
+	options = append(options,
+		option{"json", "false", "print JSON (stable schema) instead of a table", "bool", []string{"list", "backup"}},
+	)
+}
+
+// listJSON is the --json schema of `pgark list` (format 1).
+type listJSON struct {
+	Format     int              `json:"format"`
+	Repository string           `json:"repository"`
+	Backups    []listBackupJSON `json:"backups"`
+	Incomplete []string         `json:"incomplete"`
+	WAL        []timelineJSON   `json:"wal"`
+}
+
+type listBackupJSON struct {
+	ID              string    `json:"id"`
+	Label           string    `json:"label"`
+	StartTime       time.Time `json:"start_time"`
+	StopTime        time.Time `json:"stop_time"`
+	DurationSeconds float64   `json:"duration_seconds"`
+	StartLSN        string    `json:"start_lsn"`
+	EndLSN          string    `json:"end_lsn"`
+	Timeline        uint32    `json:"timeline"`
+	PGVersionNum    int       `json:"pg_version_num"`
+	RawBytes        int64     `json:"raw_bytes"`
+	StoredBytes     int64     `json:"stored_bytes"`
+	FromStandby     bool      `json:"from_standby"`
+	WALFirst        string    `json:"wal_first"`
+	WALLast         string    `json:"wal_last"`
+}
+
+type timelineJSON struct {
+	Timeline uint32 `json:"timeline"`
+	First    string `json:"first_segment"`
+	Last     string `json:"last_segment"`
+	Segments int    `json:"segments"`
+	Partial  int    `json:"partial_segments"`
+	History  bool   `json:"history_file"`
+}
+
+func runList(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 0 {
+		return usageErrorf("list takes no arguments")
+	}
+	asJSON, err := env.s.boolean("json")
+	if err != nil {
+		return err
+	}
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	l, err := backup.List(ctx, r.Store)
+	if err != nil {
+		return err
+	}
+	tls, err := walTimelines(ctx, r.Store)
+	if err != nil {
+		return err
+	}
+	out := listJSON{Format: 1, Repository: r.Store.String(), Incomplete: l.Incomplete, WAL: tls, Backups: []listBackupJSON{}}
+	if out.Incomplete == nil {
+		out.Incomplete = []string{}
+	}
+	for _, m := range l.Backups {
+		out.Backups = append(out.Backups, listBackupJSON{
+			ID: m.ID, Label: m.Label, StartTime: m.StartTime, StopTime: m.StopTime,
+			DurationSeconds: m.StopTime.Sub(m.StartTime).Round(time.Second).Seconds(),
+			StartLSN:        m.StartLSN, EndLSN: m.EndLSN, Timeline: m.EndTimeline, PGVersionNum: m.PGVersionNum,
+			RawBytes: m.RawBytes, StoredBytes: m.StoredBytes, FromStandby: m.FromStandby,
+			WALFirst: m.WALFirst, WALLast: m.WALLast,
+		})
+	}
+	if asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "BACKUP\tSTART (UTC)\tSTOP (UTC)\tDURATION\tLSN\tTL\tPG\tSIZE\tSTORED\n")
+	for _, b := range out.Backups {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s-%s\t%d\t%d\t%s\t%s\n", b.ID,
+			b.StartTime.UTC().Format("2006-01-02 15:04:05"), b.StopTime.UTC().Format("2006-01-02 15:04:05"),
+			time.Duration(b.DurationSeconds)*time.Second, b.StartLSN, b.EndLSN, b.Timeline, b.PGVersionNum/10000,
+			humanBytes(b.RawBytes), humanBytes(b.StoredBytes))
+	}
+	w.Flush()
+	if len(out.Backups) == 0 {
+		fmt.Fprintln(env.stdout, "(no complete backups)")
+	}
+	for _, id := range out.Incomplete {
+		fmt.Fprintf(env.stdout, "incomplete (never usable; in progress or failed): %s\n", id)
+	}
+	fmt.Fprintln(env.stdout)
+	w = tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "TIMELINE\tFIRST SEGMENT\tLAST SEGMENT\tSEGMENTS\tHISTORY\n")
+	for _, t := range tls {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%v\n", t.Timeline, t.First, t.Last, t.Segments, t.History)
+	}
+	return w.Flush()
+}
+
+// walTimelines summarises the archive per timeline (one LIST of wal/).
+func walTimelines(ctx context.Context, s storage.Store) ([]timelineJSON, error) {
+	var out []timelineJSON
+	idx := map[uint32]int{}
+	err := s.List(ctx, "wal/", func(oi storage.ObjectInfo) error {
+		base := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
+		n, err := wal.ParseName(strings.TrimSuffix(base, wal.ObjectSuffix))
+		if err != nil {
+			return nil
+		}
+		i, ok := idx[n.Timeline]
+		if !ok {
+			idx[n.Timeline] = len(out)
+			out = append(out, timelineJSON{Timeline: n.Timeline})
+			i = len(out) - 1
+		}
+		t := &out[i]
+		switch n.Kind {
+		case wal.KindHistory:
+			t.History = true
+		case wal.KindPartial:
+			t.Partial++
+		case wal.KindSegment:
+			if t.First == "" || n.Raw < t.First {
+				t.First = n.Raw
+			}
+			if n.Raw > t.Last {
+				t.Last = n.Raw
+			}
+			t.Segments++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list WAL: %w", err)
+	}
+	if out == nil {
+		out = []timelineJSON{}
+	}
+	return out, nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

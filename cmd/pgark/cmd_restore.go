@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/wal"
+)
+
+func init() {
+	commands = append(commands, &command{
+		name:    "restore",
+		args:    "BACKUP|latest PGDATA",
+		summary: "restore a base backup into PGDATA and set up point-in-time recovery",
+		help: `Restores a backup into PGDATA (which must be missing or empty) and writes the
+recovery configuration: restore_command = pgark wal-fetch (the absolute path
+of this pgark, the repository and config settings it needs, never a secret),
+the recovery target, and recovery.signal (standby.signal with --standby).
+
+Targets: --target-time (with an explicit UTC offset, e.g. 2026-11-24T15:45:00+01:00),
+--target-lsn, --target-xid, --target-name, --target-immediate; at most one.
+Without a target, recovery replays everything archived (the latest state).
+With "latest" as BACKUP, pgark picks the newest backup that became consistent
+before a time or LSN target, on the target timeline's history.
+
+The restored node gets archive_mode = off unless --keep-archiving, so that a
+copy never pushes a diverging history into the production archive.
+global/pg_control is written last: an interrupted restore leaves a directory
+PostgreSQL refuses to start; run the same restore with --force to clean it and
+start again.
+
+` + exitCodesHelp,
+		run: runRestore,
+	})
+	rc := []string{"restore"}
+	options = append(options,
+		option{"target-time", "", "recover to this time (RFC 3339 or PostgreSQL format, with a UTC offset)", "string", rc},
+		option{"target-lsn", "", "recover to this LSN (X/X)", "string", rc},
+		option{"target-xid", "", "recover to this transaction id", "string", rc},
+		option{"target-name", "", "recover to this restore point (pg_create_restore_point)", "string", rc},
+		option{"target-immediate", "false", "stop as soon as the backup is consistent", "bool", rc},
+		option{"target-timeline", "latest", "timeline to follow: latest, current or a number", "string", rc},
+		option{"target-inclusive", "", "stop just after (true) or just before (false) the target; default PostgreSQL's (true)", "string", rc},
+		option{"target-action", "", "at the target: promote, pause or shutdown (default PostgreSQL's: pause)", "string", rc},
+		option{"jobs", "2", "parts downloaded and extracted in parallel", "int", rc},
+		option{"tablespace-map", "", "OID=PATH: restore a tablespace elsewhere (comma-separated or repeated)", "list", rc},
+		option{"owner", "", "when run as root: the user (or uid:gid) that will own PGDATA and run the server", "string", rc},
+		option{"force", "false", "clean a PGDATA left by an interrupted pgark restore and start again", "bool", rc},
+		option{"standby", "false", "write standby.signal instead of recovery.signal", "bool", rc},
+		option{"keep-archiving", "false", "leave archive_mode as in the backup (the restored node will archive)", "bool", rc},
+	)
+}
+
+func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 2 {
+		return usageErrorf("restore takes two arguments: a backup id (or latest) and the data directory")
+	}
+	id, pgdata := args[0], args[1]
+	if !filepath.IsAbs(pgdata) {
+		abs, err := filepath.Abs(pgdata)
+		if err != nil {
+			return usageErrorf("PGDATA: %v", err)
+		}
+		pgdata = abs
+	}
+	if id != "latest" && !backup.ValidID(id) {
+		return usageErrorf("%q is not a backup id (like 20261124T154500Z) or latest", id)
+	}
+	s := env.s
+	ro := backup.RecoveryOptions{
+		TargetTime:     s.str("target-time"),
+		TargetLSN:      s.str("target-lsn"),
+		TargetXID:      s.str("target-xid"),
+		TargetName:     s.str("target-name"),
+		TargetTimeline: s.str("target-timeline"),
+		TargetAction:   s.str("target-action"),
+	}
+	var err error
+	if ro.TargetImmediate, err = s.boolean("target-immediate"); err != nil {
+		return err
+	}
+	if v := s.str("target-inclusive"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return usageErrorf("target-inclusive: %q is not true or false", v)
+		}
+		ro.TargetInclusive = &b
+	}
+	if ro.Standby, err = s.boolean("standby"); err != nil {
+		return err
+	}
+	if ro.KeepArchiving, err = s.boolean("keep-archiving"); err != nil {
+		return err
+	}
+	var tgt backup.Target
+	if ro.TargetTime != "" {
+		if tgt.Time, err = backup.ParseTargetTime(ro.TargetTime); err != nil {
+			return usageErrorf("target-time: %v", err)
+		}
+	}
+	if ro.TargetLSN != "" {
+		if tgt.LSN, err = wal.ParseLSN(ro.TargetLSN); err != nil {
+			return usageErrorf("target-lsn: %v", err)
+		}
+	}
+	tgt.Immediate = ro.TargetImmediate
+	eo := backup.ExtractOptions{PGDATA: pgdata, Log: env.log, TablespaceMap: map[uint32]string{}}
+	if eo.Jobs, err = s.integer("jobs"); err != nil || eo.Jobs < 1 {
+		return usageErrorf("jobs: must be a whole number of at least 1")
+	}
+	if eo.Force, err = s.boolean("force"); err != nil {
+		return err
+	}
+	for _, kv := range strings.Split(s.str("tablespace-map"), ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		oid, err := strconv.ParseUint(k, 10, 32)
+		if !ok || err != nil || !filepath.IsAbs(v) {
+			return usageErrorf("tablespace-map: %q is not OID=/absolute/path", kv)
+		}
+		eo.TablespaceMap[uint32(oid)] = filepath.Clean(v)
+	}
+	if eo.Owner, err = restoreOwner(s.str("owner")); err != nil {
+		return err
+	}
+	if ro.RestoreCommand, err = restoreCommand(env); err != nil {
+		return err
+	}
+	// Before anything is downloaded: a typo in a target fails in seconds.
+	if err := ro.Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	ids, err := identities(env)
+	if err != nil {
+		return err
+	}
+	plan, err := backup.Plan(ctx, r, id, ro.TargetTimeline, tgt, ids)
+	if err != nil {
+		return err
+	}
+	m := plan.Backup
+	env.log.Info("restoring", "backup", m.ID, "consistent_at", m.EndLSN, "stop_time", m.StopTime.Format(time.RFC3339),
+		"timeline", plan.Timeline.TLI, "pgdata", pgdata)
+	start := time.Now()
+	if err := backup.Restore(ctx, r, plan, ids, eo, ro, env.log); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "restored backup %s (PostgreSQL %d, %s) into %s in %s\n", m.ID, m.PGMajor, humanBytes(m.RawBytes), pgdata, time.Since(start).Round(time.Second))
+	fmt.Fprintf(env.stdout, "next: start PostgreSQL %d on it (e.g. pg_ctl -D %s start). It replays WAL from the archive through pgark wal-fetch", m.PGMajor, pgdata)
+	switch {
+	case ro.TargetTime != "":
+		fmt.Fprintf(env.stdout, " up to %s", ro.TargetTime)
+	case ro.TargetLSN != "":
+		fmt.Fprintf(env.stdout, " up to LSN %s", ro.TargetLSN)
+	case ro.TargetXID != "":
+		fmt.Fprintf(env.stdout, " up to transaction %s", ro.TargetXID)
+	case ro.TargetName != "":
+		fmt.Fprintf(env.stdout, " up to restore point %q", ro.TargetName)
+	case ro.TargetImmediate:
+		fmt.Fprintf(env.stdout, " until the backup is consistent (%s)", m.EndLSN)
+	default:
+		fmt.Fprintf(env.stdout, " to the end of the archive on timeline %d", plan.Timeline.TLI)
+	}
+	fmt.Fprintf(env.stdout, ".\nwatch the server log for \"redo starts\", \"consistent recovery state reached\" and \"archive recovery complete\"; SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(); shows progress.\n")
+	return nil
+}
+
+// restoreOwner resolves --owner; as root it is required (PostgreSQL refuses
+// to run as root, and a root-owned PGDATA would not start).
+func restoreOwner(spec string) (*backup.Owner, error) {
+	if spec == "" {
+		if os.Geteuid() == 0 {
+			return nil, usageErrorf("running as root: give --owner USER (the user that will run the server, usually postgres)")
+		}
+		return nil, nil
+	}
+	if u, g, ok := strings.Cut(spec, ":"); ok {
+		uid, err1 := strconv.Atoi(u)
+		gid, err2 := strconv.Atoi(g)
+		if err1 != nil || err2 != nil {
+			return nil, usageErrorf("owner: %q is not USER or UID:GID", spec)
+		}
+		return &backup.Owner{UID: uid, GID: gid}, nil
+	}
+	u, err := user.Lookup(spec)
+	if err != nil {
+		return nil, usageErrorf("owner: %v", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &backup.Owner{UID: uid, GID: gid}, nil
+}
+
+// restoreCommand builds restore_command for the restored node: this pgark's
+// absolute path and the settings wal-fetch needs, never a secret (the file
+// it goes into is copied into the next backup). With a config file, that file
+// is named; otherwise the repository and identity-file settings are.
+func restoreCommand(env *cmdEnv) (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("locate the pgark binary: %w", err)
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return "", fmt.Errorf("locate the pgark binary: %w", err)
+	}
+	parts := []string{shellQuote(exe), "wal-fetch"}
+	if conf := env.s.str("config"); conf != "" {
+		abs, err := filepath.Abs(conf)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, shellQuote("--config="+abs))
+	}
+	for _, name := range []string{"repo", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-request-checksum", "age-identity-file"} {
+		src := env.s.src[name]
+		if src == "default" || src == "config file" || src == "" {
+			continue // the config file, named above, carries it
+		}
+		v := env.s.str(name)
+		if name == "age-identity-file" {
+			if abs, err := filepath.Abs(v); err == nil {
+				v = abs
+			}
+		}
+		parts = append(parts, shellQuote("--"+name+"="+v))
+	}
+	return strings.Join(parts, " ") + " %f %p", nil
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:=,+@", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
