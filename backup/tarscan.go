@@ -705,7 +705,32 @@ type SplitOptions struct {
 // streams the member's data straight into the part's writer.
 //
 // Use: io.Copy(splitter, r); then Close, which checks that the stream ended
-// with the end-of-archive marker and ends the last part.
+// with the end-of-archive marker and ends the last part. After an error the
+// current part is left as it is (neither ended nor closed): abort it. In a
+// StreamHandler:
+//
+//	func (h *handler) Archive(name, location string, r io.Reader) error {
+//		sp, err := NewTarSplitter(SplitOptions{
+//			Limit:    h.partLimit,
+//			Checksum: h.manifestChecksums, // as sent in MANIFEST_CHECKSUMS
+//			NewPart: func(n int, off int64) (io.Writer, error) {
+//				return h.startObject(PartKey(h.id, name, n)) // streams to the store
+//			},
+//			EndPart: func(p Part) error {
+//				return h.finishObject(p) // p.Bytes, p.Members, p.FirstMember -> ObjectRef
+//			},
+//			Member: func(m Member) error { return h.files.Add(name, m) }, // *BackupFiles
+//		})
+//		if err != nil {
+//			return err
+//		}
+//		if _, err := io.Copy(sp, r); err != nil {
+//			return err
+//		}
+//		return sp.Close()
+//	}
+//
+// and when the manifest has arrived: manifest.Check(h.files).
 type TarSplitter struct {
 	o      SplitOptions
 	sc     *TarScanner

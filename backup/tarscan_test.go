@@ -452,9 +452,27 @@ func TestTarSplitEmptyArchive(t *testing.T) {
 	}
 }
 
+// FuzzTarScan feeds arbitrary bytes to the scanner and the splitter. The seeds
+// are kept small (one header form each). Run it with a short minimization
+// budget, e.g.
+//
+//	go test ./backup/ -run XXX -fuzz FuzzTarScan -fuzzminimizetime 2s
+//
+// this package's fuzzing binary instruments all its dependencies (the AWS
+// SDK...), so executions are slow, and minimizing a kilobyte-sized tar input
+// with the default 60 s budget would take most of the time.
 func FuzzTarScan(f *testing.F) {
-	f.Add(tarscanSample(f), uint16(512), uint32(4096))
-	f.Add(tarscanBuild(f, []tarscanEntry{{hdr: tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte("abc")}}), uint16(1), uint32(1))
+	long := strings.Repeat("d", 60) + "/" + strings.Repeat("e", 60) + "/f"
+	veryLong := strings.Repeat("x", 101)
+	for _, e := range [][]tarscanEntry{
+		{{hdr: tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte("abc")}, {hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o700}}},
+		{{hdr: tar.Header{Name: long, Typeflag: tar.TypeReg, Mode: 0o600, Format: tar.FormatUSTAR}, data: []byte("p")}},
+		{{hdr: tar.Header{Name: veryLong, Linkname: veryLong, Typeflag: tar.TypeSymlink, Format: tar.FormatGNU}}},
+		{{hdr: tar.Header{Name: veryLong, Typeflag: tar.TypeReg, Format: tar.FormatPAX}, data: []byte("x")}},
+		{{hdr: tar.Header{Name: "g", Typeflag: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"c": "d"}}}, {hdr: tar.Header{Name: "h", Linkname: "a", Typeflag: tar.TypeLink}}},
+	} {
+		f.Add(tarscanBuild(f, e), uint16(511), uint32(600))
+	}
 	f.Add(make([]byte, 1024), uint16(3), uint32(10))
 	var b256 []byte
 	b256 = append(b256, tarscanHeader("b", '0', tarscanBase256(3))...)

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -388,18 +389,19 @@ const maxFrameContent = 4 * FrameSize
 const pieceSize = 1 << 20
 
 // DecodeTo decodes the body's plaintext, which must not be longer than size
-// bytes. It writes the plaintext to w at its offsets, from several goroutines
-// at once and in any order, and passes it to h (a hash, say) in order, on the
-// calling goroutine; both get each piece of the plaintext exactly once. It
-// returns the number of bytes decoded: the caller compares it with size (and
-// the hash) before it trusts what w holds.
+// bytes. It writes the plaintext to w at its offsets, in order and never
+// from two goroutines at once (but not from the calling one), and passes it
+// to h (a hash, say) in order, on the calling goroutine: both get every byte
+// of the plaintext exactly once. It returns the number of bytes decoded: the
+// caller compares it (and the hash) with what it expects before it trusts
+// what w holds.
 //
 // zstd frames that record their content size (those of a FrameEncoder) are
-// decoded by `workers` goroutines at once, each writing what it decoded, while
-// the next frames are read and decrypted and h hashes the previous ones;
-// anything else (one long frame written by a streaming encoder, say) is
-// decoded by a streaming decoder. Memory stays bounded whatever the size: a
-// few frames are in flight.
+// decoded by `workers` goroutines at once while the next frames are read and
+// decrypted, and the previous ones written and hashed; anything else (one
+// long frame written by a streaming encoder, say) is decoded by a streaming
+// decoder. Memory stays bounded whatever the size: a few frames are in
+// flight.
 //
 // w's errors are returned unchanged; damage (failed authentication, a bad
 // frame or checksum, more than size bytes) is an error wrapping ErrCorrupt.
@@ -487,21 +489,26 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// frameJob is one frame on its way from the reader through a decoding
-// worker (which also writes it) to the hasher.
+// frameJob is one frame on its way from the reader through a decoding worker
+// to the writer and the hasher.
 type frameJob struct {
-	frame []byte // the compressed frame
-	fcs   int    // its content size
-	off   int64  // its offset in the plaintext
-	buf   []byte // where it is decoded (cap >= fcs)
-	out   []byte
-	err   error     // reading, decoding or writing failed
-	rest  io.Reader // not nil: stream the rest with the streaming decoder
-	done  chan struct{}
+	frame   []byte // the compressed frame
+	fcs     int    // its content size
+	off     int64  // its offset in the plaintext
+	buf     []byte // where it is decoded (cap >= fcs)
+	out     []byte
+	err     error         // reading or decoding failed
+	rest    io.Reader     // not nil: stream the rest with the streaming decoder
+	decoded chan struct{} // closed when out (or err) is set
+	refs    atomic.Int32  // the writer and the hasher: the last one frees buf
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
+// decodeFrames is DecodeTo for zstd bodies. Goroutines: the reader splits
+// the body into frames; the workers decode them; one writer writes them in
+// order (concurrent writes to one file contend for its lock, and cost much
+// more than they save); the calling goroutine hashes them in order.
 func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writer, emit func(int64, []byte) error) (int64, error) {
 	dec, err := zstd.NewReader(nil,
 		zstd.WithDecoderConcurrency(workers),
@@ -515,7 +522,8 @@ func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writ
 	if !ok {
 		br = bufio.NewReaderSize(r, 64<<10)
 	}
-	// Frames in flight: one per worker, one being hashed, one read ahead.
+	// Frames in flight: one per worker, one being written and hashed, one
+	// read ahead.
 	inflight := workers + 2
 	bufSize := int(min(size, FrameSize))
 	arena := NewArena(inflight * bufSize)
@@ -523,13 +531,20 @@ func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writ
 	for range inflight {
 		bufs <- arena.Alloc(bufSize)[:0]
 	}
-	frames := make(chan []byte, inflight)   // compressed frame buffers for reuse
-	queue := make(chan *frameJob, inflight) // in order, to the hasher
-	jobs := make(chan *frameJob)            // to the workers
+	release := func(j *frameJob) {
+		if j.refs.Add(-1) == 0 {
+			bufs <- j.buf // never blocks: there are inflight buffers
+		}
+	}
+	frames := make(chan []byte, inflight)    // compressed frame buffers for reuse
+	queue := make(chan *frameJob, inflight)  // in order, to the hasher
+	writeq := make(chan *frameJob, inflight) // in order, to the writer
+	jobs := make(chan *frameJob, inflight)   // to the workers
 	quit := make(chan struct{})
+	var writeErr atomic.Pointer[error] // the first error of w
 	var wg sync.WaitGroup
+	wg.Add(workers + 1)
 	for range workers {
-		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
@@ -542,24 +557,40 @@ func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writ
 					if j.err == nil && len(j.out) != j.fcs {
 						j.err = fmt.Errorf("frame decodes to %d bytes, its header says %d", len(j.out), j.fcs)
 					}
-					if j.err != nil {
-						j.err = corrupt(j.err)
-					} else if _, err := w.WriteAt(j.out, j.off); err != nil {
-						j.err = &writeError{err}
+					close(j.decoded)
+					select {
+					case frames <- j.frame[:0]:
+					default:
 					}
-					close(j.done)
 				case <-quit:
 					return
 				}
 			}
 		}()
 	}
+	go func() { // the writer
+		defer wg.Done()
+		for j := range writeq {
+			select {
+			case <-j.decoded:
+			case <-quit:
+				return
+			}
+			if j.err == nil && writeErr.Load() == nil {
+				if _, err := w.WriteAt(j.out, j.off); err != nil {
+					writeErr.Store(&err)
+				}
+			}
+			release(j)
+		}
+	}()
 	// The reader: splits the body into frames (reading it decrypts it),
 	// in order. It is not waited for when the hasher stops early: it stops
 	// at its next step, or when the caller closes the source. It touches
 	// no decoding buffer.
 	go func() {
 		defer close(jobs)
+		defer close(writeq)
 		defer close(queue)
 		send := func(j *frameJob) bool {
 			select {
@@ -582,15 +613,15 @@ func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writ
 				return
 			}
 			if err != nil {
-				send(&frameJob{err: corrupt(err), done: closedChan})
+				send(&frameJob{err: corrupt(err), decoded: closedChan})
 				return
 			}
 			if !ok {
-				send(&frameJob{off: total, rest: io.MultiReader(bytes.NewReader(frame), br), done: closedChan})
+				send(&frameJob{off: total, rest: io.MultiReader(bytes.NewReader(frame), br), decoded: closedChan})
 				return
 			}
 			if int64(fcs) > size-total {
-				send(&frameJob{err: ErrTooLong, done: closedChan})
+				send(&frameJob{err: ErrTooLong, decoded: closedChan})
 				return
 			}
 			var buf []byte
@@ -602,14 +633,13 @@ func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writ
 			if cap(buf) < fcs {
 				buf = make([]byte, 0, fcs)
 			}
-			j := &frameJob{frame: frame, fcs: fcs, off: total, buf: buf, done: make(chan struct{})}
+			j := &frameJob{frame: frame, fcs: fcs, off: total, buf: buf, decoded: make(chan struct{})}
+			j.refs.Store(2)
 			total += int64(fcs)
+			// None of these blocks: at most inflight jobs hold a buffer.
+			jobs <- j
+			writeq <- j
 			if !send(j) {
-				return
-			}
-			select {
-			case jobs <- j:
-			case <-quit:
 				return
 			}
 		}
@@ -622,15 +652,24 @@ func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writ
 		}
 		wg.Wait()
 		dec.Close()
-		arena.Free() // the workers are done with it; the reader never touches it
+		arena.Free() // the workers and the writer are done with it; the reader never touches it
+		if we := writeErr.Load(); err == nil && we != nil {
+			err = *we
+		}
 		return n, err
 	}
 	for j := range queue {
-		<-j.done
+		<-j.decoded
 		if j.err != nil {
-			return finish(j.err)
+			return finish(corrupt(j.err))
+		}
+		if we := writeErr.Load(); we != nil {
+			return finish(*we)
 		}
 		if j.rest != nil {
+			// The frames before it are written: the writer has
+			// stopped (its queue is closed) once they are.
+			wg.Wait()
 			k, err := streamPieces(j.rest, j.off, size-j.off, emit)
 			n += k
 			if err != nil {
@@ -640,11 +679,7 @@ func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writ
 		}
 		h.Write(j.out)
 		n += int64(len(j.out))
-		bufs <- j.buf
-		select {
-		case frames <- j.frame[:0]:
-		default:
-		}
+		release(j)
 	}
 	return finish(nil)
 }
@@ -775,8 +810,9 @@ func NewArena(n int) *Arena {
 	off := (hugePage - int(uintptr(unsafe.Pointer(&m[0]))%hugePage)) % hugePage
 	a := &Arena{m: m, free: m[off : off+n : off+n]}
 	if runtime.GOOS == "linux" {
+		// A hint (MADV_HUGEPAGE): without it, 4 KiB pages.
 		const madvHugepage = 14
-		_ = syscall.Madvise(a.free, madvHugepage) // a hint: without it, 4 KiB pages
+		syscall.Syscall(syscall.SYS_MADVISE, uintptr(unsafe.Pointer(&a.free[0])), uintptr(len(a.free)), madvHugepage)
 	}
 	return a
 }

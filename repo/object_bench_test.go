@@ -3,128 +3,283 @@ package repo
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
-	"sync"
+	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/pgark/pgark/crypto"
 )
 
-func benchSegs(b *testing.B) [][]byte {
-	dir := os.Getenv("PGARK_BENCH_WAL_DIR")
-	var out [][]byte
-	if dir != "" {
-		m, _ := filepath.Glob(filepath.Join(dir, "*"))
-		sort.Strings(m)
-		for _, f := range m {
-			d, err := os.ReadFile(f)
-			if err == nil && len(d) == 16<<20 {
-				out = append(out, d)
+// Benchmarks of the object pipeline on 16 MiB WAL segments. Real segments
+// are best: set PGARK_BENCH_WAL_DIR to a directory of them (for instance the
+// segs/ of a work dir kept by `KEEP=1 SEGMENTS=4 bash bench/wal.sh`);
+// without it, synthetic pgbench-like segments are used. They print figures
+// and never fail on a time.
+//
+//	PGARK_BENCH_WAL_DIR=/tmp/segs go test ./repo -run X -bench . -benchtime 20x
+
+// benchSegments returns up to 4 segments of 16 MiB.
+func benchSegments(b *testing.B) [][]byte {
+	b.Helper()
+	var segs [][]byte
+	if dir := os.Getenv("PGARK_BENCH_WAL_DIR"); dir != "" {
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
+		sort.Strings(files)
+		for _, f := range files {
+			if fi, err := os.Stat(f); err != nil || fi.Size() != 16<<20 {
+				continue
 			}
-			if len(out) == 4 {
+			d, err := os.ReadFile(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if segs = append(segs, d); len(segs) == 4 {
 				break
 			}
 		}
+		if len(segs) == 0 {
+			b.Logf("no 16 MiB files in PGARK_BENCH_WAL_DIR=%s: using synthetic segments", dir)
+		}
 	}
-	if len(out) == 0 {
-		b.Skip("no segs")
+	for i := len(segs); i < 2; i++ {
+		segs = append(segs, PgbenchLikeWAL(16<<20, uint64(i+1)))
 	}
-	return out
+	return segs
 }
 
-func BenchmarkXSHA(b *testing.B) {
-	s := benchSegs(b)
-	b.SetBytes(int64(len(s[0])))
-	for i := 0; b.Loop(); i++ {
-		sha256.Sum256(s[i%len(s)])
+// PgbenchLikeWAL returns size bytes that look like the WAL of pgbench's
+// TPC-B-like transactions (it compresses about as well, 10:1 with zstd -3):
+// 8 KiB pages of records (updates of accounts, tellers and branches, history
+// inserts, commits), some with full-page images of accounts pages.
+func PgbenchLikeWAL(size int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	le := binary.LittleEndian
+	out := make([]byte, 0, size)
+	rec := make([]byte, 0, 9000)
+	var pending []byte
+	xid := uint32(1000)
+	lsn := uint64(0x3000000)
+	filler := []byte(strings.Repeat(" ", 84))
+	tuple := func(b []byte, aid, bid, bal int32) []byte {
+		b = le.AppendUint32(b, xid)
+		b = le.AppendUint32(b, 0)
+		b = le.AppendUint16(b, 0)
+		b = le.AppendUint16(b, uint16(r.IntN(64)))
+		b = append(b, 4, 0x03, 0x09, 0x18)
+		b = le.AppendUint32(b, uint32(aid))
+		b = le.AppendUint32(b, uint32(bid))
+		b = le.AppendUint32(b, uint32(bal))
+		return append(b, filler...)
+	}
+	for len(out) < size {
+		for len(pending) < 64<<10 {
+			xid++
+			aid := int32(r.IntN(2000000))
+			bal := int32(r.IntN(10000) - 5000)
+			for k := range 5 {
+				rec = le.AppendUint32(rec[:0], 0) // total length, below
+				rec = le.AppendUint32(rec, xid)
+				rec = le.AppendUint64(rec, lsn-uint64(r.IntN(200)))
+				rec = append(rec, 0x10, byte(0x20+k), 0, 0)
+				rec = le.AppendUint32(rec, r.Uint32()) // CRC
+				rec = append(rec, 0, 0, 0x7f, 0xf3, 0x06, 0, 0)
+				rec = le.AppendUint32(rec, uint32(16384+k))
+				rec = le.AppendUint32(rec, uint32(aid/61))
+				switch {
+				case k == 4: // commit
+					rec = le.AppendUint64(rec, uint64(780000000000000+int64(xid)*1000+int64(r.IntN(1000))))
+				case r.IntN(40) == 0: // full-page image
+					base := aid / 61 * 61
+					for t := range int32(61) {
+						rec = tuple(rec, base+t, base/100000+1, int32(r.IntN(3)*r.IntN(5000)))
+					}
+				default:
+					rec = tuple(rec, aid, aid/100000+1, bal)
+				}
+				le.PutUint32(rec, uint32(len(rec)))
+				for len(rec)%8 != 0 {
+					rec = append(rec, 0)
+				}
+				pending = append(pending, rec...)
+				lsn += uint64(len(rec))
+			}
+		}
+		for len(pending) >= 8192-24 && len(out) < size {
+			page := make([]byte, 24, 8192)
+			le.PutUint16(page[0:], 0xD110)
+			le.PutUint32(page[4:], 1)
+			le.PutUint64(page[8:], uint64(len(out)))
+			out = append(out, append(page, pending[:8192-24]...)...)
+			pending = pending[8192-24:]
+		}
+	}
+	return out[:size]
+}
+
+func benchCodec(b *testing.B) (Codec, ReadOptions) {
+	b.Helper()
+	f := filepath.Join(b.TempDir(), "id")
+	recip, err := crypto.GenerateIdentity(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rs, err := crypto.ParseRecipients(recip, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids, err := crypto.LoadIdentities(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return Codec{Compression: "zstd", Level: 3, Recipients: rs}, ReadOptions{Identities: ids, RequireEncrypted: true}
+}
+
+// sealFramed writes an object as push does: FrameSize pieces compressed on
+// several goroutines, frames written in order.
+func sealFramed(b *testing.B, w io.Writer, c Codec, plain []byte, workers int) {
+	enc, err := NewFrameEncoder(c, workers)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer enc.Close()
+	ow, err := NewEncodedWriter(w, c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := (len(plain) + FrameSize - 1) / FrameSize
+	outs := make([][]byte, n)
+	done := make([]chan struct{}, n)
+	next := make(chan int, n)
+	for i := range n {
+		done[i] = make(chan struct{})
+		next <- i
+	}
+	close(next)
+	for range workers {
+		go func() {
+			for i := range next {
+				outs[i] = enc.Encode(plain[i*FrameSize:min((i+1)*FrameSize, len(plain))], nil)
+				close(done[i])
+			}
+		}()
+	}
+	for i := range n {
+		<-done[i]
+		ow.Write(outs[i])
+	}
+	if err := ow.Close(); err != nil {
+		b.Fatal(err)
 	}
 }
 
-func BenchmarkXZstd(b *testing.B) {
-	s := benchSegs(b)
-	for _, v := range []struct {
-		name string
-		opts []zstd.EOption
-		mode string
-	}{
-		{"stream-c2", []zstd.EOption{zstd.WithEncoderConcurrency(2)}, "stream"},
-		{"stream-c1", []zstd.EOption{zstd.WithEncoderConcurrency(1)}, "stream"},
-		{"all", []zstd.EOption{zstd.WithEncoderConcurrency(1)}, "all"},
-		{"all-w2M", []zstd.EOption{zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(2 << 20)}, "all"},
-		{"all-lowmem", []zstd.EOption{zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true)}, "all"},
-		{"all2par", []zstd.EOption{zstd.WithEncoderConcurrency(2)}, "all2"},
-		{"stream-cb-w2M", []zstd.EOption{zstd.WithEncoderConcurrency(2), zstd.WithConcurrentBlocks(true), zstd.WithWindowSize(2 << 20)}, "stream"},
-		{"stream-cb", []zstd.EOption{zstd.WithEncoderConcurrency(2), zstd.WithConcurrentBlocks(true)}, "stream"},
-	} {
-		b.Run(v.name, func(b *testing.B) {
-			opts := append([]zstd.EOption{zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderCRC(true)}, v.opts...)
-			b.SetBytes(int64(len(s[0])))
-			var total int
+// BenchmarkSeal: compress and encrypt one segment. stream: one zstd frame
+// from the streaming encoder (NewObjectWriter, as push did before frames);
+// frames-N: FrameSize frames on N goroutines (as push does).
+func BenchmarkSeal(b *testing.B) {
+	segs := benchSegments(b)
+	c, _ := benchCodec(b)
+	run := func(name string, seal func(w io.Writer, p []byte)) {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(segs[0])))
+			var out bytes.Buffer
+			var stored int64
 			for i := 0; b.Loop(); i++ {
-				d := s[i%len(s)]
-				switch v.mode {
-				case "stream":
-					var buf bytes.Buffer
-					zw, _ := zstd.NewWriter(&buf, opts...)
-					zw.ReadFrom(bytes.NewReader(d))
-					zw.Close()
-					total = buf.Len()
-				case "all":
-					zw, _ := zstd.NewWriter(nil, opts...)
-					total = len(zw.EncodeAll(d, nil))
-				case "all2":
-					zw, _ := zstd.NewWriter(nil, opts...)
-					var o1, o2 []byte
-					var wg sync.WaitGroup
-					wg.Add(1)
-					go func() { o1 = zw.EncodeAll(d[:len(d)/2], nil); wg.Done() }()
-					o2 = zw.EncodeAll(d[len(d)/2:], nil)
-					wg.Wait()
-					total = len(o1) + len(o2)
+				out.Reset()
+				seal(&out, segs[i%len(segs)])
+				stored += int64(out.Len())
+			}
+			b.ReportMetric(float64(stored)/float64(b.N), "stored-bytes/op")
+		})
+	}
+	run("stream", func(w io.Writer, p []byte) {
+		ow, err := NewObjectWriter(w, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ow.(io.ReaderFrom).ReadFrom(bytes.NewReader(p))
+		if err := ow.Close(); err != nil {
+			b.Fatal(err)
+		}
+	})
+	for nw := 1; nw <= runtime.GOMAXPROCS(0); nw++ {
+		run(fmt.Sprintf("frames-%d", nw), func(w io.Writer, p []byte) { sealFramed(b, w, c, p, nw) })
+	}
+}
+
+// BenchmarkOpen: decrypt, decompress and hash one segment. stream: the
+// streaming reader (io.Copy into the hash; objects of one frame are read
+// this way); decodeto-N: DecodeTo with N workers on framed objects (as fetch
+// does), writing into memory.
+func BenchmarkOpen(b *testing.B) {
+	segs := benchSegments(b)
+	c, ro := benchCodec(b)
+	var framed, single [][]byte
+	for _, s := range segs {
+		var buf bytes.Buffer
+		sealFramed(b, &buf, c, s, 2)
+		framed = append(framed, bytes.Clone(buf.Bytes()))
+		buf.Reset()
+		ow, _ := NewObjectWriter(&buf, c)
+		ow.Write(s)
+		ow.Close()
+		single = append(single, bytes.Clone(buf.Bytes()))
+	}
+	b.Run("stream-single-frame", func(b *testing.B) {
+		b.SetBytes(int64(len(segs[0])))
+		for i := 0; b.Loop(); i++ {
+			r, err := NewObjectReader(bytes.NewReader(single[i%len(single)]), ro)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := sha256.New()
+			if _, err := io.Copy(h, r); err != nil {
+				b.Fatal(err)
+			}
+			r.Close()
+		}
+	})
+	b.Run("stream-frames", func(b *testing.B) {
+		b.SetBytes(int64(len(segs[0])))
+		for i := 0; b.Loop(); i++ {
+			r, err := NewObjectReader(bytes.NewReader(framed[i%len(framed)]), ro)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := sha256.New()
+			if _, err := io.Copy(h, r); err != nil {
+				b.Fatal(err)
+			}
+			r.Close()
+		}
+	})
+	for nw := 1; nw <= runtime.GOMAXPROCS(0); nw++ {
+		b.Run(fmt.Sprintf("decodeto-%d", nw), func(b *testing.B) {
+			b.SetBytes(int64(len(segs[0])))
+			dst := &memWriterAt{b: make([]byte, len(segs[0]))}
+			for i := 0; b.Loop(); i++ {
+				body, err := OpenObject(bytes.NewReader(framed[i%len(framed)]), ro)
+				if err != nil {
+					b.Fatal(err)
+				}
+				h := sha256.New()
+				n, err := body.DecodeTo(dst, h, int64(len(segs[0])), nw)
+				if err != nil || n != int64(len(segs[0])) {
+					b.Fatal(n, err)
 				}
 			}
-			b.ReportMetric(float64(total), "outbytes")
 		})
 	}
 }
 
-func BenchmarkXUnzstd(b *testing.B) {
-	s := benchSegs(b)
-	zw, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderCRC(true), zstd.WithEncoderConcurrency(1))
-	var comp [][]byte
-	for _, d := range s {
-		comp = append(comp, zw.EncodeAll(d, nil))
-	}
-	for _, v := range []struct {
-		name string
-		opts []zstd.DOption
-		mode string
-	}{
-		{"stream-c2-lowmem", []zstd.DOption{zstd.WithDecoderConcurrency(2), zstd.WithDecoderLowmem(true)}, "stream"},
-		{"stream-c1", []zstd.DOption{zstd.WithDecoderConcurrency(1)}, "stream"},
-		{"stream-c2", []zstd.DOption{zstd.WithDecoderConcurrency(2)}, "stream"},
-		{"all", []zstd.DOption{zstd.WithDecoderConcurrency(1)}, "all"},
-	} {
-		b.Run(v.name, func(b *testing.B) {
-			opts := append([]zstd.DOption{zstd.WithDecoderMaxWindow(64 << 20)}, v.opts...)
-			b.SetBytes(16 << 20)
-			dst := make([]byte, 0, 16<<20)
-			for i := 0; b.Loop(); i++ {
-				c := comp[i%len(comp)]
-				switch v.mode {
-				case "stream":
-					zr, _ := zstd.NewReader(bytes.NewReader(c), opts...)
-					zr.WriteTo(io.Discard)
-					zr.Close()
-				case "all":
-					zr, _ := zstd.NewReader(nil, opts...)
-					zr.DecodeAll(c, dst[:0])
-					zr.Close()
-				}
-			}
-		})
-	}
+type memWriterAt struct{ b []byte }
+
+func (m *memWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	return copy(m.b[off:], p), nil
 }

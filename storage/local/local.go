@@ -397,7 +397,8 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 		}
 		return fmt.Errorf("put %s: %w", s.describe(key), storage.ErrExists)
 	}
-	if err := mkdirAll(dir); err != nil {
+	uid, gid, chown := s.owner()
+	if err := mkdirAll(dir, uid, gid, chown); err != nil {
 		return s.wrapErr("put", key, err, false)
 	}
 
@@ -414,6 +415,11 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 	}()
 	if err := tmp.Chmod(fileMode); err != nil {
 		return s.wrapErr("put", key, err, false)
+	}
+	if chown {
+		if err := tmp.Chown(uid, gid); err != nil {
+			return s.wrapErr("put", key, err, false)
+		}
 	}
 	if _, err := tmp.Write(header); err != nil {
 		return s.wrapErr("put", key, err, false)
@@ -458,9 +464,28 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 	return nil
 }
 
+// owner says whom new files and directories must belong to: when pgark runs
+// as root (a backup or an init started by hand, say), what it creates takes
+// the owner of the repository's root directory, so that archive_command,
+// running as the database's user, can still read and write the repository.
+func (s *Store) owner() (uid, gid int, chown bool) {
+	if os.Geteuid() != 0 {
+		return 0, 0, false
+	}
+	fi, err := os.Stat(s.root)
+	if err != nil {
+		return 0, 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return 0, 0, false
+	}
+	return int(st.Uid), int(st.Gid), true
+}
+
 // mkdirAll creates dir and its missing parents, fsyncing the parent of
-// every directory it creates.
-func mkdirAll(dir string) error {
+// every directory it creates, and giving it to uid:gid when chown is set.
+func mkdirAll(dir string, uid, gid int, chown bool) error {
 	fi, err := os.Stat(dir)
 	if err == nil {
 		if !fi.IsDir() {
@@ -473,7 +498,7 @@ func mkdirAll(dir string) error {
 	}
 	parent := filepath.Dir(dir)
 	if parent != dir {
-		if err := mkdirAll(parent); err != nil {
+		if err := mkdirAll(parent, uid, gid, chown); err != nil {
 			return err
 		}
 	}
@@ -484,6 +509,11 @@ func mkdirAll(dir string) error {
 			return syncDir(parent)
 		}
 		return err
+	}
+	if chown {
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return err
+		}
 	}
 	return syncDir(parent)
 }

@@ -1,0 +1,219 @@
+package wal
+
+import (
+	"context"
+	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage/local"
+)
+
+// Benchmarks of wal-push and wal-fetch on a local repository (zstd level 3,
+// age), 16 MiB segments. Real WAL is best: set PGARK_BENCH_WAL_DIR to a
+// directory of segments (for instance the segs/ of a work dir kept by
+// `KEEP=1 SEGMENTS=4 bash bench/wal.sh`); without it, synthetic
+// pgbench-like segments are used. They print figures and never fail on a
+// time. bench/wal.sh measures what counts: one process per segment.
+//
+//	PGARK_BENCH_WAL_DIR=/tmp/segs go test ./wal -run X -bench . -benchtime 20x
+
+// benchSegmentFiles returns up to 4 segment files.
+func benchSegmentFiles(b *testing.B) []string {
+	b.Helper()
+	var files []string
+	if dir := os.Getenv("PGARK_BENCH_WAL_DIR"); dir != "" {
+		all, _ := filepath.Glob(filepath.Join(dir, "*"))
+		sort.Strings(all)
+		for _, f := range all {
+			n, err := ParseName(filepath.Base(f))
+			if fi, serr := os.Stat(f); err != nil || serr != nil || n.Kind != KindSegment || fi.Size() != 16<<20 {
+				continue
+			}
+			if files = append(files, f); len(files) == 4 {
+				break
+			}
+		}
+		if len(files) == 0 {
+			b.Logf("no 16 MiB segments in PGARK_BENCH_WAL_DIR=%s: using synthetic segments", dir)
+		}
+	}
+	if len(files) > 0 {
+		return files
+	}
+	dir := b.TempDir()
+	for i := range 2 {
+		name := SegmentFileName(1, uint64(3+i), 16<<20)
+		n, _ := ParseName(name)
+		start, _ := n.StartLSN(16 << 20)
+		seg := pgbenchLikeWAL(16<<20, uint64(i+1))
+		copy(seg, header(42, 1, uint64(start), 16<<20, 8192, 2))
+		// every page's address, as PostgreSQL writes them
+		for off := 8192; off < len(seg); off += 8192 {
+			binary.LittleEndian.PutUint64(seg[off+8:], uint64(start)+uint64(off))
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, seg, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		files = append(files, p)
+	}
+	return files
+}
+
+// BenchmarkPush: one segment pushed into a fresh key (read, hash, compress,
+// encrypt, create-only write with fsync).
+func BenchmarkPush(b *testing.B) {
+	ctx := context.Background()
+	files := benchSegmentFiles(b)
+	r, c, _ := newBenchRepo(b)
+	b.SetBytes(16 << 20)
+	var stored int64
+	for i := 0; b.Loop(); i++ {
+		p := files[i%len(files)]
+		n, _ := ParseName(filepath.Base(p))
+		b.StopTimer()
+		r.Store.Delete(ctx, ObjectKey(n))
+		b.StartTimer()
+		if _, err := Push(ctx, r, p, PushOptions{Codec: c, RetryFor: time.Second}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		info, _ := r.Store.Stat(ctx, ObjectKey(n))
+		stored += info.Size
+		syscall.Sync() // as bench/wal.sh does: no write-back left for the next one
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(stored)/float64(b.N), "stored-bytes/op")
+	b.ReportMetric(float64(runtime.GOMAXPROCS(0)), "procs")
+}
+
+// BenchmarkFetch: one segment fetched (read, decrypt, decompress, hash,
+// write a temporary file, rename).
+func BenchmarkFetch(b *testing.B) {
+	ctx := context.Background()
+	files := benchSegmentFiles(b)
+	r, c, ids := newBenchRepo(b)
+	var names []string
+	for _, p := range files {
+		if _, err := Push(ctx, r, p, PushOptions{Codec: c, RetryFor: time.Second}); err != nil {
+			b.Fatal(err)
+		}
+		names = append(names, filepath.Base(p))
+	}
+	dest := filepath.Join(b.TempDir(), "RECOVERYXLOG")
+	b.SetBytes(16 << 20)
+	for i := 0; b.Loop(); i++ {
+		if err := Fetch(ctx, r, names[i%len(names)], dest, FetchOptions{Identities: ids, RetryFor: time.Second}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.Remove(dest)
+		syscall.Sync()
+		b.StartTimer()
+	}
+}
+
+func newBenchRepo(b *testing.B) (*repo.Repo, repo.Codec, *crypto.Identities) {
+	b.Helper()
+	st, err := local.New(filepath.Join(b.TempDir(), "repo"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	kf := filepath.Join(b.TempDir(), "key")
+	recip, err := crypto.GenerateIdentity(kf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := repo.Codec{Compression: "zstd", Level: 3}
+	if c.Recipients, err = crypto.ParseRecipients(recip, ""); err != nil {
+		b.Fatal(err)
+	}
+	ids, err := crypto.LoadIdentities(kf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := repo.Init(context.Background(), st, repo.InitOptions{Compression: "zstd", Level: 3, Recipients: c.Recipients, WriteMode: repo.WriteLink})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &repo.Repo{Store: st, Config: *cfg}, c, ids
+}
+
+// pgbenchLikeWAL returns size bytes that look like the WAL of pgbench's
+// TPC-B-like transactions (it compresses about as well, 10:1 with zstd -3):
+// 8 KiB pages of records (updates of accounts, tellers and branches, history
+// inserts, commits), some with full-page images of accounts pages.
+func pgbenchLikeWAL(size int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	le := binary.LittleEndian
+	out := make([]byte, 0, size)
+	rec := make([]byte, 0, 9000)
+	var pending []byte
+	xid := uint32(1000)
+	lsn := uint64(0x3000000)
+	filler := []byte(strings.Repeat(" ", 84))
+	tuple := func(b []byte, aid, bid, bal int32) []byte {
+		b = le.AppendUint32(b, xid)
+		b = le.AppendUint32(b, 0)
+		b = le.AppendUint16(b, 0)
+		b = le.AppendUint16(b, uint16(r.IntN(64)))
+		b = append(b, 4, 0x03, 0x09, 0x18)
+		b = le.AppendUint32(b, uint32(aid))
+		b = le.AppendUint32(b, uint32(bid))
+		b = le.AppendUint32(b, uint32(bal))
+		return append(b, filler...)
+	}
+	for len(out) < size {
+		for len(pending) < 64<<10 {
+			xid++
+			aid := int32(r.IntN(2000000))
+			bal := int32(r.IntN(10000) - 5000)
+			for k := range 5 {
+				rec = le.AppendUint32(rec[:0], 0) // total length, below
+				rec = le.AppendUint32(rec, xid)
+				rec = le.AppendUint64(rec, lsn-uint64(r.IntN(200)))
+				rec = append(rec, 0x10, byte(0x20+k), 0, 0)
+				rec = le.AppendUint32(rec, r.Uint32()) // CRC
+				rec = append(rec, 0, 0, 0x7f, 0xf3, 0x06, 0, 0)
+				rec = le.AppendUint32(rec, uint32(16384+k))
+				rec = le.AppendUint32(rec, uint32(aid/61))
+				switch {
+				case k == 4: // commit
+					rec = le.AppendUint64(rec, uint64(780000000000000+int64(xid)*1000+int64(r.IntN(1000))))
+				case r.IntN(40) == 0: // full-page image
+					base := aid / 61 * 61
+					for t := range int32(61) {
+						rec = tuple(rec, base+t, base/100000+1, int32(r.IntN(3)*r.IntN(5000)))
+					}
+				default:
+					rec = tuple(rec, aid, aid/100000+1, bal)
+				}
+				le.PutUint32(rec, uint32(len(rec)))
+				for len(rec)%8 != 0 {
+					rec = append(rec, 0)
+				}
+				pending = append(pending, rec...)
+				lsn += uint64(len(rec))
+			}
+		}
+		for len(pending) >= 8192-24 && len(out) < size {
+			page := make([]byte, 24, 8192)
+			le.PutUint16(page[0:], 0xD110)
+			le.PutUint32(page[4:], 1)
+			le.PutUint64(page[8:], uint64(len(out)))
+			out = append(out, append(page, pending[:8192-24]...)...)
+			pending = pending[8192-24:]
+		}
+	}
+	return out[:size]
+}
