@@ -250,7 +250,7 @@ func TestBackupFromStandby(t *testing.T) {
 	mustOK(t, pgark(t, a.s3Env, "restore", "--config", a.s3Conf, "--owner", "postgres", "latest", dir))
 	rs := testenv.StartPG(t, testenv.PGOptions{Major: 15, DataDir: dir, Env: a.s3Env})
 	rs.WaitFor(t, 3*time.Minute, func() bool { return rs.QueryRow(t, "SELECT (NOT pg_is_in_recovery())::text") == "true" })
-	if got := rs.QueryRow(t, "SELECT count(*)::text FROM pgbench_accounts")+"/"+rs.QueryRow(t, "SELECT count(*)::text FROM after_standby_backup"); got != "200000/1" {
+	if got := rs.QueryRow(t, "SELECT count(*)::text FROM pgbench_accounts") + "/" + rs.QueryRow(t, "SELECT count(*)::text FROM after_standby_backup"); got != "200000/1" {
 		t.Fatalf("restored from a standby backup: %s", got)
 	}
 }
