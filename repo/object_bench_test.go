@@ -49,16 +49,16 @@ func benchSegments(b *testing.B) [][]byte {
 		}
 	}
 	for i := len(segs); i < 2; i++ {
-		segs = append(segs, PgbenchLikeWAL(16<<20, uint64(i+1)))
+		segs = append(segs, pgbenchLikeWAL(16<<20, uint64(i+1)))
 	}
 	return segs
 }
 
-// PgbenchLikeWAL returns size bytes that look like the WAL of pgbench's
+// pgbenchLikeWAL returns size bytes that look like the WAL of pgbench's
 // TPC-B-like transactions (it compresses about as well, 10:1 with zstd -3):
 // 8 KiB pages of records (updates of accounts, tellers and branches, history
 // inserts, commits), some with full-page images of accounts pages.
-func PgbenchLikeWAL(size int, seed uint64) []byte {
+func pgbenchLikeWAL(size int, seed uint64) []byte {
 	r := rand.New(rand.NewPCG(seed, 1))
 	le := binary.LittleEndian
 	out := make([]byte, 0, size)
@@ -181,7 +181,8 @@ func sealFramed(b *testing.B, w io.Writer, c Codec, plain []byte, workers int) {
 
 // BenchmarkSeal: compress and encrypt one segment. stream: one zstd frame
 // from the streaming encoder (NewObjectWriter, as push did before frames);
-// frames-N: FrameSize frames on N goroutines (as push does).
+// frames-N: FrameSize frames on N goroutines (as push does, but for its
+// smaller first pieces).
 func BenchmarkSeal(b *testing.B) {
 	segs := benchSegments(b)
 	c, _ := benchCodec(b)

@@ -269,8 +269,10 @@ func encodeFile(f io.Reader, limit int64, enc *repo.FrameEncoder, emit func([]by
 		}
 		outs <- out
 	}
-	if nw > 0 {
-		warmHeap(nw * 6 << 20) // the encoders allocate their memory next
+	if nw > 0 && enc.Compresses() {
+		// The encoders allocate their memory next: 1.3 MiB of tables, a
+		// 1 MiB history and block buffers each.
+		warmHeap(nw*4<<20 + 2<<20)
 	}
 	order := make(chan *piece, nout) // to the emitter
 	hashq := make(chan *piece, nbuf)
@@ -400,9 +402,10 @@ var warmed sync.Once
 // when first written, and the encoders read each entry of their tables
 // before they write it: each such copy interrupts the other cores running
 // the process (a TLB shootdown). Measured on a 2-core VM, per 16 MiB
-// segment: 630 shootdowns and 4300 page faults without, 50 and 2700 with,
-// and 8 ms less CPU. It costs a garbage collection of a small heap; in a
-// short-lived wal-push, that is the first one anyway.
+// segment: 630 shootdowns and 4300 page faults without, about 60 and 2400
+// with, and 7 ms less CPU. It costs a garbage collection of a small heap
+// (in a short-lived wal-push, the first one anyway); later pushes in the
+// same process find the heap's memory backed already.
 func warmHeap(n int) {
 	warmed.Do(func() {
 		b := make([]byte, n+hugePage)
