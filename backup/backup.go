@@ -175,7 +175,6 @@ type handler struct {
 	parsed   *Manifest
 	written  []string // keys written, for cleanup
 	total    int64
-	lastProg time.Time
 }
 
 func (h *handler) run(ctx context.Context, si serverInfo) (*Meta, error) {

@@ -92,7 +92,7 @@ type extStore struct {
 	parts map[string][]byte
 	// fail, when set, may return an error for a part instead of opening it, or a number of
 	// bytes after which its reader fails (>= 0).
-	fail   func(ref ObjectRef) (error, int)
+	fail   func(ref ObjectRef) (int, error)
 	opened []string
 }
 
@@ -128,7 +128,7 @@ func (s *extStore) open(ctx context.Context, ref ObjectRef) (io.ReadCloser, erro
 	}
 	var r io.Reader = bytes.NewReader(b)
 	if fail != nil {
-		err, after := fail(ref)
+		after, err := fail(ref)
 		if err != nil && after < 0 {
 			return nil, err
 		}
@@ -391,11 +391,11 @@ func TestExtractMarkerAndForce(t *testing.T) {
 	last := m.Archives[len(m.Archives)-1].Parts[2]
 	// The last part fails just before its end: every member, pg_control included, was
 	// written; only the trailer's checksum is missing.
-	s.fail = func(ref ObjectRef) (error, int) {
+	s.fail = func(ref ObjectRef) (int, error) {
 		if ref.Key == last.Key {
-			return errors.New("connection reset"), int(ref.Bytes) - 100
+			return int(ref.Bytes) - 100, errors.New("connection reset")
 		}
-		return nil, 0
+		return 0, nil
 	}
 	err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 1})
 	if err == nil || !strings.Contains(err.Error(), "connection reset") || !strings.Contains(err.Error(), "--force") {
@@ -794,11 +794,11 @@ func TestExtractTablespaces(t *testing.T) {
 		s := &extStore{}
 		m := extBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
 		pgdata := filepath.Join(sandbox, "pgdata")
-		s.fail = func(ref ObjectRef) (error, int) {
+		s.fail = func(ref ObjectRef) (int, error) {
 			if strings.Contains(ref.Key, "base.tar.002") {
-				return errors.New("gone"), -1
+				return -1, errors.New("gone")
 			}
-			return nil, 0
+			return 0, nil
 		}
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 1}); err == nil {
 			t.Fatal("no error")

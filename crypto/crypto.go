@@ -69,10 +69,7 @@ type Recipients struct {
 // comma- or whitespace-separated list and/or a file with one per line
 // (comments with '#' allowed). Both may be empty, which yields an empty set.
 func ParseRecipients(list, file string) (*Recipients, error) {
-	var fields []string
-	for _, f := range strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
-		fields = append(fields, f)
-	}
+	fields := strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
