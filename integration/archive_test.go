@@ -33,6 +33,11 @@ type archiveSetup struct {
 
 func setupArchiving(t *testing.T, major, segMB int) *archiveSetup {
 	t.Helper()
+	return setupArchivingOpts(t, major, segMB, nil)
+}
+
+func setupArchivingOpts(t *testing.T, major, segMB int, initdbArgs []string) *archiveSetup {
+	t.Helper()
 	a := &archiveSetup{shared: testenv.SharedDir(t)}
 	s3 := testenv.S3Start(t)
 	bucket := fmt.Sprintf("pg%d", major)
@@ -67,6 +72,7 @@ func setupArchiving(t *testing.T, major, segMB int) *archiveSetup {
 	a.c = testenv.StartPG(t, testenv.PGOptions{
 		Major:        major,
 		WalSegSizeMB: segMB,
+		InitdbArgs:   initdbArgs,
 		Env:          a.s3Env,
 		Conf: map[string]string{
 			"archive_mode":       "on",

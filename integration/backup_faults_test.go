@@ -254,3 +254,31 @@ func TestBackupFromStandby(t *testing.T) {
 		t.Fatalf("restored from a standby backup: %s", got)
 	}
 }
+
+// TestBackupChecksumFailure: a page checksum failure reported by the server
+// fails the backup with a clear message, and nothing usable is listed.
+func TestBackupChecksumFailure(t *testing.T) {
+	major := pickMajors(15)[0]
+	a := setupArchivingOpts(t, major, 0, []string{"--data-checksums"})
+	c := a.c
+	c.Exec(t, "CREATE TABLE victim AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g")
+	rel := c.QueryRow(t, "SELECT pg_relation_filepath('victim')")
+	c.Exec(t, "CHECKPOINT")
+	c.Stop(t)
+	f, err := os.OpenFile(filepath.Join(c.DataDir, rel), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte(strings.Repeat("\xAB", 64)), 8192+4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	c.Start(t)
+	r := pgark(t, a.s3Env, "backup", "--config", a.s3Conf, "--dsn", c.DSN())
+	if r.code < 1 || r.code > 125 || !strings.Contains(r.stderr, "page checksum failures") || !strings.Contains(r.stderr, rel) {
+		t.Fatalf("backup of a cluster with a corrupt page: %s", r)
+	}
+	if backups, _ := listJSONOf(t, a.s3Env, a.s3Conf); len(backups) != 0 {
+		t.Fatalf("a backup with checksum failures is listed as usable: %v", backups)
+	}
+}

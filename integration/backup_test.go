@@ -15,6 +15,7 @@ import (
 )
 
 type mark struct {
+	xid    string // the inserting transaction
 	id     int
 	commit time.Time
 	total  string // sum(abalance) when the mark was committed
@@ -65,7 +66,8 @@ func backupRestorePITR(t *testing.T, major int) {
 		if err != nil {
 			t.Fatalf("commit timestamp %q: %v", row, err)
 		}
-		marks = append(marks, mark{id: i, commit: ts, total: f[1], lsn: f[2]})
+		marks = append(marks, mark{id: i, commit: ts, total: f[1], lsn: f[2],
+			xid: c.QueryRow(t, fmt.Sprintf("SELECT xmin::text FROM marks WHERE id = %d", i))})
 		if i == 8 {
 			c.Exec(t, "SELECT pg_create_restore_point('pgark_rp8')")
 		}
@@ -110,6 +112,8 @@ func backupRestorePITR(t *testing.T, major int) {
 			restoreCase{"name", a.localConf, []string{"--target-name", "pgark_rp8", "--target-action", "promote"}, 8},
 			restoreCase{"lsn", a.s3Conf, []string{"--target-lsn", marks[2].lsn, "--target-action", "promote"}, 3},
 			restoreCase{"immediate", a.s3Conf, []string{"--target-immediate", "--target-action", "promote"}, 0},
+			// Inclusive (the default): mark 7's own transaction is replayed.
+			restoreCase{"xid", a.localConf, []string{"--target-xid", marks[6].xid, "--target-action", "promote"}, 7},
 		)
 	}
 	for _, rc := range cases {
