@@ -36,7 +36,7 @@ bench:
 	bash .ci/deps.sh --bench
 	bash bench/wal.sh
 
-demo: build
+demo: deps build
 	bash scripts/demo.sh
 
 clean:

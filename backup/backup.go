@@ -164,17 +164,16 @@ func newBackupID(ctx context.Context, s storage.Store, t time.Time) (string, err
 var errStopList = errors.New("stop listing")
 
 type handler struct {
-	ctx      context.Context
-	c        *Config
-	log      *slog.Logger
-	id       string
-	meta     *Meta
-	files    *BackupFiles
-	start    StartInfo
-	manifest []byte
-	parsed   *Manifest
-	written  []string // keys written, for cleanup
-	total    int64
+	ctx     context.Context
+	c       *Config
+	log     *slog.Logger
+	id      string
+	meta    *Meta
+	files   *BackupFiles
+	start   StartInfo
+	parsed  *Manifest
+	written []string // keys written, for cleanup
+	total   int64
 }
 
 func (h *handler) run(ctx context.Context, si serverInfo) (*Meta, error) {
@@ -304,30 +303,20 @@ func (h *handler) Manifest(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("backup_manifest: %w", err)
 	}
-	h.manifest, h.parsed = b, parsed
-	sum := sha256.Sum256(b)
-	ref := ObjectRef{Key: ManifestKey(h.id), Bytes: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}
-	cw := &countWriter{}
-	pr, pw := io.Pipe()
-	go func() {
-		ow, err := repo.NewObjectWriter(io.MultiWriter(pw, cw), h.c.Codec)
-		if err == nil {
-			_, err = ow.Write(b)
-			if cerr := ow.Close(); err == nil {
-				err = cerr
-			}
-		}
-		pw.CloseWithError(err)
-	}()
-	meta := map[string]string{storage.MetaSHA256: ref.SHA256, storage.MetaSize: strconv.FormatInt(ref.Bytes, 10)}
-	h.written = append(h.written, ref.Key)
-	if err := h.c.Repo.Store.Put(h.ctx, ref.Key, pr, storage.PutOptions{Size: -1, Meta: meta}); err != nil {
-		pr.CloseWithError(err)
+	h.parsed = parsed
+	key := ManifestKey(h.id)
+	h.written = append(h.written, key)
+	u := startPartUpload(h.ctx, h.c.Repo.Store, key, h.c.Codec)
+	if _, err := u.Write(b); err != nil {
+		u.abort(err)
 		return fmt.Errorf("store backup_manifest: %w", err)
 	}
-	ref.StoredBytes = cw.n
+	ref, err := u.finish()
+	if err != nil {
+		return fmt.Errorf("backup_manifest: %w", err)
+	}
 	h.meta.Manifest = ref
-	h.meta.StoredBytes += cw.n
+	h.meta.StoredBytes += ref.StoredBytes
 	return nil
 }
 

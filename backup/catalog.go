@@ -125,11 +125,11 @@ func SortBackups(b []*Meta) {
 
 // Target is what a restore must reach.
 type Target struct {
-	Time      time.Time // zero: none
-	LSN       wal.LSN   // 0: none
-	Immediate bool
-	// Other targets (xid, name) cannot be placed before reading WAL: the
-	// newest backup on the timeline is used for them and for "latest".
+	Time time.Time // zero: none
+	LSN  wal.LSN   // 0: none
+	// Other targets (xid, name, immediate) cannot be placed before reading
+	// WAL: the newest backup on the timeline is used for them and for
+	// "latest".
 }
 
 // Choose picks the backup for a target on the timeline whose history is h:

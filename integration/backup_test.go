@@ -3,10 +3,8 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +168,4 @@ func backupRestorePITR(t *testing.T, major int) {
 	if r.code != 2 || exists(filepath.Join(a.shared, "never2")) {
 		t.Fatalf("ambiguous target time: %s", r)
 	}
-	_ = strconv.Itoa
-	_ = os.Getpid
 }

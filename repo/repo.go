@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/pgark/pgark/crypto"
@@ -207,7 +206,7 @@ func (r *Repo) Cluster(ctx context.Context) (c Cluster, ok bool, err error) {
 
 // BindCluster checks that sysid and segSize belong to the repository's
 // cluster, binding the repository to them (create-only) if it is not bound
-// yet. known, if not nil, is a binding already read in this call.
+// yet.
 func (r *Repo) BindCluster(ctx context.Context, sysid uint64, segSize uint32, by string) error {
 	c, ok, err := r.Cluster(ctx)
 	if err != nil {
@@ -236,6 +235,3 @@ func (r *Repo) BindCluster(ctx context.Context, sysid uint64, segSize uint32, by
 	}
 	return nil
 }
-
-// SystemIDString formats a system identifier as PostgreSQL prints it.
-func SystemIDString(id uint64) string { return strconv.FormatUint(id, 10) }

@@ -113,11 +113,12 @@ func runBackup(ctx context.Context, env *cmdEnv, args []string) error {
 	if p := s.str("primary-dsn"); p != "" {
 		cfg.SwitchPrimary = func(ctx context.Context) error { return switchPrimary(ctx, p) }
 	}
-	cfg.Progress = progressReporter(env)
+	var drew bool
+	cfg.Progress = progressReporter(env, &drew)
 
 	start := time.Now()
 	m, err := backup.Run(ctx, cfg)
-	if progressLine {
+	if drew {
 		fmt.Fprintln(env.stderr)
 	}
 	if err != nil {
@@ -143,12 +144,9 @@ func switchPrimary(ctx context.Context, dsn string) error {
 	return err
 }
 
-// progressLine is set once a progress line was drawn on the terminal.
-var progressLine bool
-
-// progressReporter draws a progress line on a terminal, and logs a line every
-// 30 seconds otherwise.
-func progressReporter(env *cmdEnv) func(done, total int64) {
+// progressReporter draws a progress line on a terminal (setting *drew), and
+// logs a line every 30 seconds otherwise.
+func progressReporter(env *cmdEnv, drew *bool) func(done, total int64) {
 	tty := false
 	if f, ok := env.stderr.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -180,7 +178,7 @@ func progressReporter(env *cmdEnv) func(done, total int64) {
 			}
 		}
 		if tty {
-			progressLine = true
+			*drew = true
 			fmt.Fprintf(env.stderr, "\r%s / %s (%s)  %s/s  ETA %s    ", humanBytes(done), humanBytes(total), pct, humanBytes(int64(rate)), eta)
 			return
 		}

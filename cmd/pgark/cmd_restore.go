@@ -110,7 +110,6 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 			return usageErrorf("target-lsn: %v", err)
 		}
 	}
-	tgt.Immediate = ro.TargetImmediate
 	eo := backup.ExtractOptions{PGDATA: pgdata, Log: env.log, TablespaceMap: map[uint32]string{}}
 	if eo.Jobs, err = s.integer("jobs"); err != nil || eo.Jobs < 1 {
 		return usageErrorf("jobs: must be a whole number of at least 1")
