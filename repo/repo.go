@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pgark/pgark/crypto"
@@ -72,6 +73,12 @@ var ErrWrongCluster = errors.New("WAL from another cluster")
 type Repo struct {
 	Store  storage.Store
 	Config Config
+
+	// bound caches the cluster binding once read or written: it is
+	// create-only, so it never changes (push-ahead checks it for every
+	// segment of a batch).
+	mu    sync.Mutex
+	bound *Cluster
 }
 
 // maxSmallObject bounds the size of config and metadata objects read whole.
@@ -208,14 +215,23 @@ func (r *Repo) Cluster(ctx context.Context) (c Cluster, ok bool, err error) {
 // cluster, binding the repository to them (create-only) if it is not bound
 // yet.
 func (r *Repo) BindCluster(ctx context.Context, sysid uint64, segSize uint32, by string) error {
-	c, ok, err := r.Cluster(ctx)
-	if err != nil {
-		return err
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var c Cluster
+	ok := r.bound != nil
+	if ok {
+		c = *r.bound
+	} else {
+		var err error
+		if c, ok, err = r.Cluster(ctx); err != nil {
+			return err
+		}
 	}
 	if !ok {
 		c = Cluster{SystemID: sysid, WalSegmentBytes: segSize, BoundAt: time.Now().UTC().Format(time.RFC3339), BoundBy: by}
 		err := PutJSON(ctx, r.Store, ClusterKey, &c)
 		if err == nil {
+			r.bound = &c
 			return nil
 		}
 		if !storage.IsExists(err) {
@@ -233,5 +249,6 @@ func (r *Repo) BindCluster(ctx context.Context, sysid uint64, segSize uint32, by
 	if c.WalSegmentBytes != segSize {
 		return fmt.Errorf("%w: its WAL segment size is %d bytes but repository %s holds segments of %d bytes", ErrWrongCluster, segSize, r.Store, c.WalSegmentBytes)
 	}
+	r.bound = &c
 	return nil
 }

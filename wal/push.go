@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -48,6 +49,10 @@ type PushResult struct {
 	Key           string
 	Size          int64
 	AlreadyStored bool // identical content was archived before
+	SHA256        string
+	// CRC32C of the content pushed (Castagnoli): with the size, the proof
+	// that the push-ahead spool checks before it answers for a file.
+	CRC32C uint32
 }
 
 // Push archives the WAL file at path into the repository. It returns only
@@ -79,14 +84,15 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 		return PushResult{}, err
 	}
 	defer enc.Close()
-	sum, size, head, obj, err := readForPush(f, enc, o.Codec)
+	sums, size, head, obj, err := readForPush(f, enc, o.Codec)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("read %s: %w", path, err)
 	}
 	if err := checkContent(ctx, r, n, size, head); err != nil {
 		return PushResult{}, err
 	}
-	res := PushResult{Name: n.Raw, Key: ObjectKey(n), Size: size}
+	sum := sums.sha256
+	res := PushResult{Name: n.Raw, Key: ObjectKey(n), Size: size, SHA256: sum, CRC32C: sums.crc32c}
 	meta := map[string]string{storage.MetaSHA256: sum, storage.MetaSize: strconv.FormatInt(size, 10)}
 
 	compare := func() (PushResult, error) {
@@ -185,10 +191,10 @@ func pieceSize(off int64) int {
 
 // readForPush hashes the file and returns its size and first bytes, and, when
 // it is at most inMemoryMax bytes, the object to store.
-func readForPush(f *os.File, enc *repo.FrameEncoder, c repo.Codec) (sum string, size int64, head, obj []byte, err error) {
+func readForPush(f *os.File, enc *repo.FrameEncoder, c repo.Codec) (sum fileSums, size int64, head, obj []byte, err error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return "", 0, nil, nil, err
+		return sum, 0, nil, nil, err
 	}
 	if fi.Size() > inMemoryMax {
 		sum, size, head, err = encodeFile(f, -1, nil, nil)
@@ -199,7 +205,7 @@ func readForPush(f *os.File, enc *repo.FrameEncoder, c repo.Codec) (sum string, 
 	ob := &appendWriter{b: make([]byte, 0, enc.MaxEncodedSize(int(fi.Size()))+objOverhead(c, int(fi.Size())))}
 	ow, err := repo.NewEncodedWriter(ob, c)
 	if err != nil {
-		return "", 0, nil, nil, err
+		return sum, 0, nil, nil, err
 	}
 	sum, size, head, err = encodeFile(f, fi.Size(), enc, func(p []byte) error {
 		_, err := ow.Write(p)
@@ -237,13 +243,21 @@ type piece struct {
 	done chan struct{}
 }
 
+// fileSums are the checksums of a file's content.
+type fileSums struct {
+	sha256 string
+	crc32c uint32
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // encodeFile reads f to its end in pieces (pieceSize), hashes them in
 // order and, with an encoder, encodes each into a frame on workers()
 // goroutines at once and passes the frames to emit in order, on the calling
 // goroutine (a frame is valid until emit returns). Reading more than limit
 // bytes (limit >= 0) fails with errLonger. A few pieces are in flight at
 // most, whatever the file's size.
-func encodeFile(f io.Reader, limit int64, enc *repo.FrameEncoder, emit func([]byte) error) (sum string, size int64, head []byte, err error) {
+func encodeFile(f io.Reader, limit int64, enc *repo.FrameEncoder, emit func([]byte) error) (sum fileSums, size int64, head []byte, err error) {
 	nw := workers()
 	if enc == nil {
 		nw = 0
@@ -284,12 +298,14 @@ func encodeFile(f io.Reader, limit int64, enc *repo.FrameEncoder, emit func([]by
 		}
 	}
 	h := sha256.New()
+	var crc uint32
 	var wg sync.WaitGroup
 	wg.Add(1 + nw)
 	go func() {
 		defer wg.Done()
 		for p := range hashq {
 			h.Write(p.buf)
+			crc = crc32.Update(crc, castagnoli, p.buf)
 			release(p)
 		}
 	}()
@@ -368,7 +384,7 @@ func encodeFile(f io.Reader, limit int64, enc *repo.FrameEncoder, emit func([]by
 			hashq <- p // never blocks either
 		}
 	}()
-	stop := func(err error) (string, int64, []byte, error) {
+	stop := func(err error) (fileSums, int64, []byte, error) {
 		if err != nil {
 			close(quit)
 		}
@@ -376,9 +392,9 @@ func encodeFile(f io.Reader, limit int64, enc *repo.FrameEncoder, emit func([]by
 		wg.Wait()
 		arena.Free() // the reader, the hasher and the encoders are done with it
 		if err != nil {
-			return "", 0, nil, err
+			return fileSums{}, 0, nil, err
 		}
-		return hex.EncodeToString(h.Sum(nil)), size, head, nil
+		return fileSums{sha256: hex.EncodeToString(h.Sum(nil)), crc32c: crc}, size, head, nil
 	}
 	for p := range order {
 		<-p.done
@@ -466,13 +482,13 @@ func putStreamed(ctx context.Context, s storage.Store, key string, f io.Reader, 
 	go func() {
 		ow, err := repo.NewEncodedWriter(pw, c)
 		if err == nil {
-			var gotSum string
+			var gotSum fileSums
 			var n int64
 			gotSum, n, _, err = encodeFile(f, size, enc, func(p []byte) error {
 				_, err := ow.Write(p)
 				return err
 			})
-			if err == nil && (n != size || gotSum != sum) || errors.Is(err, errLonger) {
+			if err == nil && (n != size || gotSum.sha256 != sum) || errors.Is(err, errLonger) {
 				err = &storage.PermanentError{Err: fmt.Errorf("%w: the file changed while it was being archived", ErrBadInput)}
 			}
 			if err == nil {

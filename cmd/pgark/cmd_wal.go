@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -23,6 +24,11 @@ content under the same name is refused and the archived copy is kept.
 Segments are checked before they are stored: long page header, page
 address, segment and block size, and the cluster's system identifier.
 
+Push-ahead (--push-ahead, --push-jobs): a segment is pushed together with the
+next .ready segments of pg_wal/archive_status, in parallel; those are recorded
+in the spool (--spool-dir) once stored, and PostgreSQL's calls for them answer
+0 at once if the file still has the recorded size and CRC-32C.
+
 Every failure exits with a status from 1 to 125, so that PostgreSQL counts it
 in pg_stat_archiver and retries the segment.
 
@@ -34,9 +40,15 @@ in pg_stat_archiver and retries the segment.
 			args:    "NAME DEST",
 			summary: "restore one WAL file (restore_command = 'pgark wal-fetch %f %p')",
 			help: `Fetches the WAL file NAME from the repository and writes it to DEST, atomically
-(temporary file, fsync, rename) and only after verifying it: authenticated
+(temporary file, rename) and only after verifying it: authenticated
 decryption, zstd checksums, and the SHA-256 and size recorded at push.
 Transient storage errors are retried with backoff for --retry-timeout.
+
+Prefetch (--fetch-ahead, --fetch-jobs, --spool-max-size): during recovery, a
+detached helper (pgark wal-prefetch) keeps the next segments downloaded,
+verified and decoded in the spool (--spool-dir), and later calls rename them
+into place. "Not found" is never remembered: it only ever comes from this
+call's own request.
 
 Exit codes:
   0    DEST written and verified
@@ -54,6 +66,17 @@ Exit codes:
   A SIGTERM or SIGINT ends pgark by that signal, never with status 1.`,
 			run: runWalFetch,
 		},
+		&command{
+			name:    "wal-prefetch",
+			summary: "the background helper that wal-fetch starts (not run by hand)",
+			help: `Keeps the segments that follow wal-fetch's newest request downloaded,
+verified, decrypted and decompressed in the spool (--spool-dir), within
+--spool-max-size, --fetch-jobs downloads at a time. wal-fetch starts it,
+detached, when none runs for its spool; it exits, emptying the spool, when
+recovery ends (no recovery.signal or standby.signal in --pgdata) or after
+60 s without a request. Its log is helper.log in the spool.`,
+			run: runWalPrefetch,
+		},
 	)
 }
 
@@ -62,6 +85,14 @@ func runWalPush(ctx context.Context, env *cmdEnv, args []string) error {
 		return usageErrorf("wal-push takes one argument, the WAL file's path (archive_command = 'pgark wal-push %%p')")
 	}
 	start := time.Now()
+	ahead, err := aheadOptions(env)
+	if err != nil {
+		return err
+	}
+	if wal.AnswerFromSpool(ahead, args[0], env.log) {
+		env.log.Info("archived", "wal", filepath.Base(args[0]), "pushed_ahead", true, "ms", time.Since(start).Milliseconds())
+		return nil
+	}
 	r, err := openRepo(ctx, env)
 	if err != nil {
 		return err
@@ -74,7 +105,7 @@ func runWalPush(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := wal.Push(ctx, r, args[0], wal.PushOptions{Codec: c, RetryFor: retryFor, Log: env.log})
+	res, err := wal.PushAhead(ctx, r, args[0], wal.PushOptions{Codec: c, RetryFor: retryFor, Log: env.log}, ahead)
 	if err != nil {
 		return err
 	}
@@ -89,6 +120,22 @@ func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
 		return usageErrorf("wal-fetch takes two arguments, the WAL file name and the destination path (restore_command = 'pgark wal-fetch %%f %%p')")
 	}
 	start := time.Now()
+	name, dest := args[0], args[1]
+	n, err := wal.ParseName(name)
+	if err != nil {
+		return fmt.Errorf("%w: %w", wal.ErrBadInput, err)
+	}
+	sp := openFetchSpool(env, n)
+	if sp != nil && n.Kind == wal.KindSegment {
+		ok, err := sp.Take(ctx, name, dest)
+		if err != nil {
+			env.log.Warn("prefetch spool", "err", err)
+		}
+		if ok {
+			env.log.Info("restored", "wal", name, "prefetched", true, "ms", time.Since(start).Milliseconds())
+			return nil
+		}
+	}
 	r, err := openRepo(ctx, env)
 	if err != nil {
 		return err
@@ -101,7 +148,12 @@ func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	err = wal.Fetch(ctx, r, args[0], args[1], wal.FetchOptions{Identities: ids, RetryFor: retryFor, Log: env.log})
+	err = wal.Fetch(ctx, r, name, dest, wal.FetchOptions{Identities: ids, RetryFor: retryFor, Log: env.log})
+	if err == nil && sp != nil && n.Kind == wal.KindHistory {
+		if err := sp.SaveHistory(name, dest); err != nil {
+			env.log.Warn("prefetch spool: cannot keep the timeline history", "err", err)
+		}
+	}
 	if errors.Is(err, wal.ErrNotArchived) {
 		lvl := env.log.Info
 		if n, perr := wal.ParseName(args[0]); perr == nil && n.Kind == wal.KindHistory {
@@ -115,6 +167,64 @@ func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	env.log.Info("restored", "wal", args[0], "ms", time.Since(start).Milliseconds())
 	return nil
+}
+
+// openFetchSpool opens the prefetch spool, records the request for the helper
+// and starts the helper if none runs. It returns nil when prefetch is off or
+// the spool cannot be used (the call then fetches on its own).
+func openFetchSpool(env *cmdEnv, n wal.Name) *wal.FetchSpool {
+	o, err := prefetchOptions(env)
+	if err != nil {
+		env.log.Warn("prefetch is off for this call", "err", err)
+		return nil
+	}
+	sp, err := wal.OpenFetchSpool(o, env.log)
+	if err != nil || sp == nil {
+		if err != nil {
+			env.log.Warn("prefetch is off for this call", "err", err)
+		}
+		return nil
+	}
+	if n.Kind != wal.KindSegment {
+		return sp
+	}
+	if err := sp.Request(n.Raw); err != nil {
+		env.log.Warn("prefetch spool", "err", err)
+		return nil
+	}
+	if !sp.HelperRunning() {
+		if err := startPrefetcher(env, sp, o); err != nil {
+			env.log.Warn("cannot start the prefetch helper", "err", err)
+		}
+	}
+	return sp
+}
+
+func runWalPrefetch(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 0 {
+		return usageErrorf("wal-prefetch takes no arguments")
+	}
+	o, err := prefetchOptions(env)
+	if err != nil {
+		return err
+	}
+	sp, err := wal.OpenFetchSpool(o, env.log)
+	if err != nil || sp == nil {
+		return err
+	}
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	ids, err := identities(env)
+	if err != nil {
+		return err
+	}
+	retryFor, err := env.s.duration("retry-timeout")
+	if err != nil {
+		return err
+	}
+	return wal.RunPrefetcher(ctx, r, sp, wal.FetchOptions{Identities: ids, RetryFor: min(retryFor, 30*time.Second), Log: env.log})
 }
 
 // fetchExitCode maps wal-fetch's errors: only "not archived" is 1; every

@@ -39,9 +39,11 @@ func (o option) forCommand(cmd string) bool {
 
 // Command groups for option scopes.
 var (
-	repoCmds  = []string{"init", "wal-push", "wal-fetch", "backup", "list", "restore"}
+	repoCmds  = []string{"init", "wal-push", "wal-fetch", "wal-prefetch", "backup", "list", "restore"}
 	writeCmds = []string{"init", "wal-push", "backup"}
-	readCmds  = []string{"wal-fetch", "restore"}
+	readCmds  = []string{"wal-fetch", "wal-prefetch", "restore"}
+	spoolCmds = []string{"wal-push", "wal-fetch", "wal-prefetch"}
+	fetchCmds = []string{"wal-fetch", "wal-prefetch"}
 )
 
 var options = []option{
@@ -58,7 +60,13 @@ var options = []option{
 	{"age-recipients-file", "", "file with age public recipients, one per line, for writing", "string", writeCmds},
 	{"age-identity-file", "", "age identity file (private keys) for reading encrypted objects", "string", readCmds},
 	{"retry-timeout", "60s", "total time to retry transient storage errors before failing", "duration", repoCmds},
-	{"pgdata", "", "PostgreSQL data directory (init: bind the repository to its cluster; wal-fetch: where standby.signal is looked for, default the working directory, which PostgreSQL sets to it)", "string", []string{"init", "wal-fetch"}},
+	{"pgdata", "", "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)", "string", []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}},
+	{"spool-dir", "", "local directory for push-ahead records and prefetched WAL, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)", "string", spoolCmds},
+	{"push-ahead", "8", "wal-push: also push up to this many of the next .ready segments in parallel, so that PostgreSQL's next calls answer at once (0: off)", "int", []string{"wal-push"}},
+	{"push-jobs", "2", "wal-push: pushes at once when pushing ahead", "int", []string{"wal-push"}},
+	{"fetch-ahead", "8", "wal-fetch: keep this many of the next segments downloaded, verified and decoded in the spool by a background helper (0: off)", "int", fetchCmds},
+	{"fetch-jobs", "2", "wal-fetch: downloads at once when fetching ahead", "int", fetchCmds},
+	{"spool-max-size", "512MiB", "wal-fetch: at most this many bytes of prefetched WAL in the spool", "size", fetchCmds},
 	{"log-level", "info", "log level: debug, info, warn, error", "string", nil},
 	{"log-format", "text", "log format: text or json", "string", nil},
 }

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgark/pgark/wal"
+)
+
+// Spool timings. Not options: they bound how stale a hint may be, and a
+// stale hint only costs a repeated push or download.
+const (
+	pushRecordMaxAge  = 10 * time.Minute
+	prefetchIdle      = 60 * time.Second
+	prefetchMaxAge    = 10 * time.Minute
+	prefetchMaxWait   = 30 * time.Second
+	helperLogMaxBytes = 1 << 20
+)
+
+// pgdataDir is the data directory of the server that runs the command:
+// --pgdata, else the working directory (PostgreSQL runs archive_command and
+// restore_command there).
+func pgdataDir(env *cmdEnv) string {
+	dir := env.s.str("pgdata")
+	if dir == "" {
+		dir = "."
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return dir
+}
+
+// spoolBase is the directory under which spools live: --spool-dir, else the
+// user's cache directory, never inside the data directory (base backups and
+// pg_rewind copy what is there into clones).
+func spoolBase(env *cmdEnv) (string, error) {
+	if v := env.s.str("spool-dir"); v != "" {
+		if !filepath.IsAbs(v) {
+			return "", usageErrorf("spool-dir (%s): %q is a relative path; give an absolute directory path", env.s.src["spool-dir"], v)
+		}
+		if inside(filepath.Clean(v), pgdataDir(env)) {
+			return "", usageErrorf("spool-dir (%s): %q is inside the data directory %s; base backups and pg_rewind would copy it into clones", env.s.src["spool-dir"], v, pgdataDir(env))
+		}
+		return filepath.Clean(v), nil
+	}
+	var base string
+	if x := env.getenv("XDG_CACHE_HOME"); filepath.IsAbs(x) {
+		base = filepath.Join(x, "pgark")
+	} else if h := env.getenv("HOME"); filepath.IsAbs(h) && h != "/" {
+		base = filepath.Join(h, ".cache", "pgark")
+	}
+	if base == "" || inside(base, pgdataDir(env)) {
+		base = filepath.Join(os.TempDir(), fmt.Sprintf("pgark-%d", os.Geteuid()))
+	}
+	return base, nil
+}
+
+// inside reports whether path is dir or lies under it.
+func inside(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// repoID names the configured repository, to key spools: the same location
+// always maps to the same spools, two locations never share one.
+func repoID(env *cmdEnv) (string, error) {
+	loc, err := parseLocation(env.s.str("repo"))
+	if err != nil {
+		return "", err
+	}
+	if loc.local != "" {
+		return "file://" + loc.local, nil
+	}
+	return fmt.Sprintf("s3://%s/%s@%s", loc.bucket, loc.prefix, env.s.str("s3-endpoint")), nil
+}
+
+func aheadOptions(env *cmdEnv) (wal.AheadOptions, error) {
+	var o wal.AheadOptions
+	var err error
+	if o.Ahead, err = nonNegative(env, "push-ahead"); err != nil {
+		return o, err
+	}
+	if o.Jobs, err = nonNegative(env, "push-jobs"); err != nil {
+		return o, err
+	}
+	if o.LockWait, err = env.s.duration("retry-timeout"); err != nil {
+		return o, err
+	}
+	if o.Ahead == 0 || o.Jobs == 0 {
+		return wal.AheadOptions{}, nil
+	}
+	if o.SpoolBase, err = spoolBase(env); err != nil {
+		return o, err
+	}
+	if o.RepoID, err = repoID(env); err != nil {
+		return o, err
+	}
+	o.MaxAge = pushRecordMaxAge
+	return o, nil
+}
+
+func prefetchOptions(env *cmdEnv) (wal.PrefetchOptions, error) {
+	var o wal.PrefetchOptions
+	var err error
+	if o.Ahead, err = nonNegative(env, "fetch-ahead"); err != nil {
+		return o, err
+	}
+	if o.Jobs, err = nonNegative(env, "fetch-jobs"); err != nil {
+		return o, err
+	}
+	if o.MaxSize, err = env.s.size("spool-max-size"); err != nil {
+		return o, err
+	}
+	if o.Ahead == 0 || o.Jobs == 0 {
+		return wal.PrefetchOptions{}, nil
+	}
+	if o.SpoolBase, err = spoolBase(env); err != nil {
+		return o, err
+	}
+	if o.RepoID, err = repoID(env); err != nil {
+		return o, err
+	}
+	o.PGData = pgdataDir(env)
+	o.Idle, o.MaxAge, o.Wait = prefetchIdle, prefetchMaxAge, prefetchMaxWait
+	if rt, err := env.s.duration("retry-timeout"); err == nil {
+		o.Wait = min(o.Wait, rt)
+	}
+	return o, nil
+}
+
+func nonNegative(env *cmdEnv, name string) (int, error) {
+	v, err := env.s.integer(name)
+	if err == nil && v < 0 {
+		err = usageErrorf("%s (%s): %d is negative", name, env.s.src[name], v)
+	}
+	return v, err
+}
+
+// startPrefetcher starts the prefetch helper, `pgark wal-prefetch`, detached
+// (its own session, so that neither PostgreSQL's signals nor the end of this
+// call stop it), with this call's settings. Its log goes to helper.log in
+// the spool.
+func startPrefetcher(env *cmdEnv, sp *wal.FetchSpool, o wal.PrefetchOptions) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// Settings given as flags are passed on; the environment (PGARK_*,
+	// AWS_*) and the config file path are inherited.
+	args := []string{"wal-prefetch", "--pgdata=" + o.PGData}
+	for _, opt := range options {
+		if opt.name == "pgdata" || !opt.forCommand("wal-prefetch") || !strings.HasPrefix(env.s.src[opt.name], "--") {
+			continue
+		}
+		args = append(args, "--"+opt.name+"="+env.s.str(opt.name))
+	}
+	if p := env.s.str("config"); p != "" && strings.HasPrefix(env.s.src["config"], "--") {
+		abs, err := filepath.Abs(p)
+		if err == nil {
+			p = abs
+		}
+		args = append(args, "--config="+p)
+	}
+	logPath := filepath.Join(sp.Dir(), "helper.log")
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if fi, err := os.Stat(logPath); err == nil && fi.Size() > helperLogMaxBytes {
+		flags |= os.O_TRUNC
+	}
+	logf, err := os.OpenFile(logPath, flags, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, args...)
+	// The working directory is inherited, so relative paths in settings
+	// mean what they meant to the call.
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}

@@ -1,0 +1,352 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgark/pgark/internal/testenv"
+)
+
+// readyCount is the number of segments waiting for archive_command.
+func readyCount(t *testing.T, c *testenv.Cluster) int {
+	n, err := strconv.Atoi(c.QueryRow(t, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// makeSegments writes n segments' worth of WAL (a row and a switch each).
+func makeSegments(t *testing.T, c *testenv.Cluster, n int) {
+	c.Exec(t, "CREATE TABLE IF NOT EXISTS seg_rows(i int, at timestamptz DEFAULT now())")
+	c.Exec(t, fmt.Sprintf("DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO seg_rows(i) VALUES (i); PERFORM pg_switch_wal(); END LOOP; END $$", n))
+}
+
+// snapshotReady copies every segment that waits to be archived, and returns
+// the copies' directory and names.
+func snapshotReady(t *testing.T, c *testenv.Cluster) (string, []string) {
+	dir := t.TempDir()
+	var names []string
+	for _, row := range c.Query(t, "SELECT name FROM pg_ls_archive_statusdir() WHERE name ~ '^[0-9A-F]{24}\\.ready$' ORDER BY name") {
+		name := strings.TrimSuffix(row[0], ".ready")
+		cp(t, filepath.Join(c.DataDir, "pg_wal", name), filepath.Join(dir, name))
+		names = append(names, name)
+	}
+	return dir, names
+}
+
+// TestPushAheadBacklog: with archiving paused, a backlog of 200 segments
+// builds up; once archive_command is set, it drains completely through
+// push-ahead (most calls answered from the spool), and every segment comes
+// back byte-identical from both repositories.
+func TestPushAheadBacklog(t *testing.T) {
+	a := setupArchiving(t, 15, 1)
+	c := a.c
+	c.Exec(t, "ALTER SYSTEM SET archive_command = ''")
+	c.Exec(t, "SELECT pg_reload_conf()")
+	time.Sleep(300 * time.Millisecond)
+	before := a.stats(t).archived
+	makeSegments(t, c, 200)
+	snap, names := snapshotReady(t, c)
+	if len(names) < 200 {
+		t.Fatalf("backlog of %d segments, want 200", len(names))
+	}
+	logOff := len(c.Log())
+	start := time.Now()
+	c.Exec(t, "ALTER SYSTEM RESET archive_command")
+	c.Exec(t, "SELECT pg_reload_conf()")
+	c.WaitFor(t, 5*time.Minute, func() bool { return readyCount(t, c) == 0 })
+	drained := time.Since(start)
+	s := a.stats(t)
+	if s.failed != 0 || s.archived-before < len(names) {
+		t.Fatalf("archiver after the drain: %+v (archived %d before)", s, before)
+	}
+	log := c.Log()[logOff:]
+	fromSpool := strings.Count(log, "pushed_ahead=true")
+	batches := strings.Count(log, `msg="pushed ahead"`)
+	t.Logf("drained %d segments in %s: %d calls answered from the spool, %d batches pushed ahead", len(names), drained.Round(time.Millisecond), fromSpool, batches)
+	// Two repositories, one call each per segment: most answers come from
+	// the spool (about 8 of every 9 with push-ahead 8).
+	if fromSpool < len(names) {
+		t.Fatalf("only %d of %d calls were answered from the push-ahead spool", fromSpool, 2*len(names))
+	}
+	for _, conf := range []string{a.localConf, a.s3Conf} {
+		for _, name := range names {
+			d := filepath.Join(t.TempDir(), name)
+			mustOK(t, pgark(t, a.s3Env, "wal-fetch", "--config", conf, name, d))
+			if !bytes.Equal(readFile(t, d), readFile(t, filepath.Join(snap, name))) {
+				t.Fatalf("%s from %s differs from the original", name, conf)
+			}
+			os.Remove(d)
+		}
+	}
+}
+
+// TestPushAheadUnderLoad: pgbench at full speed with 16 MB segments, archived
+// into a local and an encrypted S3 repository by one archive_command: the
+// archiver never falls behind (the .ready backlog stays bounded and is gone
+// soon after the load stops) and pg_stat_archiver shows no failure.
+func TestPushAheadUnderLoad(t *testing.T) {
+	a := setupArchiving(t, 15, 16)
+	c := a.c
+	c.Exec(t, "ALTER SYSTEM SET synchronous_commit = off") // more WAL per second
+	c.Exec(t, "SELECT pg_reload_conf()")
+	c.Pgbench(t, "-i", "-s", "5", "-q")
+	c.WaitFor(t, 2*time.Minute, func() bool { return readyCount(t, c) == 0 }) // pgbench -i's WAL
+	startSeg := c.QueryRow(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			rows, err := c.QueryErr("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")
+			if err == nil {
+				n, _ := strconv.Atoi(rows[0][0])
+				if int64(n) > peak.Load() {
+					peak.Store(int64(n))
+				}
+			}
+		}
+	}()
+	// TPC-B-like transactions at full speed, and beside them a bulk load
+	// of 20 inserts of 2 MB a second: about 50 MB of WAL a second in all
+	// (180 GB an hour), archived twice.
+	bulk := filepath.Join(t.TempDir(), "bulk.sql")
+	os.WriteFile(bulk, []byte("INSERT INTO bulk SELECT g, repeat('x', 400) FROM generate_series(1, 5000) g;\n"), 0o644)
+	c.Exec(t, "CREATE TABLE bulk(i int, pad text)")
+	var lw sync.WaitGroup
+	lw.Add(1)
+	go func() {
+		defer lw.Done()
+		c.Pgbench(t, "-c", "1", "-T", "20", "-R", "20", "-f", bulk)
+	}()
+	c.Pgbench(t, "-c", "4", "-j", "2", "-T", "20")
+	lw.Wait()
+	endSeg := c.QueryRow(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+	waitStart := time.Now()
+	c.WaitFor(t, 2*time.Minute, func() bool { return readyCount(t, c) == 0 })
+	catchUp := time.Since(waitStart)
+	close(stop)
+	wg.Wait()
+	s := a.stats(t)
+	segs := segDiff(startSeg, endSeg)
+	t.Logf("pgbench 20 s: %d segments of 16 MB (%.1f/s), archived %d, failed %d, peak .ready backlog %d, caught up %s after the load",
+		segs, float64(segs)/20, s.archived, s.failed, peak.Load(), catchUp.Round(time.Millisecond))
+	if s.failed != 0 {
+		t.Fatalf("archive failures under load: %+v\n%s", s, c.Log())
+	}
+	if segs < 30 {
+		t.Fatalf("the load wrote only %d segments; the test proves nothing", segs)
+	}
+	// Keeping up: the backlog never grows past a few batches, and what is
+	// left when the load stops is gone within seconds.
+	if peak.Load() > 18 || catchUp > 10*time.Second {
+		t.Fatalf("the archiver fell behind: peak backlog %d segments, %s to catch up", peak.Load(), catchUp)
+	}
+}
+
+// segDiff is the number of 16 MB segments from a to b (same timeline).
+func segDiff(a, b string) int {
+	no := func(s string) int64 {
+		hi, _ := strconv.ParseInt(s[8:16], 16, 64)
+		lo, _ := strconv.ParseInt(s[16:24], 16, 64)
+		return hi*256 + lo
+	}
+	return int(no(b) - no(a))
+}
+
+// TestPushAheadKill9: pgark is killed (SIGKILL) at random moments in the
+// middle of parallel pushes of a backlog. Whatever the moment, every record
+// in the spool names an object that is stored with the recorded content, and
+// once PostgreSQL archives again, every segment is in the repository,
+// byte-identical.
+func TestPushAheadKill9(t *testing.T) {
+	a := setupArchiving(t, 15, 1)
+	c := a.c
+	spool := filepath.Join(a.shared, "spool")
+	testenv.MkdirShared(t, spool)
+	testenv.ChownToPostgres(t, spool)
+	conf := writeConfig(t, a.shared, map[string]string{
+		"repo": a.localRepo, "spool-dir": spool, "push-ahead": "16", "push-jobs": "3",
+	})
+	c.Exec(t, "ALTER SYSTEM SET archive_command = ''")
+	c.Exec(t, "SELECT pg_reload_conf()")
+	time.Sleep(300 * time.Millisecond)
+	makeSegments(t, c, 60)
+	snap, names := snapshotReady(t, c)
+
+	// The probe: how long one call pushing a batch takes, to aim the kills.
+	push := func(name string) *exec.Cmd {
+		cmd := exec.Command(pgarkBin, "wal-push", "--config", conf, "pg_wal/"+name)
+		cmd.Dir = c.DataDir
+		cmd.Env = []string{"PATH=/usr/bin:/bin"}
+		testenv.RunAsPostgres(cmd)
+		return cmd
+	}
+	t0 := time.Now()
+	if out, err := push(names[0]).CombinedOutput(); err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	batch := time.Since(t0)
+	kills := 0
+	for i := 1; i < len(names) && kills < 12; i += 5 {
+		cmd := push(names[i])
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rand.Int64N(int64(batch) + 1)))
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		kills++
+		checkRecords(t, spool, a.localRepo)
+	}
+	// PostgreSQL archives again, with the spool the kills left behind.
+	c.Exec(t, fmt.Sprintf("ALTER SYSTEM SET archive_command = '%s wal-push --config %s %%p'", pgarkBin, conf))
+	c.Exec(t, "SELECT pg_reload_conf()")
+	c.WaitFor(t, 3*time.Minute, func() bool { return readyCount(t, c) == 0 })
+	if s := a.stats(t); s.failed != 0 {
+		t.Fatalf("archiving failed after the kills: %+v", s)
+	}
+	for _, name := range names {
+		d := filepath.Join(t.TempDir(), name)
+		mustOK(t, pgark(t, nil, "wal-fetch", "--config", a.localConf, name, d))
+		if !bytes.Equal(readFile(t, d), readFile(t, filepath.Join(snap, name))) {
+			t.Fatalf("%s differs from the original after the kills", name)
+		}
+	}
+	t.Logf("%d kills within %s batches; all %d segments archived intact", kills, batch.Round(time.Millisecond), len(names))
+}
+
+// checkRecords fails when a push-ahead record in the spool names a segment
+// that the local repository does not hold with the recorded hash.
+func checkRecords(t *testing.T, spool, repoDir string) {
+	t.Helper()
+	recs, _ := filepath.Glob(filepath.Join(spool, "push-*", "*.pushed"))
+	for _, p := range recs {
+		var rec struct {
+			Name   string `json:"name"`
+			SHA256 string `json:"sha256"`
+		}
+		if err := json.Unmarshal(readFile(t, p), &rec); err != nil {
+			t.Fatalf("record %s: %v", p, err)
+		}
+		obj := objectPath(repoDir, rec.Name)
+		b, err := os.ReadFile(obj)
+		if err != nil {
+			t.Fatalf("record %s for a segment that is not in the repository: %v", p, err)
+		}
+		if !bytes.Contains(b, []byte(rec.SHA256)) {
+			t.Fatalf("record %s: the stored object does not carry SHA-256 %s", p, rec.SHA256)
+		}
+	}
+}
+
+// TestRecoveryPrefetchS3: 200 segments of 1 MB are recovered from an
+// encrypted S3 repository through restore_command with prefetch; the data
+// is all there, most segments come from the spool, the spool never holds
+// more than spool-max-size, and it is gone once recovery ends.
+func TestRecoveryPrefetchS3(t *testing.T) {
+	a := setupArchiving(t, 15, 1)
+	c := a.c
+	c.Exec(t, "CREATE TABLE seg_rows(i int, at timestamptz DEFAULT now())")
+	mustOK(t, pgark(t, a.s3Env, "backup", "--config", a.s3Conf, "--dsn", c.DSN()))
+	makeSegments(t, c, 200)
+	want := c.QueryRow(t, "SELECT count(*)::text||' '||sum(i)::text FROM seg_rows")
+	a.switchAndWait(t)
+
+	spool := filepath.Join(a.shared, "fetch-spool")
+	testenv.MkdirShared(t, spool)
+	testenv.ChownToPostgres(t, spool)
+	const limit = 6 << 20
+	conf := writeConfig(t, a.shared, map[string]string{
+		"repo": "s3://pg15/cluster", "age-identity-file": a.keyFile, "s3-force-path-style": "true",
+		"spool-dir": spool, "fetch-ahead": "16", "fetch-jobs": "2", "spool-max-size": "6MiB",
+	})
+	dir := filepath.Join(a.shared, "restore")
+	mustOK(t, pgark(t, a.s3Env, "restore", "--config", conf, "--owner", "postgres", "latest", dir))
+
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			var sum int64
+			filepath.Walk(spool, func(p string, fi os.FileInfo, err error) error {
+				if err == nil && fi.Mode().IsRegular() && strings.HasPrefix(strings.TrimPrefix(fi.Name(), "."), "0") && !strings.Contains(p, "/history/") {
+					sum += fi.Size()
+				}
+				return nil
+			})
+			if sum > peak.Load() {
+				peak.Store(sum)
+			}
+		}
+	}()
+	start := time.Now()
+	rs := testenv.StartPG(t, testenv.PGOptions{Major: 15, DataDir: dir, Env: a.s3Env})
+	rs.WaitFor(t, 5*time.Minute, func() bool {
+		return rs.QueryRow(t, "SELECT (NOT pg_is_in_recovery())::text") == "true"
+	})
+	took := time.Since(start)
+	if got := rs.QueryRow(t, "SELECT count(*)::text||' '||sum(i)::text FROM seg_rows"); got != want {
+		t.Fatalf("after recovery: %s, want %s", got, want)
+	}
+	log := rs.Log()
+	prefetched := strings.Count(log, "prefetched=true")
+	restored := strings.Count(log, `msg=restored`)
+	if strings.Contains(log, "exit code 200") {
+		t.Fatalf("restore_command failed:\n%s", log)
+	}
+	// The spool empties itself once recovery has ended.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left, _ := filepath.Glob(filepath.Join(spool, "fetch-*"))
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prefetch spool left after recovery: %v", left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("recovered %d segments in %s: %d served from the prefetch spool; spool peak %d KiB (limit %d KiB)",
+		restored, took.Round(time.Millisecond), prefetched, peak.Load()>>10, limit>>10)
+	if restored < 200 {
+		t.Fatalf("only %d segments restored", restored)
+	}
+	if prefetched < restored/2 {
+		t.Fatalf("only %d of %d segments came from the prefetch spool", prefetched, restored)
+	}
+	if peak.Load() > limit || peak.Load() == 0 {
+		t.Fatalf("spool peak %d bytes, limit %d", peak.Load(), limit)
+	}
+	rs.Stop(t)
+}

@@ -1,0 +1,316 @@
+package wal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pgark/pgark/repo"
+)
+
+// AheadOptions configure push-ahead: when PostgreSQL asks for one segment,
+// the next .ready segments are pushed with it, in parallel, and recorded in
+// a spool so that PostgreSQL's calls for them answer at once.
+type AheadOptions struct {
+	// SpoolBase is the directory under which spools are made ("" turns
+	// push-ahead off).
+	SpoolBase string
+	// RepoID names the repository (its location), to key the spool.
+	RepoID string
+	// Ahead is how many .ready segments are pushed besides the one asked
+	// for (0 turns push-ahead off); Jobs how many pushes run at once.
+	Ahead int
+	Jobs  int
+	// MaxAge is how long a record may answer for a segment. Older records
+	// are dropped and the segment is pushed again (a duplicate push is one
+	// HEAD or one refused PUT).
+	MaxAge time.Duration
+	// LockWait bounds the wait for another pgark working on the same spool.
+	LockWait time.Duration
+}
+
+func (o AheadOptions) enabled() bool { return o.SpoolBase != "" && o.Ahead > 0 }
+
+// pushRecord says that a segment was durably stored in the repository. It
+// answers for the file only while the file still has the size and CRC-32C
+// that were pushed.
+type pushRecord struct {
+	Name     string    `json:"name"`
+	Size     int64     `json:"size"`
+	CRC32C   uint32    `json:"crc32c"`
+	SHA256   string    `json:"sha256"`
+	Key      string    `json:"key"`
+	PushedAt time.Time `json:"pushed_at"`
+}
+
+const recordSuffix = ".pushed"
+
+// pushSpool is the spool of one pg_wal directory, repository and cluster.
+type pushSpool struct {
+	dir    string
+	walDir string
+	log    *slog.Logger
+}
+
+// openPushSpool finds the spool for the segment at path (in pg_wal). With
+// create false it reports ok=false when there is none.
+func openPushSpool(o AheadOptions, path string, create bool, log *slog.Logger) (s *pushSpool, ok bool, err error) {
+	walDir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, false, err
+	}
+	sysid, err := segmentSystemID(path)
+	if err != nil {
+		return nil, false, err
+	}
+	s = &pushSpool{dir: spoolDir(o.SpoolBase, "push", sysid, o.RepoID, walDir), walDir: walDir, log: log}
+	if !create {
+		if _, err := os.Stat(s.dir); err != nil {
+			return nil, false, nil
+		}
+		return s, true, nil
+	}
+	if err := makePrivateDir(s.dir); err != nil {
+		return nil, false, fmt.Errorf("spool: %w", err)
+	}
+	return s, true, nil
+}
+
+// answer reports whether a record proves that the file at path is durably
+// in the repository: the record is fresh and the file has the size and
+// CRC-32C that were pushed. A record that answers is consumed; one that does
+// not match is dropped.
+func (s *pushSpool) answer(path string, maxAge time.Duration) (bool, error) {
+	name := filepath.Base(path)
+	recPath := filepath.Join(s.dir, name+recordSuffix)
+	b, err := os.ReadFile(recPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var rec pushRecord
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Name != name {
+		os.Remove(recPath)
+		return false, nil
+	}
+	if age := time.Since(rec.PushedAt); age > maxAge || age < -time.Minute {
+		os.Remove(recPath)
+		return false, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if fi.Size() != rec.Size {
+		s.log.Warn("spool record does not match the file, pushing it again", "wal", name, "size", fi.Size(), "recorded_size", rec.Size)
+		os.Remove(recPath)
+		return false, nil
+	}
+	h := crc32.New(castagnoli)
+	if _, err := io.Copy(h, f); err != nil {
+		return false, err
+	}
+	if h.Sum32() != rec.CRC32C {
+		s.log.Warn("spool record does not match the file's content, pushing it again", "wal", name)
+		os.Remove(recPath)
+		return false, nil
+	}
+	// Consumed: PostgreSQL marks the segment done on our answer. Should
+	// that fail, its next call pushes again (an identical push is success).
+	os.Remove(recPath)
+	return true, nil
+}
+
+func (s *pushSpool) record(res PushResult) error {
+	b, err := json.Marshal(pushRecord{Name: res.Name, Size: res.Size, CRC32C: res.CRC32C, SHA256: res.SHA256, Key: res.Key, PushedAt: time.Now()})
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(s.dir, res.Name+recordSuffix, b)
+}
+
+// sweep drops the records of segments that are no longer waiting to be
+// archived (their .ready file is gone) and records that are too old, and the
+// temporary files of killed processes.
+func (s *pushSpool) sweep(maxAge time.Duration) {
+	removeTempFiles(s.dir, time.Minute)
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), recordSuffix)
+		if !ok {
+			continue
+		}
+		stale := false
+		if _, err := os.Stat(filepath.Join(s.walDir, "archive_status", name+".ready")); errors.Is(err, os.ErrNotExist) {
+			stale = true
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > maxAge {
+			stale = true
+		}
+		if stale {
+			os.Remove(filepath.Join(s.dir, e.Name()))
+		}
+	}
+}
+
+// readySegments lists the segments in pg_wal/archive_status that wait to be
+// archived and have no record, oldest first, without skip, at most n.
+func (s *pushSpool) readySegments(skip string, n int) []string {
+	ents, err := os.ReadDir(filepath.Join(s.walDir, "archive_status"))
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".ready")
+		if !ok || name == skip {
+			continue
+		}
+		if pn, err := ParseName(name); err != nil || pn.Kind != KindSegment {
+			continue // .history, .partial and .backup files take the normal path
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, name+recordSuffix)); err == nil {
+			continue
+		}
+		names = append(names, name)
+	}
+	// Oldest first, as PostgreSQL will ask for them: by timeline, then
+	// position, which is the names' order.
+	sort.Strings(names)
+	return names[:min(n, len(names))]
+}
+
+// AnswerFromSpool reports whether the segment at path was pushed ahead by an
+// earlier call and is unchanged since: then it is durably in the repository
+// and archive_command may answer 0 without touching the repository. It never
+// answers true for anything else; any doubt is false (push it).
+func AnswerFromSpool(o AheadOptions, path string, log *slog.Logger) bool {
+	if !o.enabled() {
+		return false
+	}
+	if n, err := ParseName(filepath.Base(path)); err != nil || n.Kind != KindSegment {
+		return false
+	}
+	s, ok, err := openPushSpool(o, path, false, orDiscard(log))
+	if err != nil || !ok {
+		return false
+	}
+	ok, err = s.answer(path, o.MaxAge)
+	if err != nil {
+		orDiscard(log).Debug("push spool", "err", err)
+	}
+	return ok && err == nil
+}
+
+// PushAhead pushes the segment at path, and with it up to o.Ahead of the next
+// .ready segments of its pg_wal directory, o.Jobs at a time. It returns the
+// result for path alone, once every push it started is over; the segments
+// pushed ahead are recorded in the spool (only once durably stored), their
+// failures logged and left to their own calls. A spool that cannot be used
+// degrades to a plain push.
+func PushAhead(ctx context.Context, r *repo.Repo, path string, po PushOptions, o AheadOptions) (PushResult, error) {
+	log := orDiscard(po.Log)
+	n, err := ParseName(filepath.Base(path))
+	if !o.enabled() || err != nil || n.Kind != KindSegment {
+		return Push(ctx, r, path, po)
+	}
+	s, _, err := openPushSpool(o, path, true, log)
+	if err != nil {
+		log.Warn("push-ahead is off for this call: the spool cannot be used", "err", err)
+		return Push(ctx, r, path, po)
+	}
+	// One batch at a time per spool: a second pgark (a manual wal-push, a
+	// second archiver) waits, then usually finds its answer recorded.
+	lock, err := waitLock(filepath.Join(s.dir, "lock"), o.LockWait)
+	if err != nil {
+		log.Warn("push-ahead is off for this call", "err", err)
+		return Push(ctx, r, path, po)
+	}
+	defer lock.unlock()
+	if ok, err := s.answer(path, o.MaxAge); err == nil && ok {
+		return PushResult{Name: n.Raw, Key: ObjectKey(n), AlreadyStored: true}, nil
+	}
+	s.sweep(o.MaxAge)
+	removeStaleSpools(o.SpoolBase, s.dir)
+	ahead := s.readySegments(n.Raw, o.Ahead)
+
+	jobs := make(chan string)
+	results := make(chan struct {
+		res PushResult
+		err error
+	}, 1)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var pushed []string
+	for range max(1, o.Jobs) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range jobs {
+				res, err := Push(ctx, r, filepath.Join(s.walDir, name), po)
+				if name == n.Raw {
+					results <- struct {
+						res PushResult
+						err error
+					}{res, err}
+					continue
+				}
+				if err != nil {
+					if ctx.Err() == nil {
+						log.Warn("push ahead failed; it is retried when PostgreSQL asks for it", "wal", name, "err", err)
+					}
+					continue
+				}
+				if err := s.record(res); err != nil {
+					log.Warn("push ahead: cannot record in the spool", "wal", name, "err", err)
+					continue
+				}
+				mu.Lock()
+				pushed = append(pushed, name)
+				mu.Unlock()
+			}
+		}()
+	}
+	jobs <- n.Raw
+	for _, name := range ahead {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- name
+	}
+	close(jobs)
+	wg.Wait()
+	out := <-results
+	if len(pushed) > 0 {
+		sort.Strings(pushed)
+		log.Info("pushed ahead", "count", len(pushed), "first", pushed[0], "last", pushed[len(pushed)-1])
+	}
+	return out.res, out.err
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}
