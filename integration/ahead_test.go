@@ -350,3 +350,56 @@ func TestRecoveryPrefetchS3(t *testing.T) {
 	}
 	rs.Stop(t)
 }
+
+// TestPrefetchFollowsTimeline: a point-in-time restore starts timeline 2,
+// which archives into the same repository; a second restore from the same
+// backup to the latest state crosses from timeline 1 to 2, and prefetch
+// follows the switch (segments of timeline 2 come from the spool).
+func TestPrefetchFollowsTimeline(t *testing.T) {
+	a := setupArchiving(t, 15, 1)
+	c := a.c
+	c.Exec(t, "CREATE TABLE seg_rows(i int, at timestamptz DEFAULT now())")
+	mustOK(t, pgark(t, nil, "backup", "--config", a.localConf, "--dsn", c.DSN()))
+	makeSegments(t, c, 20)
+	c.Exec(t, "SELECT pg_create_restore_point('fork')")
+	makeSegments(t, c, 20) // abandoned by the fork
+	a.switchAndWait(t)
+	c.Stop(t)
+
+	// The fork: timeline 2, archiving into the same repositories.
+	fork := filepath.Join(a.shared, "fork")
+	mustOK(t, pgark(t, nil, "restore", "--config", a.localConf, "--owner", "postgres", "--target-name", "fork",
+		"--target-action", "promote", "--keep-archiving", "latest", fork))
+	f := testenv.StartPG(t, testenv.PGOptions{Major: 15, DataDir: fork, Env: a.s3Env, Conf: map[string]string{
+		"archive_mode": "on", "archive_command": a.archiveCmd(a.localConf),
+	}})
+	f.WaitFor(t, 3*time.Minute, func() bool { return f.QueryRow(t, "SELECT (NOT pg_is_in_recovery())::text") == "true" })
+	if tli := f.QueryRow(t, "SELECT timeline_id::text FROM pg_control_checkpoint()"); tli != "2" {
+		t.Fatalf("fork on timeline %s, want 2", tli)
+	}
+	makeSegments(t, f, 30)
+	want := f.QueryRow(t, "SELECT count(*)::text||' '||sum(i)::text FROM seg_rows")
+	f.Exec(t, "SELECT pg_switch_wal()")
+	f.WaitFor(t, 2*time.Minute, func() bool { return readyCount(t, f) == 0 })
+	f.Stop(t)
+
+	// Recovery from the first backup to the latest timeline.
+	dir := filepath.Join(a.shared, "latest")
+	mustOK(t, pgark(t, nil, "restore", "--config", a.localConf, "--owner", "postgres", "latest", dir))
+	rs := testenv.StartPG(t, testenv.PGOptions{Major: 15, DataDir: dir, Env: a.s3Env})
+	rs.WaitFor(t, 3*time.Minute, func() bool { return rs.QueryRow(t, "SELECT (NOT pg_is_in_recovery())::text") == "true" })
+	if got := rs.QueryRow(t, "SELECT count(*)::text||' '||sum(i)::text FROM seg_rows"); got != want {
+		t.Fatalf("after recovery across the fork: %s, want %s", got, want)
+	}
+	tl2 := 0
+	for _, l := range strings.Split(rs.Log(), "\n") {
+		if strings.Contains(l, "prefetched=true") && strings.Contains(l, "wal=00000002") {
+			tl2++
+		}
+	}
+	t.Logf("%d segments of timeline 2 came from the prefetch spool", tl2)
+	if tl2 < 10 {
+		t.Fatalf("prefetch did not follow the switch to timeline 2 (%d segments of it from the spool)\n%s", tl2, rs.Log())
+	}
+	rs.Stop(t)
+}
