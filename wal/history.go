@@ -66,3 +66,33 @@ func (h History) Contains(tli uint32, lsn LSN) bool {
 	}
 	return false
 }
+
+// MetaTimelines is the object metadata key under which a pushed history file
+// carries its entries in plaintext, "parent:switch,parent:switch", so that
+// continuity checks need no private key (switch points are not secret).
+const MetaTimelines = "pgark-timelines"
+
+// FormatTimelinesMeta renders h's entries for MetaTimelines.
+func FormatTimelinesMeta(h History) string {
+	parts := make([]string, len(h.Entries))
+	for i, e := range h.Entries {
+		parts[i] = fmt.Sprintf("%d:%s", e.Parent, e.Switch)
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParseTimelinesMeta parses MetaTimelines back into a history of tli.
+func ParseTimelinesMeta(tli uint32, v string) (History, error) {
+	var b strings.Builder
+	for _, p := range strings.Split(v, ",") {
+		if p == "" {
+			continue
+		}
+		parent, sw, ok := strings.Cut(p, ":")
+		if !ok {
+			return History{TLI: tli}, fmt.Errorf("bad %s entry %q", MetaTimelines, p)
+		}
+		fmt.Fprintf(&b, "%s\t%s\n", parent, sw)
+	}
+	return ParseHistory(tli, []byte(b.String()))
+}

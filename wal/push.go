@@ -94,6 +94,16 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 	sum := sums.sha256
 	res := PushResult{Name: n.Raw, Key: ObjectKey(n), Size: size, SHA256: sum, CRC32C: sums.crc32c}
 	meta := map[string]string{storage.MetaSHA256: sum, storage.MetaSize: strconv.FormatInt(size, 10)}
+	if n.Kind == KindHistory {
+		// The switch points in plaintext metadata, for continuity
+		// checks without the private key. Only when the file parses
+		// and is what was hashed.
+		if b, err := os.ReadFile(path); err == nil && int64(len(b)) == size {
+			if h, err := ParseHistory(n.Timeline, b); err == nil {
+				meta[MetaTimelines] = FormatTimelinesMeta(h)
+			}
+		}
+	}
 
 	compare := func() (PushResult, error) {
 		info, err := r.Store.Stat(ctx, res.Key)

@@ -1,0 +1,348 @@
+// Package archive takes stock of a repository's WAL archive: which segments
+// and timelines it holds, whether they are continuous along the newest
+// timeline's history, and which points in time a restore can reach. verify,
+// retain and check build on it.
+package archive
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/wal"
+)
+
+// Object is one archived WAL file.
+type Object struct {
+	Name wal.Name
+	Info storage.ObjectInfo
+}
+
+// Inventory is what one listing of wal/ found.
+type Inventory struct {
+	SegSize   uint32
+	Segments  map[uint32]map[uint64]Object // timeline → segment number → object
+	Partials  []Object
+	Backups   []Object // .backup files
+	Histories map[uint32]Object
+	Unknown   []storage.ObjectInfo // keys that are not WAL objects
+}
+
+// Scan lists wal/ once.
+func Scan(ctx context.Context, s storage.Store, segSize uint32) (*Inventory, error) {
+	inv := &Inventory{SegSize: segSize, Segments: map[uint32]map[uint64]Object{}, Histories: map[uint32]Object{}}
+	err := s.List(ctx, "wal/", func(oi storage.ObjectInfo) error {
+		base := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
+		n, err := wal.ParseName(strings.TrimSuffix(base, wal.ObjectSuffix))
+		if err != nil || !strings.HasSuffix(base, wal.ObjectSuffix) || wal.ObjectKey(n) != oi.Key {
+			inv.Unknown = append(inv.Unknown, oi)
+			return nil
+		}
+		o := Object{Name: n, Info: oi}
+		switch n.Kind {
+		case wal.KindSegment:
+			no, ok := n.SegNo(segSize)
+			if !ok {
+				inv.Unknown = append(inv.Unknown, oi)
+				return nil
+			}
+			if inv.Segments[n.Timeline] == nil {
+				inv.Segments[n.Timeline] = map[uint64]Object{}
+			}
+			inv.Segments[n.Timeline][no] = o
+		case wal.KindPartial:
+			inv.Partials = append(inv.Partials, o)
+		case wal.KindBackup:
+			inv.Backups = append(inv.Backups, o)
+		case wal.KindHistory:
+			inv.Histories[n.Timeline] = o
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list the WAL archive: %w", err)
+	}
+	return inv, nil
+}
+
+// NewestTimeline is the highest timeline with a segment or a history file.
+func (inv *Inventory) NewestTimeline() uint32 {
+	var t uint32 = 1
+	for tl := range inv.Segments {
+		t = max(t, tl)
+	}
+	for tl := range inv.Histories {
+		t = max(t, tl)
+	}
+	return t
+}
+
+// Gap is a run of missing segments on one timeline.
+type Gap struct {
+	Timeline uint32 `json:"timeline"`
+	First    string `json:"first"`
+	Last     string `json:"last"`
+	Count    int    `json:"count"`
+}
+
+// Window is the span a restore can reach: from the consistency point of the
+// oldest backup with unbroken WAL after it, to the end of the newest
+// continuously archived segment.
+type Window struct {
+	FromBackup string    `json:"from_backup"`
+	FromTime   time.Time `json:"from_time"`
+	FromLSN    string    `json:"from_lsn"`
+	ToSegment  string    `json:"to_segment"`
+	ToLSN      string    `json:"to_lsn"`
+	// ToArchivedAt is when the last segment was stored: the latest
+	// reachable time is at most this.
+	ToArchivedAt time.Time `json:"to_archived_at"`
+}
+
+// Report is the state of the archive along the newest timeline.
+type Report struct {
+	Timeline uint32 `json:"timeline"` // the newest timeline
+	SegSize  uint32 `json:"wal_segment_size"`
+	// From and To are the first and last segments walked: from the oldest
+	// backup's start (else the oldest segment) to the newest segment.
+	From    string `json:"from,omitempty"`
+	To      string `json:"to,omitempty"`
+	Checked int    `json:"segments_checked"`
+	Gaps    []Gap  `json:"gaps"`
+	// MissingHistories are timelines above 1 that are in use (segments, or
+	// the newest timeline's ancestry) without a history file.
+	MissingHistories []uint32 `json:"missing_histories"`
+	// UnreadableHistories could not be read (no identity for an encrypted
+	// repository, or damaged); the walk then guesses switch points from
+	// the segments present.
+	UnreadableHistories []uint32       `json:"unreadable_histories"`
+	Window              *Window        `json:"window"` // nil: nothing is recoverable
+	Backups             []*backup.Meta `json:"-"`
+	Inventory           *Inventory     `json:"-"`
+	History             wal.History    `json:"-"` // of Timeline (as far as known)
+}
+
+// Analyze lists the repository's backups and WAL and walks the newest
+// timeline's history for continuity. ids may be nil: history files then come
+// from their plaintext metadata, when it is there.
+func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report, error) {
+	c, bound, err := r.Cluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l, err := backup.List(ctx, r.Store)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Backups: l.Backups}
+	if !bound {
+		return rep, nil // nothing archived yet
+	}
+	rep.SegSize = c.WalSegmentBytes
+	inv, err := Scan(ctx, r.Store, c.WalSegmentBytes)
+	if err != nil {
+		return nil, err
+	}
+	rep.Inventory = inv
+	rep.Timeline = inv.NewestTimeline()
+	for _, b := range l.Backups {
+		rep.Timeline = max(rep.Timeline, b.EndTimeline)
+	}
+	h, ok, err := readHistory(ctx, r, inv, rep.Timeline, ids)
+	if err != nil {
+		return nil, err
+	}
+	if !ok && rep.Timeline > 1 {
+		if _, present := inv.Histories[rep.Timeline]; present {
+			rep.UnreadableHistories = append(rep.UnreadableHistories, rep.Timeline)
+		}
+	}
+	rep.History = h
+	for tl := range inv.Segments {
+		if _, present := inv.Histories[tl]; tl > 1 && !present {
+			rep.MissingHistories = append(rep.MissingHistories, tl)
+		}
+	}
+	for _, e := range h.Entries {
+		if _, present := inv.Histories[e.Parent]; e.Parent > 1 && !present && !contains(rep.MissingHistories, e.Parent) {
+			rep.MissingHistories = append(rep.MissingHistories, e.Parent)
+		}
+	}
+	if _, present := inv.Histories[rep.Timeline]; rep.Timeline > 1 && !present && !contains(rep.MissingHistories, rep.Timeline) {
+		rep.MissingHistories = append(rep.MissingHistories, rep.Timeline)
+	}
+	sort.Slice(rep.MissingHistories, func(i, j int) bool { return rep.MissingHistories[i] < rep.MissingHistories[j] })
+
+	begins := timelineBegins(h, ok, inv)
+	tlFor := func(seg uint64) uint32 {
+		for _, b := range begins { // newest first
+			if b.seg <= seg {
+				return b.tli
+			}
+		}
+		return begins[len(begins)-1].tli
+	}
+	// The end: the newest segment that recovery along h would read.
+	var end uint64
+	found := false
+	for tl, segs := range inv.Segments {
+		for no := range segs {
+			if tlFor(no) == tl && (!found || no > end) {
+				end, found = no, true
+			}
+		}
+	}
+	onPath := func(b *backup.Meta) bool { return h.Contains(b.EndTimeline, b.End()) || !ok }
+	var start uint64
+	haveStart := false
+	for _, b := range l.Backups {
+		if onPath(b) {
+			start, haveStart = uint64(b.Start())/uint64(rep.SegSize), true
+			break
+		}
+	}
+	if !haveStart {
+		for tl, segs := range inv.Segments {
+			for no := range segs {
+				if tlFor(no) == tl && (!haveStart || no < start) {
+					start, haveStart = no, true
+				}
+			}
+		}
+	}
+	if !found || !haveStart {
+		return rep, nil
+	}
+	rep.From = wal.SegmentFileName(tlFor(start), start, rep.SegSize)
+	rep.To = wal.SegmentFileName(tlFor(end), end, rep.SegSize)
+	var lastGap uint64
+	haveGap := false
+	for no := start; no <= end; no++ {
+		rep.Checked++
+		tl := tlFor(no)
+		if _, ok := inv.Segments[tl][no]; ok {
+			continue
+		}
+		name := wal.SegmentFileName(tl, no, rep.SegSize)
+		if n := len(rep.Gaps); n > 0 && rep.Gaps[n-1].Timeline == tl && lastGap == no-1 {
+			rep.Gaps[n-1].Last = name
+			rep.Gaps[n-1].Count++
+		} else {
+			rep.Gaps = append(rep.Gaps, Gap{Timeline: tl, First: name, Last: name, Count: 1})
+		}
+		lastGap, haveGap = no, true
+	}
+	for _, b := range l.Backups {
+		bs, be := uint64(b.Start())/uint64(rep.SegSize), uint64(b.End())/uint64(rep.SegSize)
+		if !onPath(b) || (haveGap && bs <= lastGap) || be > end || bs < start {
+			continue
+		}
+		last := inv.Segments[tlFor(end)][end]
+		rep.Window = &Window{
+			FromBackup: b.ID, FromTime: b.StopTime, FromLSN: b.EndLSN,
+			ToSegment: rep.To, ToLSN: wal.LSN((end + 1) * uint64(rep.SegSize)).String(), ToArchivedAt: last.Info.ModTime,
+		}
+		break
+	}
+	return rep, nil
+}
+
+func contains(s []uint32, v uint32) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+type begin struct {
+	tli uint32
+	seg uint64
+}
+
+// timelineBegins returns, newest first, the segment at which each timeline
+// of the path begins: from the history when it was read, else guessed from
+// the segments present (each timeline begins at its lowest segment).
+func timelineBegins(h wal.History, known bool, inv *Inventory) []begin {
+	var bs []begin
+	if known {
+		prev := uint64(0)
+		for _, e := range h.Entries {
+			bs = append(bs, begin{e.Parent, prev})
+			prev = uint64(e.Switch) / uint64(inv.SegSize)
+		}
+		bs = append(bs, begin{h.TLI, prev})
+	} else {
+		for tl, segs := range inv.Segments {
+			if tl > h.TLI {
+				continue
+			}
+			lowest := uint64(1<<63 - 1)
+			for no := range segs {
+				lowest = min(lowest, no)
+			}
+			if tl == 1 {
+				lowest = 0
+			}
+			bs = append(bs, begin{tl, lowest})
+		}
+		if len(bs) == 0 {
+			bs = append(bs, begin{h.TLI, 0})
+		}
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].tli > bs[j].tli })
+	return bs
+}
+
+// MetaTimelines is the object metadata key under which a pushed history file
+// carries its entries in plaintext ("parent:switch,..."), so that continuity
+// checks work without the private identity.
+const MetaTimelines = wal.MetaTimelines
+
+// readHistory reads timeline tli's history: from the object's plaintext
+// metadata, else by decrypting it (ids). ok is false when it cannot be read.
+func readHistory(ctx context.Context, r *repo.Repo, inv *Inventory, tli uint32, ids *crypto.Identities) (wal.History, bool, error) {
+	if tli <= 1 {
+		return wal.History{TLI: 1}, true, nil
+	}
+	o, present := inv.Histories[tli]
+	if !present {
+		return wal.History{TLI: tli}, false, nil
+	}
+	info, err := r.Store.Stat(ctx, o.Info.Key)
+	if err != nil {
+		return wal.History{TLI: tli}, false, fmt.Errorf("read %s: %w", o.Name.Raw, err)
+	}
+	if v, ok := info.Meta[MetaTimelines]; ok {
+		h, err := wal.ParseTimelinesMeta(tli, v)
+		return h, err == nil, nil
+	}
+	if ids == nil && r.Config.Encrypted() {
+		return wal.History{TLI: tli}, false, nil
+	}
+	h, err := backup.TimelineHistory(ctx, r, tli, ids)
+	if err != nil {
+		return wal.History{TLI: tli}, false, nil
+	}
+	return h, true, nil
+}
+
+// SegNo parses a segment name's number for the report's segment size.
+func (rep *Report) SegNo(name string) (uint64, bool) {
+	n, err := wal.ParseName(name)
+	if err != nil {
+		return 0, false
+	}
+	return n.SegNo(rep.SegSize)
+}
+
+// Itoa is strconv.Itoa for uint32 timelines in messages.
+func Itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
