@@ -36,11 +36,9 @@
 set -euo pipefail
 export LC_ALL=C
 
-die() {
-	echo "backup.sh: ERROR: $*" >&2
-	exit 1
-}
-note() { echo "backup.sh: $*" >&2; }
+prog=backup.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCALE=${SCALE:-100}
@@ -57,78 +55,28 @@ for b in initdb pg_ctl pgbench psql pg_basebackup pg_verifybackup; do
 done
 
 declare -A pkg_of=([pgbackrest]=pgbackrest [age]=age [zstd]=zstd [/usr/bin/time]=time)
-missing=()
-for c in "${!pkg_of[@]}"; do
-	command -v "$c" >/dev/null 2>&1 || missing+=("${pkg_of[$c]}")
-done
-if ((${#missing[@]})); then
-	[[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (run as root, or install them)"
-	note "installing ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null ||
-		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; } ||
-		die "apt-get install ${missing[*]} failed"
-fi
-pgbr_version=$(pgbackrest version)
-[[ $pgbr_version == "pgBackRest 2.45" ]] || note "warning: expected pgBackRest 2.45, have: $pgbr_version"
+install_missing
+check_pgbackrest
 
 [[ $(id -u) == 0 ]] || die "run as root (pgark restore --owner postgres, runuser)"
-id postgres >/dev/null 2>&1 || die "no postgres user (apt-get install postgresql-15)"
-pg() { runuser -u postgres -- "$@"; }
-
-w=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/pgark-bench-XXXXXX")
-chmod 755 "$w"
-chown postgres: "$w"
-cleanup() {
-	pg "$PG_BIN/pg_ctl" -D "$w/data" -m immediate stop >/dev/null 2>&1 || true
-	if [[ ${KEEP:-0} == 1 ]]; then note "kept $w"; else rm -rf "$w"; fi
-}
-trap cleanup EXIT
+use_postgres
+make_workdir
 res="$w/results"
 pg mkdir "$res"
 
 # ---------------------------------------------------------------- pgark
-if [[ -n $pgark_bin ]]; then
-	cp "$pgark_bin" "$w/pgark"
-	pgark_rev="(PGARK_BIN=$pgark_bin)"
-else
-	note "building pgark"
-	(cd "$here" && CGO_ENABLED=0 go build -trimpath -o "$w/pgark" ./cmd/pgark) || die "go build ./cmd/pgark failed"
-	pgark_rev=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo "no commit")
-	pgark_rev="built from $here ($pgark_rev + working tree)"
-fi
-chmod 755 "$w/pgark"
-recipient=$(pg "$w/pgark" key generate --log-level warn "$w/identity.txt") || die "pgark key generate failed"
-[[ $recipient == age1* ]] || die "pgark key generate printed no recipient: $recipient"
-conf="$w/pgark.conf"
-pg tee "$conf" >/dev/null <<EOF
-repo = $w/repo-pgark
-age-recipients = $recipient
-age-identity-file = $w/identity.txt
-log-level = warn
-EOF
-pg "$w/pgark" init --config "$conf" --log-level warn >/dev/null || die "pgark init failed"
+setup_pgark
 
 # ---------------------------------------------------------------- the cluster
-port=$((20000 + RANDOM % 20000))
-while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-note "cluster: initdb, pgbench -i -s $SCALE (port $port)"
-pg "$PG_BIN/initdb" -D "$w/data" -U postgres -A trust --no-sync >/dev/null
+init_cluster
 grep -Eq '^host[[:space:]]+replication[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$w/data/pg_hba.conf" ||
 	echo "host replication all 127.0.0.1/32 trust" | pg tee -a "$w/data/pg_hba.conf" >/dev/null
 # pgbench -i's WAL is not archived (archive_command = /bin/true); pgark's comes after.
-pg tee -a "$w/data/postgresql.conf" >/dev/null <<EOF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$w'
-archive_mode = on
-archive_command = '/bin/true'
+cluster_conf <<EOF
 max_wal_size = 4GB
 max_wal_senders = 10
 EOF
-pg "$PG_BIN/pg_ctl" -D "$w/data" -l "$w/server.log" -w start >/dev/null || die "pg_ctl start failed (see $w/server.log; KEEP=1 keeps it)"
-psql() { pg "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atc "$1"; }
-pg "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s "$SCALE" -q postgres >"$w/pgbench-init.log" 2>&1 ||
-	die "pgbench -i failed: $(tail -3 "$w/pgbench-init.log")"
+start_cluster
 psql "ALTER SYSTEM SET archive_command = '$w/pgark wal-push --config $conf %p'" >/dev/null
 psql "SELECT pg_reload_conf()" >/dev/null
 psql "CHECKPOINT" >/dev/null

@@ -19,24 +19,39 @@
 # is compared with the original (cmp): a difference, or a command that fails, is an error
 # (exit 1); times never are.
 #
+# Then, on the DRAIN_SEGMENTS newest segments of the same run (the ones above among them),
+# a backlog drain and a recovery, as PostgreSQL's archiver and startup process make them
+# (bench/walsim plays them on a fake data directory):
+#   drain     DRAIN_SEGMENTS .ready segments, archive_command once per segment in name
+#             order, .ready -> .done on exit 0
+#   recovery  restore_command once per segment, in order, with recovery.signal
+# for pgark (push-ahead and prefetch into its spool, when the build has them), pgBackRest
+# with archive-async=y and process-max=2 (zst-3 + aes-256-cbc), and cp; first with local
+# repositories, then (S3=1) on S3: versitygw on loopback behind bench/latencyproxy, which
+# adds S3_DELAY to every request. It prints the total wall and CPU seconds (detached helpers
+# included) of each loop, the peak spool size during recovery, and pgark's ratios to
+# pgBackRest async and to cp. Every restored segment is compared with the original (cmp).
+#
 # Usage: bash bench/wal.sh        (as root: it runs PostgreSQL and the tools as `postgres`)
 # Environment:
 #   SEGMENTS=24       timed segments per tool (one more is taken for the warm-up)
+#   DRAIN_SEGMENTS=100  segments of the drain and recovery runs (0: none)
+#   S3=1              also the drain and recovery on S3 (needs versitygw: make deps)
+#   S3_DELAY=20ms     latency latencyproxy adds to every S3 request
+#   PUSH_AHEAD=8 PUSH_JOBS=2 FETCH_AHEAD=8 FETCH_JOBS=2   pgark's settings for those runs
 #   SCALE=20          pgbench -i scale
-#   PGBENCH_SECONDS=20  first pgbench run; more 10 s runs follow (up to PGBENCH_MAX_SECONDS=180
-#                     in all) until the run alone has filled SEGMENTS+1 segments
+#   PGBENCH_SECONDS=20  first pgbench run; more 10 s runs follow (up to PGBENCH_MAX_SECONDS=300
+#                     in all) until the run alone has filled SEGMENTS+1 segments and the
+#                     cluster DRAIN_SEGMENTS
 #   PGARK_BIN=path    use this pgark binary instead of building one from this tree
 #   PG_BIN=dir        PostgreSQL server binaries (default /usr/lib/postgresql/15/bin)
 #   BENCH_TMPDIR=/tmp where the work dir is made (every tool reads and writes there)
 #   KEEP=1            keep the work dir
 set -euo pipefail
 export LC_ALL=C
-
-die() {
-	echo "wal.sh: ERROR: $*" >&2
-	exit 1
-}
-note() { echo "wal.sh: $*" >&2; }
+prog=wal.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ====================================================================== measure phase
 # Runs as the postgres user (as PostgreSQL's archiver would), in a clean environment,
@@ -230,93 +245,76 @@ fi
 # ====================================================================== setup (root)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SEGMENTS=${SEGMENTS:-24}
+DRAIN_SEGMENTS=${DRAIN_SEGMENTS:-100}
+S3=${S3:-1}
+S3_DELAY=${S3_DELAY:-20ms}
 SCALE=${SCALE:-20}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-20}
-PGBENCH_MAX_SECONDS=${PGBENCH_MAX_SECONDS:-180}
+PGBENCH_MAX_SECONDS=${PGBENCH_MAX_SECONDS:-300}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 pgark_bin=${PGARK_BIN:-}
+versitygw=${PGARK_VERSITYGW:-${PGARK_CACHE:-/opt/pgark-cache}/bin/versitygw}
+# pgark's push-ahead/prefetch settings for the drain and recovery runs
+PUSH_AHEAD=${PUSH_AHEAD:-8} PUSH_JOBS=${PUSH_JOBS:-2} FETCH_AHEAD=${FETCH_AHEAD:-8} FETCH_JOBS=${FETCH_JOBS:-2}
 # Settings from the caller's environment must not reach pgark or pgBackRest.
 unset "${!PGARK_@}" "${!PGBACKREST_@}"
 [[ $SEGMENTS =~ ^[1-9][0-9]*$ ]] || die "SEGMENTS must be a positive number"
-((SEGMENTS <= 100)) || die "SEGMENTS must be at most 100 (wal_keep_size=2GB keeps 128 segments)"
+[[ $DRAIN_SEGMENTS =~ ^[0-9]+$ ]] || die "DRAIN_SEGMENTS must be a number (0: no drain/recovery runs)"
+((SEGMENTS <= 1000 && DRAIN_SEGMENTS <= 1000)) || die "SEGMENTS and DRAIN_SEGMENTS must be at most 1000"
+[[ $S3 == 0 || $S3 == 1 ]] || die "S3 must be 0 or 1"
+((DRAIN_SEGMENTS)) || S3=0
+[[ $S3_DELAY =~ ^[0-9]+(ms|s)$ ]] || die "S3_DELAY must be a duration such as 20ms"
+for v in PUSH_AHEAD PUSH_JOBS FETCH_AHEAD FETCH_JOBS; do
+	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number"
+done
 [[ -x $PG_BIN/initdb && -x $PG_BIN/pgbench ]] || die "no PostgreSQL server binaries in $PG_BIN (apt-get install postgresql-15)"
+((S3 == 0)) || [[ -x $versitygw ]] ||
+	die "S3 test server $versitygw not found: run make deps (bash .ci/deps.sh), or S3=0 to skip the S3 runs"
+command -v go >/dev/null 2>&1 || [[ ! -x /usr/local/go/bin/go ]] || PATH=$PATH:/usr/local/go/bin
 
 # Commands the benchmark needs, installed from Debian when missing (as root).
 declare -A pkg_of=([pgbackrest]=pgbackrest [age]=age [zstd]=zstd [/usr/bin/time]=time [cmp]=diffutils)
-missing=()
-for c in "${!pkg_of[@]}"; do
-	command -v "$c" >/dev/null 2>&1 || missing+=("${pkg_of[$c]}")
-done
-if ((${#missing[@]})); then
-	[[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (run as root, or install them)"
-	note "installing ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null ||
-		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; } ||
-		die "apt-get install ${missing[*]} failed"
-fi
-pgbr_version=$(pgbackrest version)
-[[ $pgbr_version == "pgBackRest 2.45" ]] || note "warning: expected pgBackRest 2.45, have: $pgbr_version"
+((S3 == 0)) || pkg_of[curl]=curl
+install_missing
+check_pgbackrest
 
-as_pg=()
-if [[ $(id -u) == 0 ]]; then
-	id postgres >/dev/null 2>&1 || die "no postgres user (apt-get install postgresql-15)"
-	as_pg=(runuser -u postgres --)
-fi
-pg() { "${as_pg[@]}" "$@"; }
-
-w=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/pgark-bench-XXXXXX")
-chmod 755 "$w"
-[[ ${#as_pg[@]} == 0 ]] || chown postgres: "$w"
-cleanup() {
-	pg "$PG_BIN/pg_ctl" -D "$w/data" -m immediate stop >/dev/null 2>&1 || true
-	if [[ ${KEEP:-0} == 1 ]]; then note "kept $w"; else rm -rf "$w"; fi
-}
-trap cleanup EXIT
+use_postgres
+make_workdir
 
 # ---------------------------------------------------------------- pgark
-if [[ -n $pgark_bin ]]; then
-	cp "$pgark_bin" "$w/pgark"
-	pgark_rev="(PGARK_BIN=$pgark_bin)"
-else
-	note "building pgark"
-	(cd "$here" && CGO_ENABLED=0 go build -trimpath -o "$w/pgark" ./cmd/pgark) || die "go build ./cmd/pgark failed"
-	pgark_rev=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo "no commit")
-	pgark_rev="built from $here ($pgark_rev + working tree)"
+setup_pgark
+if ((DRAIN_SEGMENTS)); then
+	note "building bench/walsim and bench/latencyproxy"
+	(cd "$here" && CGO_ENABLED=0 go build -trimpath -o "$w/walsim" ./bench/walsim &&
+		CGO_ENABLED=0 go build -trimpath -o "$w/latencyproxy" ./bench/latencyproxy) ||
+		die "go build ./bench/walsim ./bench/latencyproxy failed"
 fi
-chmod 755 "$w/pgark"
-recipient=$(pg "$w/pgark" key generate --log-level warn "$w/identity.txt") || die "pgark key generate failed"
-[[ $recipient == age1* ]] || die "pgark key generate printed no recipient: $recipient"
-pg tee "$w/pgark.conf" >/dev/null <<EOF
-repo = $w/repo-pgark
-age-recipients = $recipient
-age-identity-file = $w/identity.txt
-log-level = warn
-EOF
-pg "$w/pgark" init --config "$w/pgark.conf" --log-level warn >/dev/null || die "pgark init failed"
+# Whether this pgark has push-ahead and prefetch (their options are unknown keys before).
+ahead=0
+push_help=$("$w/pgark" wal-push --help 2>&1 || true)
+fetch_help=$("$w/pgark" wal-fetch --help 2>&1 || true)
+[[ $push_help == *push-ahead* && $fetch_help == *fetch-ahead* ]] && ahead=1
+((ahead)) || note "warning: this pgark has no push-ahead/fetch-ahead options: the drain and recovery runs use plain wal-push/wal-fetch"
 
 # ---------------------------------------------------------------- a cluster and its WAL
-port=$((20000 + RANDOM % 20000))
-while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-note "cluster: initdb, pgbench -i -s $SCALE (port $port)"
-pg "$PG_BIN/initdb" -D "$w/data" -U postgres -A trust --no-sync >/dev/null
-pg tee -a "$w/data/postgresql.conf" >/dev/null <<EOF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$w'
-archive_mode = on
-archive_command = '/bin/true'
-wal_keep_size = 2GB
-max_wal_size = 4GB
+# Segments: the SEGMENTS+1 newest for the per-segment table, the DRAIN_SEGMENTS newest for
+# the drain and recovery runs (the same files where they overlap), all kept by wal_keep_size.
+need=$((SEGMENTS + 1))
+total=$((DRAIN_SEGMENTS > need ? DRAIN_SEGMENTS : need))
+keep_mb=$(((total + 32) * 16))
+((keep_mb >= 2048)) || keep_mb=2048
+init_cluster
+cluster_conf <<EOF
+wal_keep_size = ${keep_mb}MB
+max_wal_size = $((keep_mb * 2 > 4096 ? keep_mb * 2 : 4096))MB
 synchronous_commit = off
 EOF
-pg "$PG_BIN/pg_ctl" -D "$w/data" -l "$w/server.log" -w start >/dev/null || die "pg_ctl start failed (see $w/server.log; KEEP=1 keeps it)"
-psql() { pg "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atc "$1"; }
-pg "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s "$SCALE" -q postgres >"$w/pgbench-init.log" 2>&1 ||
-	die "pgbench -i failed: $(tail -3 "$w/pgbench-init.log")"
+start_cluster
 psql "CHECKPOINT" >/dev/null
 curseg() { psql "SELECT pg_walfile_name(pg_current_wal_lsn())"; }
 segno() { echo $((16#${1:8:8} * 256 + 16#${1:16:8})); } # 16 MiB segments: 256 per "log"
-need=$((SEGMENTS + 1))
+# completed: the segments before the current one (which is still being written)
+completed() { pg ls "$w/data/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort | awk -v c="$cur" '$0 < c'; }
 oltp_start=$(curseg)
 ran=0 secs=$PGBENCH_SECONDS
 while :; do
@@ -325,23 +323,122 @@ while :; do
 		die "pgbench failed: $(tail -3 "$w/pgbench-run.log")"
 	ran=$((ran + secs))
 	cur=$(curseg)
-	(($(segno "$cur") - $(segno "$oltp_start") >= need)) && break
+	(($(segno "$cur") - $(segno "$oltp_start") >= need && $(completed | wc -l) >= total)) && break
 	((ran + 10 <= PGBENCH_MAX_SECONDS)) || break
 	secs=10
 done
 tps=$(grep -o 'tps = [0-9.]*' "$w/pgbench-run.log" | tail -1 | awk '{printf "%.0f", $3}')
 
-# pgBackRest stanzas (they need the running cluster), one plain, one with a cipher.
-for kind in plain cipher; do
+# ---------------------------------------------------------------- S3: versitygw behind latencyproxy
+s3_key=pgarkbenchaccess s3_secret=pgarkbenchsecret0123456789 s3_region=us-east-1 bucket=bench
+if ((S3)); then
+	s3port=$(free_port)
+	mkdir "$w/s3"
+	ROOT_ACCESS_KEY=$s3_key ROOT_SECRET_KEY=$s3_secret "$versitygw" --port "127.0.0.1:$s3port" --region "$s3_region" \
+		--quiet posix "$w/s3" >"$w/versitygw.log" 2>&1 &
+	cleanup_pids+=($!)
+	"$w/latencyproxy" -listen 127.0.0.1:0 -tls-listen 127.0.0.1:0 -target "http://127.0.0.1:$s3port" \
+		-delay "$S3_DELAY" >"$w/latencyproxy.out" 2>"$w/latencyproxy.log" &
+	cleanup_pids+=($!)
+	# s3curl URL [curl args]: a SigV4-signed request (empty payload)
+	s3curl() {
+		local u=$1
+		shift
+		curl -sS -f -k -o /dev/null --aws-sigv4 "aws:amz:$s3_region:s3" --user "$s3_key:$s3_secret" \
+			-H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" "$@" "$u"
+	}
+	for _ in $(seq 300); do
+		curl -s -o /dev/null "http://127.0.0.1:$s3port/" && [[ $(wc -l <"$w/latencyproxy.out") == 2 ]] && break
+		sleep 0.1
+	done
+	curl -s -o /dev/null "http://127.0.0.1:$s3port/" ||
+		die "versitygw does not answer on 127.0.0.1:$s3port: $(tail -5 "$w/versitygw.log")"
+	[[ $(wc -l <"$w/latencyproxy.out") == 2 ]] || die "latencyproxy did not start: $(tail -5 "$w/latencyproxy.log")"
+	proxy_http=$(sed -n 1p "$w/latencyproxy.out")
+	proxy_tls_port=$(sed -n 2p "$w/latencyproxy.out")
+	proxy_tls_port=${proxy_tls_port##*:}
+	s3curl "http://127.0.0.1:$s3port/$bucket" -X PUT || die "creating the bucket on versitygw failed"
+	# Signed requests must pass the proxy unchanged (the Host header is signed).
+	a=$EPOCHREALTIME
+	s3curl "$proxy_http/$bucket?list-type=2" || die "a signed request through latencyproxy (HTTP) failed"
+	b=$EPOCHREALTIME
+	s3curl "https://127.0.0.1:$proxy_tls_port/$bucket?list-type=2" || die "a signed request through latencyproxy (HTTPS) failed"
+	note "S3: versitygw on 127.0.0.1:$s3port, latencyproxy (+$S3_DELAY) at $proxy_http and https://127.0.0.1:$proxy_tls_port; one request through it: $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.1f", (b - a) * 1000}') ms"
+fi
+# s3env: the environment for a pgark that uses the S3 store
+s3env=(AWS_ACCESS_KEY_ID="$s3_key" AWS_SECRET_ACCESS_KEY="$s3_secret" AWS_REGION="$s3_region" AWS_EC2_METADATA_DISABLED=true)
+
+# pgark repositories for the drain and recovery runs (new, empty: the per-segment table
+# already pushed some of these segments to $w/repo-pgark), local and S3.
+pgark_conf() { # VARIANT: writes $w/pgark-VARIANT.conf and runs pgark init
+	{
+		case $1 in
+		local) echo "repo = $w/repo-pgark-local" ;;
+		s3)
+			echo "repo = s3://$bucket/pgark"
+			echo "s3-endpoint = $proxy_http"
+			echo "s3-force-path-style = true"
+			echo "s3-region = $s3_region"
+			;;
+		esac
+		echo "age-recipients = $recipient"
+		echo "age-identity-file = $w/identity.txt"
+		echo "log-level = warn"
+		if ((ahead)); then
+			echo "spool-dir = $w/spool-pgark-$1"
+			echo "push-ahead = $PUSH_AHEAD"
+			echo "push-jobs = $PUSH_JOBS"
+			echo "fetch-ahead = $FETCH_AHEAD"
+			echo "fetch-jobs = $FETCH_JOBS"
+		fi
+	} | pg tee "$w/pgark-$1.conf" >/dev/null
+	pg env -i PATH="$PATH" HOME="$w" "${s3env[@]}" "$w/pgark" init --config "$w/pgark-$1.conf" --log-level warn >/dev/null ||
+		die "pgark init ($1) failed"
+}
+variants=()
+if ((DRAIN_SEGMENTS)); then
+	variants=(local)
+	((S3 == 0)) || variants+=(s3)
+	for v in "${variants[@]}"; do pgark_conf "$v"; done
+fi
+
+# pgBackRest stanzas (they need the running cluster): for the per-segment table one plain,
+# one with a cipher (archive-async=n); for the drain and recovery runs, with a cipher,
+# archive-async=y and process-max=2, one local and one on S3 (HTTPS through latencyproxy).
+pgbr_conf() { # KIND
 	{
 		echo "[global]"
-		echo "repo1-path=$w/repo-pgbr-$kind"
-		[[ $kind == cipher ]] && echo "repo1-cipher-type=aes-256-cbc" &&
+		case $1 in
+		plain | cipher | async) echo "repo1-path=$w/repo-pgbr-$1" ;;
+		s3)
+			echo "repo1-type=s3"
+			echo "repo1-path=/pgbr"
+			echo "repo1-s3-bucket=$bucket"
+			echo "repo1-s3-endpoint=127.0.0.1"
+			echo "repo1-storage-port=$proxy_tls_port"
+			echo "repo1-s3-uri-style=path"
+			echo "repo1-storage-verify-tls=n"
+			echo "repo1-s3-key=$s3_key"
+			echo "repo1-s3-key-secret=$s3_secret"
+			echo "repo1-s3-region=$s3_region"
+			;;
+		esac
+		[[ $1 != plain ]] && echo "repo1-cipher-type=aes-256-cbc" &&
 			echo "repo1-cipher-pass=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 		echo "compress-type=zst"
 		echo "compress-level=3"
-		echo "archive-async=n"
-		echo "lock-path=$w/pgbr-lock"
+		case $1 in
+		plain | cipher)
+			echo "archive-async=n"
+			echo "lock-path=$w/pgbr-lock"
+			;;
+		*)
+			echo "archive-async=y"
+			echo "process-max=2"
+			echo "spool-path=$w/spool-pgbr-$1"
+			echo "lock-path=$w/pgbr-lock-$1"
+			;;
+		esac
 		echo "log-path=$w/pgbr-log"
 		echo "log-level-console=warn"
 		echo "log-level-file=off"
@@ -350,21 +447,30 @@ for kind in plain cipher; do
 		echo "pg1-port=$port"
 		echo "pg1-socket-path=$w"
 		echo "pg1-user=postgres"
-	} | pg tee "$w/pgbr-$kind.conf" >/dev/null
-	pg chmod 600 "$w/pgbr-$kind.conf"
-	pg pgbackrest --config="$w/pgbr-$kind.conf" --stanza=demo stanza-create ||
-		die "pgbackrest stanza-create ($kind) failed"
+	} | pg tee "$w/pgbr-$1.conf" >/dev/null
+	pg chmod 600 "$w/pgbr-$1.conf"
+	pg pgbackrest --config="$w/pgbr-$1.conf" --stanza=demo stanza-create ||
+		die "pgbackrest stanza-create ($1) failed"
+}
+pgbr_conf plain
+pgbr_conf cipher
+for v in "${variants[@]}"; do
+	case $v in local) pgbr_conf async ;; s3) pgbr_conf s3 ;; esac
 done
 
-# The newest completed segments (the current one is still being written).
-mapfile -t completed < <(pg ls "$w/data/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort | awk -v c="$cur" '$0 < c')
-((${#completed[@]} >= need)) || die "only ${#completed[@]} completed segments, need $need: lower SEGMENTS"
+mapfile -t completed < <(completed)
+((${#completed[@]} >= total)) ||
+	die "only ${#completed[@]} completed segments, need $total: lower SEGMENTS or DRAIN_SEGMENTS, or raise PGBENCH_MAX_SECONDS"
 picked=("${completed[@]: -$need}")
+drained=()
+((DRAIN_SEGMENTS == 0)) || drained=("${completed[@]: -$DRAIN_SEGMENTS}")
 oltp=0
 for s in "${picked[@]}"; do [[ $s > $oltp_start || $s == "$oltp_start" ]] && oltp=$((oltp + 1)); done
+drain_oltp=0
+for s in "${drained[@]}"; do [[ $s > $oltp_start || $s == "$oltp_start" ]] && drain_oltp=$((drain_oltp + 1)); done
 pg "$PG_BIN/pg_ctl" -D "$w/data" -m fast stop >/dev/null
 pg mkdir "$w/segs"
-for s in "${picked[@]}"; do pg cp "$w/data/pg_wal/$s" "$w/segs/$s"; done
+for s in "${completed[@]: -$total}"; do pg cp "$w/data/pg_wal/$s" "$w/segs/$s"; done
 segsize=$(stat -c %s "$w/segs/${picked[0]}")
 pg tee "$w/bench.env" >/dev/null <<EOF
 pgark=$(printf %q "$w/pgark")
@@ -375,13 +481,104 @@ segs=(${picked[*]:1})
 segsize=$segsize
 EOF
 cp "${BASH_SOURCE[0]}" "$w/wal.sh"
-chmod 644 "$w/wal.sh"
+cp "$here/bench/lib.sh" "$w/lib.sh"
+chmod 644 "$w/wal.sh" "$w/lib.sh"
 
 # ---------------------------------------------------------------- measure (as postgres)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 note "measuring: $SEGMENTS segments (+1 warm-up) per tool, one process per segment"
 pg env -i PATH="$PATH" HOME="$w" LC_ALL=C TMPDIR="$w" bash "$w/wal.sh" --measure "$w" ||
 	die "measurement failed"
+
+# ---------------------------------------------------------------- drain and recovery (as postgres)
+# Each run is one walsim process (as postgres, clean environment): it plays PostgreSQL's
+# archiver (drain) or startup process (recovery) on a fake data directory made of hard
+# links to the segments and a copy of the cluster's global/pg_control, and reports the
+# loop's wall time, the CPU of every process it started (detached helpers included: it is
+# their subreaper and waits for them) and the peak size of the tool's spool.
+declare -A spooldir=([pgark-local]="$w/spool-pgark-local" [pgark-s3]="$w/spool-pgark-s3"
+	[pgbr-local]="$w/spool-pgbr-async" [pgbr-s3]="$w/spool-pgbr-s3")
+fakedata() { # DIR [drain]: a data directory with global/pg_control; for drain, the segments, .ready
+	pg mkdir -m 700 "$1" "$1/global" "$1/pg_wal" "$1/pg_wal/archive_status"
+	pg cp "$w/data/global/pg_control" "$1/global/pg_control"
+	[[ ${2-} == drain ]] || return 0
+	(cd "$w/segs" && pg ln "${drained[@]}" "$1/pg_wal/")
+	(cd "$1/pg_wal/archive_status" && pg touch "${drained[@]/%/.ready}")
+}
+# walsim_run NAME MODE DIR COMMAND [walsim options]
+walsim_run() {
+	local name=$1 mode=$2 dir=$3 cmd=$4
+	shift 4
+	local -a env=(PATH="$PATH" HOME="$w" LC_ALL=C TMPDIR="$w")
+	[[ $name == *-s3-* ]] && env+=("${s3env[@]}")
+	sync
+	runs+=("$name")
+	if ! pg env -i "${env[@]}" "$w/walsim" "$mode" -pgdata "$dir" -out "$r/$name" -log "$r/$name.log" \
+		-times "$r/$name.times" "$@" -- "$cmd" 2>"$r/$name.err"; then
+		cat "$r/$name.err" >&2
+		[[ -s $r/$name.log ]] && tail -20 "$r/$name.log" >&2
+		die "$name failed (the commands' output is above; KEEP=1 keeps $w)"
+	fi
+	[[ -s $r/$name.err ]] && cat "$r/$name.err" >&2
+	note "$name: $(cat "$r/$name")"
+}
+drain_cmd() { # TOOL VARIANT DIR
+	case $1 in
+	pgark) echo "$w/pgark wal-push --config $w/pgark-$2.conf %p" ;;
+	pgbr) echo "pgbackrest --config=$w/pgbr-$([[ $2 == local ]] && echo async || echo s3).conf --stanza=demo --pg1-path=$3 archive-push %p" ;;
+	cp) echo "cp %p $w/store-drain-cp/%f" ;;
+	esac
+}
+recovery_cmd() { # TOOL VARIANT DIR
+	case $1 in
+	pgark) echo "$w/pgark wal-fetch --config $w/pgark-$2.conf %f %p" ;;
+	pgbr) echo "pgbackrest --config=$w/pgbr-$([[ $2 == local ]] && echo async || echo s3).conf --stanza=demo --pg1-path=$3 archive-get %f %p" ;;
+	cp) echo "cp $w/store-drain-cp/%f %p" ;;
+	esac
+}
+r="$w/results"
+runs=()
+if ((DRAIN_SEGMENTS)); then
+	printf '%s\n' "${drained[@]}" | pg tee "$w/drain.list" >/dev/null
+	pg mkdir "$w/store-drain-cp"
+	# As in the measure phase: have the host back about the page cache these runs fill (the
+	# cp store, the restored copies kept for cmp, spools, repositories), then free it.
+	prefault_mib=$((DRAIN_SEGMENTS * segsize * 4 / 1048576 + 512))
+	note "pre-faulting ${prefault_mib} MiB of page cache"
+	pg dd if=/dev/zero of="$w/prefault" bs=1M count="$prefault_mib" status=none
+	rm -f "$w/prefault"
+	sync
+	drain_load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+	for v in "${variants[@]}"; do
+		# cp has no S3 path: the S3 table shows the local cp. The order rotates per variant.
+		case $v in local) dtools=(pgark pgbr cp) ;; s3) dtools=(pgbr pgark) ;; esac
+		note "drain ($v): $DRAIN_SEGMENTS segments x ${#dtools[@]} tools"
+		for t in "${dtools[@]}"; do
+			d="$w/drain-$v-$t"
+			fakedata "$d" drain
+			walsim_run "drain-$v-$t" drain "$d" "$(drain_cmd "$t" "$v" "$d")"
+			n=$(find "$d/pg_wal/archive_status" -name '*.done' | wc -l)
+			((n == DRAIN_SEGMENTS)) || die "drain-$v-$t: $n of $DRAIN_SEGMENTS segments marked .done"
+			rm -rf "$d"
+		done
+		note "recovery ($v): $DRAIN_SEGMENTS segments x ${#dtools[@]} tools"
+		for t in "${dtools[@]}"; do
+			d="$w/recovery-$v-$t"
+			fakedata "$d"
+			pg mkdir "$d.keep"
+			spool_opt=()
+			[[ -n ${spooldir[$t-$v]-} ]] && spool_opt=(-spool "${spooldir[$t-$v]}")
+			walsim_run "recovery-$v-$t" recover "$d" "$(recovery_cmd "$t" "$v" "$d")" \
+				-segs "$w/drain.list" -keep "$d.keep" "${spool_opt[@]}"
+			for s in "${drained[@]}"; do
+				cmp -s "$w/segs/$s" "$d.keep/$s" ||
+					die "recovery-$v-$t: fetched $s differs from the original (KEEP=1 keeps $d.keep/$s)"
+			done
+			rm -rf "$d" "$d.keep"
+		done
+	done
+	drain_load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+fi
 
 # ---------------------------------------------------------------- report
 r="$w/results"
@@ -451,3 +648,85 @@ fsync: whether the tool makes what it wrote durable before exiting (cp, zstd and
   their times exclude write-back; dd conv=fsync is a plain durable copy for reference).
 Process start-up alone (median of 11, no work): pgark --help ${su_pgark} ms, pgbackrest version ${su_pgbr} ms, cp --version ${su_cp} ms.
 EOF
+
+# ---------------------------------------------------------------- report: drain and recovery
+((DRAIN_SEGMENTS)) || exit 0
+# get RUN KEY: a value from walsim's result line
+get() { tr ' ' '\n' <"$r/$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
+secs() { awk -v s="$1" 'BEGIN {printf "%.2f", s}'; }
+# callstat FILE: "median/max" ms of walsim's per-call times (NAME MS lines)
+callstat() { awk '{print $2}' "$1" | sort -g | awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.0f/%.0f", m, v[NR]}'; }
+row2() { printf "%-40s %8s %11s %11s %14s %10s\n" "$@"; }
+declare -A dlabel=([pgark]="pgark (zstd-3+age)" [pgbr]="pgBackRest async zst+aes, process-max 2" [cp]="cp")
+echo
+echo "== Backlog drain and recovery: $DRAIN_SEGMENTS segments, one process per segment as PostgreSQL runs them"
+echo "segments:   the $DRAIN_SEGMENTS newest of this run ($drain_oltp from pgbench -c 4, $((DRAIN_SEGMENTS - drain_oltp)) from pgbench -i); the per-segment table's are among them"
+echo "drain:      a data directory copy with pg_wal/archive_status/*.ready; archive_command for each in name order"
+echo "            (sh -c, working directory = the data directory), .ready renamed .done on exit 0"
+echo "recovery:   restore_command '... %f pg_wal/RECOVERYXLOG' for each segment in order, with recovery.signal"
+echo "            (removed after the last one, as at the end of recovery)"
+if ((ahead)); then
+	echo "pgark:      push-ahead $PUSH_AHEAD, push-jobs $PUSH_JOBS, fetch-ahead $FETCH_AHEAD, fetch-jobs $FETCH_JOBS, spool-dir in the work dir"
+else
+	echo "pgark:      WITHOUT push-ahead/prefetch (this build has no such options): plain wal-push/wal-fetch"
+fi
+echo "pgBackRest: archive-async=y, process-max=2, compress zst-3, aes-256-cbc, archive-get-queue-max 128MiB (default)"
+((S3)) && echo "S3:         versitygw (posix) on 127.0.0.1 behind bench/latencyproxy adding $S3_DELAY to every request (HTTP for pgark, HTTPS for pgBackRest)"
+echo "verified:   every segment every tool restored is byte-identical to the original (cmp)"
+echo "load:       load average before/after these runs: $drain_load_before / $drain_load_after; run order: local pgark, pgBackRest, cp$( ((S3)) && echo "; S3 pgBackRest, pgark")"
+declare -A dw dc rw rc sp
+for v in "${variants[@]}"; do
+	echo
+	case $v in
+	local) echo "local repository" ;;
+	s3) echo "S3 + $S3_DELAY per request" ;;
+	esac
+	row2 "" "drain s" "drain CPU s" "recovery s" "recovery CPU s" "spool MiB"
+	for t in pgark pgbr cp; do
+		src=$v
+		[[ $t == cp ]] && src=local
+		dw[$t]=$(secs "$(get "drain-$src-$t" wall_s)")
+		dc[$t]=$(secs "$(get "drain-$src-$t" cpu_s)")
+		rw[$t]=$(secs "$(get "recovery-$src-$t" wall_s)")
+		rc[$t]=$(secs "$(get "recovery-$src-$t" cpu_s)")
+		sp[$t]=$(awk -v b="$(get "recovery-$src-$t" peak_spool_bytes)" 'BEGIN {printf "%.0f", b / 1048576}')
+		[[ $t == cp ]] && sp[$t]="-"
+		name=${dlabel[$t]}
+		[[ $t == cp && $v == s3 ]] && name="cp (local disk, as above)"
+		row2 "$name" "${dw[$t]}" "${dc[$t]}" "${rw[$t]}" "${rc[$t]}" "${sp[$t]}"
+	done
+	for b in pgbr cp; do
+		row2 "pgark / $([[ $b == pgbr ]] && echo "pgBackRest async" || echo cp)" \
+			"$(ratio "${dw[pgark]}" "${dw[$b]}")" "$(ratio "${dc[pgark]}" "${dc[$b]}")" \
+			"$(ratio "${rw[pgark]}" "${rw[$b]}")" "$(ratio "${rc[pgark]}" "${rc[$b]}")" ""
+	done
+	printf "per call, median / max ms:"
+	for m in drain recovery; do
+		printf " %s" "$m"
+		for t in pgark pgbr cp; do
+			src=$v
+			[[ $t == cp ]] && src=local
+			printf " %s %s%s" "$t" "$(callstat "$r/$m-$src-$t.times")" "$([[ $t == cp ]] && echo ";" || echo ",")"
+		done
+	done
+	echo
+	goal=$(awk -v a="${rw[pgark]}" -v b="${rw[cp]}" 'BEGIN {print (b > 0 && a / b < 1.5) ? "met" : "NOT met"}')
+	echo "goal, pgark recovery under 1.5x cp: $goal ($(ratio "${rw[pgark]}" "${rw[cp]}")x)"
+done
+cat <<EOF
+
+drain s / recovery s: wall time of the loop, first command started to last command returned.
+CPU s: user+sys of every process the loop started (sh -c included), with the detached helpers
+  (pgBackRest's async process, pgark's prefetch helper) until they exit.
+spool MiB: peak total size of the tool's spool directory during recovery (sampled every 100 ms).
+Ratios: pgark's figure divided by the other's (below 1 favours pgark).
+EOF
+# Anything the commands printed (log-level warn: nothing is expected), helpers killed.
+for n in "${runs[@]}"; do
+	if [[ -s $r/$n.log ]]; then
+		echo "note: $n: the commands printed $(wc -l <"$r/$n.log") line(s), the first ones:"
+		head -5 "$r/$n.log" | sed 's/^/  /'
+	fi
+	k=$(get "$n" killed)
+	((k == 0)) || echo "note: $n: $k helper process(es) still running 90 s after the loop, killed: $(grep -c killed "$r/$n.err") (see $r/$n.err)"
+done

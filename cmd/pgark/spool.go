@@ -49,16 +49,21 @@ func spoolBase(env *cmdEnv) (string, error) {
 		}
 		return filepath.Clean(v), nil
 	}
-	var base string
+	var candidates []string
 	if x := env.getenv("XDG_CACHE_HOME"); filepath.IsAbs(x) {
-		base = filepath.Join(x, "pgark")
+		candidates = append(candidates, filepath.Join(x, "pgark"))
 	} else if h := env.getenv("HOME"); filepath.IsAbs(h) && h != "/" {
-		base = filepath.Join(h, ".cache", "pgark")
+		candidates = append(candidates, filepath.Join(h, ".cache", "pgark"))
 	}
-	if base == "" || inside(base, pgdataDir(env)) {
-		base = filepath.Join(os.TempDir(), fmt.Sprintf("pgark-%d", os.Geteuid()))
+	tmp := fmt.Sprintf("pgark-%d", os.Geteuid())
+	candidates = append(candidates, filepath.Join(os.TempDir(), tmp), filepath.Join("/tmp", tmp))
+	for _, c := range candidates {
+		if !inside(c, pgdataDir(env)) {
+			return c, nil
+		}
 	}
-	return base, nil
+	env.log.Warn("push-ahead and prefetch are off: no spool directory outside the data directory; set spool-dir", "pgdata", pgdataDir(env))
+	return "", nil
 }
 
 // inside reports whether path is dir or lies under it.
