@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -127,6 +126,31 @@ type Report struct {
 	Backups             []*backup.Meta `json:"-"`
 	Inventory           *Inventory     `json:"-"`
 	History             wal.History    `json:"-"` // of Timeline (as far as known)
+	// HistoryKnown says whether History was read (else switch points are
+	// guessed from the segments present).
+	HistoryKnown bool `json:"-"`
+
+	begins []begin
+}
+
+// TimelineOf is the timeline recovery along the newest timeline reads
+// segment number no from.
+func (rep *Report) TimelineOf(no uint64) uint32 {
+	for _, b := range rep.begins { // newest first
+		if b.seg <= no {
+			return b.tli
+		}
+	}
+	if len(rep.begins) == 0 {
+		return rep.Timeline
+	}
+	return rep.begins[len(rep.begins)-1].tli
+}
+
+// SegmentName is the name of segment number no on the timeline recovery
+// reads it from.
+func (rep *Report) SegmentName(no uint64) string {
+	return wal.SegmentFileName(rep.TimelineOf(no), no, rep.SegSize)
 }
 
 // Analyze lists the repository's backups and WAL and walks the newest
@@ -164,7 +188,7 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 			rep.UnreadableHistories = append(rep.UnreadableHistories, rep.Timeline)
 		}
 	}
-	rep.History = h
+	rep.History, rep.HistoryKnown = h, ok
 	for tl := range inv.Segments {
 		if _, present := inv.Histories[tl]; tl > 1 && !present {
 			rep.MissingHistories = append(rep.MissingHistories, tl)
@@ -180,15 +204,8 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 	}
 	sort.Slice(rep.MissingHistories, func(i, j int) bool { return rep.MissingHistories[i] < rep.MissingHistories[j] })
 
-	begins := timelineBegins(h, ok, inv)
-	tlFor := func(seg uint64) uint32 {
-		for _, b := range begins { // newest first
-			if b.seg <= seg {
-				return b.tli
-			}
-		}
-		return begins[len(begins)-1].tli
-	}
+	rep.begins = timelineBegins(h, ok, inv)
+	tlFor := rep.TimelineOf
 	// The end: the newest segment that recovery along h would read.
 	var end uint64
 	found := false
@@ -343,6 +360,3 @@ func (rep *Report) SegNo(name string) (uint64, bool) {
 	}
 	return n.SegNo(rep.SegSize)
 }
-
-// Itoa is strconv.Itoa for uint32 timelines in messages.
-func Itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }

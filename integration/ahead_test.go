@@ -383,6 +383,13 @@ func TestPrefetchFollowsTimeline(t *testing.T) {
 	f.WaitFor(t, 2*time.Minute, func() bool { return readyCount(t, f) == 0 })
 	f.Stop(t)
 
+	// verify walks timeline 1 up to the switch and timeline 2 after it: no
+	// false gap at the switch point, and the abandoned segments of
+	// timeline 1 are not needed.
+	if r := pgark(t, nil, "verify", "--config", a.localConf); r.code != 0 || !strings.Contains(r.stdout, "continuity: OK") {
+		t.Fatalf("verify across a timeline switch: %s", r)
+	}
+
 	// Recovery from the first backup to the latest timeline.
 	dir := filepath.Join(a.shared, "latest")
 	mustOK(t, pgark(t, nil, "restore", "--config", a.localConf, "--owner", "postgres", "latest", dir))

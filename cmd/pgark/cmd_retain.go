@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgark/pgark/archive"
+	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/retention"
+)
+
+func init() {
+	commands = append(commands, &command{
+		name:    "retain",
+		args:    "",
+		summary: "delete the backups and WAL outside the retention policy (never what a kept backup needs)",
+		help: `Applies the retention policy: --keep-last N keeps the N newest backups on the
+current (newest) timeline; --keep-within PERIOD (14d, 2w, 36h) keeps everything
+needed to recover to any point in that period, which includes the newest
+backup that became consistent before the period starts. With both, a backup
+that either keeps is kept. The newest backup is always kept. The policy can
+live in the config file, so that cron runs a bare "pgark retain".
+
+Backups are ordered by their recorded LSNs and stop times, never by their
+names. Only backups on the newest timeline's history count as its newest:
+after a point-in-time restore, backups on the abandoned timeline are kept
+while they are newer than the oldest kept backup (or inside the window), and
+deleted after that.
+
+Then WAL that no kept backup needs is deleted: everything before the oldest
+kept backup's start segment, on every timeline. History files are kept.
+
+Each backup's completion marker (backup.json) is deleted first, then its
+objects, then the WAL: a run interrupted at any point leaves a repository that
+"pgark verify" accepts (a half-deleted backup is listed as incomplete and
+deleted by the next run). --dry-run prints what would go and what stays, and
+why; a real run prints the same list.
+
+` + exitCodesHelp,
+		run: runRetain,
+	})
+	rc := []string{"retain"}
+	options = append(options,
+		option{"keep-last", "0", "retain: keep the newest N backups on the current timeline (0: not set)", "int", rc},
+		option{"keep-within", "", "retain: keep what recovery to any point in this period needs, e.g. 14d, 2w, 36h", "string", rc},
+		option{"dry-run", "false", "retain: print what would be deleted and kept, delete nothing", "bool", rc},
+	)
+}
+
+type retainJSON struct {
+	Format     int                `json:"format"`
+	Repository string             `json:"repository"`
+	DryRun     bool               `json:"dry_run"`
+	KeepLast   int                `json:"keep_last"`
+	KeepWithin string             `json:"keep_within"`
+	Timeline   uint32             `json:"timeline"`
+	Backups    []retainBackupJSON `json:"backups"`
+	Leftovers  []string           `json:"incomplete_deleted"`
+	WAL        retainWALJSON      `json:"wal"`
+}
+
+type retainBackupJSON struct {
+	ID       string    `json:"id"`
+	StopTime time.Time `json:"stop_time"`
+	Timeline uint32    `json:"timeline"`
+	StartLSN string    `json:"start_lsn"`
+	EndLSN   string    `json:"end_lsn"`
+	Keep     bool      `json:"keep"`
+	Why      string    `json:"why"`
+}
+
+type retainWALJSON struct {
+	KeepFrom    string `json:"keep_from"`
+	Deleted     int    `json:"deleted"`
+	DeleteFirst string `json:"delete_first,omitempty"`
+	DeleteLast  string `json:"delete_last,omitempty"`
+	Kept        int    `json:"kept"`
+}
+
+func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 0 {
+		return usageErrorf("retain takes no arguments (the policy: --keep-last, --keep-within)")
+	}
+	asJSON, err := env.s.boolean("json")
+	if err != nil {
+		return err
+	}
+	dry, err := env.s.boolean("dry-run")
+	if err != nil {
+		return err
+	}
+	p := retention.Policy{Now: time.Now()}
+	if p.KeepLast, err = nonNegative(env, "keep-last"); err != nil {
+		return err
+	}
+	if v := env.s.str("keep-within"); v != "" {
+		if p.KeepWithin, err = retention.ParseDuration(v); err != nil {
+			return usageErrorf("keep-within (%s): %v", env.s.src["keep-within"], err)
+		}
+	}
+	if p.KeepLast == 0 && p.KeepWithin == 0 {
+		return usageErrorf("no retention policy: set --keep-last and/or --keep-within (or keep-last / keep-within in the config file)")
+	}
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	ids, err := identities(env)
+	if err != nil {
+		return err
+	}
+	rep, err := archive.Analyze(ctx, r, ids)
+	if err != nil {
+		return err
+	}
+	l, err := backup.List(ctx, r.Store)
+	if err != nil {
+		return err
+	}
+	plan, err := retention.MakePlan(rep, l.Incomplete, p)
+	if err != nil {
+		return err
+	}
+	out := retainJSON{Format: 1, Repository: r.Store.String(), DryRun: dry, KeepLast: p.KeepLast, Timeline: plan.Timeline,
+		Backups: []retainBackupJSON{}, Leftovers: nonNil(plan.Leftovers),
+		WAL: retainWALJSON{KeepFrom: plan.KeepWALAt, Deleted: len(plan.DeleteWAL), Kept: plan.KeptWAL}}
+	if p.KeepWithin > 0 {
+		out.KeepWithin = retention.FormatDuration(p.KeepWithin)
+	}
+	for _, d := range plan.Backups {
+		out.Backups = append(out.Backups, retainBackupJSON{ID: d.Backup.ID, StopTime: d.Backup.StopTime, Timeline: d.Backup.EndTimeline,
+			StartLSN: d.Backup.StartLSN, EndLSN: d.Backup.EndLSN, Keep: d.Keep, Why: d.Why})
+	}
+	if n := len(plan.DeleteWAL); n > 0 {
+		out.WAL.DeleteFirst, out.WAL.DeleteLast = plan.DeleteWAL[0].Name.Raw, plan.DeleteWAL[n-1].Name.Raw
+	}
+	if asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		printRetain(env.stdout, &out)
+	}
+	if dry {
+		return nil
+	}
+	return retention.Apply(ctx, r.Store, plan, env.log)
+}
+
+func printRetain(w io.Writer, o *retainJSON) {
+	verb, keep := "DELETE", "keep"
+	if o.DryRun {
+		verb = "would delete"
+	}
+	policy := ""
+	if o.KeepLast > 0 {
+		policy = fmt.Sprintf("keep-last %d", o.KeepLast)
+	}
+	if o.KeepWithin != "" {
+		if policy != "" {
+			policy += ", "
+		}
+		policy += "keep-within " + o.KeepWithin
+	}
+	fmt.Fprintf(w, "repository %s, policy %s, newest timeline %d\n", o.Repository, policy, o.Timeline)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "BACKUP\tSTOP (UTC)\tTL\tLSN\tACTION\tWHY\n")
+	for _, b := range o.Backups {
+		act := keep
+		if !b.Keep {
+			act = verb
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s-%s\t%s\t%s\n", b.ID, b.StopTime.UTC().Format("2006-01-02 15:04:05"), b.Timeline, b.StartLSN, b.EndLSN, act, b.Why)
+	}
+	tw.Flush()
+	for _, id := range o.Leftovers {
+		fmt.Fprintf(w, "incomplete backup %s (older than every kept backup): %s\n", id, verb)
+	}
+	switch {
+	case o.WAL.KeepFrom == "":
+		fmt.Fprintln(w, "WAL: nothing deleted (no backup)")
+	case o.WAL.Deleted == 0:
+		fmt.Fprintf(w, "WAL: nothing before %s to delete; %d objects kept\n", o.WAL.KeepFrom, o.WAL.Kept)
+	default:
+		fmt.Fprintf(w, "WAL: %s %d objects before %s (%s .. %s); %d kept; history files kept\n", verb, o.WAL.Deleted, o.WAL.KeepFrom, o.WAL.DeleteFirst, o.WAL.DeleteLast, o.WAL.Kept)
+	}
+}

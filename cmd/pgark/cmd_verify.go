@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/pgark/pgark/archive"
+	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/wal"
+)
+
+func init() {
+	commands = append(commands, &command{
+		name:    "verify",
+		args:    "",
+		summary: "check that the archive and the backups can restore: continuity, objects, recoverable window",
+		help: `Checks everything a restore needs and exits non-zero when any of it is
+missing or damaged:
+
+- WAL continuity along the newest timeline's history: on each timeline from
+  the oldest backup's start (or the switch into it) to the switch into the
+  next, and on the newest timeline up to its newest archived segment. Missing
+  segments are listed as ranges, and timelines without a history file. A
+  timeline's last segment (before a switch) is read from the new timeline,
+  as PostgreSQL does, so switch points are never reported as gaps.
+- Backups (all, or --backup ID): every object exists with its recorded size.
+  With --full, each is downloaded, decrypted and decompressed (checked
+  against its recorded SHA-256), its tar stream walked and every file
+  checked against the stored backup_manifest.
+- WAL, with --full: every segment in range is read and checked (SHA-256 and
+  size recorded at push, the header's system identifier, segment size and
+  page address).
+- The recoverable window: from the consistency point of the oldest backup
+  with unbroken WAL after it, to the end of the newest archived segment.
+
+Without an identity, an encrypted repository is checked from metadata
+(sizes, switch points) only; --full needs age-identity-file.
+
+Exit codes:
+  0  everything needed for recovery is there (and, with --full, intact)
+  1  something needed for recovery is missing or damaged (see the report)
+  2  bad arguments or configuration
+  3  no repository at the location
+  5  storage error (after retries)
+  6  encryption keys: no identity matches`,
+		run: runVerify,
+	})
+	options = append(options,
+		option{"backup", "", "verify only this backup (an id from `pgark list`)", "string", []string{"verify"}},
+		option{"full", "false", "read and check every object's content, not only its presence and size", "bool", []string{"verify"}},
+	)
+}
+
+// verifyJSON is the --json schema of `pgark verify` (format 1).
+type verifyJSON struct {
+	Format              int                `json:"format"`
+	Repository          string             `json:"repository"`
+	OK                  bool               `json:"ok"`
+	Full                bool               `json:"full"`
+	Timeline            uint32             `json:"timeline"`
+	From                string             `json:"from"`
+	To                  string             `json:"to"`
+	SegmentsChecked     int                `json:"segments_checked"`
+	Gaps                []archive.Gap      `json:"gaps"`
+	MissingHistories    []uint32           `json:"missing_histories"`
+	UnreadableHistories []uint32           `json:"unreadable_histories"`
+	Window              *archive.Window    `json:"window"`
+	Backups             []verifyBackupJSON `json:"backups"`
+	WALProblems         []verifyWALProblem `json:"wal_problems"`
+	Incomplete          []string           `json:"incomplete"`
+}
+
+type verifyBackupJSON struct {
+	ID       string           `json:"id"`
+	OK       bool             `json:"ok"`
+	Problems []backup.Problem `json:"problems"`
+}
+
+type verifyWALProblem struct {
+	WAL     string `json:"wal"`
+	Problem string `json:"problem"`
+}
+
+// errVerifyFailed is verify's "something is missing or damaged" (exit 1).
+var errVerifyFailed = errors.New("verification failed")
+
+func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
+	env.exitCodeFor = func(err error) int {
+		if errors.Is(err, errVerifyFailed) {
+			return 1
+		}
+		return exitCode(err)
+	}
+	if len(args) != 0 {
+		return usageErrorf("verify takes no arguments")
+	}
+	asJSON, err := env.s.boolean("json")
+	if err != nil {
+		return err
+	}
+	full, err := env.s.boolean("full")
+	if err != nil {
+		return err
+	}
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	ids, err := identities(env)
+	if err != nil {
+		return err
+	}
+	if full && ids == nil && r.Config.Encrypted() {
+		return fmt.Errorf("%w: --full on an encrypted repository needs age-identity-file", errKey)
+	}
+	rep, err := archive.Analyze(ctx, r, ids)
+	if err != nil {
+		return err
+	}
+	l, err := backup.List(ctx, r.Store)
+	if err != nil {
+		return err
+	}
+	out := verifyJSON{Format: 1, Repository: r.Store.String(), Full: full, Timeline: rep.Timeline, From: rep.From, To: rep.To,
+		SegmentsChecked: rep.Checked, Gaps: nonNil(rep.Gaps), MissingHistories: nonNil(rep.MissingHistories),
+		UnreadableHistories: nonNil(rep.UnreadableHistories), Window: rep.Window,
+		Backups: []verifyBackupJSON{}, WALProblems: []verifyWALProblem{}, Incomplete: nonNil(l.Incomplete)}
+
+	selected := rep.Backups
+	if id := env.s.str("backup"); id != "" {
+		m, err := backup.ReadMeta(ctx, r.Store, id)
+		if err != nil {
+			return usageErrorf("%v", err)
+		}
+		selected = []*backup.Meta{m}
+	}
+	for _, m := range selected {
+		start := time.Now()
+		probs, err := backup.Verify(ctx, r, m, ids, full)
+		if err != nil {
+			return err
+		}
+		env.log.Debug("backup verified", "backup", m.ID, "problems", len(probs), "ms", time.Since(start).Milliseconds())
+		out.Backups = append(out.Backups, verifyBackupJSON{ID: m.ID, OK: len(probs) == 0, Problems: nonNil(probs)})
+	}
+
+	if full && rep.Inventory != nil && rep.From != "" {
+		c, _, err := r.Cluster(ctx)
+		if err != nil {
+			return err
+		}
+		from, _ := rep.SegNo(rep.From)
+		to, _ := rep.SegNo(rep.To)
+		check := func(name string) error {
+			err := wal.VerifyObject(ctx, r, name, c.SystemID, c.WalSegmentBytes, ids)
+			switch {
+			case err == nil || storage.IsNotFound(err): // gaps are reported above
+				return nil
+			case errors.Is(err, wal.ErrVerify):
+				out.WALProblems = append(out.WALProblems, verifyWALProblem{WAL: name, Problem: err.Error()})
+				return nil
+			}
+			return fmt.Errorf("verify %s: %w", name, err)
+		}
+		for tl := range rep.Inventory.Histories {
+			if err := check(fmt.Sprintf("%08X.history", tl)); err != nil {
+				return err
+			}
+		}
+		for no := from; no <= to; no++ {
+			name := rep.SegmentName(no)
+			if err := check(name); err != nil {
+				return err
+			}
+		}
+	}
+
+	out.OK = len(out.Gaps) == 0 && len(out.MissingHistories) == 0 && len(out.WALProblems) == 0 && out.Window != nil
+	for _, b := range out.Backups {
+		out.OK = out.OK && b.OK
+	}
+	if asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		printVerify(env.stdout, &out)
+	}
+	if !out.OK {
+		return fmt.Errorf("%w: something needed for recovery is missing or damaged (see the report)", errVerifyFailed)
+	}
+	return nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func printVerify(w io.Writer, v *verifyJSON) {
+	mode := "presence and sizes"
+	if v.Full {
+		mode = "full content"
+	}
+	fmt.Fprintf(w, "repository %s (%s)\n", v.Repository, mode)
+	if v.From == "" {
+		fmt.Fprintf(w, "WAL: nothing archived on timeline %d\n", v.Timeline)
+	} else {
+		fmt.Fprintf(w, "WAL: timeline %d, %s .. %s, %d segments walked\n", v.Timeline, v.From, v.To, v.SegmentsChecked)
+	}
+	if len(v.Gaps) == 0 {
+		fmt.Fprintln(w, "  continuity: OK")
+	}
+	for _, g := range v.Gaps {
+		if g.Count == 1 {
+			fmt.Fprintf(w, "  MISSING %s (timeline %d)\n", g.First, g.Timeline)
+		} else {
+			fmt.Fprintf(w, "  MISSING %s .. %s (%d segments, timeline %d)\n", g.First, g.Last, g.Count, g.Timeline)
+		}
+	}
+	for _, tl := range v.MissingHistories {
+		fmt.Fprintf(w, "  MISSING history file %08X.history (timeline %d)\n", tl, tl)
+	}
+	for _, tl := range v.UnreadableHistories {
+		fmt.Fprintf(w, "  warning: %08X.history is not readable without the identity; switch points were guessed from the segments present\n", tl)
+	}
+	for _, p := range v.WALProblems {
+		fmt.Fprintf(w, "  DAMAGED %s: %s\n", p.WAL, p.Problem)
+	}
+	fmt.Fprintf(w, "backups: %d checked\n", len(v.Backups))
+	for _, b := range v.Backups {
+		if b.OK {
+			fmt.Fprintf(w, "  %s OK\n", b.ID)
+			continue
+		}
+		for _, p := range b.Problems {
+			if p.Object != "" {
+				fmt.Fprintf(w, "  %s DAMAGED %s: %s\n", b.ID, p.Object, p.What)
+			} else {
+				fmt.Fprintf(w, "  %s DAMAGED: %s\n", b.ID, p.What)
+			}
+		}
+	}
+	for _, id := range v.Incomplete {
+		fmt.Fprintf(w, "  incomplete (never usable; in progress, failed or partly deleted): %s\n", id)
+	}
+	if v.Window == nil {
+		fmt.Fprintln(w, "recoverable window: NONE (no backup with unbroken WAL after it)")
+	} else {
+		fmt.Fprintf(w, "recoverable window: from %s (backup %s, LSN %s) to LSN %s (end of %s, archived %s)\n",
+			v.Window.FromTime.UTC().Format(time.RFC3339), v.Window.FromBackup, v.Window.FromLSN,
+			v.Window.ToLSN, v.Window.ToSegment, v.Window.ToArchivedAt.UTC().Format(time.RFC3339))
+	}
+	if v.OK {
+		fmt.Fprintln(w, "result: OK")
+	} else {
+		fmt.Fprintln(w, "result: FAILED")
+	}
+}
