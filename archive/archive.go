@@ -121,11 +121,14 @@ type Report struct {
 	// UnreadableHistories could not be read (no identity for an encrypted
 	// repository, or damaged); the walk then guesses switch points from
 	// the segments present.
-	UnreadableHistories []uint32       `json:"unreadable_histories"`
-	Window              *Window        `json:"window"` // nil: nothing is recoverable
-	Backups             []*backup.Meta `json:"-"`
-	Inventory           *Inventory     `json:"-"`
-	History             wal.History    `json:"-"` // of Timeline (as far as known)
+	UnreadableHistories []uint32 `json:"unreadable_histories"`
+	Window              *Window  `json:"window"` // nil: nothing is recoverable
+	// Present are the numbers of the segments on the path from From to To
+	// that are archived, in order.
+	Present   []uint64       `json:"-"`
+	Backups   []*backup.Meta `json:"-"`
+	Inventory *Inventory     `json:"-"`
+	History   wal.History    `json:"-"` // of Timeline (as far as known)
 	// HistoryKnown says whether History was read (else switch points are
 	// guessed from the segments present).
 	HistoryKnown bool `json:"-"`
@@ -239,22 +242,41 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 	}
 	rep.From = wal.SegmentFileName(tlFor(start), start, rep.SegSize)
 	rep.To = wal.SegmentFileName(tlFor(end), end, rep.SegSize)
+	// Walk the segments present on the path, in order: the holes between
+	// them are the gaps (split where the path changes timeline). Work is
+	// proportional to the objects, whatever the numbering.
+	for tl, segs := range inv.Segments {
+		for no := range segs {
+			if no >= start && no <= end && tlFor(no) == tl {
+				rep.Present = append(rep.Present, no)
+			}
+		}
+	}
+	sort.Slice(rep.Present, func(i, j int) bool { return rep.Present[i] < rep.Present[j] })
+	rep.Checked = int(min(end-start+1, uint64(1<<62)))
 	var lastGap uint64
 	haveGap := false
-	for no := start; no <= end; no++ {
-		rep.Checked++
-		tl := tlFor(no)
-		if _, ok := inv.Segments[tl][no]; ok {
-			continue
+	addGap := func(a, b uint64) {
+		for a <= b {
+			tl := tlFor(a)
+			stop := b
+			for _, bg := range rep.begins {
+				if bg.seg > a && bg.seg-1 < stop {
+					stop = bg.seg - 1
+				}
+			}
+			rep.Gaps = append(rep.Gaps, Gap{Timeline: tl, First: wal.SegmentFileName(tl, a, rep.SegSize),
+				Last: wal.SegmentFileName(tl, stop, rep.SegSize), Count: int(min(stop-a+1, uint64(1<<62)))})
+			lastGap, haveGap = stop, true
+			a = stop + 1
 		}
-		name := wal.SegmentFileName(tl, no, rep.SegSize)
-		if n := len(rep.Gaps); n > 0 && rep.Gaps[n-1].Timeline == tl && lastGap == no-1 {
-			rep.Gaps[n-1].Last = name
-			rep.Gaps[n-1].Count++
-		} else {
-			rep.Gaps = append(rep.Gaps, Gap{Timeline: tl, First: name, Last: name, Count: 1})
+	}
+	next := start
+	for _, no := range rep.Present {
+		if no > next {
+			addGap(next, no-1)
 		}
-		lastGap, haveGap = no, true
+		next = no + 1
 	}
 	for _, b := range l.Backups {
 		bs, be := uint64(b.Start())/uint64(rep.SegSize), uint64(b.End())/uint64(rep.SegSize)

@@ -154,8 +154,6 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		from, _ := rep.SegNo(rep.From)
-		to, _ := rep.SegNo(rep.To)
 		check := func(name string) error {
 			err := wal.VerifyObject(ctx, r, name, c.SystemID, c.WalSegmentBytes, ids)
 			switch {
@@ -172,7 +170,7 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 				return err
 			}
 		}
-		for no := from; no <= to; no++ {
+		for _, no := range rep.Present {
 			name := rep.SegmentName(no)
 			if err := check(name); err != nil {
 				return err

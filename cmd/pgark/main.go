@@ -144,6 +144,9 @@ func setupFailure(cmd *command) int {
 	if cmd.name == "wal-fetch" {
 		return exitRecoveryStop
 	}
+	if cmd.name == "check" {
+		return 3 // UNKNOWN (Nagios): 2 would read as CRITICAL
+	}
 	return exitUsage
 }
 
