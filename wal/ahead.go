@@ -81,10 +81,12 @@ func openPushSpool(o AheadOptions, path string, create bool, log *slog.Logger) (
 		return s, true, nil
 	}
 	if err := makePrivateDir(s.dir); err != nil {
-		return nil, false, fmt.Errorf("spool: %w", err)
+		return nil, false, fmt.Errorf("%w: %w", errSpoolDir, err)
 	}
 	return s, true, nil
 }
+
+var errSpoolDir = errors.New("spool directory")
 
 // answer reports whether a record proves that the file at path is durably
 // in the repository: the record is fresh and the file has the size and
@@ -236,7 +238,11 @@ func PushAhead(ctx context.Context, r *repo.Repo, path string, po PushOptions, o
 	}
 	s, _, err := openPushSpool(o, path, true, log)
 	if err != nil {
-		log.Warn("push-ahead is off for this call: the spool cannot be used", "err", err)
+		if errors.Is(err, errSpoolDir) {
+			log.Warn("push-ahead is off for this call: the spool cannot be used", "err", err)
+		}
+		// Otherwise the file cannot be read as a segment: the push says
+		// why.
 		return Push(ctx, r, path, po)
 	}
 	// One batch at a time per spool: a second pgark (a manual wal-push, a
