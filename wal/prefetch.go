@@ -251,9 +251,12 @@ func nextSegments(want Name, segSize uint32, h History, haveHistory bool, n int)
 // the data directory) or no call came for the Idle time; then it empties the
 // spool and returns. A second helper for the same spool returns at once.
 func RunPrefetcher(ctx context.Context, r *repo.Repo, s *FetchSpool, fo FetchOptions) error {
-	lock, ok, err := tryLock(filepath.Join(s.dir, helperLock))
-	if err != nil || !ok {
-		return err
+	// A call checking whether a helper runs holds the lock for an instant:
+	// wait that out. A helper holds it for good: then this one is not
+	// needed.
+	lock, err := waitLock(filepath.Join(s.dir, helperLock), 300*time.Millisecond)
+	if err != nil {
+		return nil
 	}
 	defer lock.unlock()
 	log := s.log
