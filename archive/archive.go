@@ -125,10 +125,13 @@ type Report struct {
 	Window              *Window  `json:"window"` // nil: nothing is recoverable
 	// Present are the numbers of the segments on the path from From to To
 	// that are archived, in order.
-	Present   []uint64       `json:"-"`
-	Backups   []*backup.Meta `json:"-"`
-	Inventory *Inventory     `json:"-"`
-	History   wal.History    `json:"-"` // of Timeline (as far as known)
+	Present []uint64       `json:"-"`
+	Backups []*backup.Meta `json:"-"`
+	// Incomplete are the ids of backups without metadata (in progress,
+	// failed, or half deleted): never used.
+	Incomplete []string    `json:"-"`
+	Inventory  *Inventory  `json:"-"`
+	History    wal.History `json:"-"` // of Timeline (as far as known)
 	// HistoryKnown says whether History was read (else switch points are
 	// guessed from the segments present).
 	HistoryKnown bool `json:"-"`
@@ -168,7 +171,7 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Backups: l.Backups}
+	rep := &Report{Backups: l.Backups, Incomplete: l.Incomplete}
 	if !bound {
 		return rep, nil // nothing archived yet
 	}
@@ -341,11 +344,6 @@ func timelineBegins(h wal.History, known bool, inv *Inventory) []begin {
 	return bs
 }
 
-// MetaTimelines is the object metadata key under which a pushed history file
-// carries its entries in plaintext ("parent:switch,..."), so that continuity
-// checks work without the private identity.
-const MetaTimelines = wal.MetaTimelines
-
 // readHistory reads timeline tli's history: from the object's plaintext
 // metadata, else by decrypting it (ids). ok is false when it cannot be read.
 func readHistory(ctx context.Context, r *repo.Repo, inv *Inventory, tli uint32, ids *crypto.Identities) (wal.History, bool, error) {
@@ -360,7 +358,7 @@ func readHistory(ctx context.Context, r *repo.Repo, inv *Inventory, tli uint32, 
 	if err != nil {
 		return wal.History{TLI: tli}, false, fmt.Errorf("read %s: %w", o.Name.Raw, err)
 	}
-	if v, ok := info.Meta[MetaTimelines]; ok {
+	if v, ok := info.Meta[wal.MetaTimelines]; ok {
 		h, err := wal.ParseTimelinesMeta(tli, v)
 		return h, err == nil, nil
 	}
@@ -372,13 +370,4 @@ func readHistory(ctx context.Context, r *repo.Repo, inv *Inventory, tli uint32, 
 		return wal.History{TLI: tli}, false, nil
 	}
 	return h, true, nil
-}
-
-// SegNo parses a segment name's number for the report's segment size.
-func (rep *Report) SegNo(name string) (uint64, bool) {
-	n, err := wal.ParseName(name)
-	if err != nil {
-		return 0, false
-	}
-	return n.SegNo(rep.SegSize)
 }

@@ -88,32 +88,22 @@ type Inputs struct {
 // Result is the whole report; its JSON form is `pgark check --json`
 // (format 1; consumers should ignore fields they do not know).
 type Result struct {
-	Format      int           `json:"format"`
-	Status      Status        `json:"status"`
-	Repository  string        `json:"repository"`
-	Checks      []Check       `json:"checks"`
-	Server      *Server       `json:"server"`
-	Archiver    *Archiver     `json:"archiver"`
-	LagSegments *int64        `json:"lag_segments"`
-	ReadyFiles  *int          `json:"ready_files"`
-	Probe       *ProbeResult  `json:"probe"`
-	Window      *WindowJSON   `json:"window"`
-	Gaps        []archive.Gap `json:"gaps"`
+	Format      int             `json:"format"`
+	Status      Status          `json:"status"`
+	Repository  string          `json:"repository"`
+	Checks      []Check         `json:"checks"`
+	Server      *Server         `json:"server"`
+	Archiver    *Archiver       `json:"archiver"`
+	LagSegments *int64          `json:"lag_segments"`
+	ReadyFiles  *int            `json:"ready_files"`
+	Probe       *ProbeResult    `json:"probe"`
+	Window      *archive.Window `json:"window"`
+	Gaps        []archive.Gap   `json:"gaps"`
 	// MissingSegments is the number of segments in all gaps.
 	MissingSegments  int            `json:"missing_segments"`
 	MissingHistories []uint32       `json:"missing_histories"`
 	NewestBackup     *BackupSummary `json:"newest_backup"`
 	Backups          int            `json:"backups"`
-}
-
-// WindowJSON is the recoverable window.
-type WindowJSON struct {
-	FromBackup   string    `json:"from_backup"`
-	FromTime     time.Time `json:"from_time"`
-	FromLSN      string    `json:"from_lsn"`
-	ToSegment    string    `json:"to_segment"`
-	ToLSN        string    `json:"to_lsn"`
-	ToArchivedAt time.Time `json:"to_archived_at"`
 }
 
 // BackupSummary describes the newest backup.
@@ -163,10 +153,7 @@ func Evaluate(in Inputs, lim Limits) *Result {
 	if rep == nil {
 		rep = &archive.Report{}
 	}
-	if w := rep.Window; w != nil {
-		r.Window = &WindowJSON{FromBackup: w.FromBackup, FromTime: w.FromTime, FromLSN: w.FromLSN,
-			ToSegment: w.ToSegment, ToLSN: w.ToLSN, ToArchivedAt: w.ToArchivedAt}
-	}
+	r.Window = rep.Window
 	r.Gaps = append(r.Gaps, rep.Gaps...)
 	for _, g := range rep.Gaps {
 		r.MissingSegments += g.Count

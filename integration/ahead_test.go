@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -106,51 +104,39 @@ func TestPushAheadUnderLoad(t *testing.T) {
 	c.Pgbench(t, "-i", "-s", "5", "-q")
 	c.WaitFor(t, 2*time.Minute, func() bool { return readyCount(t, c) == 0 }) // pgbench -i's WAL
 	startSeg := c.QueryRow(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
-	var peak atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			rows, err := c.QueryErr("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")
-			if err == nil {
-				n, _ := strconv.Atoi(rows[0][0])
-				if int64(n) > peak.Load() {
-					peak.Store(int64(n))
-				}
-			}
+	stopSampling := sampleMax(200*time.Millisecond, func() (int64, bool) {
+		rows, err := c.QueryErr("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")
+		if err != nil {
+			return 0, false
 		}
-	}()
+		n, err := strconv.Atoi(rows[0][0])
+		return int64(n), err == nil
+	})
 	// TPC-B-like transactions at full speed, and beside them a bulk load
-	// of 20 inserts of 2 MB a second: about 50 MB of WAL a second in all
-	// (180 GB an hour), archived twice.
-	bulk := filepath.Join(t.TempDir(), "bulk.sql")
-	os.WriteFile(bulk, []byte("INSERT INTO bulk SELECT g, repeat('x', 400) FROM generate_series(1, 5000) g;\n"), 0o644)
+	// of up to 20 inserts of 2 MB a second: about 40 MB of WAL a second in
+	// all here (140 GB an hour), archived twice.
 	c.Exec(t, "CREATE TABLE bulk(i int, pad text)")
-	var lw sync.WaitGroup
-	lw.Add(1)
+	bulkErr := make(chan error, 1)
 	go func() {
-		defer lw.Done()
-		c.Pgbench(t, "-c", "1", "-T", "20", "-R", "20", "-f", bulk)
+		var err error
+		for end := time.Now().Add(20 * time.Second); err == nil && time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			err = c.ExecErr("INSERT INTO bulk SELECT g, repeat('x', 400) FROM generate_series(1, 5000) g")
+		}
+		bulkErr <- err
 	}()
 	c.Pgbench(t, "-c", "4", "-j", "2", "-T", "20")
-	lw.Wait()
+	if err := <-bulkErr; err != nil {
+		t.Fatalf("bulk load: %v", err)
+	}
 	endSeg := c.QueryRow(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
 	waitStart := time.Now()
 	c.WaitFor(t, 2*time.Minute, func() bool { return readyCount(t, c) == 0 })
 	catchUp := time.Since(waitStart)
-	close(stop)
-	wg.Wait()
+	peak := stopSampling()
 	s := a.stats(t)
 	segs := segDiff(startSeg, endSeg)
 	t.Logf("pgbench 20 s: %d segments of 16 MB (%.1f/s), archived %d, failed %d, peak .ready backlog %d, caught up %s after the load",
-		segs, float64(segs)/20, s.archived, s.failed, peak.Load(), catchUp.Round(time.Millisecond))
+		segs, float64(segs)/20, s.archived, s.failed, peak, catchUp.Round(time.Millisecond))
 	if s.failed != 0 {
 		t.Fatalf("archive failures under load: %+v\n%s", s, c.Log())
 	}
@@ -159,8 +145,8 @@ func TestPushAheadUnderLoad(t *testing.T) {
 	}
 	// Keeping up: the backlog never grows past a few batches, and what is
 	// left when the load stops is gone within seconds.
-	if peak.Load() > 18 || catchUp > 10*time.Second {
-		t.Fatalf("the archiver fell behind: peak backlog %d segments, %s to catch up", peak.Load(), catchUp)
+	if peak > 18 || catchUp > 10*time.Second {
+		t.Fatalf("the archiver fell behind: peak backlog %d segments, %s to catch up", peak, catchUp)
 	}
 }
 
@@ -284,30 +270,16 @@ func TestRecoveryPrefetchS3(t *testing.T) {
 	dir := filepath.Join(a.shared, "restore")
 	mustOK(t, pgark(t, a.s3Env, "restore", "--config", conf, "--owner", "postgres", "latest", dir))
 
-	var peak atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
+	stopSampling := sampleMax(10*time.Millisecond, func() (int64, bool) {
+		var sum int64
+		filepath.Walk(spool, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() && strings.HasPrefix(strings.TrimPrefix(fi.Name(), "."), "0") && !strings.Contains(p, "/history/") {
+				sum += fi.Size()
 			}
-			var sum int64
-			filepath.Walk(spool, func(p string, fi os.FileInfo, err error) error {
-				if err == nil && fi.Mode().IsRegular() && strings.HasPrefix(strings.TrimPrefix(fi.Name(), "."), "0") && !strings.Contains(p, "/history/") {
-					sum += fi.Size()
-				}
-				return nil
-			})
-			if sum > peak.Load() {
-				peak.Store(sum)
-			}
-		}
-	}()
+			return nil
+		})
+		return sum, true
+	})
 	start := time.Now()
 	rs := testenv.StartPG(t, testenv.PGOptions{Major: 15, DataDir: dir, Env: a.s3Env})
 	rs.WaitFor(t, 5*time.Minute, func() bool {
@@ -335,18 +307,17 @@ func TestRecoveryPrefetchS3(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	peak := stopSampling()
 	t.Logf("recovered %d segments in %s: %d served from the prefetch spool; spool peak %d KiB (limit %d KiB)",
-		restored, took.Round(time.Millisecond), prefetched, peak.Load()>>10, limit>>10)
+		restored, took.Round(time.Millisecond), prefetched, peak>>10, limit>>10)
 	if restored < 200 {
 		t.Fatalf("only %d segments restored", restored)
 	}
 	if prefetched < restored/2 {
 		t.Fatalf("only %d of %d segments came from the prefetch spool", prefetched, restored)
 	}
-	if peak.Load() > limit || peak.Load() == 0 {
-		t.Fatalf("spool peak %d bytes, limit %d", peak.Load(), limit)
+	if peak > limit || peak == 0 {
+		t.Fatalf("spool peak %d bytes, limit %d", peak, limit)
 	}
 	rs.Stop(t)
 }
@@ -409,4 +380,29 @@ func TestPrefetchFollowsTimeline(t *testing.T) {
 		t.Fatalf("prefetch did not follow the switch to timeline 2 (%d segments of it from the spool)\n%s", tl2, rs.Log())
 	}
 	rs.Stop(t)
+}
+
+// sampleMax calls f every interval until the returned stop is called; stop
+// returns the largest value f reported.
+func sampleMax(interval time.Duration, f func() (int64, bool)) (stop func() int64) {
+	done := make(chan struct{})
+	result := make(chan int64)
+	go func() {
+		var peak int64
+		for {
+			select {
+			case <-done:
+				result <- peak
+				return
+			case <-time.After(interval):
+			}
+			if v, ok := f(); ok {
+				peak = max(peak, v)
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		return <-result
+	}
 }

@@ -51,8 +51,8 @@ type Plan struct {
 	KeepWALAt  string     // the first segment kept (the oldest kept backup's start); "" when no WAL is deleted
 	DeleteWAL  []archive.Object
 	KeptWAL    int
-	WALCutSeg  uint64
-	HaveWALCut bool
+	walCut     uint64
+	haveWALCut bool
 }
 
 // MakePlan applies the policy to the repository's state. Backups are ordered
@@ -60,7 +60,7 @@ type Plan struct {
 // newest timeline's history count as its newest; backups on abandoned
 // timelines are kept while they are newer than the oldest kept backup or
 // inside the keep-within window.
-func MakePlan(rep *archive.Report, incomplete []string, p Policy) (*Plan, error) {
+func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 	if p.KeepLast <= 0 && p.KeepWithin <= 0 {
 		return nil, fmt.Errorf("no retention policy: set keep-last and/or keep-within (on the command line or in the config file)")
 	}
@@ -149,18 +149,18 @@ func MakePlan(rep *archive.Report, incomplete []string, p Policy) (*Plan, error)
 			continue
 		}
 		seg := uint64(d.Backup.Start()) / uint64(d.Backup.WalSegmentBytes)
-		if !plan.HaveWALCut || seg < plan.WALCutSeg {
-			plan.WALCutSeg, plan.HaveWALCut = seg, true
+		if !plan.haveWALCut || seg < plan.walCut {
+			plan.walCut, plan.haveWALCut = seg, true
 		}
 		if !haveKept || d.Backup.StartTime.Before(oldestStart) {
 			oldestStart, haveKept = d.Backup.StartTime, true
 		}
 	}
-	if inv := rep.Inventory; inv != nil && plan.HaveWALCut {
-		plan.KeepWALAt = rep.SegmentName(plan.WALCutSeg)
+	if inv := rep.Inventory; inv != nil && plan.haveWALCut {
+		plan.KeepWALAt = rep.SegmentName(plan.walCut)
 		consider := func(o archive.Object) {
 			no, ok := o.Name.SegNo(inv.SegSize)
-			if ok && no < plan.WALCutSeg {
+			if ok && no < plan.walCut {
 				plan.DeleteWAL = append(plan.DeleteWAL, o)
 			} else {
 				plan.KeptWAL++
@@ -182,7 +182,7 @@ func MakePlan(rep *archive.Report, incomplete []string, p Policy) (*Plan, error)
 	// Incomplete backups older than every kept one are what an interrupted
 	// backup or retention run left (a running backup is newer than all).
 	if haveKept {
-		for _, id := range incomplete {
+		for _, id := range rep.Incomplete {
 			t, err := time.Parse("20060102T150405Z", id)
 			if err == nil && t.Before(oldestStart.Truncate(time.Second)) {
 				plan.Leftovers = append(plan.Leftovers, id)

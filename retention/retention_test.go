@@ -68,7 +68,8 @@ func TestKeepLastAndWAL(t *testing.T) {
 	}
 	names = append(names, wal.SegmentFileName(1, 4, seg)+".partial")
 	rep := &archive.Report{Timeline: 1, SegSize: seg, Backups: bs, History: wal.History{TLI: 1}, HistoryKnown: true, Inventory: inventory(t, names...)}
-	p, err := MakePlan(rep, []string{"20261119T000000Z", "20261123T000000Z"}, Policy{KeepLast: 2, Now: now})
+	rep.Incomplete = []string{"20261119T000000Z", "20261123T000000Z"}
+	p, err := MakePlan(rep, Policy{KeepLast: 2, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,16 +88,16 @@ func TestKeepLastAndWAL(t *testing.T) {
 	}
 	// keep-within 60h: the window starts between backups 2 and 3; backup 2
 	// is the newest before it.
-	p, _ = MakePlan(rep, nil, Policy{KeepWithin: 60 * time.Hour, Now: now})
+	p, _ = MakePlan(rep, Policy{KeepWithin: 60 * time.Hour, Now: now})
 	if k := keeps(p); k != "DKK" || !strings.Contains(p.Backups[1].Why, "before the window") {
 		t.Fatalf("keep-within 60h: %s %q", k, p.Backups[1].Why)
 	}
 	// keep-within 1h: nothing inside; the newest is always kept.
-	p, _ = MakePlan(rep, nil, Policy{KeepWithin: time.Hour, Now: now})
+	p, _ = MakePlan(rep, Policy{KeepWithin: time.Hour, Now: now})
 	if k := keeps(p); k != "DDK" {
 		t.Fatalf("keep-within 1h: %s", k)
 	}
-	if _, err := MakePlan(rep, nil, Policy{Now: now}); err == nil {
+	if _, err := MakePlan(rep, Policy{Now: now}); err == nil {
 		t.Fatal("no policy accepted")
 	}
 }
@@ -115,7 +116,7 @@ func TestAbandonedTimeline(t *testing.T) {
 	backup.SortBackups(bs)
 	h, _ := wal.ParseHistory(2, []byte("1\t0/7800000\tpitr\n"))
 	rep := &archive.Report{Timeline: 2, SegSize: seg, Backups: bs, History: h, HistoryKnown: true, Inventory: inventory(t)}
-	p, err := MakePlan(rep, nil, Policy{KeepLast: 2, Now: now})
+	p, err := MakePlan(rep, Policy{KeepLast: 2, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,13 +125,13 @@ func TestAbandonedTimeline(t *testing.T) {
 	if k := keeps(p); k != "DKKK" || !strings.Contains(p.Backups[2].Why, "abandoned") {
 		t.Fatalf("keep-last 2 after a fork: %s (%q)", k, p.Backups[2].Why)
 	}
-	p, _ = MakePlan(rep, nil, Policy{KeepLast: 1, Now: now})
+	p, _ = MakePlan(rep, Policy{KeepLast: 1, Now: now})
 	if k := keeps(p); k != "DDDK" || !strings.Contains(p.Backups[2].Why, "abandoned") {
 		t.Fatalf("keep-last 1 after a fork: %s (%q)", k, p.Backups[2].Why)
 	}
 	// An unreadable history refuses to plan.
 	rep.HistoryKnown = false
-	if _, err := MakePlan(rep, nil, Policy{KeepLast: 1, Now: now}); err == nil {
+	if _, err := MakePlan(rep, Policy{KeepLast: 1, Now: now}); err == nil {
 		t.Fatal("planned without the newest timeline's history")
 	}
 }

@@ -118,7 +118,7 @@ func TestPushAhead(t *testing.T) {
 	}
 }
 
-// TestPushAheadRecordsOnlyStored: whatever the interleaving of concurrent
+// TestPushAheadConcurrent: whatever the interleaving of concurrent
 // batches, a record exists only for a segment whose object is stored with
 // the recorded content.
 func TestPushAheadConcurrent(t *testing.T) {

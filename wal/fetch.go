@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -87,16 +88,8 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 		return err
 	}
 	defer rc.Close()
-	wantSum := info.Meta[storage.MetaSHA256]
-	wantSize, serr := strconv.ParseInt(info.Meta[storage.MetaSize], 10, 64)
-	if len(wantSum) != 64 || serr != nil || wantSize < 0 {
-		return fmt.Errorf("%w: object %s has no valid %s/%s metadata", ErrVerify, key, storage.MetaSHA256, storage.MetaSize)
-	}
-	body, err := repo.OpenObject(rc, repo.ReadOptions{Identities: o.Identities, RequireEncrypted: r.Config.Encrypted()})
+	wantSum, wantSize, body, err := openRecorded(r, key, rc, info, o.Identities)
 	if err != nil {
-		if errors.Is(err, repo.ErrCorrupt) {
-			return fmt.Errorf("%w: %w", ErrVerify, err)
-		}
 		return err
 	}
 
@@ -150,6 +143,25 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 	}
 	done = true
 	return nil
+}
+
+// openRecorded reads the plaintext SHA-256 and size recorded at push from an
+// object's metadata and opens its body (authenticated decryption starts
+// here). Damage is an error wrapping ErrVerify.
+func openRecorded(r *repo.Repo, key string, rc io.Reader, info storage.ObjectInfo, ids *crypto.Identities) (string, int64, *repo.Body, error) {
+	sum := info.Meta[storage.MetaSHA256]
+	size, err := strconv.ParseInt(info.Meta[storage.MetaSize], 10, 64)
+	if len(sum) != 64 || err != nil || size < 0 {
+		return "", 0, nil, fmt.Errorf("%w: object %s has no valid %s/%s metadata", ErrVerify, key, storage.MetaSHA256, storage.MetaSize)
+	}
+	body, err := repo.OpenObject(rc, repo.ReadOptions{Identities: ids, RequireEncrypted: r.Config.Encrypted()})
+	if err != nil {
+		if errors.Is(err, repo.ErrCorrupt) {
+			return "", 0, nil, fmt.Errorf("%w: %w", ErrVerify, err)
+		}
+		return "", 0, nil, err
+	}
+	return sum, size, body, nil
 }
 
 // destWriter marks the errors of the destination file.

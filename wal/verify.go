@@ -6,12 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
-	"github.com/pgark/pgark/storage"
 )
 
 // VerifyObject reads the archived WAL file name through the whole fetch
@@ -32,16 +30,8 @@ func VerifyObject(ctx context.Context, r *repo.Repo, name string, sysid uint64, 
 		return err
 	}
 	defer rc.Close()
-	wantSum := info.Meta[storage.MetaSHA256]
-	wantSize, serr := strconv.ParseInt(info.Meta[storage.MetaSize], 10, 64)
-	if len(wantSum) != 64 || serr != nil || wantSize < 0 {
-		return fmt.Errorf("%w: no valid %s/%s metadata", ErrVerify, storage.MetaSHA256, storage.MetaSize)
-	}
-	body, err := repo.OpenObject(rc, repo.ReadOptions{Identities: ids, RequireEncrypted: r.Config.Encrypted()})
+	wantSum, wantSize, body, err := openRecorded(r, key, rc, info, ids)
 	if err != nil {
-		if errors.Is(err, repo.ErrCorrupt) {
-			return fmt.Errorf("%w: %w", ErrVerify, err)
-		}
 		return err
 	}
 	h := sha256.New()

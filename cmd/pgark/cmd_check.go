@@ -175,11 +175,7 @@ func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutpu
 	}
 	server := fmt.Sprintf("%s:%d", connCfg.Host, connCfg.Port)
 
-	r, err := openRepo(ctx, env)
-	if err != nil {
-		return err
-	}
-	ids, err := identities(env)
+	r, ids, err := openRepoToRead(ctx, env)
 	if err != nil {
 		return err
 	}

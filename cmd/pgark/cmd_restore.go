@@ -139,11 +139,7 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 		return usageErrorf("%v", err)
 	}
 
-	r, err := openRepo(ctx, env)
-	if err != nil {
-		return err
-	}
-	ids, err := identities(env)
+	r, ids, err := openRepoToRead(ctx, env)
 	if err != nil {
 		return err
 	}

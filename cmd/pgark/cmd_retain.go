@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
 	"github.com/pgark/pgark/retention"
 )
 
@@ -105,11 +104,7 @@ func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
 	if p.KeepLast == 0 && p.KeepWithin == 0 {
 		return usageErrorf("no retention policy: set --keep-last and/or --keep-within (or keep-last / keep-within in the config file)")
 	}
-	r, err := openRepo(ctx, env)
-	if err != nil {
-		return err
-	}
-	ids, err := identities(env)
+	r, ids, err := openRepoToRead(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -117,11 +112,7 @@ func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, err := backup.List(ctx, r.Store)
-	if err != nil {
-		return err
-	}
-	plan, err := retention.MakePlan(rep, l.Incomplete, p)
+	plan, err := retention.MakePlan(rep, p)
 	if err != nil {
 		return err
 	}

@@ -107,11 +107,7 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := openRepo(ctx, env)
-	if err != nil {
-		return err
-	}
-	ids, err := identities(env)
+	r, ids, err := openRepoToRead(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -122,14 +118,10 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, err := backup.List(ctx, r.Store)
-	if err != nil {
-		return err
-	}
 	out := verifyJSON{Format: 1, Repository: r.Store.String(), Full: full, Timeline: rep.Timeline, From: rep.From, To: rep.To,
 		SegmentsChecked: rep.Checked, Gaps: nonNil(rep.Gaps), MissingHistories: nonNil(rep.MissingHistories),
 		UnreadableHistories: nonNil(rep.UnreadableHistories), Window: rep.Window,
-		Backups: []verifyBackupJSON{}, WALProblems: []verifyWALProblem{}, Incomplete: nonNil(l.Incomplete)}
+		Backups: []verifyBackupJSON{}, WALProblems: []verifyWALProblem{}, Incomplete: nonNil(rep.Incomplete)}
 
 	selected := rep.Backups
 	if id := env.s.str("backup"); id != "" {

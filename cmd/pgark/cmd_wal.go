@@ -136,11 +136,7 @@ func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
 			return nil
 		}
 	}
-	r, err := openRepo(ctx, env)
-	if err != nil {
-		return err
-	}
-	ids, err := identities(env)
+	r, ids, err := openRepoToRead(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -212,11 +208,7 @@ func runWalPrefetch(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil || sp == nil {
 		return err
 	}
-	r, err := openRepo(ctx, env)
-	if err != nil {
-		return err
-	}
-	ids, err := identities(env)
+	r, ids, err := openRepoToRead(ctx, env)
 	if err != nil {
 		return err
 	}

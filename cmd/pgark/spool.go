@@ -85,6 +85,18 @@ func repoID(env *cmdEnv) (string, error) {
 	return fmt.Sprintf("s3://%s/%s@%s", loc.bucket, loc.prefix, env.s.str("s3-endpoint")), nil
 }
 
+// spoolLocation is the spool base directory ("" when no spool can be used)
+// and the repository's identity that keys the spools in it.
+func spoolLocation(env *cmdEnv) (base, id string, err error) {
+	if base, err = spoolBase(env); err != nil {
+		return "", "", err
+	}
+	if id, err = repoID(env); err != nil {
+		return "", "", err
+	}
+	return base, id, nil
+}
+
 func aheadOptions(env *cmdEnv) (wal.AheadOptions, error) {
 	var o wal.AheadOptions
 	var err error
@@ -100,10 +112,7 @@ func aheadOptions(env *cmdEnv) (wal.AheadOptions, error) {
 	if o.Ahead == 0 || o.Jobs == 0 {
 		return wal.AheadOptions{}, nil
 	}
-	if o.SpoolBase, err = spoolBase(env); err != nil {
-		return o, err
-	}
-	if o.RepoID, err = repoID(env); err != nil {
+	if o.SpoolBase, o.RepoID, err = spoolLocation(env); err != nil {
 		return o, err
 	}
 	o.MaxAge = pushRecordMaxAge
@@ -125,10 +134,7 @@ func prefetchOptions(env *cmdEnv) (wal.PrefetchOptions, error) {
 	if o.Ahead == 0 || o.Jobs == 0 {
 		return wal.PrefetchOptions{}, nil
 	}
-	if o.SpoolBase, err = spoolBase(env); err != nil {
-		return o, err
-	}
-	if o.RepoID, err = repoID(env); err != nil {
+	if o.SpoolBase, o.RepoID, err = spoolLocation(env); err != nil {
 		return o, err
 	}
 	o.PGData = pgdataDir(env)
@@ -166,10 +172,6 @@ func startPrefetcher(env *cmdEnv, sp *wal.FetchSpool, o wal.PrefetchOptions) err
 		args = append(args, "--"+opt.name+"="+env.s.str(opt.name))
 	}
 	if p := env.s.str("config"); p != "" && strings.HasPrefix(env.s.src["config"], "--") {
-		abs, err := filepath.Abs(p)
-		if err == nil {
-			p = abs
-		}
 		args = append(args, "--config="+p)
 	}
 	logPath := filepath.Join(sp.Dir(), "helper.log")

@@ -121,6 +121,20 @@ func openRepo(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 	return r, nil
 }
 
+// openRepoToRead opens the repository and loads the identity file (nil
+// when none is set), for the commands that read objects.
+func openRepoToRead(ctx context.Context, env *cmdEnv) (*repo.Repo, *crypto.Identities, error) {
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids, err := identities(env)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, ids, nil
+}
+
 // recipients loads the configured age recipients (possibly none).
 func recipients(env *cmdEnv) (*crypto.Recipients, error) {
 	rs, err := crypto.ParseRecipients(env.s.str("age-recipients"), env.s.str("age-recipients-file"))
