@@ -34,6 +34,10 @@ var ErrExists = errors.New("object already exists")
 // to the same key raced with this one (S3 409). The caller may retry.
 var ErrConflict = errors.New("concurrent write conflict")
 
+// ErrChanged is returned (wrapped) by Swap when the object is not at the
+// version the caller named: it was replaced or deleted since it was read.
+var ErrChanged = errors.New("object changed since it was read")
+
 // ObjectInfo describes a stored object.
 type ObjectInfo struct {
 	Key     string
@@ -68,6 +72,16 @@ type Store interface {
 	// lexical key order. Meta is not filled. Returning an error from fn
 	// stops the listing and List returns that error.
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+	// ReadSmall reads a small object whole and returns it with its current
+	// version (an opaque string: the S3 ETag, a content hash locally). An
+	// object larger than limit bytes is an error.
+	ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error)
+	// Swap is the compare-and-swap of small objects (locks, the repository
+	// config). With ifVersion "" it creates key, create-only (ErrExists if
+	// it exists). Otherwise it replaces key only if the object is at
+	// ifVersion, atomically, else it returns ErrChanged (also when the
+	// object is gone). It returns the new version.
+	Swap(ctx context.Context, key string, data []byte, ifVersion string) (string, error)
 	// Delete removes the object. Deleting a missing object is not an error.
 	Delete(ctx context.Context, key string) error
 	// String names the store for messages (no secrets).
@@ -92,6 +106,6 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 // and permanent errors are not retried; everything else is.
 func IsPermanent(err error) bool {
 	var p *PermanentError
-	return errors.As(err, &p) || IsNotFound(err) || IsExists(err) ||
+	return errors.As(err, &p) || IsNotFound(err) || IsExists(err) || errors.Is(err, ErrChanged) ||
 		errors.Is(err, context.Canceled)
 }

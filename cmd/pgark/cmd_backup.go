@@ -68,7 +68,7 @@ func runBackup(ctx context.Context, env *cmdEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		if cfg.MaxRateKB = int(rate / 1024); cfg.MaxRateKB < 32 || cfg.MaxRateKB > 1048576 {
+		if cfg.MaxRateKB = int((rate + 1023) / 1024); cfg.MaxRateKB < 32 || cfg.MaxRateKB > 1048576 {
 			return usageErrorf("max-rate: %s is outside 32kB to 1GB per second", s.str("max-rate"))
 		}
 	}
@@ -102,6 +102,15 @@ func runBackup(ctx context.Context, env *cmdEnv, args []string) error {
 		return err
 	}
 	cfg.Repo = r
+	return withRepoLock(ctx, env, r, "backup", func(ctx context.Context) error {
+		return takeBackup(ctx, env, cfg, sqlCfg, replCfg, asJSON)
+	})
+}
+
+// takeBackup connects and runs the backup, holding the repository lock.
+func takeBackup(ctx context.Context, env *cmdEnv, cfg backup.Config, sqlCfg, replCfg *pgconn.Config, asJSON bool) error {
+	s := env.s
+	var err error
 	if cfg.SQL, err = pgconn.ConnectConfig(ctx, sqlCfg); err != nil {
 		return fmt.Errorf("connect to %s: %w", cfg.FromHost, err)
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/archive"
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/retention"
 )
 
@@ -108,6 +110,17 @@ func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if dry {
+		// Reads only: no lock.
+		return planRetain(ctx, env, r, ids, p, asJSON, dry)
+	}
+	return withRepoLock(ctx, env, r, "retain", func(ctx context.Context) error {
+		return planRetain(ctx, env, r, ids, p, asJSON, dry)
+	})
+}
+
+// planRetain plans the deletions, prints the plan and, unless dry, applies it.
+func planRetain(ctx context.Context, env *cmdEnv, r *repo.Repo, ids *crypto.Identities, p retention.Policy, asJSON, dry bool) error {
 	rep, err := archive.Analyze(ctx, r, ids)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/lock"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/wal"
 )
@@ -19,6 +20,8 @@ func exitCode(err error) int {
 		return exitOK
 	case isUsage(err):
 		return exitUsage
+	case errors.As(err, new(*lock.BusyError)), errors.Is(err, lock.ErrLost):
+		return exitLocked
 	case errors.Is(err, wal.ErrContentConflict):
 		return exitConflict
 	case errors.Is(err, errKey), errors.Is(err, crypto.ErrNoMatchingIdentity), errors.Is(err, crypto.ErrMissingIdentity):

@@ -28,6 +28,7 @@ const (
 	exitConflict   = 4 // different content is already archived under this name
 	exitStorage    = 5 // storage or local I/O failed (after retries)
 	exitKey        = 6 // encryption keys: missing recipients or identity, no identity matches
+	exitLocked     = 7 // another backup or retain holds the repository lock (or took it over)
 	// exitRecoveryStop is wal-fetch's status for every failure other than
 	// "not found" during archive recovery. PostgreSQL treats an exit status
 	// above 125 as fatal and stops recovery, instead of taking the failure
@@ -188,4 +189,5 @@ const exitCodesHelp = `Exit codes:
        (not a WAL file, WAL of another cluster, incompatible repository)
   4    different content is already archived under this name (never overwritten)
   5    storage or local I/O error (after retrying transient errors)
-  6    encryption keys: recipients or identity missing, or no identity matches`
+  6    encryption keys: recipients or identity missing, or no identity matches
+  7    backup, retain: another backup or retain holds the repository lock (or took it over)`

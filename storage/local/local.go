@@ -34,7 +34,9 @@ package local
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -402,47 +404,14 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 		return s.wrapErr("put", key, err, false)
 	}
 
-	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
+	tmpName, n, err := s.writeTemp(ctx, key, dir, header, r)
 	if err != nil {
-		return s.wrapErr("put", key, err, false)
+		return err
 	}
-	tmpName := tmp.Name()
-	defer func() {
-		if tmp != nil {
-			tmp.Close()
-		}
-		os.Remove(tmpName)
-	}()
-	if err := tmp.Chmod(fileMode); err != nil {
-		return s.wrapErr("put", key, err, false)
-	}
-	if chown {
-		if err := tmp.Chown(uid, gid); err != nil {
-			return s.wrapErr("put", key, err, false)
-		}
-	}
-	if _, err := tmp.Write(header); err != nil {
-		return s.wrapErr("put", key, err, false)
-	}
-	n, err := io.Copy(tmp, ctxReader{ctx: ctx, r: r})
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) && pe.Path == tmpName {
-			return s.wrapErr("put", key, err, false)
-		}
-		return fmt.Errorf("put %s: reading the data: %w", s.describe(key), err)
-	}
+	defer os.Remove(tmpName)
 	if opts.Size >= 0 && n != opts.Size {
 		return fmt.Errorf("put %s: the reader yielded %d bytes, expected %d", s.describe(key), n, opts.Size)
 	}
-	if err := tmp.Sync(); err != nil {
-		return s.wrapErr("put", key, err, false)
-	}
-	if err := tmp.Close(); err != nil {
-		tmp = nil
-		return s.wrapErr("put", key, err, false)
-	}
-	tmp = nil
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -462,6 +431,148 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 		return s.wrapErr("put: fsync directory of", key, err, false)
 	}
 	return nil
+}
+
+// writeTemp writes header and the bytes of r to a new temporary file in dir,
+// with the store's mode and owner, and fsyncs and closes it. It returns the
+// file's name and the number of bytes read from r; on error no temporary
+// file is left.
+func (s *Store) writeTemp(ctx context.Context, key, dir string, header []byte, r io.Reader) (_ string, _ int64, err error) {
+	uid, gid, chown := s.owner()
+	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if err != nil {
+		return "", 0, s.wrapErr("put", key, err, false)
+	}
+	tmpName := tmp.Name()
+	defer func() {
+		if tmp != nil {
+			tmp.Close()
+		}
+		if err != nil {
+			os.Remove(tmpName)
+		}
+	}()
+	if err := tmp.Chmod(fileMode); err != nil {
+		return "", 0, s.wrapErr("put", key, err, false)
+	}
+	if chown {
+		if err := tmp.Chown(uid, gid); err != nil {
+			return "", 0, s.wrapErr("put", key, err, false)
+		}
+	}
+	if _, err := tmp.Write(header); err != nil {
+		return "", 0, s.wrapErr("put", key, err, false)
+	}
+	n, err := io.Copy(tmp, ctxReader{ctx: ctx, r: r})
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Path == tmpName {
+			return "", 0, s.wrapErr("put", key, err, false)
+		}
+		return "", 0, fmt.Errorf("put %s: reading the data: %w", s.describe(key), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", 0, s.wrapErr("put", key, err, false)
+	}
+	err = tmp.Close()
+	tmp = nil
+	if err != nil {
+		return "", 0, s.wrapErr("put", key, err, false)
+	}
+	return tmpName, n, nil
+}
+
+// version names one stored version of an object: a hash of its file.
+func version(file []byte) string {
+	h := sha256.Sum256(file)
+	return hex.EncodeToString(h[:16])
+}
+
+// ReadSmall reads a small object whole, with its version.
+func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	f, info, err := s.open("read", key)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	if info.Size > limit {
+		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: %d bytes, more than the %d expected", s.describe(key), info.Size, limit)}
+	}
+	// The open file is one version, even if a Swap renames another in.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, "", s.wrapErr("read", key, err, false)
+	}
+	file, err := io.ReadAll(f)
+	if err != nil {
+		return nil, "", s.wrapErr("read", key, err, false)
+	}
+	hlen := int64(len(file)) - info.Size
+	if hlen < int64(fixedHeaderLen) {
+		return nil, "", s.corrupt(key, "changed while read")
+	}
+	return file[hlen:], version(file), nil
+}
+
+// Swap creates key (ifVersion "") or replaces it if it is at ifVersion.
+// Replacements of one key are serialized by a lock file next to it (never
+// listed); the new version goes in by rename(2), so readers see either the
+// old or the new object, whole.
+func (s *Store) Swap(ctx context.Context, key string, data []byte, ifVersion string) (string, error) {
+	header, err := encodeHeader(nil)
+	if err != nil {
+		return "", err
+	}
+	newVersion := version(append(header[:len(header):len(header)], data...))
+	if ifVersion == "" {
+		if err := s.Put(ctx, key, bytes.NewReader(data), storage.PutOptions{Size: int64(len(data))}); err != nil {
+			return "", err
+		}
+		return newVersion, nil
+	}
+	if err := validKey(key); err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	final := s.path(key)
+	dir := filepath.Dir(final)
+	lf, err := os.OpenFile(filepath.Join(dir, tmpPrefix+"swap-"+filepath.Base(final)), os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return "", fmt.Errorf("swap %s: %w", s.describe(key), storage.ErrChanged)
+		}
+		return "", s.wrapErr("swap", key, err, false)
+	}
+	defer lf.Close()
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		return "", s.wrapErr("swap", key, err, false)
+	}
+	cur, err := os.ReadFile(final)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return "", fmt.Errorf("swap %s: %w", s.describe(key), storage.ErrChanged)
+		}
+		return "", s.wrapErr("swap", key, err, false)
+	}
+	if version(cur) != ifVersion {
+		return "", fmt.Errorf("swap %s: %w", s.describe(key), storage.ErrChanged)
+	}
+	tmpName, _, err := s.writeTemp(ctx, key, dir, header, bytes.NewReader(data))
+	if err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmpName, final); err != nil {
+		os.Remove(tmpName)
+		return "", s.wrapErr("swap", key, err, false)
+	}
+	if err := syncDir(dir); err != nil {
+		return "", s.wrapErr("swap: fsync directory of", key, err, false)
+	}
+	return newVersion, nil
 }
 
 // owner says whom new files and directories must belong to: when pgark runs

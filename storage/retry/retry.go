@@ -18,6 +18,7 @@
 package retry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -199,4 +200,39 @@ func (s *store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 		first = false
 		return s.inner.Put(ctx, key, r, opts)
 	})
+}
+
+func (s *store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error) {
+	var (
+		data    []byte
+		version string
+	)
+	err := s.do(ctx, "read", key, nil, func() error {
+		var err error
+		data, version, err = s.inner.ReadSmall(ctx, key, limit)
+		return err
+	})
+	return data, version, err
+}
+
+// Swap retries transient failures. A failed attempt may still have been
+// applied (the reply was lost), so when a retry finds the object exists or
+// changed, it reads it back: holding exactly our bytes means our write won.
+func (s *store) Swap(ctx context.Context, key string, data []byte, ifVersion string) (string, error) {
+	var version string
+	attempts := 0
+	err := s.do(ctx, "swap", key, nil, func() error {
+		attempts++
+		var err error
+		version, err = s.inner.Swap(ctx, key, data, ifVersion)
+		if attempts > 1 && (storage.IsExists(err) || errors.Is(err, storage.ErrChanged)) {
+			cur, v, rerr := s.inner.ReadSmall(ctx, key, int64(len(data)))
+			if rerr == nil && bytes.Equal(cur, data) {
+				version = v
+				return nil
+			}
+		}
+		return err
+	})
+	return version, err
 }

@@ -27,6 +27,8 @@ type fake struct {
 	fails   map[string]int
 	failErr error
 	calls   map[string]int
+	// versions counts the Swaps of each key.
+	versions map[string]int
 	// listFailAfter makes List fail after delivering this many objects
 	// (when > 0) instead of before.
 	listFailAfter int
@@ -35,7 +37,7 @@ type fake struct {
 var errTransient = errors.New("transient: connection reset")
 
 func newFake() *fake {
-	return &fake{objects: map[string][]byte{}, fails: map[string]int{}, calls: map[string]int{}, failErr: errTransient}
+	return &fake{objects: map[string][]byte{}, fails: map[string]int{}, calls: map[string]int{}, versions: map[string]int{}, failErr: errTransient}
 }
 
 // fail counts a call of op and reports whether it must fail.
@@ -154,6 +156,48 @@ func (f *fake) Delete(ctx context.Context, key string) error {
 	defer f.mu.Unlock()
 	delete(f.objects, key)
 	return nil
+}
+
+func (f *fake) ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error) {
+	if err := f.fail("read"); err != nil {
+		return nil, "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.objects[key]
+	if !ok {
+		return nil, "", storage.ErrNotFound
+	}
+	if int64(len(b)) > limit {
+		return nil, "", &storage.PermanentError{Err: errors.New("too large")}
+	}
+	return slices.Clone(b), fmt.Sprint(f.versions[key]), nil
+}
+
+// Swap fails before applying for fails["swap"], and after applying (the
+// reply is lost) for fails["swap-lost"].
+func (f *fake) Swap(ctx context.Context, key string, data []byte, ifVersion string) (string, error) {
+	if err := f.fail("swap"); err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	_, ok := f.objects[key]
+	switch {
+	case ifVersion == "" && ok:
+		f.mu.Unlock()
+		return "", storage.ErrExists
+	case ifVersion != "" && (!ok || fmt.Sprint(f.versions[key]) != ifVersion):
+		f.mu.Unlock()
+		return "", storage.ErrChanged
+	}
+	f.objects[key] = slices.Clone(data)
+	f.versions[key]++
+	v := fmt.Sprint(f.versions[key])
+	f.mu.Unlock()
+	if err := f.fail("swap-lost"); err != nil {
+		return "", err
+	}
+	return v, nil
 }
 
 func (f *fake) count(op string) int {
@@ -403,4 +447,36 @@ func TestConformance(t *testing.T) {
 		}
 		return New(l, Config{MaxElapsed: 5 * time.Second}, nil)
 	})
+}
+
+func TestSwapLostReply(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	s, _ := newRetry(f, fast)
+	v1, err := s.Swap(ctx, "lock", []byte("a"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The create is applied but its reply is lost: the retry finds the
+	// key taken, reads our own bytes back, and succeeds.
+	f.fails["swap-lost"] = 1
+	if _, err := s.Swap(ctx, "lock2", []byte("b"), ""); err != nil {
+		t.Fatalf("create with a lost reply: %v", err)
+	}
+	f.fails["swap-lost"] = 1
+	v2, err := s.Swap(ctx, "lock", []byte("c"), v1)
+	if err != nil {
+		t.Fatalf("replace with a lost reply: %v", err)
+	}
+	if b, v, err := s.ReadSmall(ctx, "lock", 10); err != nil || string(b) != "c" || v != v2 {
+		t.Fatalf("after the replace: %q %q %v, want c %q", b, v, err, v2)
+	}
+	// A real loser is told so, even after a transient failure.
+	f.fails["swap"] = 1
+	if _, err := s.Swap(ctx, "lock", []byte("d"), v1); !errors.Is(err, storage.ErrChanged) {
+		t.Fatalf("swap at a stale version: %v, want ErrChanged", err)
+	}
+	if b, _, _ := s.ReadSmall(ctx, "lock", 10); string(b) != "c" {
+		t.Fatalf("a refused swap changed the object to %q", b)
+	}
 }

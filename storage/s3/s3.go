@@ -908,6 +908,21 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 	case httpStatus(err) != http.StatusPreconditionFailed:
 		return unsupported(fmt.Sprintf("a second conditional PutObject to the same key failed with an unexpected error: %v", err))
 	}
+	// The repository lock replaces its object with If-Match: <ETag>.
+	data := []byte("pgark conditional replace probe\n")
+	in := &s3.PutObjectInput{
+		Bucket: &s.bucket, Key: objKey, Body: bytes.NewReader(data),
+		ContentLength: aws.Int64(int64(len(data))), IfMatch: aws.String(`"00000000000000000000000000000000"`),
+	}
+	if s.checksums {
+		in.ChecksumCRC32 = crc32Base64(data)
+	}
+	switch _, err := s.client.PutObject(ctx, in); {
+	case err == nil:
+		return unsupported("a PutObject with If-Match on a wrong ETag replaced the object (the repository lock needs If-Match)")
+	case httpStatus(err) != http.StatusPreconditionFailed:
+		return unsupported(fmt.Sprintf("a PutObject with If-Match on a wrong ETag failed with an unexpected error: %v", err))
+	}
 
 	// The same for the completion of a multipart upload (objects larger
 	// than one part).
@@ -927,7 +942,7 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 			s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: objKey, UploadId: out.UploadId})
 		}
 	}()
-	data := []byte("pgark conditional multipart probe\n")
+	data = []byte("pgark conditional multipart probe\n")
 	part := &s3.UploadPartInput{
 		Bucket: &s.bucket, Key: objKey, UploadId: out.UploadId, PartNumber: aws.Int32(1),
 		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
@@ -954,3 +969,87 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ReadSmall reads a small object whole, with its ETag as the version.
+func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error) {
+	if err := validKey(key); err != nil {
+		return nil, "", err
+	}
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: s.objectKey(key)})
+	if err != nil {
+		return nil, "", s.mapErr("read", opRead, key, err)
+	}
+	defer out.Body.Close()
+	if aws.ToInt64(out.ContentLength) > limit {
+		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: %d bytes, more than the %d expected", s.url(key), aws.ToInt64(out.ContentLength), limit)}
+	}
+	data, err := io.ReadAll(io.LimitReader(out.Body, limit+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("read %s: %w", s.url(key), err)
+	}
+	if int64(len(data)) > limit {
+		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: more than the %d bytes expected", s.url(key), limit)}
+	}
+	etag := aws.ToString(out.ETag)
+	if etag == "" {
+		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: the store returned no ETag, which locks need", s.url(key))}
+	}
+	return data, etag, nil
+}
+
+// Swap creates key with If-None-Match: * (ifVersion "") or replaces it
+// with If-Match: <ETag>. A store that evaluates neither (head-then-put mode)
+// gets a read-compare-write that is not atomic; the README says so.
+func (s *Store) Swap(ctx context.Context, key string, data []byte, ifVersion string) (string, error) {
+	if err := validKey(key); err != nil {
+		return "", err
+	}
+	in := &s3.PutObjectInput{
+		Bucket:        &s.bucket,
+		Key:           s.objectKey(key),
+		Body:          bytes.NewReader(data),
+		ContentLength: aws.Int64(int64(len(data))),
+		ContentType:   aws.String("application/json"),
+	}
+	if s.checksums {
+		in.ChecksumCRC32 = crc32Base64(data)
+	}
+	switch {
+	case s.headThenPut && ifVersion == "":
+		if _, err := s.Stat(ctx, key); err == nil {
+			return "", fmt.Errorf("swap %s: %w", s.url(key), storage.ErrExists)
+		} else if !storage.IsNotFound(err) {
+			return "", err
+		}
+	case s.headThenPut:
+		_, cur, err := s.ReadSmall(ctx, key, int64(len(data))+maxSwapSlack)
+		if storage.IsNotFound(err) || (err == nil && cur != ifVersion) {
+			return "", fmt.Errorf("swap %s: %w", s.url(key), storage.ErrChanged)
+		}
+		if err != nil {
+			return "", err
+		}
+	case ifVersion == "":
+		in.IfNoneMatch = aws.String("*")
+	default:
+		in.IfMatch = aws.String(ifVersion)
+	}
+	out, err := s.client.PutObject(ctx, in)
+	if err != nil {
+		status := httpStatus(err)
+		if ifVersion != "" && (status == http.StatusPreconditionFailed || status == http.StatusNotFound) {
+			// 412: another version; 404: the object is gone.
+			return "", fmt.Errorf("swap %s: %w", s.url(key), storage.ErrChanged)
+		}
+		return "", s.mapErr("swap", opWrite, key, err)
+	}
+	etag := aws.ToString(out.ETag)
+	if etag == "" {
+		return "", &storage.PermanentError{Err: fmt.Errorf("swap %s: the store returned no ETag, which locks need", s.url(key))}
+	}
+	return etag, nil
+}
+
+// maxSwapSlack bounds how much larger than the new data a swapped object
+// may be when head-then-put mode reads it back.
+const maxSwapSlack = 1 << 20

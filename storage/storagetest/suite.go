@@ -23,6 +23,11 @@
 //   - Stat and Get of a key under which only other keys exist ("a" when
 //     "a/b" exists) is ErrNotFound.
 //   - A Stat or Get that found no metadata returns an empty (or nil) Meta.
+//   - Swap and ReadSmall: versions change with every replacement; a Swap
+//     at a version that is no longer current, or of a missing key, is
+//     ErrChanged and changes nothing; ReadSmall of an object larger than
+//     the limit is an error that is not ErrNotFound. Concurrent Swaps from
+//     one version: exactly one wins.
 package storagetest
 
 import (
@@ -80,6 +85,7 @@ var createOnlyTests = []test{
 	{"CanceledPut", testCanceledPut},
 	{"InvalidKeys", testInvalidKeys},
 	{"Delete", testDelete},
+	{"Swap", testSwap},
 }
 
 var otherTests = []test{
@@ -89,6 +95,7 @@ var otherTests = []test{
 	{"Large", testLarge},
 	{"ConcurrentPut", testConcurrentPut},
 	{"ConcurrentPutLarge", testConcurrentPutLarge},
+	{"ConcurrentSwap", testConcurrentSwap},
 }
 
 // onlyReader hides every method but Read (no Seek, no WriteTo, no Len).
@@ -709,4 +716,120 @@ func testConcurrentPut(t *testing.T, s storage.Store) {
 func testConcurrentPutLarge(t *testing.T, s storage.Store) {
 	// Multipart uploads on S3 with the default part size.
 	concurrentPut(t, s, 3, 9<<20)
+}
+
+func readSmall(t *testing.T, s storage.Store, key string) ([]byte, string) {
+	t.Helper()
+	b, v, err := s.ReadSmall(context.Background(), key, 1<<20)
+	if err != nil {
+		t.Fatalf("ReadSmall(%q): %v", key, err)
+	}
+	if v == "" {
+		t.Fatalf("ReadSmall(%q): empty version", key)
+	}
+	return b, v
+}
+
+func testSwap(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	const key = "locks/lock.json"
+	if _, _, err := s.ReadSmall(ctx, key, 100); !storage.IsNotFound(err) {
+		t.Fatalf("ReadSmall of a missing key: %v, want ErrNotFound", err)
+	}
+	v1, err := s.Swap(ctx, key, []byte(`{"n":1}`), "")
+	if err != nil {
+		t.Fatalf("Swap create: %v", err)
+	}
+	b, v := readSmall(t, s, key)
+	sameBytes(t, "after create", b, []byte(`{"n":1}`))
+	if v != v1 {
+		t.Fatalf("ReadSmall version %q, Swap returned %q", v, v1)
+	}
+	if _, err := s.Swap(ctx, key, []byte(`{"n":9}`), ""); !storage.IsExists(err) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	v2, err := s.Swap(ctx, key, []byte(`{"n":2}`), v1)
+	if err != nil {
+		t.Fatalf("Swap at the current version: %v", err)
+	}
+	if v2 == v1 {
+		t.Fatalf("version unchanged after a replacement: %q", v2)
+	}
+	b, v = readSmall(t, s, key)
+	sameBytes(t, "after replace", b, []byte(`{"n":2}`))
+	if v != v2 {
+		t.Fatalf("ReadSmall version %q, Swap returned %q", v, v2)
+	}
+	if _, err := s.Swap(ctx, key, []byte(`{"n":3}`), v1); !errors.Is(err, storage.ErrChanged) {
+		t.Fatalf("Swap at a stale version: %v, want ErrChanged", err)
+	}
+	b, _ = readSmall(t, s, key)
+	sameBytes(t, "after a refused swap", b, []byte(`{"n":2}`))
+	// Same bytes again is still a new write, and the object reads the same.
+	if _, err := s.Swap(ctx, key, []byte(`{"n":2}`), v2); err != nil {
+		t.Fatalf("Swap of identical bytes: %v", err)
+	}
+	if _, err := s.Swap(ctx, "locks/missing.json", []byte(`{}`), v2); !errors.Is(err, storage.ErrChanged) {
+		t.Fatalf("Swap of a missing key: %v, want ErrChanged", err)
+	}
+	if _, _, err := s.ReadSmall(ctx, key, 3); err == nil || storage.IsNotFound(err) {
+		t.Fatalf("ReadSmall over the limit: %v, want an error other than not found", err)
+	}
+	// Swapped objects are ordinary objects to Get, List and Delete.
+	got, _ := get(t, s, key)
+	sameBytes(t, "Get of a swapped object", got, []byte(`{"n":2}`))
+	if keys := listKeys(t, s, "locks/"); !slices.Equal(keys, []string{key}) {
+		t.Fatalf("List after swaps: %q, want only %q", keys, key)
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Swap(ctx, key, []byte(`{"n":4}`), ""); err != nil {
+		t.Fatalf("create after delete: %v", err)
+	}
+}
+
+func testConcurrentSwap(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	const key = "locks/race.json"
+	v, err := s.Swap(ctx, key, []byte("0"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 3; round++ {
+		const n = 6
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			wins []string
+		)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				data := fmt.Sprintf("round %d writer %d", round, i)
+				nv, err := s.Swap(ctx, key, []byte(data), v)
+				switch {
+				case err == nil:
+					mu.Lock()
+					wins = append(wins, data+"\x00"+nv)
+					mu.Unlock()
+				case errors.Is(err, storage.ErrChanged), errors.Is(err, storage.ErrConflict):
+				default:
+					t.Errorf("Swap: %v", err)
+				}
+			}(i)
+		}
+		wg.Wait()
+		if len(wins) != 1 {
+			t.Fatalf("round %d: %d writers won the swap from one version, want 1", round, len(wins))
+		}
+		data, nv, _ := strings.Cut(wins[0], "\x00")
+		b, cur := readSmall(t, s, key)
+		sameBytes(t, "the winner's bytes", b, []byte(data))
+		if cur != nv {
+			t.Fatalf("version %q, the winner got %q", cur, nv)
+		}
+		v = nv
+	}
 }
