@@ -132,6 +132,7 @@ func Run(ctx context.Context, c Config) (*Meta, error) {
 		FromStandby: si.inRecovery, SystemID: strconv.FormatUint(sysid, 10), PGVersionNum: si.versionNum,
 		PGMajor: si.versionNum / 10000, WalSegmentBytes: si.segSize, DataChecksums: si.dataChecksums,
 		ManifestChecksums: "CRC32C", Tablespaces: []Tablespace{},
+		Recipients: c.Codec.Recipients.Fingerprints(),
 	}}
 	h.files, err = NewBackupFiles("CRC32C")
 	if err != nil {

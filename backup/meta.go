@@ -101,6 +101,10 @@ type Meta struct {
 	// the repository before this object was written (first and last names).
 	WALFirst string `json:"wal_first"`
 	WALLast  string `json:"wal_last"`
+
+	// Recipients are the fingerprints of the age recipients the backup's
+	// objects are encrypted to: one of their identities reads it.
+	Recipients []string `json:"recipients,omitempty"`
 }
 
 // Tablespace is one tablespace of the backed-up cluster.

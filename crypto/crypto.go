@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,8 +120,19 @@ func (r *Recipients) Len() int {
 	return len(r.list)
 }
 
+// Strings returns the recipients (age1...), in order.
+func (r *Recipients) Strings() []string {
+	if r == nil {
+		return nil
+	}
+	return slices.Clone(r.strs)
+}
+
 // Fingerprints returns each recipient's fingerprint, in order.
 func (r *Recipients) Fingerprints() []string {
+	if r == nil {
+		return nil
+	}
 	var out []string
 	for _, s := range r.strs {
 		out = append(out, Fingerprint(s))

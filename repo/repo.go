@@ -43,12 +43,38 @@ type Config struct {
 	// Encryption is "age" or "none". An "age" repository refuses
 	// unencrypted writes and reads.
 	Encryption string `json:"encryption"`
-	// Recipients are fingerprints of the age recipients registered at init.
-	Recipients      []string `json:"recipients,omitempty"`
-	WriteMode       string   `json:"write_mode"`
-	CreatedByPgark  string   `json:"created_by"`
-	SystemID        string   `json:"system_identifier,omitempty"` // informational; the binding is ClusterKey
-	WalSegmentBytes uint32   `json:"wal_segment_size,omitempty"`
+	// Recipients are fingerprints of the age recipients registered at init
+	// and by `pgark key add`, less those removed by `pgark key remove`.
+	Recipients []string `json:"recipients,omitempty"`
+	// RecipientChanges records every addition and removal since init.
+	RecipientChanges []RecipientChange `json:"recipient_changes,omitempty"`
+	WriteMode        string            `json:"write_mode"`
+	CreatedByPgark   string            `json:"created_by"`
+	SystemID         string            `json:"system_identifier,omitempty"` // informational; the binding is ClusterKey
+	WalSegmentBytes  uint32            `json:"wal_segment_size,omitempty"`
+}
+
+// RecipientChange is one addition or removal of a registered recipient.
+type RecipientChange struct {
+	Action      string    `json:"action"` // "add" or "remove"
+	Fingerprint string    `json:"fingerprint"`
+	Recipient   string    `json:"recipient,omitempty"` // the public key, when given
+	At          time.Time `json:"at"`
+	Pgark       string    `json:"pgark_version,omitempty"`
+}
+
+// Removed reports when fingerprint was last removed, if it is not
+// registered again since.
+func (c *Config) Removed(fp string) (time.Time, bool) {
+	if slices.Contains(c.Recipients, fp) {
+		return time.Time{}, false
+	}
+	for i := len(c.RecipientChanges) - 1; i >= 0; i-- {
+		if ch := c.RecipientChanges[i]; ch.Fingerprint == fp && ch.Action == "remove" {
+			return ch.At, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // Encrypted reports whether the repository requires age encryption.
@@ -141,6 +167,10 @@ func Init(ctx context.Context, s storage.Store, o InitOptions) (*Config, error) 
 	if o.Recipients.Len() > 0 {
 		c.Encryption = "age"
 		c.Recipients = o.Recipients.Fingerprints()
+		for i, fp := range c.Recipients {
+			c.RecipientChanges = append(c.RecipientChanges, RecipientChange{Action: "add", Fingerprint: fp,
+				Recipient: o.Recipients.Strings()[i], At: c.Created, Pgark: o.Version})
+		}
 	}
 	if err := PutJSON(ctx, s, ConfigKey, c); err != nil {
 		if storage.IsExists(err) {
@@ -149,6 +179,46 @@ func Init(ctx context.Context, s storage.Store, o InitOptions) (*Config, error) 
 		return nil, fmt.Errorf("write %s: %w", ConfigKey, err)
 	}
 	return c, nil
+}
+
+// maxConfigSwaps bounds the retries of UpdateConfig under concurrent updates.
+const maxConfigSwaps = 10
+
+// UpdateConfig changes the config object by compare-and-swap: it reads the
+// config, applies fn, and writes it back only if nobody changed it
+// meanwhile (else it starts over). fn may be called more than once.
+func UpdateConfig(ctx context.Context, s storage.Store, fn func(*Config) error) (*Config, error) {
+	for i := 0; i < maxConfigSwaps; i++ {
+		raw, version, err := s.ReadSmall(ctx, ConfigKey, maxSmallObject)
+		if storage.IsNotFound(err) {
+			return nil, fmt.Errorf("%w at %s (no %s)", ErrNoRepository, s, ConfigKey)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", ConfigKey, err)
+		}
+		var c Config
+		if err := json.Unmarshal(raw, &c); err != nil {
+			return nil, fmt.Errorf("%s in %s is damaged: %w", ConfigKey, s, err)
+		}
+		if c.Format != FormatVersion {
+			return nil, fmt.Errorf("repository %s has format %d; this pgark writes format %d", s, c.Format, FormatVersion)
+		}
+		if err := fn(&c); err != nil {
+			return nil, err
+		}
+		b, err := json.MarshalIndent(&c, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		_, err = s.Swap(ctx, ConfigKey, append(b, '\n'), version)
+		if err == nil {
+			return &c, nil
+		}
+		if !errors.Is(err, storage.ErrChanged) {
+			return nil, fmt.Errorf("write %s: %w", ConfigKey, err)
+		}
+	}
+	return nil, fmt.Errorf("write %s: it kept changing under concurrent updates; try again", ConfigKey)
 }
 
 // Open reads the repository's config object. A location without one fails
@@ -187,6 +257,10 @@ func (r *Repo) CheckRecipients(rs *crypto.Recipients) (unregistered []string, er
 	}
 	known := false
 	for _, fp := range rs.Fingerprints() {
+		if at, ok := r.Config.Removed(fp); ok {
+			return nil, fmt.Errorf("age recipient %s was removed from repository %s on %s (pgark key remove): refusing to encrypt new data to it; update age-recipients on this host",
+				fp, r.Store, at.UTC().Format(time.RFC3339))
+		}
 		if slices.Contains(r.Config.Recipients, fp) {
 			known = true
 		} else {

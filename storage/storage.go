@@ -20,6 +20,9 @@ import (
 const (
 	MetaSHA256 = "pgark-sha256" // hex SHA-256 of the plaintext
 	MetaSize   = "pgark-size"   // decimal plaintext size in bytes
+	// MetaRecipients lists the fingerprints of the age recipients an
+	// object is encrypted to, comma-separated: which identities read it.
+	MetaRecipients = "pgark-recipients"
 )
 
 // ErrNotFound is returned (wrapped) when an object does not exist. Backends

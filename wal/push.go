@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -94,6 +95,9 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 	sum := sums.sha256
 	res := PushResult{Name: n.Raw, Key: ObjectKey(n), Size: size, SHA256: sum, CRC32C: sums.crc32c}
 	meta := map[string]string{storage.MetaSHA256: sum, storage.MetaSize: strconv.FormatInt(size, 10)}
+	if fps := o.Codec.Recipients.Fingerprints(); len(fps) > 0 {
+		meta[storage.MetaRecipients] = strings.Join(fps, ",")
+	}
 	if n.Kind == KindHistory {
 		// The switch points in plaintext metadata, for continuity
 		// checks without the private key. Only when the file parses

@@ -30,7 +30,7 @@ consumers should ignore fields they do not know.
 		run: runList,
 	})
 	options = append(options,
-		option{"json", "false", "print JSON (stable schema) instead of a table", "bool", []string{"list", "backup", "verify", "retain", "check"}},
+		option{"json", "false", "print JSON (stable schema) instead of a table", "bool", []string{"list", "backup", "verify", "retain", "check", "key list"}},
 	)
 }
 

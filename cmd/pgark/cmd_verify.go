@@ -6,10 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/pgark/pgark/archive"
 	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
 )
@@ -73,6 +78,9 @@ type verifyJSON struct {
 	Backups             []verifyBackupJSON `json:"backups"`
 	WALProblems         []verifyWALProblem `json:"wal_problems"`
 	Incomplete          []string           `json:"incomplete"`
+	// Keys groups the verified objects by the recipients they are
+	// encrypted to (encrypted repositories only).
+	Keys []keyUseJSON `json:"keys,omitempty"`
 }
 
 type verifyBackupJSON struct {
@@ -170,7 +178,16 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 		}
 	}
 
-	out.OK = len(out.Gaps) == 0 && len(out.MissingHistories) == 0 && len(out.WALProblems) == 0 && out.Window != nil
+	keysOK := true
+	if r.Config.Encrypted() {
+		if out.Keys, err = keyUse(ctx, r, rep, selected, ids); err != nil {
+			return err
+		}
+		for _, k := range out.Keys {
+			keysOK = keysOK && (k.Readable == nil || *k.Readable)
+		}
+	}
+	out.OK = len(out.Gaps) == 0 && len(out.MissingHistories) == 0 && len(out.WALProblems) == 0 && out.Window != nil && keysOK
 	for _, b := range out.Backups {
 		out.OK = out.OK && b.OK
 	}
@@ -243,6 +260,19 @@ func printVerify(w io.Writer, v *verifyJSON) {
 	for _, id := range v.Incomplete {
 		fmt.Fprintf(w, "  incomplete (never usable; in progress, failed or partly deleted): %s\n", id)
 	}
+	for _, k := range v.Keys {
+		who := "recipients not recorded (written before pgark recorded them)"
+		if len(k.Recipients) > 0 {
+			who = "an identity of " + strings.Join(k.Recipients, " or ")
+		}
+		state := ""
+		if k.Readable != nil && *k.Readable {
+			state = " (the identity file has it)"
+		} else if k.Readable != nil {
+			state = " -- NOT READABLE with the identity file"
+		}
+		fmt.Fprintf(w, "keys: %d objects (%s .. %s) need %s%s\n", k.Objects, k.First, k.Last, who, state)
+	}
 	if v.Window == nil {
 		fmt.Fprintln(w, "recoverable window: NONE (no backup with unbroken WAL after it)")
 	} else {
@@ -255,4 +285,95 @@ func printVerify(w io.Writer, v *verifyJSON) {
 	} else {
 		fmt.Fprintln(w, "result: FAILED")
 	}
+}
+
+// keyUseJSON is a group of objects encrypted to one set of recipients.
+type keyUseJSON struct {
+	// Recipients are the fingerprints the objects are encrypted to: one of
+	// their identities reads them. Empty when not recorded.
+	Recipients []string `json:"recipients"`
+	Objects    int      `json:"objects"`
+	First      string   `json:"first"`
+	Last       string   `json:"last"`
+	// Readable says whether the loaded age-identity-file reads them
+	// (absent without one, or when the recipients are not recorded).
+	Readable *bool `json:"readable,omitempty"`
+}
+
+// keyUse groups the backups and the WAL that verify looked at by the
+// recipients they are encrypted to: backups from their metadata, WAL
+// objects from their stored metadata (one HEAD each, several at a time).
+func keyUse(ctx context.Context, r *repo.Repo, rep *archive.Report, backups []*backup.Meta, ids *crypto.Identities) ([]keyUseJSON, error) {
+	type item struct{ name, set string }
+	var items []item
+	for _, m := range backups {
+		items = append(items, item{"backup " + m.ID, strings.Join(m.Recipients, ",")})
+	}
+	var names []string
+	if rep.Inventory != nil {
+		for tl := range rep.Inventory.Histories {
+			names = append(names, fmt.Sprintf("%08X.history", tl))
+		}
+		for _, no := range rep.Present {
+			names = append(names, rep.SegmentName(no))
+		}
+	}
+	slices.Sort(names)
+	sets := make([]string, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, name := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			n, err := wal.ParseName(name)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			info, err := r.Store.Stat(ctx, wal.ObjectKey(n))
+			switch {
+			case storage.IsNotFound(err): // a gap, reported above
+			case err != nil:
+				errs[i] = fmt.Errorf("read the recipients of %s: %w", name, err)
+			default:
+				sets[i] = info.Meta[storage.MetaRecipients]
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err // the first; the others are alike
+		}
+	}
+	for i, name := range names {
+		items = append(items, item{name, sets[i]})
+	}
+	var out []keyUseJSON
+	index := map[string]int{}
+	for _, it := range items {
+		i, ok := index[it.set]
+		if !ok {
+			k := keyUseJSON{Recipients: []string{}, First: it.name}
+			if it.set != "" {
+				k.Recipients = strings.Split(it.set, ",")
+				if ids != nil {
+					readable := false
+					for _, fp := range k.Recipients {
+						readable = readable || slices.Contains(ids.Fingerprints(), fp)
+					}
+					k.Readable = &readable
+				}
+			}
+			i = len(out)
+			index[it.set] = i
+			out = append(out, k)
+		}
+		out[i].Objects++
+		out[i].Last = it.name
+	}
+	return out, nil
 }

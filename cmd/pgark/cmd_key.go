@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
+)
+
+func init() {
+	commands = append(commands,
+		&command{
+			name:    "key add",
+			args:    "RECIPIENT...",
+			summary: "register age recipients (age1...) in the repository, for key rotation",
+			help: `Registers public age recipients in the repository's config (pgark.json), by a
+compare-and-swap of the config object. Hosts may then encrypt new objects to
+them (age-recipients). Existing objects are not re-encrypted: they stay
+readable with the identities they were written for; ` + "`pgark verify`" + ` lists
+which identities the retained objects need.
+
+Rotation: key add NEW; set age-recipients to NEW on every host; after the
+objects that only the OLD identity reads have expired by retention (verify
+tells), key remove OLD. A removed recipient is refused to writers at once.`,
+			run: runKeyAdd,
+		},
+		&command{
+			name:    "key remove",
+			args:    "RECIPIENT|FINGERPRINT...",
+			summary: "unregister age recipients: new objects are no longer encrypted to them",
+			help: `Removes recipients (age1... or their fingerprint, as ` + "`pgark key list`" + ` shows)
+from the repository's config. From then on, a host that still encrypts to a
+removed recipient is refused (exit 6) instead of writing data that key could
+read. The last recipient cannot be removed. Objects already written are not
+changed: keep the removed identity while ` + "`pgark verify`" + ` says retained objects
+need it.`,
+			run: runKeyRemove,
+		},
+		&command{
+			name:    "key list",
+			args:    "",
+			summary: "list the repository's registered recipients and their history",
+			help: `Lists the registered recipients' fingerprints (and the public keys when known),
+and the history of additions and removals. With age-identity-file, marks the
+recipients that the identities match. --json gives the same.`,
+			run: runKeyList,
+		},
+	)
+}
+
+// recipientOrFingerprint accepts age1... recipients and fingerprints.
+func parseKeyArgs(args []string) (fps, recips []string, err error) {
+	for _, a := range args {
+		if strings.HasPrefix(a, "age-x25519:") {
+			fps = append(fps, a)
+			recips = append(recips, "")
+			continue
+		}
+		rs, err := crypto.ParseRecipients(a, "")
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", errKey, err)
+		}
+		fps = append(fps, rs.Fingerprints()...)
+		recips = append(recips, rs.Strings()...)
+	}
+	return fps, recips, nil
+}
+
+func runKeyAdd(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) == 0 {
+		return usageErrorf("key add takes one or more age recipients (age1...)")
+	}
+	for _, a := range args {
+		if strings.HasPrefix(a, "age-x25519:") {
+			return usageErrorf("key add needs the public recipient (age1...), not a fingerprint")
+		}
+	}
+	fps, recips, err := parseKeyArgs(args)
+	if err != nil {
+		return err
+	}
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	var added []string
+	_, err = repo.UpdateConfig(ctx, r.Store, func(c *repo.Config) error {
+		added = added[:0]
+		if !c.Encrypted() {
+			return usageErrorf("repository %s is not encrypted: recipients apply only to repositories created with age recipients", r.Store)
+		}
+		now := time.Now().UTC().Truncate(time.Second)
+		for i, fp := range fps {
+			if slices.Contains(c.Recipients, fp) {
+				continue
+			}
+			c.Recipients = append(c.Recipients, fp)
+			c.RecipientChanges = append(c.RecipientChanges, repo.RecipientChange{Action: "add", Fingerprint: fp, Recipient: recips[i], At: now, Pgark: version})
+			added = append(added, fp)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, fp := range fps {
+		if slices.Contains(added, fp) {
+			fmt.Fprintf(env.stdout, "added %s\n", fp)
+		} else {
+			fmt.Fprintf(env.stdout, "already registered: %s\n", fp)
+		}
+	}
+	return nil
+}
+
+func runKeyRemove(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) == 0 {
+		return usageErrorf("key remove takes one or more recipients (age1...) or fingerprints (age-x25519:...)")
+	}
+	fps, _, err := parseKeyArgs(args)
+	if err != nil {
+		return err
+	}
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	_, err = repo.UpdateConfig(ctx, r.Store, func(c *repo.Config) error {
+		if !c.Encrypted() {
+			return usageErrorf("repository %s is not encrypted: it has no recipients", r.Store)
+		}
+		now := time.Now().UTC().Truncate(time.Second)
+		for _, fp := range fps {
+			i := slices.Index(c.Recipients, fp)
+			if i < 0 {
+				return usageErrorf("%s is not registered in %s (registered: %s)", fp, r.Store, strings.Join(c.Recipients, ", "))
+			}
+			if len(c.Recipients) == 1 {
+				return usageErrorf("%s is the repository's last recipient: add the new one first (pgark key add)", fp)
+			}
+			c.Recipients = slices.Delete(c.Recipients, i, i+1)
+			c.RecipientChanges = append(c.RecipientChanges, repo.RecipientChange{Action: "remove", Fingerprint: fp, At: now, Pgark: version})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, fp := range fps {
+		fmt.Fprintf(env.stdout, "removed %s (objects already encrypted to it still need its identity; pgark verify lists them)\n", fp)
+	}
+	return nil
+}
+
+type keyListJSON struct {
+	Repository string                 `json:"repository"`
+	Encrypted  bool                   `json:"encrypted"`
+	Recipients []keyJSON              `json:"recipients"`
+	Changes    []repo.RecipientChange `json:"changes"`
+}
+
+type keyJSON struct {
+	Fingerprint string `json:"fingerprint"`
+	Recipient   string `json:"recipient,omitempty"`
+	// Identity is true when the loaded age-identity-file holds its key
+	// (absent without an identity file).
+	Identity *bool `json:"identity,omitempty"`
+}
+
+func runKeyList(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 0 {
+		return usageErrorf("key list takes no arguments")
+	}
+	asJSON, err := env.s.boolean("json")
+	if err != nil {
+		return err
+	}
+	r, ids, err := openRepoToRead(ctx, env)
+	if err != nil {
+		return err
+	}
+	out := keyListJSON{Repository: r.Store.String(), Encrypted: r.Config.Encrypted(), Recipients: []keyJSON{},
+		Changes: nonNil(r.Config.RecipientChanges)}
+	for _, fp := range r.Config.Recipients {
+		k := keyJSON{Fingerprint: fp}
+		for _, ch := range r.Config.RecipientChanges {
+			if ch.Fingerprint == fp && ch.Recipient != "" {
+				k.Recipient = ch.Recipient
+			}
+		}
+		if ids != nil {
+			has := slices.Contains(ids.Fingerprints(), fp)
+			k.Identity = &has
+		}
+		out.Recipients = append(out.Recipients, k)
+	}
+	if asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if !out.Encrypted {
+		fmt.Fprintf(env.stdout, "repository %s is not encrypted\n", out.Repository)
+		return nil
+	}
+	fmt.Fprintf(env.stdout, "repository %s: %d registered recipients\n", out.Repository, len(out.Recipients))
+	for _, k := range out.Recipients {
+		line := "  " + k.Fingerprint
+		if k.Recipient != "" {
+			line += "  " + k.Recipient
+		}
+		if k.Identity != nil && *k.Identity {
+			line += "  (identity loaded)"
+		}
+		fmt.Fprintln(env.stdout, line)
+	}
+	if len(out.Changes) > 0 {
+		fmt.Fprintln(env.stdout, "history:")
+		for _, ch := range out.Changes {
+			fmt.Fprintf(env.stdout, "  %s  %-6s %s\n", ch.At.UTC().Format(time.RFC3339), ch.Action, ch.Fingerprint)
+		}
+	}
+	return nil
+}
