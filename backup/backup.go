@@ -238,7 +238,7 @@ func (h *handler) run(ctx context.Context, si serverInfo) (*Meta, error) {
 		return nil, err
 	}
 	// Complete: the metadata object, last.
-	if err := repo.PutJSON(ctx, c.Repo.Store, MetaKey(h.id), m); err != nil {
+	if err := repo.PutSignedJSON(ctx, c.Repo.Store, MetaKey(h.id), m, c.Codec.Signer); err != nil {
 		return nil, fmt.Errorf("write backup metadata: %w", err)
 	}
 	return m, nil

@@ -107,11 +107,21 @@ func Plan(ctx context.Context, r *repo.Repo, id, timeline string, t Target, ids 
 		if t.LSN != 0 && named.End() > t.LSN {
 			return nil, fmt.Errorf("the target LSN %s lies before backup %s becomes consistent (%s)", t.LSN, named.ID, named.EndLSN)
 		}
-		return &RestorePlan{Backup: named, Timeline: h}, nil
+		return signedPlan(ctx, r, named, h)
 	}
 	m, err := Choose(l.Backups, h, t)
 	if err != nil {
 		return nil, err
+	}
+	return signedPlan(ctx, r, m, h)
+}
+
+// signedPlan checks the chosen backup's origin signature when the
+// repository has trusted signers: its metadata records the size and
+// SHA-256 of every part and of the manifest, so the signature covers them.
+func signedPlan(ctx context.Context, r *repo.Repo, m *Meta, h wal.History) (*RestorePlan, error) {
+	if err := r.VerifyJSONSignature(ctx, MetaKey(m.ID)); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
 	}
 	return &RestorePlan{Backup: m, Timeline: h}, nil
 }

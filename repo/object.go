@@ -48,6 +48,8 @@ type Codec struct {
 	Compression string // "zstd" or "none"
 	Level       int    // zstd level 1-22 (mapped to the encoder's speed classes)
 	Recipients  *crypto.Recipients
+	// Signer, when set, signs what is written (origin authentication).
+	Signer *crypto.Signer
 }
 
 // ValidateCompression checks a compression name and level.

@@ -6,11 +6,14 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -99,6 +102,9 @@ var ErrWrongCluster = errors.New("WAL from another cluster")
 type Repo struct {
 	Store  storage.Store
 	Config Config
+	// Trust, when set, is the set of signers whose objects are accepted:
+	// reads refuse unsigned objects and foreign signatures.
+	Trust *crypto.Trusted
 
 	// bound caches the cluster binding once read or written: it is
 	// create-only, so it never changes (push-ahead checks it for every
@@ -132,12 +138,43 @@ func ReadJSON(ctx context.Context, s storage.Store, key string, v any) error {
 
 // PutJSON writes a small JSON object create-only.
 func PutJSON(ctx context.Context, s storage.Store, key string, v any) error {
+	return PutSignedJSON(ctx, s, key, v, nil)
+}
+
+// PutSignedJSON writes a small JSON object create-only, with its plaintext
+// SHA-256 and size in its metadata and, with a signer, their signature.
+func PutSignedJSON(ctx context.Context, s storage.Store, key string, v any, signer *crypto.Signer) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
 	b = append(b, '\n')
-	return s.Put(ctx, key, bytes.NewReader(b), storage.PutOptions{Size: int64(len(b))})
+	sum := sha256.Sum256(b)
+	meta := map[string]string{storage.MetaSHA256: hex.EncodeToString(sum[:]), storage.MetaSize: strconv.Itoa(len(b))}
+	if signer != nil {
+		meta[storage.MetaSigner], meta[storage.MetaSignature] = signer.Sign(key, meta[storage.MetaSHA256], int64(len(b)))
+	}
+	return s.Put(ctx, key, bytes.NewReader(b), storage.PutOptions{Size: int64(len(b)), Meta: meta})
+}
+
+// VerifyJSONSignature checks, when the repository has trusted signers,
+// that the small plaintext object key is signed by one of them and is what
+// was signed.
+func (r *Repo) VerifyJSONSignature(ctx context.Context, key string) error {
+	if r.Trust == nil {
+		return nil
+	}
+	rc, info, err := r.Store.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxSmallObject+1))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	sum := sha256.Sum256(b)
+	return r.Trust.Verify(key, hex.EncodeToString(sum[:]), int64(len(b)), info.Meta[storage.MetaSigner], info.Meta[storage.MetaSignature])
 }
 
 // InitOptions are the settings recorded by init.

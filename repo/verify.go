@@ -74,6 +74,9 @@ func (r *Repo) ReadVerified(ctx context.Context, key string, limit int64, ids *c
 	if _, err := fmt.Sscan(info.Meta[storage.MetaSize], &size); err != nil || size < 0 || size > limit {
 		return nil, fmt.Errorf("%w: %s: bad or too large recorded size %q", ErrCorrupt, key, info.Meta[storage.MetaSize])
 	}
+	if err := r.Trust.Verify(key, info.Meta[storage.MetaSHA256], size, info.Meta[storage.MetaSigner], info.Meta[storage.MetaSignature]); err != nil {
+		return nil, err
+	}
 	rc, err := r.OpenVerified(ctx, key, size, info.Meta[storage.MetaSHA256], ids)
 	if err != nil {
 		return nil, err

@@ -23,6 +23,10 @@ const (
 	// MetaRecipients lists the fingerprints of the age recipients an
 	// object is encrypted to, comma-separated: which identities read it.
 	MetaRecipients = "pgark-recipients"
+	// MetaSigner and MetaSignature carry the writer's origin signature of
+	// the object's key, plaintext SHA-256 and size (optional signing).
+	MetaSigner    = "pgark-signer"
+	MetaSignature = "pgark-signature"
 )
 
 // ErrNotFound is returned (wrapped) when an object does not exist. Backends

@@ -154,6 +154,9 @@ func openRecorded(r *repo.Repo, key string, rc io.Reader, info storage.ObjectInf
 	if len(sum) != 64 || err != nil || size < 0 {
 		return "", 0, nil, fmt.Errorf("%w: object %s has no valid %s/%s metadata", ErrVerify, key, storage.MetaSHA256, storage.MetaSize)
 	}
+	if err := r.Trust.Verify(key, sum, size, info.Meta[storage.MetaSigner], info.Meta[storage.MetaSignature]); err != nil {
+		return "", 0, nil, fmt.Errorf("%w: %w", ErrVerify, err)
+	}
 	body, err := repo.OpenObject(rc, repo.ReadOptions{Identities: ids, RequireEncrypted: r.Config.Encrypted()})
 	if err != nil {
 		if errors.Is(err, repo.ErrCorrupt) {

@@ -95,6 +95,9 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 	sum := sums.sha256
 	res := PushResult{Name: n.Raw, Key: ObjectKey(n), Size: size, SHA256: sum, CRC32C: sums.crc32c}
 	meta := map[string]string{storage.MetaSHA256: sum, storage.MetaSize: strconv.FormatInt(size, 10)}
+	if o.Codec.Signer != nil {
+		meta[storage.MetaSigner], meta[storage.MetaSignature] = o.Codec.Signer.Sign(res.Key, sum, size)
+	}
 	if fps := o.Codec.Recipients.Fingerprints(); len(fps) > 0 {
 		meta[storage.MetaRecipients] = strings.Join(fps, ",")
 	}

@@ -50,6 +50,18 @@ standard output. Give the recipient to the database hosts (push, backup);
 keep FILE off them: it is needed only to fetch and restore.`,
 			run: runKeyGenerate,
 		},
+		&command{
+			name:    "key generate-signing",
+			args:    "FILE",
+			summary: "write a new ed25519 signing key to FILE (0600) and print its public key",
+			help: `Generates an ed25519 signing key for origin authentication, writes it to FILE
+with mode 0600 (refusing to overwrite an existing file), and prints its public
+key (pgark-ed25519:...). Give FILE to the hosts that write (signing-key-file)
+and the public key to the hosts that read (trusted-signers): fetch and restore
+then refuse any object that this key did not sign, such as WAL planted by
+someone who can write to the bucket but does not hold the key.`,
+			run: runKeyGenerateSigning,
+		},
 	)
 	options = append(options,
 		option{"allow-head-then-put", "false", "accept a store without conditional writes and use HEAD-then-PUT (a concurrent writer can race)", "bool", []string{"init"}},
@@ -249,6 +261,19 @@ func runKeyGenerate(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	fmt.Fprintln(env.stdout, recip)
 	env.log.Info("wrote a new age identity; keep it off the database hosts, give them the recipient", "file", args[0])
+	return nil
+}
+
+func runKeyGenerateSigning(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 1 {
+		return usageErrorf("key generate-signing takes one argument, the key file to create")
+	}
+	pub, err := crypto.GenerateSigningKey(args[0])
+	if err != nil {
+		return fmt.Errorf("%w: %w", errKey, err)
+	}
+	fmt.Fprintln(env.stdout, pub)
+	env.log.Info("wrote a new signing key; give it to the writing hosts (signing-key-file) and the public key to the readers (trusted-signers)", "file", args[0])
 	return nil
 }
 

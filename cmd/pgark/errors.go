@@ -24,7 +24,8 @@ func exitCode(err error) int {
 		return exitLocked
 	case errors.Is(err, wal.ErrContentConflict):
 		return exitConflict
-	case errors.Is(err, errKey), errors.Is(err, crypto.ErrNoMatchingIdentity), errors.Is(err, crypto.ErrMissingIdentity):
+	case errors.Is(err, errKey), errors.Is(err, crypto.ErrNoMatchingIdentity), errors.Is(err, crypto.ErrMissingIdentity),
+		errors.Is(err, crypto.ErrBadSignature):
 		return exitKey
 	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster):
 		return exitRepository

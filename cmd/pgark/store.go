@@ -112,6 +112,9 @@ func openRepo(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.Trust, err = crypto.ParseTrusted(env.s.str("trusted-signers")); err != nil {
+		return nil, fmt.Errorf("%w: trusted-signers: %w", errKey, err)
+	}
 	if r.Config.WriteMode == repo.WriteHeadThenPut && loc.local == "" {
 		if st, err = openStore(ctx, env, loc, repo.WriteHeadThenPut); err != nil {
 			return nil, err
@@ -189,5 +192,10 @@ func codec(env *cmdEnv, r *repo.Repo) (repo.Codec, error) {
 		env.log.Warn("age recipients not registered in the repository are in use", "fingerprints", unreg)
 	}
 	c.Recipients = rs
+	if f := env.s.str("signing-key-file"); f != "" {
+		if c.Signer, err = crypto.LoadSigner(f); err != nil {
+			return c, fmt.Errorf("%w: %w", errKey, err)
+		}
+	}
 	return c, nil
 }
