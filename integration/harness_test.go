@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -97,9 +98,17 @@ func pgarkIn(t testing.TB, dir string, env []string, args ...string) result {
 	return r
 }
 
-// checkNoPanic fails on a Go panic or stack trace in pgark's output.
+// secretPatterns match the test suite's secrets: age identities, signing
+// keys, the S3 test server's secret key and the DSN password of the tests.
+var secretPatterns = regexp.MustCompile(`AGE-SECRET-KEY-1[0-9A-Z]{20,}|PGARK-ED25519-SECRET-KEY-1:[A-Za-z0-9_-]{20,}|pgarktestsecret0123456789|pgarktestpassword`)
+
+// checkNoPanic fails on a Go panic or stack trace in pgark's output, and on
+// a secret in it: every pgark run of the suite is checked.
 func checkNoPanic(t testing.TB, r result) {
 	t.Helper()
+	if m := secretPatterns.FindString(r.stdout + r.stderr); m != "" {
+		t.Fatalf("pgark printed a secret (%.12s...):\n%s", m, secretPatterns.ReplaceAllString(r.String(), "[SECRET]"))
+	}
 	for _, s := range []string{"panic:", "goroutine ", "runtime error"} {
 		if strings.Contains(r.stderr, s) || strings.Contains(r.stdout, s) {
 			t.Fatalf("pgark panicked:\n%s", r)
