@@ -33,7 +33,7 @@ func TestOriginSignatures(t *testing.T) {
 
 	segs := fx.segments
 	mustOK(t, pgark(t, env, "wal-push", "--signing-key-file", signing, segs[0]))
-	mustOK(t, pgark(t, env, "wal-push", segs[1]))                                // planted: unsigned
+	mustOK(t, pgark(t, env, "wal-push", segs[1]))                              // planted: unsigned
 	mustOK(t, pgark(t, env, "wal-push", "--signing-key-file", rogue, segs[2])) // another key
 	// A signed object copied under the next segment's name (its own
 	// segment is not archived): a replay under another key.
