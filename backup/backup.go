@@ -265,7 +265,11 @@ func firstLastSegment(names []string) (string, string) {
 func (h *handler) cleanup(log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, k := range h.written {
+	// The completion marker first: a metadata write that failed with an
+	// ambiguous error (the reply lost) may still have landed, and a listed
+	// backup must never lose its parts. The id is this run's alone.
+	keys := append([]string{MetaKey(h.id)}, h.written...)
+	for _, k := range keys {
 		if err := h.c.Repo.Store.Delete(ctx, k); err != nil {
 			log.Warn("could not delete a failed backup's object (it is never used; retention removes it)", "key", k, "err", err)
 			return

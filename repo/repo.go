@@ -118,17 +118,14 @@ const maxSmallObject = 1 << 20
 
 // ReadJSON reads a small JSON object (bounded in size) into v.
 func ReadJSON(ctx context.Context, s storage.Store, key string, v any) error {
-	rc, _, err := s.Get(ctx, key)
+	// ReadSmall reads the body inside the store operation, so that the
+	// retry decorator retries a body cut short, not only the request.
+	b, _, err := s.ReadSmall(ctx, key, maxSmallObject)
 	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxSmallObject+1))
-	if err != nil {
+		if storage.IsNotFound(err) {
+			return err
+		}
 		return fmt.Errorf("read %s: %w", key, err)
-	}
-	if len(b) > maxSmallObject {
-		return fmt.Errorf("%s in %s is larger than %d bytes: not a pgark object", key, s, maxSmallObject)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%s in %s is damaged: %w", key, s, err)

@@ -66,6 +66,18 @@ func (v *verifiedReader) Close() error {
 // ReadVerified reads a whole small object whose plaintext SHA-256 and size
 // are in its storage metadata (WAL objects), bounded by limit bytes.
 func (r *Repo) ReadVerified(ctx context.Context, key string, limit int64, ids *crypto.Identities) ([]byte, error) {
+	var b []byte
+	var err error
+	// A body cut short by the network is read again; damage is not.
+	for attempt := 0; attempt < 3; attempt++ {
+		if b, err = r.readVerified(ctx, key, limit, ids); err == nil || !storage.IsReadError(err) {
+			break
+		}
+	}
+	return b, err
+}
+
+func (r *Repo) readVerified(ctx context.Context, key string, limit int64, ids *crypto.Identities) ([]byte, error) {
 	info, err := r.Store.Stat(ctx, key)
 	if err != nil {
 		return nil, err

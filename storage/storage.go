@@ -95,6 +95,20 @@ type Store interface {
 	String() string
 }
 
+// ReadError marks a failure to read an object's body from the store (a
+// connection reset, a body cut short, a read timeout): the object may be
+// intact, so a reader retries instead of taking it for damage.
+type ReadError struct{ Err error }
+
+func (e *ReadError) Error() string { return e.Err.Error() }
+func (e *ReadError) Unwrap() error { return e.Err }
+
+// IsReadError reports whether err is a failure to read from the store.
+func IsReadError(err error) bool {
+	var re *ReadError
+	return errors.As(err, &re)
+}
+
 // IsNotFound reports whether err means that the object does not exist.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 

@@ -124,6 +124,9 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if storage.IsReadError(err) {
+			return err // the connection failed, not the object: retried
+		}
 		return fmt.Errorf("%w: reading %s: %w", ErrVerify, key, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); n != wantSize || got != wantSum {

@@ -54,6 +54,7 @@ var options = []option{
 	{"s3-force-path-style", "false", "path-style S3 addressing (MinIO and most S3-compatible stores)", "bool", repoCmds},
 	{"s3-request-checksum", "when_supported", "SDK request checksums: when_supported (AWS default) or when_required (for stores that reject trailing checksums)", "string", repoCmds},
 	{"s3-part-size", "8MiB", "multipart upload part size (5MiB to 5GiB)", "size", repoCmds},
+	{"s3-read-timeout", "2m", "fail (and retry) an S3 request whose connection stays silent this long", "duration", repoCmds},
 	{"compression", "", "compression for new objects: zstd or none (default: the repository's)", "string", writeCmds},
 	{"compression-level", "0", "zstd level 1-22 (default: the repository's; 3 at init)", "int", writeCmds},
 	{"age-recipients", "", "age public recipients (age1...), comma-separated, for writing", "string", writeCmds},

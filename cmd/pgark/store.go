@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
@@ -85,6 +86,12 @@ func s3Config(env *cmdEnv, loc location) (s3.Config, error) {
 	var err error
 	if cfg.ForcePathStyle, err = s.boolean("s3-force-path-style"); err != nil {
 		return cfg, err
+	}
+	if cfg.ReadTimeout, err = s.duration("s3-read-timeout"); err != nil {
+		return cfg, err
+	}
+	if cfg.ReadTimeout < time.Second {
+		return cfg, usageErrorf("s3-read-timeout: at least 1s")
 	}
 	if cfg.PartSize, err = s.size("s3-part-size"); err != nil {
 		return cfg, err

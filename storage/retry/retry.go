@@ -19,6 +19,7 @@ package retry
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"context"
 	"errors"
 	"fmt"
@@ -191,15 +192,51 @@ func (s *store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 		return s.inner.Put(ctx, key, r, opts)
 	}
 	first := true
+	rewind := func() error {
+		if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+			return &storage.PermanentError{Err: fmt.Errorf("put %q in %s: rewinding the data for a retry: %w", key, s.inner, err)}
+		}
+		return nil
+	}
 	return s.do(ctx, "put", key, nil, func() error {
-		if !first {
-			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
-				return &storage.PermanentError{Err: fmt.Errorf("put %q in %s: rewinding the data for a retry: %w", key, s.inner, err)}
+		retried := !first
+		if retried {
+			if err := rewind(); err != nil {
+				return err
 			}
 		}
 		first = false
-		return s.inner.Put(ctx, key, r, opts)
+		err := s.inner.Put(ctx, key, r, opts)
+		if retried && storage.IsExists(err) {
+			// An earlier attempt may have landed with its reply lost: the
+			// object holding exactly our bytes means that it did.
+			if rerr := rewind(); rerr != nil {
+				return rerr
+			}
+			if same, serr := s.sameContent(ctx, key, r); serr == nil && same {
+				s.log.Info("an earlier attempt of this put had succeeded (its reply was lost)", "key", key, "store", s.inner.String())
+				return nil
+			}
+		}
+		return err
 	})
+}
+
+// sameContent reports whether the object key holds exactly the bytes of r.
+func (s *store) sameContent(ctx context.Context, key string, r io.Reader) (bool, error) {
+	rc, _, err := s.inner.Get(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	stored, mine := sha256.New(), sha256.New()
+	if _, err := io.Copy(stored, rc); err != nil {
+		return false, err
+	}
+	if _, err := io.Copy(mine, r); err != nil {
+		return false, err
+	}
+	return bytes.Equal(stored.Sum(nil), mine.Sum(nil)), nil
 }
 
 func (s *store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error) {

@@ -73,7 +73,10 @@ func (f *fake) Put(ctx context.Context, key string, r io.Reader, opts storage.Pu
 		return storage.ErrExists
 	}
 	f.objects[key] = append(head[:n:n], rest...)
-	return nil
+	f.mu.Unlock()
+	err = f.fail("put-lost") // applied, but the reply is lost
+	f.mu.Lock()
+	return err
 }
 
 func (f *fake) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
@@ -478,5 +481,25 @@ func TestSwapLostReply(t *testing.T) {
 	}
 	if b, _, _ := s.ReadSmall(ctx, "lock", 10); string(b) != "c" {
 		t.Fatalf("a refused swap changed the object to %q", b)
+	}
+}
+
+func TestPutLostReply(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	s, _ := newRetry(f, fast)
+	f.fails["put-lost"] = 1
+	if err := s.Put(ctx, "meta.json", bytes.NewReader([]byte("mine")), storage.PutOptions{Size: 4}); err != nil {
+		t.Fatalf("a put whose first reply was lost: %v", err)
+	}
+	// Someone else's object under the key is still "exists".
+	f.objects["other.json"] = []byte("theirs")
+	f.fails["put"] = 1
+	if err := s.Put(ctx, "other.json", bytes.NewReader([]byte("mine")), storage.PutOptions{Size: 4}); !storage.IsExists(err) {
+		t.Fatalf("put over another object: %v, want ErrExists", err)
+	}
+	// A first attempt that finds the key taken is not second-guessed.
+	if err := s.Put(ctx, "meta.json", bytes.NewReader([]byte("mine")), storage.PutOptions{Size: 4}); !storage.IsExists(err) {
+		t.Fatalf("a plain duplicate put: %v, want ErrExists", err)
 	}
 }

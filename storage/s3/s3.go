@@ -467,7 +467,7 @@ type bodyReader struct {
 func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil && err != io.EOF {
-		err = fmt.Errorf("%s: reading: %w", b.what, err)
+		err = &storage.ReadError{Err: fmt.Errorf("%s: reading: %w", b.what, err)}
 	}
 	return n, err
 }
