@@ -20,7 +20,7 @@ for arg in "$@"; do
 	case "$arg" in
 	--bench) BENCH=1 ;;
 	-h | --help)
-		sed -n '2,13p' "$0"
+		sed -n '2,14p' "$0"
 		exit 0
 		;;
 	*)
