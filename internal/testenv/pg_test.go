@@ -41,6 +41,26 @@ func TestPGBinDirMissing(t *testing.T) {
 	}
 }
 
+// The client tools of each ClientToolMajors major run as the postgres user and are of that
+// major; another major has none, without failing the test.
+func TestClientTools(t *testing.T) {
+	for _, major := range ClientToolMajors {
+		for _, name := range []string{"pg_verifybackup", "pg_basebackup", "psql", "pg_waldump"} {
+			p, ok := ClientTool(t, major, name)
+			if !ok {
+				t.Fatalf("ClientTool(%d, %s) not ok", major, name)
+			}
+			if out := shell(t, p+" --version"); !strings.Contains(out, fmt.Sprintf("(PostgreSQL) %d.", major)) {
+				t.Errorf("%s --version: %q, want PostgreSQL %d", p, out, major)
+			}
+		}
+	}
+	t.Setenv("PGARK_PG16_CLIENT_BIN", t.TempDir())
+	if p, ok := ClientTool(t, 16, "pg_verifybackup"); ok {
+		t.Fatalf("ClientTool(16) = %s, want none", p)
+	}
+}
+
 func TestSharedDirAccess(t *testing.T) {
 	dir := SharedDir(t)
 	sub := filepath.Join(dir, "a", "b")
