@@ -148,21 +148,26 @@ func Run(ctx context.Context, c Config) (*Meta, error) {
 
 // newBackupID picks an unused ID for the start time.
 func newBackupID(ctx context.Context, s storage.Store, t time.Time) (string, error) {
-	for i := 0; i < 10; i++ {
-		id := NewID(t.Add(time.Duration(i) * time.Second))
-		found := false
-		err := s.List(ctx, Prefix+id+"/", func(storage.ObjectInfo) error { found = true; return errStopList })
-		if err != nil && !errors.Is(err, errStopList) {
-			return "", fmt.Errorf("check backup id %s: %w", id, err)
+	// The ids in use, leftovers of failed or killed runs included (the
+	// repository lock keeps another backup from picking one meanwhile).
+	used := map[string]bool{}
+	err := s.List(ctx, Prefix, func(oi storage.ObjectInfo) error {
+		if id, _, ok := strings.Cut(strings.TrimPrefix(oi.Key, Prefix), "/"); ok {
+			used[id] = true
 		}
-		if !found {
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("list the backup ids in use: %w", err)
+	}
+	for i := 0; i < 3600; i++ {
+		if id := NewID(t.Add(time.Duration(i) * time.Second)); !used[id] {
 			return id, nil
 		}
 	}
-	return "", errors.New("no free backup id near the start time")
+	return "", errors.New("no free backup id within an hour of the start time")
 }
 
-var errStopList = errors.New("stop listing")
 
 type handler struct {
 	ctx     context.Context

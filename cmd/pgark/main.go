@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 var version = "dev"
@@ -127,7 +128,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "pgark %s: %v\n", cmd.name, err)
 		return setupFailure(cmd)
 	}
+	start := time.Now()
 	err = cmd.run(ctx, env, fs.Args())
+	if f := getenv("PGARK_RUSAGE_LOG"); f != "" {
+		logRusage(f, cmd.name, start, err)
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -149,6 +154,25 @@ func setupFailure(cmd *command) int {
 		return 3 // UNKNOWN (Nagios): 2 would read as CRITICAL
 	}
 	return exitUsage
+}
+
+// logRusage appends this run's resource use to file (PGARK_RUSAGE_LOG), one
+// line per run: end time (RFC 3339), command, wall seconds, user and system
+// CPU seconds, peak RSS in KiB, ok. For soak tests and capacity planning;
+// failures to write are ignored.
+func logRusage(file, name string, start time.Time, err error) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return
+	}
+	f, ferr := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if ferr != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s %s %.3f %.3f %.3f %d %t\n", time.Now().UTC().Format(time.RFC3339Nano),
+		strings.ReplaceAll(name, " ", "-"), time.Since(start).Seconds(),
+		time.Duration(ru.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()).Seconds(), ru.Maxrss, err == nil)
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
