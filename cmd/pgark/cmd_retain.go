@@ -46,7 +46,7 @@ why; a real run prints the same list.
 	options = append(options,
 		option{"keep-last", "0", "retain: keep the newest N backups on the current timeline (0: not set)", "int", rc},
 		option{"keep-within", "", "retain: keep what recovery to any point in this period needs, e.g. 14d, 2w, 36h", "string", rc},
-		option{"dry-run", "false", "retain: print what would be deleted and kept, delete nothing", "bool", rc},
+		option{"dry-run", "false", "retain: print what would be deleted and kept, delete nothing; dump-restore --globals: print what would run", "bool", []string{"retain", "dump-restore"}},
 	)
 }
 
@@ -60,6 +60,7 @@ type retainJSON struct {
 	Backups    []retainBackupJSON `json:"backups"`
 	Leftovers  []string           `json:"incomplete_deleted"`
 	WAL        retainWALJSON      `json:"wal"`
+	Dumps      *retainDumpsJSON   `json:"dumps,omitempty"`
 }
 
 type retainBackupJSON struct {
@@ -101,12 +102,26 @@ func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
 			return usageErrorf("keep-within (%s): %v", env.s.src["keep-within"], err)
 		}
 	}
+	dp, err := dumpPolicy(env)
+	if err != nil {
+		return err
+	}
 	if p.KeepLast == 0 && p.KeepWithin == 0 {
-		return usageErrorf("no retention policy: set --keep-last and/or --keep-within (or keep-last / keep-within in the config file)")
+		if dp.Set() {
+			return runRetainDumpsOnly(ctx, env, dp, asJSON, dry)
+		}
+		return usageErrorf("no retention policy: set --keep-last and/or --keep-within (or keep-last / keep-within in the config file), or for dumps --keep-dumps and/or --keep-dumps-within")
 	}
 	r, ids, err := openRepoToRead(ctx, env)
 	if err != nil {
 		return err
+	}
+	var dplan *retention.DumpPlan
+	var dumpsOut *retainDumpsJSON
+	if dp.Set() {
+		if dplan, dumpsOut, err = planDumps(ctx, r, dp); err != nil {
+			return err
+		}
 	}
 	rep, err := archive.Analyze(ctx, r, ids)
 	if err != nil {
@@ -129,6 +144,7 @@ func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
 	if n := len(plan.DeleteWAL); n > 0 {
 		out.WAL.DeleteFirst, out.WAL.DeleteLast = plan.DeleteWAL[0].Name.Raw, plan.DeleteWAL[n-1].Name.Raw
 	}
+	out.Dumps = dumpsOut
 	if asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -137,11 +153,20 @@ func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
 		}
 	} else {
 		printRetain(env.stdout, &out)
+		if dumpsOut != nil {
+			printRetainDumps(env.stdout, dumpsOut, dry)
+		}
 	}
 	if dry {
 		return nil
 	}
-	return retention.Apply(ctx, r.Store, plan, env.log)
+	if err := retention.Apply(ctx, r.Store, plan, env.log); err != nil {
+		return err
+	}
+	if dplan != nil {
+		return retention.ApplyDumps(ctx, r.Store, dplan, env.log)
+	}
+	return nil
 }
 
 func printRetain(w io.Writer, o *retainJSON) {
