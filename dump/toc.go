@@ -190,8 +190,8 @@ func SelectEntries(toc []Entry, seeds map[int]bool, o SelectOptions) *Selection 
 			changed = false
 			for i := range toc {
 				e := &toc[i]
-				if sel[e.ID] || !kinds[e.Desc] {
-					continue
+				if sel[e.ID] || !kinds[e.Desc] || e.Desc == "FK CONSTRAINT" {
+					continue // FK constraints are decided below, once the rest is known
 				}
 				if slices.ContainsFunc(e.Deps, func(d int) bool { return sel[d] && carries(byID[d], e) }) {
 					sel[e.ID] = true
