@@ -413,7 +413,15 @@ func Restore(ctx context.Context, c RestoreConfig) error {
 		if err := x.pgRestore(ctx, append(args, "--dbname="+conn), nil, true); err != nil {
 			return dropCreated(err)
 		}
-		if err := execAll(ctx, mconn, append(stepsSQL(ds.Setup), ds.Props...)...); err != nil {
+		// In the new database, as pg_restore --create does after \connect:
+		// shared catalogs (the comment) take the bytes in its encoding.
+		tconn, err := connect(ctx, maint, c.Target)
+		if err != nil {
+			return dropCreated(err)
+		}
+		err = execAll(ctx, tconn, append(stepsSQL(ds.Setup), ds.Props...)...)
+		tconn.Close(context.Background())
+		if err != nil {
 			return dropCreated(fmt.Errorf("database properties of %q applied to %q: %w", c.Source, c.Target, err))
 		}
 	case c.Create:
