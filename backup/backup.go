@@ -2,11 +2,8 @@ package backup
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"strconv"
@@ -384,66 +381,20 @@ func (h *handler) Archive(name, location string, r io.Reader) error {
 	return nil
 }
 
-// partUpload is one part being compressed, encrypted and uploaded. Writes go
-// to the hash, the size count and the object writer, which feeds a pipe that
-// the store's Put reads.
-type partUpload struct {
-	key  string
-	h    hash.Hash
-	n    int64
-	ow   io.WriteCloser
-	pw   *io.PipeWriter
-	sw   *countWriter
-	done chan error
-}
-
+// startPartUpload starts streaming one part into the store.
 func startPartUpload(ctx context.Context, s storage.Store, key string, c repo.Codec) *partUpload {
-	pr, pw := io.Pipe()
-	u := &partUpload{key: key, h: sha256.New(), pw: pw, sw: &countWriter{}, done: make(chan error, 1)}
-	go func() {
-		err := s.Put(ctx, key, pr, storage.PutOptions{Size: -1})
-		pr.CloseWithError(errors.New("upload ended"))
-		u.done <- err
-	}()
-	ow, err := repo.NewObjectWriter(io.MultiWriter(pw, u.sw), c)
-	if err != nil {
-		pw.CloseWithError(err)
-		u.ow = nil
-		return u
-	}
-	u.ow = ow
-	return u
+	return &partUpload{repo.StartUpload(ctx, s, key, c)}
 }
 
-func (u *partUpload) Write(p []byte) (int, error) {
-	if u.ow == nil {
-		return 0, errors.New("object writer unavailable")
-	}
-	u.h.Write(p)
-	u.n += int64(len(p))
-	return u.ow.Write(p)
-}
+// partUpload is one part being compressed, encrypted and uploaded.
+type partUpload struct{ *repo.Upload }
 
 func (u *partUpload) finish() (ObjectRef, error) {
-	if u.ow == nil {
-		return ObjectRef{}, fmt.Errorf("store %s: %w", u.key, <-u.done)
-	}
-	err := u.ow.Close()
-	u.pw.CloseWithError(err)
-	if perr := <-u.done; err == nil {
-		err = perr
-	}
+	r, err := u.Finish()
 	if err != nil {
-		return ObjectRef{}, fmt.Errorf("store %s: %w", u.key, err)
+		return ObjectRef{}, err
 	}
-	return ObjectRef{Key: u.key, Bytes: u.n, SHA256: hex.EncodeToString(u.h.Sum(nil)), StoredBytes: u.sw.n}, nil
+	return ObjectRef{Key: r.Key, Bytes: r.Bytes, SHA256: r.SHA256, StoredBytes: r.StoredBytes}, nil
 }
 
-func (u *partUpload) abort(cause error) {
-	u.pw.CloseWithError(cause)
-	<-u.done
-}
-
-type countWriter struct{ n int64 }
-
-func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+func (u *partUpload) abort(cause error) { u.Abort(cause) }

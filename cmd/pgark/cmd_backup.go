@@ -39,7 +39,7 @@ so that the backup's last segment gets archived.
 	})
 	bc := []string{"backup"}
 	options = append(options,
-		option{"dsn", "", "connection string or URL of the server (backup: to back up; check: to check) (default: libpq environment)", "string", []string{"backup", "check"}},
+		option{"dsn", "", "connection string or URL of the server (backup: to back up; check: to check; dump, dump-restore: its database is where pgark connects first) (default: libpq environment)", "string", []string{"backup", "check", "dump", "dump-restore"}},
 		option{"primary-dsn", "", "for a backup from a standby: connection to the primary, to switch WAL there", "string", bc},
 		option{"checkpoint", "fast", "fast or spread: the checkpoint that starts the backup", "string", bc},
 		option{"max-rate", "", "limit the server's send rate, e.g. 50MiB (per second; 32kB to 1GB)", "size", bc},

@@ -30,7 +30,7 @@ consumers should ignore fields they do not know.
 		run: runList,
 	})
 	options = append(options,
-		option{"json", "false", "print JSON (stable schema) instead of a table", "bool", []string{"list", "backup", "verify", "retain", "check", "key list"}},
+		option{"json", "false", "print JSON (stable schema) instead of a table", "bool", []string{"list", "backup", "verify", "retain", "check", "key list", "dump"}},
 	)
 }
 
@@ -76,6 +76,12 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 	asJSON, err := env.s.boolean("json")
 	if err != nil {
 		return err
+	}
+	if dumps, err := env.s.boolean("dumps"); err != nil || dumps {
+		if err != nil {
+			return err
+		}
+		return runListDumps(ctx, env, asJSON)
 	}
 	r, err := openRepo(ctx, env)
 	if err != nil {

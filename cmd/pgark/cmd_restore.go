@@ -49,7 +49,7 @@ start again.
 		option{"target-timeline", "latest", "timeline to follow: latest, current or a number", "string", rc},
 		option{"target-inclusive", "", "stop just after (true) or just before (false) the target; default PostgreSQL's (true)", "string", rc},
 		option{"target-action", "", "at the target: promote, pause or shutdown (default PostgreSQL's: pause)", "string", rc},
-		option{"jobs", "2", "parts downloaded and extracted in parallel", "int", rc},
+		option{"jobs", "2", "restore: parts downloaded and extracted in parallel; dump: databases dumped at once (default 1); dump-restore: pg_restore jobs (default 1)", "int", []string{"restore", "dump", "dump-restore"}},
 		option{"tablespace-map", "", "OID=PATH: restore a tablespace elsewhere (comma-separated or repeated)", "list", rc},
 		option{"owner", "", "when run as root: the user (or uid:gid) that will own PGDATA and run the server", "string", rc},
 		option{"force", "false", "clean a PGDATA left by an interrupted pgark restore and start again", "bool", rc},

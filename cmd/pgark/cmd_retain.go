@@ -48,7 +48,7 @@ why; a real run prints the same list.
 	options = append(options,
 		option{"keep-last", "0", "retain: keep the newest N backups on the current timeline (0: not set)", "int", rc},
 		option{"keep-within", "", "retain: keep what recovery to any point in this period needs, e.g. 14d, 2w, 36h", "string", rc},
-		option{"dry-run", "false", "retain: print what would be deleted and kept, delete nothing", "bool", rc},
+		option{"dry-run", "false", "retain: print what would be deleted and kept, delete nothing; dump-restore --globals: print what would run", "bool", []string{"retain", "dump-restore"}},
 	)
 }
 
@@ -62,6 +62,7 @@ type retainJSON struct {
 	Backups    []retainBackupJSON `json:"backups"`
 	Leftovers  []string           `json:"incomplete_deleted"`
 	WAL        retainWALJSON      `json:"wal"`
+	Dumps      *retainDumpsJSON   `json:"dumps,omitempty"`
 }
 
 type retainBackupJSON struct {
@@ -103,8 +104,15 @@ func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
 			return usageErrorf("keep-within (%s): %v", env.s.src["keep-within"], err)
 		}
 	}
+	dp, err := dumpPolicy(env)
+	if err != nil {
+		return err
+	}
 	if p.KeepLast == 0 && p.KeepWithin == 0 {
-		return usageErrorf("no retention policy: set --keep-last and/or --keep-within (or keep-last / keep-within in the config file)")
+		if dp.Set() {
+			return runRetainDumpsOnly(ctx, env, dp, asJSON, dry)
+		}
+		return usageErrorf("no retention policy: set --keep-last and/or --keep-within (or keep-last / keep-within in the config file), or for dumps --keep-dumps and/or --keep-dumps-within")
 	}
 	r, ids, err := openRepoToRead(ctx, env)
 	if err != nil {
@@ -112,15 +120,23 @@ func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	if dry {
 		// Reads only: no lock.
-		return planRetain(ctx, env, r, ids, p, asJSON, dry)
+		return planRetain(ctx, env, r, ids, p, dp, asJSON, dry)
 	}
 	return withRepoLock(ctx, env, r, "retain", func(ctx context.Context) error {
-		return planRetain(ctx, env, r, ids, p, asJSON, dry)
+		return planRetain(ctx, env, r, ids, p, dp, asJSON, dry)
 	})
 }
 
 // planRetain plans the deletions, prints the plan and, unless dry, applies it.
-func planRetain(ctx context.Context, env *cmdEnv, r *repo.Repo, ids *crypto.Identities, p retention.Policy, asJSON, dry bool) error {
+func planRetain(ctx context.Context, env *cmdEnv, r *repo.Repo, ids *crypto.Identities, p retention.Policy, dp retention.DumpPolicy, asJSON, dry bool) error {
+	var dplan *retention.DumpPlan
+	var dumpsOut *retainDumpsJSON
+	var err error
+	if dp.Set() {
+		if dplan, dumpsOut, err = planDumps(ctx, r, dp); err != nil {
+			return err
+		}
+	}
 	rep, err := archive.Analyze(ctx, r, ids)
 	if err != nil {
 		return err
@@ -142,6 +158,7 @@ func planRetain(ctx context.Context, env *cmdEnv, r *repo.Repo, ids *crypto.Iden
 	if n := len(plan.DeleteWAL); n > 0 {
 		out.WAL.DeleteFirst, out.WAL.DeleteLast = plan.DeleteWAL[0].Name.Raw, plan.DeleteWAL[n-1].Name.Raw
 	}
+	out.Dumps = dumpsOut
 	if asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -150,11 +167,20 @@ func planRetain(ctx context.Context, env *cmdEnv, r *repo.Repo, ids *crypto.Iden
 		}
 	} else {
 		printRetain(env.stdout, &out)
+		if dumpsOut != nil {
+			printRetainDumps(env.stdout, dumpsOut, dry)
+		}
 	}
 	if dry {
 		return nil
 	}
-	return retention.Apply(ctx, r.Store, plan, env.log)
+	if err := retention.Apply(ctx, r.Store, plan, env.log); err != nil {
+		return err
+	}
+	if dplan != nil {
+		return retention.ApplyDumps(ctx, r.Store, dplan, env.log)
+	}
+	return nil
 }
 
 func printRetain(w io.Writer, o *retainJSON) {

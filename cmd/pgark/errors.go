@@ -5,6 +5,7 @@ import (
 
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/lock"
+	"github.com/pgark/pgark/dump"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/wal"
 )
@@ -29,6 +30,12 @@ func exitCode(err error) int {
 		return exitKey
 	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster):
 		return exitRepository
+	case errors.Is(err, dump.ErrSelection):
+		return exitUsage
+	case errors.Is(err, dump.ErrClientTooOld), errors.Is(err, dump.ErrTarget), errors.Is(err, dump.ErrNoDump):
+		return exitRepository
+	case errors.Is(err, dump.ErrTool):
+		return exitTool
 	}
 	return exitStorage
 }

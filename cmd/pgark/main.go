@@ -30,6 +30,7 @@ const (
 	exitStorage    = 5 // storage or local I/O failed (after retries)
 	exitKey        = 6 // encryption keys: missing recipients or identity, no identity matches
 	exitLocked     = 7 // another backup or retain holds the repository lock (or took it over)
+	exitTool       = 8 // dump, dump-restore: pg_dump, pg_dumpall, pg_restore or an SQL statement failed
 	// exitRecoveryStop is wal-fetch's status for every failure other than
 	// "not found" during archive recovery. PostgreSQL treats an exit status
 	// above 125 as fatal and stops recovery, instead of taking the failure
@@ -43,6 +44,8 @@ type command struct {
 	summary string
 	help    string
 	run     func(ctx context.Context, env *cmdEnv, args []string) error
+	// interspersed accepts options after the arguments too.
+	interspersed bool
 }
 
 var commands []*command
@@ -110,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	fs.SetOutput(io.Discard)
 	flags := addOptions(fs, cmd.name)
 	fs.Usage = func() {}
-	if err := fs.Parse(rest); err != nil {
+	if err := parseArgs(fs, rest, cmd.interspersed); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printCommandHelp(stdout, cmd, fs)
 			return exitOK
@@ -141,6 +144,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		env.log.Error(oneLine(err.Error()), "command", cmd.name, "exit", code)
 	}
 	return code
+}
+
+// parseArgs parses options; with interspersed, options may also follow
+// the arguments (until "--").
+func parseArgs(fs *flag.FlagSet, args []string, interspersed bool) error {
+	if err := fs.Parse(args); err != nil || !interspersed {
+		return err
+	}
+	var pos []string
+	for rest := fs.Args(); len(rest) > 0; rest = fs.Args() {
+		if rest[0] == "--" {
+			pos = append(pos, rest[1:]...)
+			break
+		}
+		pos = append(pos, rest[0])
+		if err := fs.Parse(rest[1:]); err != nil {
+			return err
+		}
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
 // setupFailure is the status for a command line or configuration that cannot

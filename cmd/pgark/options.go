@@ -39,9 +39,9 @@ func (o option) forCommand(cmd string) bool {
 
 // Command groups for option scopes.
 var (
-	repoCmds  = []string{"init", "wal-push", "wal-fetch", "wal-prefetch", "backup", "list", "restore", "verify", "retain", "check", "key add", "key remove", "key list"}
-	writeCmds = []string{"init", "wal-push", "backup"}
-	readCmds  = []string{"wal-fetch", "wal-prefetch", "restore", "verify", "check", "key list"}
+	repoCmds  = []string{"init", "wal-push", "wal-fetch", "wal-prefetch", "backup", "list", "restore", "verify", "retain", "check", "key add", "key remove", "key list", "dump", "dump-restore"}
+	writeCmds = []string{"init", "wal-push", "backup", "dump"}
+	readCmds  = []string{"wal-fetch", "wal-prefetch", "restore", "verify", "check", "key list", "dump-restore"}
 	spoolCmds = []string{"wal-push", "wal-fetch", "wal-prefetch"}
 	fetchCmds = []string{"wal-fetch", "wal-prefetch"}
 )

@@ -1,0 +1,453 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgark/pgark/dump"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/retention"
+)
+
+const dumpExitCodes = exitCodesHelp + `
+  8    a PostgreSQL client tool or the server failed (pg_dump, pg_dumpall,
+       pg_restore exited non-zero, an SQL statement failed); its stderr is
+       passed through`
+
+func init() {
+	commands = append(commands, &command{
+		name:    "dump",
+		args:    "",
+		summary: "take logical dumps (pg_dump -Fc per database, pg_dumpall --globals-only) into the repository",
+		help: `Dumps every database that accepts connections except template0 (or the
+--db NAME ones, less --exclude-db NAME), each with pg_dump -Fc -Z0, plus
+pg_dumpall --globals-only for the roles and tablespaces. Each dump streams
+from the tool's stdout through zstd and age into the repository: nothing is
+staged on local disk.
+
+pg_dump and pg_dumpall are found on PATH or in --pg-bin DIR; a client older
+than the server is refused (exit 3). Connection settings follow libpq:
+--dsn (a connection string or URL; its database is where pgark connects
+first) or PGHOST, PGPORT, PGUSER, PGPASSWORD, PGPASSFILE, ...
+
+One run is a unit: an id, one object per database plus the globals, and its
+metadata (dump.json) written last. A failing tool fails the run (its stderr
+is passed through): the run's objects are deleted and a failed.json marker
+is left; it is never listed as complete nor used as latest.
+
+` + dumpExitCodes,
+		run: runDump,
+	})
+	commands = append(commands, &command{
+		name:    "dump-restore",
+		args:    "DUMP|latest",
+		summary: "restore a database, tables, schemas or the roles from a logical dump",
+		help: `Restores one database of a dump run with pg_restore (--db NAME picks it
+when the run holds several; --target-db NAME restores into another one).
+
+  --create       recreate the database (pg_restore --create: also its GRANTs,
+                 ALTER DATABASE ... SET, comment, owner, encoding and locale).
+                 With --target-db, the new database gets the original encoding
+                 and locale, then the original's properties under its name.
+  (no --create)  the target must exist and be empty, unless --clean (drop the
+                 archive's objects first) or a selective restore.
+  --table T, --schema S (repeatable): a selective restore, with each table's
+                 indexes, constraints, triggers, policies, defaults, owned
+                 sequences, comments and privileges (an FK constraint only when
+                 the tables it joins are restored too).
+  --schema-only, --data-only, --no-owner, --jobs N (decrypts to a temporary
+                 file, mode 0600, removed afterwards: pg_restore needs one to
+                 work in parallel; TMPDIR picks where).
+  --list         print the archive's table of contents (with --table or
+                 --schema: the list a selective restore would use).
+  --to-file PATH write the decrypted -Fc archive (with --globals: the SQL),
+                 never replacing a file.
+  --globals      replay the roles, memberships and tablespaces: only the
+                 missing ones are created, existing ones are reported and left
+                 alone (--overwrite-roles applies the dumped definitions;
+                 --no-role-passwords leaves passwords out; --dry-run prints
+                 what would run).
+
+A database that the restore creates is dropped again if the restore fails.
+
+` + dumpExitCodes,
+		run:          runDumpRestore,
+		interspersed: true,
+	})
+	dc, drc, both := []string{"dump"}, []string{"dump-restore"}, []string{"dump", "dump-restore"}
+	options = append(options,
+		option{"db", "", "dump: a database to dump (repeatable; default: all but template0); dump-restore: the database of the dump to restore", "list", both},
+		option{"exclude-db", "", "dump: a database not to dump (repeatable)", "list", dc},
+		option{"pg-bin", "", "directory of pg_dump, pg_dumpall and pg_restore (default: PATH)", "string", both},
+		option{"lock-wait-timeout", "0", "dump: fail instead of waiting longer than this for a table lock, e.g. 30s (0: wait)", "duration", dc},
+		option{"no-role-passwords", "false", "dump: dump roles without passwords (pg_dumpall --no-role-passwords, for non-superusers); dump-restore --globals: leave passwords out", "bool", both},
+		option{"target-db", "", "dump-restore: the database to restore into (default: the dumped database's name)", "string", drc},
+		option{"create", "false", "dump-restore: create the database (with its encoding, locale and properties)", "bool", drc},
+		option{"clean", "false", "dump-restore: drop the archive's objects (with --create: the database) before restoring", "bool", drc},
+		option{"table", "", "dump-restore: restore this table (NAME or SCHEMA.NAME) and what belongs to it (repeatable)", "list", drc},
+		option{"schema", "", "dump-restore: restore this schema (repeatable)", "list", drc},
+		option{"schema-only", "false", "dump-restore: definitions only, no data", "bool", drc},
+		option{"data-only", "false", "dump-restore: data only, no definitions", "bool", drc},
+		option{"no-owner", "false", "dump-restore: do not set owners (objects belong to the connecting role)", "bool", drc},
+		option{"list", "false", "dump-restore: print the archive's table of contents, restore nothing", "bool", drc},
+		option{"to-file", "", "dump-restore: write the decrypted archive (or with --globals the SQL) to this new file", "string", drc},
+		option{"globals", "false", "dump-restore: replay the roles, memberships and tablespaces (missing ones only, unless --overwrite-roles)", "bool", drc},
+		option{"overwrite-roles", "false", "dump-restore --globals: also apply the dumped definitions (attributes, passwords, settings) of existing roles", "bool", drc},
+		option{"dumps", "false", "list: list the logical dump runs", "bool", []string{"list"}},
+		option{"keep-dumps", "0", "retain: keep the newest N complete dump runs (0: not set)", "int", []string{"retain"}},
+		option{"keep-dumps-within", "", "retain: keep the dump runs started within this period, e.g. 14d, 2w, 36h", "string", []string{"retain"}},
+	)
+}
+
+// listValues splits a repeatable option's comma-joined values.
+func listValues(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// dumpJobs is --jobs for dump and dump-restore: 1 unless set.
+func dumpJobs(env *cmdEnv) (int, error) {
+	if env.s.src["jobs"] == "default" {
+		return 1, nil
+	}
+	j, err := env.s.integer("jobs")
+	if err == nil && j < 1 {
+		err = usageErrorf("jobs: must be a whole number of at least 1")
+	}
+	return j, err
+}
+
+func hostOf(dsn string) string {
+	c, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", c.Host, c.Port)
+}
+
+func runDump(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 0 {
+		return usageErrorf("dump takes no arguments (connection settings come from --dsn or the libpq environment)")
+	}
+	s := env.s
+	cfg := dump.Config{Version: version, Log: env.log, Stderr: env.stderr, DSN: s.str("dsn"), BinDir: s.str("pg-bin"),
+		Databases: listValues(s.str("db")), Exclude: listValues(s.str("exclude-db")), FromHost: hostOf(s.str("dsn"))}
+	var err error
+	if cfg.Jobs, err = dumpJobs(env); err != nil {
+		return err
+	}
+	if cfg.LockWaitTimeout, err = s.duration("lock-wait-timeout"); err != nil {
+		return err
+	}
+	if cfg.NoRolePasswords, err = s.boolean("no-role-passwords"); err != nil {
+		return err
+	}
+	asJSON, err := s.boolean("json")
+	if err != nil {
+		return err
+	}
+	if _, err := pgconn.ParseConfig(cfg.DSN); err != nil {
+		return usageErrorf("dsn: %v", err)
+	}
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	if cfg.Codec, err = codec(env, r); err != nil {
+		return err
+	}
+	cfg.Repo = r
+	m, err := dump.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(m)
+	}
+	fmt.Fprintf(env.stdout, "dump %s complete: %d databases and the globals of PostgreSQL %s (pg_dump %s) in %s, %s dumped, %s stored\n",
+		m.ID, len(m.Databases), m.ServerVersion, m.PgDumpVersion, m.EndTime.Sub(m.StartTime).Round(time.Second), humanBytes(m.RawBytes), humanBytes(m.StoredBytes))
+	return nil
+}
+
+func runDumpRestore(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 1 {
+		return usageErrorf("dump-restore takes one argument: a dump id (or latest)")
+	}
+	s := env.s
+	bools := map[string]bool{}
+	for _, n := range []string{"create", "clean", "schema-only", "data-only", "no-owner", "list", "globals", "overwrite-roles", "no-role-passwords", "dry-run"} {
+		v, err := s.boolean(n)
+		if err != nil {
+			return err
+		}
+		bools[n] = v
+	}
+	jobs, err := dumpJobs(env)
+	if err != nil {
+		return err
+	}
+	dbs := listValues(s.str("db"))
+	tables, schemas := listValues(s.str("table")), listValues(s.str("schema"))
+	toFile := s.str("to-file")
+	if toFile != "" && !filepath.IsAbs(toFile) {
+		if toFile, err = filepath.Abs(toFile); err != nil {
+			return usageErrorf("to-file: %v", err)
+		}
+	}
+	if bools["globals"] {
+		for _, n := range []string{"create", "clean", "schema-only", "data-only", "no-owner", "list"} {
+			if bools[n] {
+				return usageErrorf("--globals replays roles and tablespaces: --%s does not apply", n)
+			}
+		}
+		if len(dbs)+len(tables)+len(schemas) > 0 || s.str("target-db") != "" {
+			return usageErrorf("--globals replays roles and tablespaces: --db, --target-db, --table and --schema do not apply")
+		}
+	} else {
+		switch {
+		case bools["overwrite-roles"] || bools["dry-run"]:
+			return usageErrorf("--overwrite-roles and --dry-run go with --globals")
+		case bools["schema-only"] && bools["data-only"]:
+			return usageErrorf("--schema-only and --data-only exclude each other")
+		case bools["data-only"] && (bools["create"] || bools["clean"]):
+			return usageErrorf("--data-only cannot go with --create or --clean")
+		case len(dbs) > 1:
+			return usageErrorf("dump-restore restores one database at a time (--db given %d times)", len(dbs))
+		}
+	}
+	if _, err := pgconn.ParseConfig(s.str("dsn")); err != nil {
+		return usageErrorf("dsn: %v", err)
+	}
+	r, ids, err := openRepoToRead(ctx, env)
+	if err != nil {
+		return err
+	}
+	m, err := dump.Find(ctx, r.Store, args[0])
+	if err != nil {
+		return err
+	}
+	if bools["globals"] {
+		if toFile != "" {
+			if err := dump.WriteFile(ctx, r, ids, m.Globals, toFile); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.stdout, "globals of dump %s written to %s (%s)\n", m.ID, toFile, humanBytes(m.Globals.Bytes))
+			return nil
+		}
+		_, err := dump.RestoreGlobals(ctx, dump.GlobalsConfig{Repo: r, Identities: ids, Meta: m, DSN: s.str("dsn"),
+			Options: dump.GlobalsOptions{Overwrite: bools["overwrite-roles"], NoPasswords: bools["no-role-passwords"]},
+			DryRun:  bools["dry-run"], Out: env.stdout, Log: env.log})
+		if err == nil && m.NoRolePasswords {
+			env.log.Warn("this dump was taken with --no-role-passwords: the roles it created have no password")
+		}
+		return err
+	}
+	source := ""
+	switch {
+	case len(dbs) == 1:
+		source = dbs[0]
+	case len(m.Databases) == 1:
+		source = m.Databases[0].Name
+	default:
+		var names []string
+		for _, d := range m.Databases {
+			names = append(names, d.Name)
+		}
+		return usageErrorf("dump %s holds %d databases: pick one with --db (%s)", m.ID, len(m.Databases), strings.Join(names, ", "))
+	}
+	if toFile != "" {
+		d := m.Database(source)
+		if d == nil {
+			return usageErrorf("dump %s holds no database %q", m.ID, source)
+		}
+		if err := dump.WriteFile(ctx, r, ids, d.Object, toFile); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "database %s of dump %s written to %s (%s, pg_restore format -Fc)\n", source, m.ID, toFile, humanBytes(d.Bytes))
+		return nil
+	}
+	rc := dump.RestoreConfig{Repo: r, Identities: ids, Meta: m, Source: source, Target: s.str("target-db"), DSN: s.str("dsn"),
+		BinDir: s.str("pg-bin"), Create: bools["create"], Clean: bools["clean"], Jobs: jobs, Tables: tables, Schemas: schemas,
+		SchemaOnly: bools["schema-only"], DataOnly: bools["data-only"], NoOwner: bools["no-owner"],
+		Stdout: env.stdout, Stderr: env.stderr, Log: env.log}
+	if bools["list"] {
+		return dump.ListTOC(ctx, rc, env.stdout)
+	}
+	start := time.Now()
+	if err := dump.Restore(ctx, rc); err != nil {
+		return err
+	}
+	target := rc.Target
+	if target == "" {
+		target = source
+	}
+	fmt.Fprintf(env.stdout, "database %s of dump %s restored into %s in %s\n", source, m.ID, target, time.Since(start).Round(time.Second))
+	return nil
+}
+
+// listDumpsJSON is the --json schema of `pgark list --dumps` (format 1).
+type listDumpsJSON struct {
+	Format     int           `json:"format"`
+	Repository string        `json:"repository"`
+	Dumps      []*dump.Meta  `json:"dumps"`
+	Failed     []dump.Failed `json:"failed"`
+	Incomplete []string      `json:"incomplete"`
+}
+
+func runListDumps(ctx context.Context, env *cmdEnv, asJSON bool) error {
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	l, err := dump.List(ctx, r.Store)
+	if err != nil {
+		return err
+	}
+	out := listDumpsJSON{Format: 1, Repository: r.Store.String(), Dumps: nonNil(l.Dumps), Failed: nonNil(l.Failed), Incomplete: nonNil(l.Incomplete)}
+	if asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "DUMP\tSTART (UTC)\tDURATION\tPG\tPG_DUMP\tDATABASES\tSIZE\tSTORED\n")
+	for _, m := range out.Dumps {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", m.ID, m.StartTime.UTC().Format("2006-01-02 15:04:05"),
+			m.EndTime.Sub(m.StartTime).Round(time.Second), m.ServerVersion, m.PgDumpVersion, len(m.Databases), humanBytes(m.RawBytes), humanBytes(m.StoredBytes))
+		for _, d := range m.Databases {
+			loc := d.Collate
+			if d.LocaleProvider != "libc" {
+				loc = d.LocaleProvider + " " + d.Locale
+			}
+			fmt.Fprintf(w, "  %s\t%s %s\t\t\t\t\t%s\t%s\n", d.Name, d.Encoding, loc, humanBytes(d.Bytes), humanBytes(d.StoredBytes))
+		}
+		fmt.Fprintf(w, "  (globals)\t\t\t\t\t\t%s\t%s\n", humanBytes(m.Globals.Bytes), humanBytes(m.Globals.StoredBytes))
+	}
+	w.Flush()
+	if len(out.Dumps) == 0 {
+		fmt.Fprintln(env.stdout, "(no complete dumps)")
+	}
+	for _, f := range out.Failed {
+		fmt.Fprintf(env.stdout, "failed (never used): %s at %s: %s\n", f.ID, f.Time.UTC().Format("2006-01-02 15:04:05"), f.Error)
+	}
+	for _, id := range out.Incomplete {
+		fmt.Fprintf(env.stdout, "incomplete (never used; in progress or interrupted): %s\n", id)
+	}
+	return nil
+}
+
+// dumpPolicy reads --keep-dumps and --keep-dumps-within.
+func dumpPolicy(env *cmdEnv) (retention.DumpPolicy, error) {
+	p := retention.DumpPolicy{Now: time.Now()}
+	var err error
+	if p.KeepLast, err = nonNegative(env, "keep-dumps"); err != nil {
+		return p, err
+	}
+	if v := env.s.str("keep-dumps-within"); v != "" {
+		if p.KeepWithin, err = retention.ParseDuration(v); err != nil {
+			return p, usageErrorf("keep-dumps-within (%s): %v", env.s.src["keep-dumps-within"], err)
+		}
+	}
+	return p, nil
+}
+
+type retainDumpsJSON struct {
+	KeepDumps       int                   `json:"keep_dumps"`
+	KeepDumpsWithin string                `json:"keep_dumps_within"`
+	Dumps           []retainDumpEntryJSON `json:"dumps"`
+	Leftovers       []string              `json:"failed_deleted"`
+}
+
+type retainDumpEntryJSON struct {
+	ID        string    `json:"id"`
+	StartTime time.Time `json:"start_time"`
+	Keep      bool      `json:"keep"`
+	Why       string    `json:"why"`
+}
+
+// planDumps makes the dump retention plan and its report.
+func planDumps(ctx context.Context, r *repo.Repo, p retention.DumpPolicy) (*retention.DumpPlan, *retainDumpsJSON, error) {
+	l, err := dump.List(ctx, r.Store)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := retention.MakeDumpPlan(l, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := &retainDumpsJSON{KeepDumps: p.KeepLast, Dumps: []retainDumpEntryJSON{}, Leftovers: nonNil(plan.Leftovers)}
+	if p.KeepWithin > 0 {
+		out.KeepDumpsWithin = retention.FormatDuration(p.KeepWithin)
+	}
+	for _, d := range plan.Dumps {
+		out.Dumps = append(out.Dumps, retainDumpEntryJSON{ID: d.Dump.ID, StartTime: d.Dump.StartTime, Keep: d.Keep, Why: d.Why})
+	}
+	return plan, out, nil
+}
+
+func printRetainDumps(w io.Writer, o *retainDumpsJSON, dry bool) {
+	verb := "DELETE"
+	if dry {
+		verb = "would delete"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "DUMP\tSTART (UTC)\tACTION\tWHY\n")
+	for _, d := range o.Dumps {
+		act := "keep"
+		if !d.Keep {
+			act = verb
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.ID, d.StartTime.UTC().Format("2006-01-02 15:04:05"), act, d.Why)
+	}
+	tw.Flush()
+	for _, id := range o.Leftovers {
+		fmt.Fprintf(w, "failed or incomplete dump %s (older than the newest complete one): %s\n", id, verb)
+	}
+}
+
+// runRetainDumpsOnly applies a dump retention policy when no backup policy
+// is given: backups and WAL are left alone (and the archive is not read).
+func runRetainDumpsOnly(ctx context.Context, env *cmdEnv, p retention.DumpPolicy, asJSON, dry bool) error {
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	plan, out, err := planDumps(ctx, r, p)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			Format     int              `json:"format"`
+			Repository string           `json:"repository"`
+			DryRun     bool             `json:"dry_run"`
+			Dumps      *retainDumpsJSON `json:"dumps"`
+		}{1, r.Store.String(), dry, out}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(env.stdout, "repository %s, dump policy %s (backups and WAL: no policy given, left alone)\n", r.Store.String(), p)
+		printRetainDumps(env.stdout, out, dry)
+	}
+	if dry {
+		return nil
+	}
+	return retention.ApplyDumps(ctx, r.Store, plan, env.log)
+}

@@ -1,0 +1,122 @@
+package retention
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/pgark/pgark/dump"
+	"github.com/pgark/pgark/storage"
+)
+
+// DumpPolicy says which logical dump runs to keep. With both set, a run
+// either keeps is kept. The newest complete run is always kept.
+type DumpPolicy struct {
+	KeepLast   int           // the newest N complete runs (0: not set)
+	KeepWithin time.Duration // runs started this far back or later (0: not set)
+	Now        time.Time
+}
+
+// Set reports whether the policy says anything.
+func (p DumpPolicy) Set() bool { return p.KeepLast > 0 || p.KeepWithin > 0 }
+
+func (p DumpPolicy) String() string {
+	var parts []string
+	if p.KeepLast > 0 {
+		parts = append(parts, fmt.Sprintf("keep-dumps %d", p.KeepLast))
+	}
+	if p.KeepWithin > 0 {
+		parts = append(parts, "keep-dumps-within "+FormatDuration(p.KeepWithin))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// DumpDecision is what happens to one complete run, and why.
+type DumpDecision struct {
+	Dump *dump.Meta
+	Keep bool
+	Why  string
+}
+
+// DumpPlan is what a retention run deletes and keeps among the dumps.
+type DumpPlan struct {
+	Policy DumpPolicy
+	Dumps  []DumpDecision // oldest first
+	// Leftovers are failed and incomplete runs older than the newest
+	// complete one: deleted (a newer one may still be running).
+	Leftovers []string
+}
+
+// MakeDumpPlan applies the policy to the listed runs.
+func MakeDumpPlan(l *dump.Listing, p DumpPolicy) (*DumpPlan, error) {
+	if !p.Set() {
+		return nil, fmt.Errorf("no dump retention policy: set keep-dumps and/or keep-dumps-within")
+	}
+	plan := &DumpPlan{Policy: p}
+	n := len(l.Dumps)
+	for i, m := range l.Dumps {
+		d := DumpDecision{Dump: m, Why: "outside the policy (" + p.String() + ")"}
+		switch {
+		case i == n-1:
+			d.Keep, d.Why = true, "the newest complete dump"
+		case p.KeepLast > 0 && i >= n-p.KeepLast:
+			d.Keep, d.Why = true, fmt.Sprintf("one of the %d newest (keep-dumps)", p.KeepLast)
+		case p.KeepWithin > 0 && !m.StartTime.Before(p.Now.Add(-p.KeepWithin)):
+			d.Keep, d.Why = true, "started within the keep-dumps-within window"
+		}
+		plan.Dumps = append(plan.Dumps, d)
+	}
+	if n > 0 {
+		newest := l.Dumps[n-1].ID
+		for _, f := range l.Failed {
+			if f.ID < newest {
+				plan.Leftovers = append(plan.Leftovers, f.ID)
+			}
+		}
+		for _, id := range l.Incomplete {
+			if id < newest {
+				plan.Leftovers = append(plan.Leftovers, id)
+			}
+		}
+	}
+	return plan, nil
+}
+
+// ApplyDumps deletes what the plan does not keep: each run's completion
+// marker (dump.json) first, so that an interrupted run never leaves a dump
+// that looks complete but is not, then its objects; then the leftovers of
+// failed and incomplete runs (their failed.json last).
+func ApplyDumps(ctx context.Context, s storage.Store, plan *DumpPlan, log *slog.Logger) error {
+	for _, d := range plan.Dumps {
+		if d.Keep {
+			continue
+		}
+		if err := s.Delete(ctx, dump.MetaKey(d.Dump.ID)); err != nil {
+			return fmt.Errorf("delete dump %s: %w", d.Dump.ID, err)
+		}
+		if err := deletePrefix(ctx, s, dump.Prefix+d.Dump.ID+"/"); err != nil {
+			return fmt.Errorf("delete dump %s: %w", d.Dump.ID, err)
+		}
+		log.Info("deleted dump", "dump", d.Dump.ID, "why", d.Why)
+	}
+	for _, id := range plan.Leftovers {
+		var keys []string
+		if err := s.List(ctx, dump.Prefix+id+"/", func(oi storage.ObjectInfo) error {
+			if oi.Key != dump.FailedKey(id) {
+				keys = append(keys, oi.Key)
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("delete failed dump %s: %w", id, err)
+		}
+		for _, k := range append(keys, dump.FailedKey(id)) {
+			if err := s.Delete(ctx, k); err != nil {
+				return fmt.Errorf("delete failed dump %s: %w", id, err)
+			}
+		}
+		log.Info("deleted failed or incomplete dump", "dump", id)
+	}
+	return nil
+}
