@@ -267,7 +267,7 @@ feed:
 		}
 	}
 	m.EndTime = time.Now().UTC()
-	if err := repo.PutJSON(ctx, c.Repo.Store, MetaKey(r.id), m); err != nil {
+	if err := repo.PutSignedJSON(ctx, c.Repo.Store, MetaKey(r.id), m, c.Codec.Signer); err != nil {
 		return fmt.Errorf("write dump metadata: %w", err)
 	}
 	r.log.Info("dump complete", "dump", r.id, "databases", len(dbs), "raw_bytes", m.RawBytes, "stored_bytes", m.StoredBytes)

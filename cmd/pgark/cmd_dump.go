@@ -241,6 +241,11 @@ func runDumpRestore(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// With trusted-signers, the run's metadata (which records every
+	// object's size and SHA-256) must carry a trusted signature.
+	if err := r.VerifyJSONSignature(ctx, dump.MetaKey(m.ID)); err != nil {
+		return fmt.Errorf("dump %s: %w", m.ID, err)
+	}
 	if bools["globals"] {
 		if toFile != "" {
 			if err := dump.WriteFile(ctx, r, ids, m.Globals, toFile); err != nil {

@@ -60,7 +60,7 @@ var options = []option{
 	{"age-recipients", "", "age public recipients (age1...), comma-separated, for writing", "string", writeCmds},
 	{"age-recipients-file", "", "file with age public recipients, one per line, for writing", "string", writeCmds},
 	{"age-identity-file", "", "age identity file (private keys) for reading encrypted objects", "string", readCmds},
-	{"signing-key-file", "", "ed25519 signing key (pgark key generate-signing): sign what is written, so that readers with trusted-signers can prove its origin", "string", []string{"wal-push", "backup"}},
+	{"signing-key-file", "", "ed25519 signing key (pgark key generate-signing): sign what is written, so that readers with trusted-signers can prove its origin", "string", []string{"wal-push", "backup", "dump"}},
 	{"trusted-signers", "", "signing public keys (pgark-ed25519:...), comma-separated: when set, reads refuse any object not signed by one of them", "string", readCmds},
 	{"retry-timeout", "60s", "total time to retry transient storage errors before failing", "duration", repoCmds},
 	{"pgdata", "", "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)", "string", []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}},
