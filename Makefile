@@ -7,7 +7,7 @@ GO ?= go
 GOTEST_P ?= 1
 GOTEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps test vet lint staticcheck bench demo clean
+.PHONY: all build deps test vet lint staticcheck bench demo clean soak
 
 all: build
 
@@ -41,3 +41,14 @@ demo: deps build
 
 clean:
 	rm -rf bin
+
+# The long reliability runs: a 10-minute soak (pgbench at full speed into S3,
+# backups, retain and verify meanwhile, a PITR at the end, RSS and CPU per
+# process), 50 kill -9 of each command, and 60 s of S3 faults. CI runs the
+# same tests shortened (45 s, 10 kills).
+SOAK_SECONDS ?= 600
+KILL_LOOPS ?= 50
+FAULT_SECONDS ?= 60
+soak: deps
+	SOAK_SECONDS=$(SOAK_SECONDS) KILL_LOOPS=$(KILL_LOOPS) FAULT_SECONDS=$(FAULT_SECONDS) \
+		$(GO) test -count=1 -v -timeout 90m -run 'TestSoak|TestKill9Loops|TestFaultsArchiveRecoverBackup|TestPushAheadKill9' ./integration/

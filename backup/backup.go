@@ -165,7 +165,6 @@ func newBackupID(ctx context.Context, s storage.Store, t time.Time) (string, err
 	return "", errors.New("no free backup id within an hour of the start time")
 }
 
-
 type handler struct {
 	ctx     context.Context
 	c       *Config

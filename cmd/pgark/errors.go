@@ -4,8 +4,8 @@ import (
 	"errors"
 
 	"github.com/pgark/pgark/crypto"
-	"github.com/pgark/pgark/lock"
 	"github.com/pgark/pgark/dump"
+	"github.com/pgark/pgark/lock"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/wal"
 )
