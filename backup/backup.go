@@ -31,6 +31,7 @@ type Config struct {
 	MaxRateKB      int
 	PartLimit      int64         // split tar streams into objects of at most this many bytes
 	ArchiveTimeout time.Duration // how long to wait for the needed WAL in the repository
+	StallTimeout   time.Duration // fail when the stream stays silent this long (0: never)
 	// SwitchPrimary, for a backup from a standby, makes the primary finish
 	// its current WAL segment (pg_create_restore_point and pg_switch_wal) so
 	// that the backup's last segment is archived. Nil: not available.
@@ -185,7 +186,8 @@ func (h *handler) run(ctx context.Context, si serverInfo) (*Meta, error) {
 		// pgark confirms the needed WAL in the repository itself (bounded by
 		// --archive-timeout, naming what is missing) instead of letting the
 		// server wait without limit; this also makes the end time accurate.
-		NoWait: true,
+		NoWait:       true,
+		StallTimeout: c.StallTimeout,
 	}
 	startInfo, end, err := RunBaseBackup(ctx, c.Replication, si.versionNum, po, h)
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -42,6 +43,11 @@ type ProtocolOptions struct {
 	NoWait            bool   // WAIT false (15+) / NOWAIT (13-14): do not wait for WAL archiving (standby)
 	Progress          bool   // PROGRESS: size estimates per tablespace
 	ManifestChecksums string // "CRC32C" (default), "SHA224", "SHA256", "SHA384", "SHA512" or "NONE"
+	// StallTimeout fails the backup when the server sends nothing for this
+	// long while it streams an archive or the manifest (0: no limit). The
+	// checkpoint and the waits between archives are never timed: they may
+	// legitimately be long and silent.
+	StallTimeout time.Duration
 }
 
 // TablespaceInfo is one row of the server's tablespace list.
@@ -249,7 +255,8 @@ func RunBaseBackup(ctx context.Context, conn *pgconn.PgConn, serverVersionNum in
 	if err := fe.Flush(); err != nil {
 		return StartInfo{}, EndInfo{}, fmt.Errorf("sending BASE_BACKUP: %w", err)
 	}
-	return runBaseBackup(ctx, conn, serverVersionNum < 150000, h)
+	d := &demux{ctx: ctx, src: conn, h: h, legacy: serverVersionNum < 150000, stall: o.StallTimeout}
+	return d.run()
 }
 
 // demux drives a StreamHandler from a message source.
@@ -265,7 +272,11 @@ type demux struct {
 	bytesDone uint64
 	reported  uint64
 	ckWarn    []string
+	stall     time.Duration
 }
+
+// errStalled is the cause of a read that timed out while streaming.
+var errStalled = errors.New("stream stalled")
 
 // runBaseBackup runs the protocol after the command was sent: the testable,
 // fuzzable part of RunBaseBackup.
@@ -293,7 +304,17 @@ func (d *demux) next() (pgproto3.BackendMessage, error) {
 		return nil, d.err
 	}
 	for {
-		msg, err := d.src.ReceiveMessage(d.ctx)
+		rctx, cancel := d.ctx, context.CancelFunc(func() {})
+		if d.stall > 0 && strings.HasPrefix(d.phase, "streaming ") {
+			rctx, cancel = context.WithTimeoutCause(d.ctx, d.stall, errStalled)
+		}
+		msg, err := d.src.ReceiveMessage(rctx)
+		stalled := err != nil && errors.Is(context.Cause(rctx), errStalled)
+		cancel()
+		if stalled {
+			d.err = fmt.Errorf("BASE_BACKUP: the server sent nothing for %s while %s (--stream-timeout): the connection stalled", d.stall, d.phase)
+			return nil, d.err
+		}
 		if err != nil {
 			// pgconn's default OnPgError closes the connection on a FATAL
 			// ErrorResponse and returns it as an error instead of a message.

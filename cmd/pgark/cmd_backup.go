@@ -44,6 +44,7 @@ so that the backup's last segment gets archived.
 		option{"checkpoint", "fast", "fast or spread: the checkpoint that starts the backup", "string", bc},
 		option{"max-rate", "", "limit the server's send rate, e.g. 50MiB (per second; 32kB to 1GB)", "size", bc},
 		option{"archive-timeout", "5m", "how long to wait for the backup's WAL to reach the repository", "duration", bc},
+		option{"stream-timeout", "10m", "fail when the server sends nothing for this long while it streams data (a stalled connection); 0: never", "duration", bc},
 		option{"backup-part-size", "1GiB", "split each tar stream into objects of at most this size, at file boundaries", "size", bc},
 		option{"label", "", "backup label (default: pgark <id>)", "string", bc},
 	)
@@ -73,6 +74,9 @@ func runBackup(ctx context.Context, env *cmdEnv, args []string) error {
 		}
 	}
 	if cfg.ArchiveTimeout, err = s.duration("archive-timeout"); err != nil {
+		return err
+	}
+	if cfg.StallTimeout, err = s.duration("stream-timeout"); err != nil {
 		return err
 	}
 	if cfg.PartLimit, err = s.size("backup-part-size"); err != nil {
