@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"runtime"
 
 	"github.com/pgark/pgark/storage"
 )
@@ -47,7 +48,8 @@ func StartUpload(ctx context.Context, s storage.Store, key string, c Codec) *Upl
 		pr.CloseWithError(errors.New("upload ended"))
 		u.done <- err
 	}()
-	ow, err := NewObjectWriter(io.MultiWriter(pw, u.sw), c)
+	// Compressed on several cores, hashed off the caller's goroutine.
+	ow, err := NewParallelObjectWriter(io.MultiWriter(pw, u.sw), c, uploadWorkers(), u.h)
 	if err != nil {
 		pw.CloseWithError(err)
 		return u
@@ -64,10 +66,12 @@ func (u *Upload) Write(p []byte) (int, error) {
 	if u.ow == nil {
 		return 0, errors.New("object writer unavailable")
 	}
-	u.h.Write(p)
 	u.n += int64(len(p))
 	return u.ow.Write(p)
 }
+
+// uploadWorkers is how many goroutines compress a streamed object.
+func uploadWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 4) }
 
 // Finish flushes the object and waits until it is durably stored.
 func (u *Upload) Finish() (Uploaded, error) {

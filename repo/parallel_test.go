@@ -1,0 +1,82 @@
+package repo
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestParallelObjectWriterRoundTrip(t *testing.T) {
+	rs, ids := keys(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, FrameSize - 1, FrameSize, FrameSize + 1, 3*FrameSize + 12345} {
+		plain := make([]byte, n)
+		for i := range plain {
+			if i%7 == 0 {
+				plain[i] = byte(rng.IntN(256))
+			}
+		}
+		for _, c := range []Codec{{Compression: "zstd", Level: 3, Recipients: rs}, {Compression: "none", Recipients: rs}, {Compression: "zstd", Level: 1}} {
+			var obj bytes.Buffer
+			h := sha256.New()
+			w, err := NewParallelObjectWriter(&obj, c, 3, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Odd write sizes, across piece boundaries.
+			for rest := plain; len(rest) > 0; {
+				k := min(len(rest), 1+rng.IntN(700000))
+				if _, err := w.Write(rest[:k]); err != nil {
+					t.Fatal(err)
+				}
+				rest = rest[k:]
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			want := sha256.Sum256(plain)
+			if !bytes.Equal(h.Sum(nil), want[:]) {
+				t.Fatalf("n=%d %+v: the hash of the plaintext is wrong", n, c.Compression)
+			}
+			var o ReadOptions
+			if c.Recipients != nil {
+				o.Identities = ids
+			}
+			got, err := open(obj.Bytes(), o)
+			if err != nil || !bytes.Equal(got, plain) {
+				t.Fatalf("n=%d %s: round trip: %v (got %d bytes)", n, c.Compression, err, len(got))
+			}
+		}
+	}
+}
+
+type failAfter struct{ n int }
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.n -= len(p); f.n < 0 {
+		return 0, errors.New("disk full")
+	}
+	return len(p), nil
+}
+
+func TestParallelObjectWriterError(t *testing.T) {
+	w, err := NewParallelObjectWriter(&failAfter{n: 1000}, Codec{Compression: "none"}, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, FrameSize)
+	var werr error
+	for i := 0; i < 20 && werr == nil; i++ {
+		_, werr = w.Write(buf)
+	}
+	cerr := w.Close()
+	if werr == nil && cerr == nil {
+		t.Fatal("a failing destination went unnoticed")
+	}
+	if _, err := io.Copy(w, bytes.NewReader(buf)); err == nil {
+		t.Fatal("a write after Close succeeded")
+	}
+}
