@@ -25,8 +25,9 @@ package backup
 
 import (
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/pgark/pgark/repo"
 )
 
 // MetaFormat is the version of backup.json this pgark writes.
@@ -51,14 +52,10 @@ func PartKey(id, archive string, n int) string {
 }
 
 // NewID returns a backup ID for a start time: sortable, UTC, second precision.
-func NewID(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
+func NewID(t time.Time) string { return repo.NewRunID(t) }
 
-// ValidID reports whether s is a well-formed backup ID (it becomes part of
-// object keys and file names, so nothing else is accepted).
-func ValidID(s string) bool {
-	_, err := time.Parse("20060102T150405Z", s)
-	return err == nil && len(s) == 16 && !strings.ContainsAny(s, "/.")
-}
+// ValidID reports whether s is a well-formed backup ID.
+func ValidID(s string) bool { return repo.ValidRunID(s) }
 
 // Meta is a backup's metadata object.
 type Meta struct {

@@ -94,13 +94,10 @@ func UnescapeName(s string) (string, error) {
 }
 
 // NewID returns a run ID for a start time: sortable, UTC, second precision.
-func NewID(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
+func NewID(t time.Time) string { return repo.NewRunID(t) }
 
 // ValidID reports whether s is a well-formed run ID.
-func ValidID(s string) bool {
-	_, err := time.Parse("20060102T150405Z", s)
-	return err == nil && len(s) == 16 && !strings.ContainsAny(s, "/.")
-}
+func ValidID(s string) bool { return repo.ValidRunID(s) }
 
 // Meta is a dump run's metadata object (plaintext: no secrets; listing and
 // retention read it without the identity).

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
@@ -14,27 +15,14 @@ import (
 )
 
 // slowBackup starts a rate-limited backup in the background.
-func slowBackup(t *testing.T, env []string, args ...string) (*exec.Cmd, *strings.Builder) {
+func slowBackup(t *testing.T, env []string, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(pgarkBin, append([]string{"backup", "--max-rate", "1MiB"}, args...)...)
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	return cmd, &stderr
+	return startPgark(t, env, append([]string{"backup", "--max-rate", "1MiB"}, args...)...)
 }
 
 // wantFailedBackup waits for a backup to fail with one clear error line
 // that holds want, and checks that list shows nothing new as usable.
-func wantFailedBackup(t *testing.T, cmd *exec.Cmd, stderr *strings.Builder, want string, a *archiveSetup, usable int) {
+func wantFailedBackup(t *testing.T, cmd *exec.Cmd, stderr *bytes.Buffer, want string, a *archiveSetup, usable int) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

@@ -14,6 +14,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -214,6 +215,19 @@ func Init(ctx context.Context, s storage.Store, o InitOptions) (*Config, error) 
 	}
 	return c, nil
 }
+
+// NewRunID returns the id of a backup or dump run that starts at t:
+// sortable, UTC, second precision (20261124T154500Z).
+func NewRunID(t time.Time) string { return t.UTC().Format(runIDLayout) }
+
+// ValidRunID reports whether s is a well-formed run id (it becomes part of
+// object keys and file names, so nothing else is accepted).
+func ValidRunID(s string) bool {
+	_, err := time.Parse(runIDLayout, s)
+	return err == nil && len(s) == len(runIDLayout) && !strings.ContainsAny(s, "/.")
+}
+
+const runIDLayout = "20060102T150405Z"
 
 // maxConfigSwaps bounds the retries of UpdateConfig under concurrent updates.
 const maxConfigSwaps = 10
