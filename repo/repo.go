@@ -162,7 +162,7 @@ func Open(ctx context.Context, s storage.Store) (*Repo, error) {
 		return nil, fmt.Errorf("open repository %s: %w", s, err)
 	}
 	if c.Format != FormatVersion {
-		return nil, fmt.Errorf("repository %s has format %d; this pgark reads format %d", s, c.Format, FormatVersion)
+		return nil, fmt.Errorf("repository %s: %s has format %d; this pgark reads format %d", s, ConfigKey, c.Format, FormatVersion)
 	}
 	if c.Encryption != "age" && c.Encryption != "none" {
 		return nil, fmt.Errorf("repository %s: unknown encryption %q in %s", s, c.Encryption, ConfigKey)
