@@ -72,7 +72,7 @@ func ReadMeta(ctx context.Context, s storage.Store, id string) (*Meta, error) {
 		return nil, fmt.Errorf("backup %s: %w", id, err)
 	}
 	if err := m.check(id); err != nil {
-		return nil, fmt.Errorf("backup %s: damaged metadata: %w", id, err)
+		return nil, fmt.Errorf("backup %s: %w metadata %s: %w", id, repo.ErrDamaged, MetaKey(id), err)
 	}
 	return &m, nil
 }

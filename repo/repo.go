@@ -66,6 +66,11 @@ type Cluster struct {
 // ErrNoRepository means the location holds no pgark repository.
 var ErrNoRepository = errors.New("no pgark repository")
 
+// ErrDamaged is wrapped when a repository's metadata object (pgark.json,
+// cluster.json, backup.json) is not what pgark writes: truncated, oversized,
+// not JSON or wrongly typed JSON, or inconsistent.
+var ErrDamaged = errors.New("damaged")
+
 // ErrWrongCluster is wrapped when WAL of another cluster meets a repository.
 var ErrWrongCluster = errors.New("WAL from another cluster")
 
@@ -96,10 +101,10 @@ func ReadJSON(ctx context.Context, s storage.Store, key string, v any) error {
 		return fmt.Errorf("read %s: %w", key, err)
 	}
 	if len(b) > maxSmallObject {
-		return fmt.Errorf("%s in %s is larger than %d bytes: not a pgark object", key, s, maxSmallObject)
+		return fmt.Errorf("%s in %s is %w: larger than %d bytes, not a pgark object", key, s, ErrDamaged, maxSmallObject)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s in %s is damaged: %w", key, s, err)
+		return fmt.Errorf("%s in %s is %w: %w", key, s, ErrDamaged, err)
 	}
 	return nil
 }

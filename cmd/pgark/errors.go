@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 
+	"github.com/pgark/pgark/backup"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/wal"
@@ -23,7 +24,8 @@ func exitCode(err error) int {
 		return exitConflict
 	case errors.Is(err, errKey), errors.Is(err, crypto.ErrNoMatchingIdentity), errors.Is(err, crypto.ErrMissingIdentity):
 		return exitKey
-	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster):
+	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster),
+		errors.Is(err, repo.ErrDamaged), errors.As(err, new(*backup.RefusedError)):
 		return exitRepository
 	}
 	return exitStorage
