@@ -48,7 +48,7 @@ func newCrafter(t *testing.T) *crafter {
 	t.Helper()
 	identity, recipient := newKey(t)
 	dir := filepath.Join(t.TempDir(), "repo")
-	env := []string{"PGARK_REPO=" + dir, "PGARK_AGE_RECIPIENTS=" + recipient, "PGARK_AGE_IDENTITY_FILE=" + identity}
+	env := []string{"PGARK_REPO=" + dir, "PGARK_AGE_RECIPIENTS=" + recipient, "PGARK_AGE_IDENTITY_FILE=" + identity, ownerEnv()}
 	mustOK(t, pgark(t, env, "init"))
 	st, err := local.New(dir)
 	if err != nil {
@@ -60,6 +60,9 @@ func newCrafter(t *testing.T) *crafter {
 	}
 	return &crafter{t: t, dir: dir, env: env, identity: identity, store: st, codec: repo.Codec{Compression: "zstd", Level: 3, Recipients: rs}}
 }
+
+// ownerEnv gives restore the running user as the owner (needed as root).
+func ownerEnv() string { return fmt.Sprintf("PGARK_OWNER=%d:%d", os.Geteuid(), os.Getegid()) }
 
 // put stores plain as an object (zstd, age) and returns its reference.
 func (c *crafter) put(key string, plain []byte) backup.ObjectRef {
@@ -81,6 +84,21 @@ func (c *crafter) put(key string, plain []byte) backup.ObjectRef {
 	}
 	sum := sha256.Sum256(plain)
 	return backup.ObjectRef{Key: key, Bytes: int64(len(plain)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: stored}
+}
+
+// get reads an object's raw content.
+func (c *crafter) get(key string) []byte {
+	c.t.Helper()
+	rc, _, err := c.store.Get(context.Background(), key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return b
 }
 
 // replaceRaw replaces an object's content with raw bytes (plaintext, as
@@ -261,7 +279,8 @@ func TestRestoreRefusesHostileBackups(t *testing.T) {
 			target := filepath.Join(sandbox, "restore-"+id)
 			r := pgark(t, c.env, "restore", id, target)
 			wantCode(t, r, 3, tc.want)
-			t.Logf("refused: %s", strings.TrimSpace(r.stderr))
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			t.Logf("refused: %s", lines[len(lines)-1])
 			if !strings.Contains(r.stderr, "pgark restore --force") {
 				t.Errorf("the message does not say how to clean up: %s", r.stderr)
 			}
@@ -300,10 +319,7 @@ func TestDamagedMetadata(t *testing.T) {
 	c := newCrafter(t)
 	const id = "20261124T154500Z"
 	m := c.backup(id, tarOf(t, benign()...))
-	good, err := os.ReadFile(filepath.Join(c.dir, "backups", id, "backup.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := c.get(backup.MetaKey(id))
 	mustOK(t, pgark(t, c.env, "list"))
 	js, err := json.Marshal(m)
 	if err != nil {
@@ -353,10 +369,7 @@ func TestDamagedMetadata(t *testing.T) {
 	mustOK(t, pgark(t, c.env, "list"))
 
 	// A damaged pgark.json stops every command with a clear error.
-	cfg, err := os.ReadFile(filepath.Join(c.dir, "pgark.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := c.get(repo.ConfigKey)
 	for _, raw := range [][]byte{cfg[:len(cfg)/3], bytes.Replace(cfg, []byte(`"format": 1`), []byte(`"format": "one"`), 1), bytes.Repeat([]byte("{"), 2<<20)} {
 		c.replaceRaw(repo.ConfigKey, raw)
 		wantCode(t, pgark(t, c.env, "list"), 3, "pgark.json in")
@@ -408,7 +421,7 @@ func TestFileModes(t *testing.T) {
 
 	// A repository: objects 0640, directories 0750.
 	repoDir := filepath.Join(base, "repo")
-	env := []string{"PGARK_REPO=" + repoDir, "PGARK_AGE_RECIPIENTS=" + recipient, "PGARK_AGE_IDENTITY_FILE=" + id}
+	env := []string{"PGARK_REPO=" + repoDir, "PGARK_AGE_RECIPIENTS=" + recipient, "PGARK_AGE_IDENTITY_FILE=" + id, ownerEnv()}
 	mustOK(t, umask0(t, env, "init"))
 	wantMode(t, repoDir, 0o750)
 	wantMode(t, filepath.Join(repoDir, "pgark.json"), 0o640)
