@@ -37,6 +37,9 @@ staticcheck:
 # package's testdata/fuzz/<Fuzzer>/ and then run with every `go test`.
 FUZZTIME ?= 1m
 FUZZ_PARALLEL ?= 1
+# Minimization budget per new input, in executions: a time budget lets the
+# slow backup fuzzers (FuzzExtract) spend most of their time minimizing.
+FUZZMINIMIZE ?= 500x
 FUZZERS := wal:FuzzParseHeader wal:FuzzParseHistory wal:FuzzParseTimelinesMeta \
 	backup:FuzzDemux backup:FuzzTarScan backup:FuzzExtract backup:FuzzExtractValidate \
 	backup:FuzzManifest backup:FuzzMeta repo:FuzzRepoJSON \
@@ -46,7 +49,7 @@ fuzz:
 	@set -e; for f in $(FUZZERS); do \
 		pkg=$${f%%:*}; name=$${f##*:}; \
 		echo "== $$name (./$$pkg, $(FUZZTIME))"; \
-		nice -n 10 $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s -parallel $(FUZZ_PARALLEL) ./$$pkg/; \
+		nice -n 10 $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZ_PARALLEL) ./$$pkg/; \
 	done
 
 bench:
