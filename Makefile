@@ -7,7 +7,7 @@ GO ?= go
 GOTEST_P ?= 1
 GOTEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps test vet lint staticcheck bench demo clean soak
+.PHONY: all build deps test vet lint staticcheck bench demo clean soak fuzz
 
 all: build
 
@@ -31,6 +31,26 @@ lint:
 
 staticcheck:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+
+# Native Go fuzzers of every parser that reads hostile input, one after the
+# other, FUZZTIME each (e.g. `make fuzz FUZZTIME=10m`). Crashers land in the
+# package's testdata/fuzz/<Fuzzer>/ and then run with every `go test`.
+FUZZTIME ?= 1m
+FUZZ_PARALLEL ?= 1
+# Minimization budget per new input, in executions: a time budget lets the
+# slow backup fuzzers (FuzzExtract) spend most of their time minimizing.
+FUZZMINIMIZE ?= 500x
+FUZZERS := wal:FuzzParseHeader wal:FuzzParseHistory wal:FuzzParseTimelinesMeta \
+	backup:FuzzDemux backup:FuzzTarScan backup:FuzzExtract backup:FuzzExtractValidate \
+	backup:FuzzManifest backup:FuzzMeta repo:FuzzRepoJSON \
+	cmd/pgark:FuzzParseConfig cmd/pgark:FuzzParseLocation
+
+fuzz:
+	@set -e; for f in $(FUZZERS); do \
+		pkg=$${f%%:*}; name=$${f##*:}; \
+		echo "== $$name (./$$pkg, $(FUZZTIME))"; \
+		nice -n 10 $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) -parallel $(FUZZ_PARALLEL) ./$$pkg/; \
+	done
 
 bench:
 	bash .ci/deps.sh --bench

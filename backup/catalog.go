@@ -71,8 +71,8 @@ func ReadMeta(ctx context.Context, s storage.Store, id string) (*Meta, error) {
 		}
 		return nil, fmt.Errorf("backup %s: %w", id, err)
 	}
-	if err := m.check(); err != nil {
-		return nil, fmt.Errorf("backup %s: damaged metadata: %w", id, err)
+	if err := m.check(id); err != nil {
+		return nil, fmt.Errorf("backup %s: %w metadata %s: %w", id, repo.ErrDamaged, MetaKey(id), err)
 	}
 	return &m, nil
 }
@@ -80,31 +80,47 @@ func ReadMeta(ctx context.Context, s storage.Store, id string) (*Meta, error) {
 // ErrNoBackup means no usable backup matches.
 var ErrNoBackup = errors.New("no such complete backup")
 
-func (m *Meta) check() error {
+// check checks metadata read from the repository under backup id: restore
+// relies on what it accepts (object keys inside the backup, a bounded
+// manifest, well-formed LSNs and hashes).
+func (m *Meta) check(id string) error {
 	if m.Format != MetaFormat {
 		return fmt.Errorf("metadata format %d, this pgark reads %d", m.Format, MetaFormat)
 	}
-	if _, err := wal.ParseLSN(m.StartLSN); err != nil {
+	if m.ID != id {
+		return fmt.Errorf("the metadata names backup %q", m.ID)
+	}
+	start, err := wal.ParseLSN(m.StartLSN)
+	if err != nil {
 		return err
 	}
-	if _, err := wal.ParseLSN(m.EndLSN); err != nil {
+	end, err := wal.ParseLSN(m.EndLSN)
+	if err != nil {
 		return err
 	}
-	if m.StartTimeline == 0 || m.EndTimeline == 0 || !wal.ValidSegSize(m.WalSegmentBytes) {
+	if start > end {
+		return fmt.Errorf("start LSN %s after end LSN %s", m.StartLSN, m.EndLSN)
+	}
+	if m.StartTimeline == 0 || m.EndTimeline < m.StartTimeline || !wal.ValidSegSize(m.WalSegmentBytes) {
 		return errors.New("bad timeline or segment size")
+	}
+	if m.Manifest.Key != ManifestKey(m.ID) || m.Manifest.Bytes < 0 || m.Manifest.Bytes > MaxManifestBytes || !validSHA256(m.Manifest.SHA256) {
+		return fmt.Errorf("bad manifest object %q (%d bytes)", m.Manifest.Key, m.Manifest.Bytes)
 	}
 	if len(m.Archives) == 0 || m.Archives[len(m.Archives)-1].Name != "base.tar" {
 		return errors.New("no base.tar archive")
 	}
 	for _, a := range m.Archives {
-		for _, p := range a.Parts {
-			if !strings.HasPrefix(p.Key, Prefix+m.ID+"/") || len(p.SHA256) != 64 || p.Bytes < 0 {
-				return fmt.Errorf("bad part %q", p.Key)
+		for i, p := range a.Parts {
+			if p.Key != PartKey(m.ID, a.Name, i) || !validSHA256(p.SHA256) || p.Bytes < 0 {
+				return fmt.Errorf("bad part %q of %q", p.Key, a.Name)
 			}
 		}
 	}
 	return nil
 }
+
+func validSHA256(s string) bool { return len(s) == 64 && isHex(s) }
 
 // Start and End return the parsed LSNs (checked when the metadata was read).
 func (m *Meta) Start() wal.LSN { l, _ := wal.ParseLSN(m.StartLSN); return l }

@@ -56,6 +56,20 @@ type ExtractOptions struct {
 	Progress      func(bytesDone int64) // optional; called with the plaintext bytes read so far, never concurrently
 }
 
+// RefusedError is restore's refusal of a backup's content, whatever the
+// repository or the metadata say: a member that would leave the target
+// directory, a link, device node or FIFO, a mode looser than PostgreSQL's, a
+// malformed tar stream or a member larger than its part. It is raised before
+// anything is written for the member.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+func refused(format string, args ...any) error {
+	return &RefusedError{Err: fmt.Errorf(format, args...)}
+}
+
 // Owner is a numeric uid/gid.
 type Owner struct{ UID, GID int }
 
@@ -598,12 +612,15 @@ func (x *extractor) part(ctx context.Context, task extTask, buf []byte) (err err
 		if err == io.EOF {
 			break
 		}
+		if errors.Is(err, tar.ErrHeader) {
+			return refused("%s: reading a tar header at byte %d: %w", name, cr.n, err)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: reading a tar header at byte %d: %w", name, cr.n, err)
 		}
 		members++
 		if task.ref.Bytes > 0 && hdr.Size > task.ref.Bytes-cr.n {
-			return fmt.Errorf("%s: member %q claims %d bytes, more than the %d left in the part", name, hdr.Name, hdr.Size, task.ref.Bytes-cr.n)
+			return refused("%s: member %q claims %d bytes, more than the %d left in the part", name, hdr.Name, hdr.Size, task.ref.Bytes-cr.n)
 		}
 		if err := x.member(ctx, task.t, hdr, tr, buf); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -613,7 +630,7 @@ func (x *extractor) part(ctx context.Context, task extTask, buf []byte) (err err
 	for {
 		n, rerr := cr.Read(buf)
 		if slices.ContainsFunc(buf[:n], func(c byte) bool { return c != 0 }) {
-			return fmt.Errorf("%s: data after the end-of-archive marker at byte %d", name, cr.n-int64(n))
+			return refused("%s: data after the end-of-archive marker at byte %d", name, cr.n-int64(n))
 		}
 		if rerr == io.EOF {
 			break
@@ -636,17 +653,17 @@ var extSpcDirRe = regexp.MustCompile(`^PG_[0-9]+_[0-9]+$`)
 // the target once cleaned.
 func extCleanName(name string) (string, error) {
 	if name == "" {
-		return "", errors.New("empty member name")
+		return "", refused("empty member name")
 	}
 	if strings.ContainsRune(name, 0) {
-		return "", fmt.Errorf("member name %q contains a NUL byte", name)
+		return "", refused("member name %q contains a NUL byte", name)
 	}
 	if strings.HasPrefix(name, "/") {
-		return "", fmt.Errorf("member %q has an absolute path", name)
+		return "", refused("member %q has an absolute path", name)
 	}
 	for _, c := range strings.Split(name, "/") {
 		if c == ".." {
-			return "", fmt.Errorf("member %q has a .. component", name)
+			return "", refused("member %q has a .. component", name)
 		}
 	}
 	rel := path.Clean(name)
@@ -654,7 +671,7 @@ func extCleanName(name string) (string, error) {
 		return "", nil
 	}
 	if rel == ".." || strings.HasPrefix(rel, "../") || strings.HasPrefix(rel, "/") || !filepath.IsLocal(rel) {
-		return "", fmt.Errorf("member %q leaves the target directory", name)
+		return "", refused("member %q leaves the target directory", name)
 	}
 	return rel, nil
 }
@@ -679,28 +696,28 @@ func (x *extractor) validate(t *extTarget, hdr *tar.Header) (string, extMemberKi
 	perm := hdr.Mode & 0o7777
 	for k := range hdr.PAXRecords {
 		if strings.HasPrefix(k, "GNU.sparse.") {
-			return "", 0, fmt.Errorf("member %q is a sparse file: refused", hdr.Name)
+			return "", 0, refused("member %q is a sparse file: refused", hdr.Name)
 		}
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 	case tar.TypeReg:
 		if rel == "" {
-			return "", 0, fmt.Errorf("member %q: a regular file where the target directory is", hdr.Name)
+			return "", 0, refused("member %q: a regular file where the target directory is", hdr.Name)
 		}
 	case tar.TypeSymlink:
 	case tar.TypeLink:
-		return "", 0, fmt.Errorf("member %q is a hard link (to %q): refused", hdr.Name, hdr.Linkname)
+		return "", 0, refused("member %q is a hard link (to %q): refused", hdr.Name, hdr.Linkname)
 	case tar.TypeChar, tar.TypeBlock:
-		return "", 0, fmt.Errorf("member %q is a device node: refused", hdr.Name)
+		return "", 0, refused("member %q is a device node: refused", hdr.Name)
 	case tar.TypeFifo:
-		return "", 0, fmt.Errorf("member %q is a FIFO: refused", hdr.Name)
+		return "", 0, refused("member %q is a FIFO: refused", hdr.Name)
 	default:
-		return "", 0, fmt.Errorf("member %q has an unsupported tar type %q: refused", hdr.Name, hdr.Typeflag)
+		return "", 0, refused("member %q has an unsupported tar type %q: refused", hdr.Name, hdr.Typeflag)
 	}
 	if rel == "" {
 		if hdr.Typeflag != tar.TypeDir {
-			return "", 0, fmt.Errorf("member %q: not a directory", hdr.Name)
+			return "", 0, refused("member %q: not a directory", hdr.Name)
 		}
 		return "", extSkip, nil
 	}
@@ -708,34 +725,34 @@ func (x *extractor) validate(t *extTarget, hdr *tar.Header) (string, extMemberKi
 	if t.oid == 0 {
 		switch {
 		case rel == extMarkerName || rel == extControlTmp:
-			return "", 0, fmt.Errorf("member %q uses a name reserved by pgark", hdr.Name)
+			return "", 0, refused("member %q uses a name reserved by pgark", hdr.Name)
 		case first == "pg_tblspc" && rest != "":
 			oid, perr := strconv.ParseUint(rest, 10, 32)
 			if hdr.Typeflag != tar.TypeSymlink || perr != nil || x.byOID[uint32(oid)] == nil {
-				return "", 0, fmt.Errorf("member %q: pg_tblspc may hold only the symlinks of the backup's tablespaces", hdr.Name)
+				return "", 0, refused("member %q: pg_tblspc may hold only the symlinks of the backup's tablespaces", hdr.Name)
 			}
 			if !filepath.IsAbs(hdr.Linkname) {
-				return "", 0, fmt.Errorf("member %q: tablespace link target %q is not absolute", hdr.Name, hdr.Linkname)
+				return "", 0, refused("member %q: tablespace link target %q is not absolute", hdr.Name, hdr.Linkname)
 			}
 			return rel, extSpcLink, nil
 		}
 	} else if !extSpcDirRe.MatchString(first) || !strings.HasPrefix(first, t.spcMajor) {
-		return "", 0, fmt.Errorf("member %q of tablespace %d is outside its %s<catalog version> directory", hdr.Name, t.oid, t.spcMajor)
+		return "", 0, refused("member %q of tablespace %d is outside its %s<catalog version> directory", hdr.Name, t.oid, t.spcMajor)
 	}
 	if hdr.Typeflag == tar.TypeSymlink {
-		return "", 0, fmt.Errorf("member %q is a symlink (to %q): PostgreSQL puts symlinks only in pg_tblspc/; refused", hdr.Name, hdr.Linkname)
+		return "", 0, refused("member %q is a symlink (to %q): PostgreSQL puts symlinks only in pg_tblspc/; refused", hdr.Name, hdr.Linkname)
 	}
 	if hdr.Typeflag == tar.TypeDir {
 		if perm&^0o750 != 0 {
-			return "", 0, fmt.Errorf("directory %q has mode %04o, looser than PostgreSQL's 0750: refused", hdr.Name, perm)
+			return "", 0, refused("directory %q has mode %04o, looser than PostgreSQL's 0750: refused", hdr.Name, perm)
 		}
 		return rel, extDir, nil
 	}
 	if perm&^0o640 != 0 {
-		return "", 0, fmt.Errorf("file %q has mode %04o, looser than PostgreSQL's 0640: refused", hdr.Name, perm)
+		return "", 0, refused("file %q has mode %04o, looser than PostgreSQL's 0640: refused", hdr.Name, perm)
 	}
 	if t.oid == 0 && rel == "tablespace_map" && hdr.Size > extTablespaceMapLimit {
-		return "", 0, fmt.Errorf("member tablespace_map is %d bytes: refused", hdr.Size)
+		return "", 0, refused("member tablespace_map is %d bytes: refused", hdr.Size)
 	}
 	return rel, extFile, nil
 }
@@ -776,12 +793,12 @@ func (x *extractor) member(ctx context.Context, t *extTarget, hdr *tar.Header, t
 				return fmt.Errorf("reading tablespace_map: %w", err)
 			}
 			if int64(len(b)) != hdr.Size {
-				return fmt.Errorf("tablespace_map: read %d bytes, header says %d", len(b), hdr.Size)
+				return refused("tablespace_map: read %d bytes, header says %d", len(b), hdr.Size)
 			}
 			x.mu.Lock()
 			defer x.mu.Unlock()
 			if x.sawTsMap {
-				return errors.New("tablespace_map appears twice")
+				return refused("tablespace_map appears twice")
 			}
 			x.sawTsMap, x.tsMap, x.tsMapMode = true, b, perm
 			return nil
@@ -848,7 +865,7 @@ func (x *extractor) mkdirs(t *extTarget, rel string) error {
 			return fmt.Errorf("%s: path component %s is a symlink: refused", filepath.Join(t.dir, rel), p)
 		}
 		if !st.IsDir() {
-			return fmt.Errorf("%s: path component %s is not a directory", filepath.Join(t.dir, rel), p)
+			return refused("%s: path component %s is not a directory", filepath.Join(t.dir, rel), p)
 		}
 		t.mu.Lock()
 		if _, ok := t.dirs[p]; !ok {
@@ -864,7 +881,7 @@ func (x *extractor) mkdirs(t *extTarget, rel string) error {
 func (x *extractor) writeFile(ctx context.Context, t *extTarget, rel string, perm fs.FileMode, size int64, r io.Reader, buf []byte) (err error) {
 	f, err := t.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%s already exists (a member appears twice?): refused", filepath.Join(t.dir, rel))
+		return refused("%s already exists (a member appears twice?): refused", filepath.Join(t.dir, rel))
 	}
 	if err != nil {
 		return err
@@ -914,10 +931,10 @@ func (x *extractor) writeFile(ctx context.Context, t *extTarget, rel string, per
 func (x *extractor) finish() error {
 	b := x.base
 	if !x.sawControl {
-		return errors.New("base.tar has no global/pg_control: the backup is incomplete")
+		return refused("base.tar has no global/pg_control: the backup is incomplete")
 	}
 	if !x.sawLabel {
-		return errors.New("base.tar has no backup_label: the backup is incomplete (starting without it would corrupt the cluster silently)")
+		return refused("base.tar has no backup_label: the backup is incomplete (starting without it would corrupt the cluster silently)")
 	}
 	dataMode := fs.FileMode(0o700)
 	if x.globalMode == 0o750 {
@@ -1035,15 +1052,15 @@ func extParseTablespaceMap(b []byte) ([]extTablespaceMapEntry, error) {
 		line = line[:0]
 		i := strings.IndexAny(s, " \t")
 		if i <= 0 {
-			return fmt.Errorf("invalid line %q in tablespace_map", s)
+			return refused("invalid line %q in tablespace_map", s)
 		}
 		oid, err := strconv.ParseUint(s[:i], 10, 32)
 		if err != nil || oid == 0 {
-			return fmt.Errorf("invalid OID in tablespace_map line %q", s)
+			return refused("invalid OID in tablespace_map line %q", s)
 		}
 		p := strings.TrimLeft(s[i:], " \t")
 		if p == "" {
-			return fmt.Errorf("no path in tablespace_map line %q", s)
+			return refused("no path in tablespace_map line %q", s)
 		}
 		out = append(out, extTablespaceMapEntry{OID: uint32(oid), Path: p})
 		return nil
@@ -1098,10 +1115,10 @@ func (x *extractor) rewriteTablespaceMap() ([]byte, error) {
 	for i, e := range entries {
 		t := x.byOID[e.OID]
 		if t == nil {
-			return nil, fmt.Errorf("tablespace_map names tablespace %d, which the backup has no archive for", e.OID)
+			return nil, refused("tablespace_map names tablespace %d, which the backup has no archive for", e.OID)
 		}
 		if seen[e.OID] {
-			return nil, fmt.Errorf("tablespace_map names tablespace %d twice", e.OID)
+			return nil, refused("tablespace_map names tablespace %d twice", e.OID)
 		}
 		seen[e.OID] = true
 		if e.Path != t.dir {

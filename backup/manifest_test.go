@@ -5,6 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -192,19 +195,64 @@ func FuzzManifest(f *testing.F) {
 	f.Add(manifestBuild(2, 42, nil, ""))
 	f.Add([]byte("{}\n\"Manifest-Checksum\": \"00\"}\n"))
 	f.Add([]byte("\n\n"))
+	f.Add([]byte("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [{\"Path\": \"../x\", \"Size\": 1}],\n\"WAL-Ranges\": [{\"Timeline\": 1, \"Start-LSN\": \"0/1\", \"End-LSN\": \"0/2\"}],\n\"Manifest-Checksum\": \"0000000000000000000000000000000000000000000000000000000000000000\"}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseManifest(b)
 		if err != nil {
+			if m != nil {
+				t.Fatal("a manifest and an error")
+			}
 			return
 		}
 		if VerifyManifestChecksum(b) != nil {
 			t.Fatal("parsed a manifest whose checksum does not verify")
 		}
-		files, _ := NewBackupFiles("CRC32C")
-		for _, mf := range m.Files {
-			_ = files.Add("base.tar", Member{Name: mf.Path, Typeflag: '0', Size: mf.Size, Checksum: mf.Checksum})
+		if m.Version != 1 && m.Version != 2 || len(m.WALRanges) == 0 {
+			t.Fatalf("accepted version %d with %d WAL ranges", m.Version, len(m.WALRanges))
 		}
-		for _, x := range m.Check(files) {
+		// Every accepted path stays inside the data directory.
+		for _, mf := range m.Files {
+			if !filepath.IsLocal(mf.Path) || path.Clean(mf.Path) != mf.Path || mf.Size < 0 {
+				t.Fatalf("accepted file %q (size %d)", mf.Path, mf.Size)
+			}
+			if got, ok := m.File(mf.Path); !ok || got != mf {
+				t.Fatalf("File(%q) = %+v, %v", mf.Path, got, ok)
+			}
+		}
+		for _, r := range m.WALRanges {
+			if r.Timeline == 0 || r.End < r.Start {
+				t.Fatalf("accepted WAL range %+v", r)
+			}
+		}
+		// Round trip: the same manifest written the way PostgreSQL writes it.
+		var files []manifestTestFile
+		for _, mf := range m.Files {
+			files = append(files, manifestTestFile{path: mf.Path, size: mf.Size, alg: mf.ChecksumAlgorithm, sum: mf.Checksum, encoded: true})
+		}
+		var ranges []string
+		for _, r := range m.WALRanges {
+			ranges = append(ranges, fmt.Sprintf(`{ "Timeline": %d, "Start-LSN": "%s", "End-LSN": "%s" }`, r.Timeline, r.Start, r.End))
+		}
+		m2, err := ParseManifest(manifestBuild(m.Version, m.SystemID, files, strings.Join(ranges, ",\n")))
+		if err != nil {
+			t.Fatalf("the manifest written back does not parse: %v", err)
+		}
+		noTimes := func(fs []ManifestFile) []ManifestFile {
+			out := make([]ManifestFile, len(fs))
+			for i, f := range fs {
+				f.LastModified = ""
+				out[i] = f
+			}
+			return out
+		}
+		if m2.Version != m.Version || m2.SystemID != m.SystemID || !reflect.DeepEqual(noTimes(m2.Files), noTimes(m.Files)) || !reflect.DeepEqual(m2.WALRanges, m.WALRanges) {
+			t.Fatalf("round trip: %+v, want %+v", m2, m)
+		}
+		files2, _ := NewBackupFiles("CRC32C")
+		for _, mf := range m.Files {
+			_ = files2.Add("base.tar", Member{Name: mf.Path, Typeflag: '0', Size: mf.Size, Checksum: mf.Checksum})
+		}
+		for _, x := range m.Check(files2) {
 			if x.Kind != MismatchAlgorithm && x.Kind != MismatchDuplicate {
 				t.Fatalf("self-check mismatch %v", x)
 			}

@@ -438,10 +438,50 @@ func FuzzDemux(f *testing.F) {
 	}
 	f.Add([]byte{'!', 0, 0, 0, 4}, false)
 	f.Fuzz(func(t *testing.T, b []byte, legacy bool) {
-		h := &protoRecorder{}
-		_, _, err := runBaseBackup(context.Background(), protoNewSource(b), legacy, h)
-		if err == nil && len(h.names) == 0 {
-			t.Fatal("success without any archive")
+		for _, limit := range []int{0, 700} {
+			h := &protoRecorder{readLimit: limit}
+			si, ei, err := runBaseBackup(context.Background(), protoNewSource(b), legacy, h)
+			if err != nil {
+				// Every failure is the server's, the stream's or the connection's
+				// (this handler never fails by itself, but for a read error).
+				var pe *ProtocolError
+				var se *ServerError
+				if !errors.As(err, &pe) && !errors.As(err, &se) && !strings.Contains(err.Error(), "connection failed") &&
+					!strings.Contains(err.Error(), "before reading the stream to its end") && len(h.readErrs) == 0 {
+					t.Fatalf("unexpected kind of error: %v", err)
+				}
+				continue
+			}
+			// Success: one archive per tablespace, in order, base.tar last, each a
+			// complete tar stream; then the manifest; sane start and end.
+			want := []string{}
+			for _, ts := range si.Tablespaces {
+				want = append(want, strconv.FormatUint(uint64(ts.OID), 10)+".tar")
+			}
+			want = append(want, "base.tar")
+			if strings.Join(h.names, ",") != strings.Join(want, ",") || h.locs[len(h.locs)-1] != "" {
+				t.Fatalf("archives %v (locations %q), want %v", h.names, h.locs, want)
+			}
+			if si.Timeline == 0 || ei.Timeline == 0 {
+				t.Fatalf("timeline 0 accepted: %+v %+v", si, ei)
+			}
+			for i, a := range h.archives {
+				if limit > 0 && len(a) > limit {
+					t.Fatalf("archive %s: the handler read %d of at most %d bytes and still succeeded", h.names[i], len(a), limit)
+				}
+				if limit > 0 && len(a) == limit {
+					continue // maybe cut: the stream happened to end there
+				}
+				if legacy {
+					if len(a) < 1024 || !bytes.Equal(a[len(a)-1024:], make([]byte, 1024)) {
+						t.Fatalf("archive %s does not end with the end-of-archive trailer", h.names[i])
+					}
+					continue
+				}
+				if _, _, err := tarscanScan(t, a, "", 512); err != nil {
+					t.Fatalf("archive %s is not a complete tar stream: %v", h.names[i], err)
+				}
+			}
 		}
 	})
 }

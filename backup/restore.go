@@ -136,6 +136,9 @@ func PartOpenerFor(r *repo.Repo, ids *crypto.Identities) PartOpener {
 
 // FetchManifest reads a backup's manifest object, verified.
 func FetchManifest(ctx context.Context, r *repo.Repo, m *Meta, ids *crypto.Identities) ([]byte, error) {
+	if m.Manifest.Bytes < 0 || m.Manifest.Bytes > MaxManifestBytes {
+		return nil, fmt.Errorf("backup %s: the metadata records a manifest of %d bytes (at most %d)", m.ID, m.Manifest.Bytes, MaxManifestBytes)
+	}
 	rc, err := r.OpenVerified(ctx, m.Manifest.Key, m.Manifest.Bytes, m.Manifest.SHA256, ids)
 	if err != nil {
 		return nil, fmt.Errorf("open manifest: %w", err)

@@ -91,19 +91,28 @@ type tarscanRefMember struct {
 
 func tarscanRef(t testing.TB, b []byte) []tarscanRefMember {
 	t.Helper()
+	out, err := tarscanRefErr(b)
+	if err != nil {
+		t.Fatalf("archive/tar: %v", err)
+	}
+	return out
+}
+
+// tarscanRefErr is tarscanRef that returns archive/tar's error.
+func tarscanRefErr(b []byte) ([]tarscanRefMember, error) {
 	tr := tar.NewReader(bytes.NewReader(b))
 	var out []tarscanRefMember
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return out
+			return out, nil
 		}
 		if err != nil {
-			t.Fatalf("archive/tar: %v", err)
+			return out, err
 		}
 		data, err := io.ReadAll(tr)
 		if err != nil {
-			t.Fatalf("archive/tar: %v", err)
+			return out, err
 		}
 		m := tarscanRefMember{Name: h.Name, Linkname: h.Linkname, Typeflag: h.Typeflag, Mode: h.Mode, Size: h.Size}
 		if h.Typeflag == tar.TypeReg {
@@ -493,6 +502,26 @@ func FuzzTarScan(f *testing.F) {
 		}
 		if s.Offset() > int64(len(b)) {
 			t.Fatalf("offset %d > %d", s.Offset(), len(b))
+		}
+		if err == nil {
+			// What the scanner accepts, archive/tar (restore's reader) reads
+			// the same way: same members, same content.
+			ref, rerr := tarscanRefErr(b)
+			if rerr != nil {
+				t.Fatalf("the scanner accepts a stream archive/tar refuses: %v", rerr)
+			}
+			if len(ref) != len(got) {
+				t.Fatalf("scanner: %d members, archive/tar: %d", len(got), len(ref))
+			}
+			for i, m := range got {
+				r := ref[i]
+				if m.Name != r.Name || m.Linkname != r.Linkname || m.Typeflag != r.Typeflag || m.Mode != r.Mode || m.Size != r.Size {
+					t.Fatalf("member %d: scanner %+v, archive/tar %+v", i, m, r)
+				}
+				if m.Typeflag == tar.TypeReg && m.Checksum != r.CRC32C {
+					t.Fatalf("member %q: checksum %s, archive/tar content %s", m.Name, m.Checksum, r.CRC32C)
+				}
+			}
 		}
 		parts, infos, members, serr := tarscanSplit(t, b, int64(limit)+1, n)
 		if (err == nil) != (serr == nil) {

@@ -96,6 +96,11 @@ type Cluster struct {
 // ErrNoRepository means the location holds no pgark repository.
 var ErrNoRepository = errors.New("no pgark repository")
 
+// ErrDamaged is wrapped when a repository's metadata object (pgark.json,
+// cluster.json, backup.json) is not what pgark writes: truncated, oversized,
+// not JSON or wrongly typed JSON, or inconsistent.
+var ErrDamaged = errors.New("damaged")
+
 // ErrWrongCluster is wrapped when WAL of another cluster meets a repository.
 var ErrWrongCluster = errors.New("WAL from another cluster")
 
@@ -126,10 +131,13 @@ func ReadJSON(ctx context.Context, s storage.Store, key string, v any) error {
 		if storage.IsNotFound(err) {
 			return err
 		}
+		if errors.Is(err, storage.ErrTooLarge) {
+			return fmt.Errorf("%s in %s is %w: larger than %d bytes, not a pgark object", key, s, ErrDamaged, maxSmallObject)
+		}
 		return fmt.Errorf("read %s: %w", key, err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s in %s is damaged: %w", key, s, err)
+		return fmt.Errorf("%s in %s is %w: %w", key, s, ErrDamaged, err)
 	}
 	return nil
 }
@@ -280,7 +288,7 @@ func Open(ctx context.Context, s storage.Store) (*Repo, error) {
 		return nil, fmt.Errorf("open repository %s: %w", s, err)
 	}
 	if c.Format != FormatVersion {
-		return nil, fmt.Errorf("repository %s has format %d; this pgark reads format %d", s, c.Format, FormatVersion)
+		return nil, fmt.Errorf("repository %s: %s has format %d; this pgark reads format %d", s, ConfigKey, c.Format, FormatVersion)
 	}
 	if c.Encryption != "age" && c.Encryption != "none" {
 		return nil, fmt.Errorf("repository %s: unknown encryption %q in %s", s, c.Encryption, ConfigKey)

@@ -41,6 +41,10 @@ var ErrExists = errors.New("object already exists")
 // to the same key raced with this one (S3 409). The caller may retry.
 var ErrConflict = errors.New("concurrent write conflict")
 
+// ErrTooLarge is returned (wrapped) by ReadSmall for an object larger than
+// the limit.
+var ErrTooLarge = errors.New("object larger than expected")
+
 // ErrChanged is returned (wrapped) by Swap when the object is not at the
 // version the caller named: it was replaced or deleted since it was read.
 var ErrChanged = errors.New("object changed since it was read")

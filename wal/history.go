@@ -3,6 +3,7 @@ package wal
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -36,20 +37,29 @@ func ParseHistory(tli uint32, b []byte) (History, error) {
 		if len(f) < 2 {
 			return h, fmt.Errorf("%08X.history line %d: expected \"parentTLI switchpoint reason\"", tli, ln)
 		}
-		p, err := strconv.ParseUint(f[0], 10, 32)
-		if err != nil || p == 0 || uint32(p) >= tli {
-			return h, fmt.Errorf("%08X.history line %d: bad parent timeline %q", tli, ln, f[0])
-		}
-		sw, err := ParseLSN(f[1])
-		if err != nil {
+		if err := h.add(f[0], f[1], strings.Join(f[2:], " ")); err != nil {
 			return h, fmt.Errorf("%08X.history line %d: %w", tli, ln, err)
 		}
-		if n := len(h.Entries); n > 0 && (h.Entries[n-1].Parent >= uint32(p) || h.Entries[n-1].Switch > sw) {
-			return h, fmt.Errorf("%08X.history line %d: timelines or switch points out of order", tli, ln)
-		}
-		h.Entries = append(h.Entries, HistoryEntry{Parent: uint32(p), Switch: sw, Reason: strings.Join(f[2:], " ")})
 	}
 	return h, sc.Err()
+}
+
+// add appends the entry "parent switch reason" after checking that it
+// continues the history: a parent below h.TLI, after the previous entry's.
+func (h *History) add(parent, switchPoint, reason string) error {
+	p, err := strconv.ParseUint(parent, 10, 32)
+	if err != nil || p == 0 || uint32(p) >= h.TLI {
+		return fmt.Errorf("bad parent timeline %q", parent)
+	}
+	sw, err := ParseLSN(switchPoint)
+	if err != nil {
+		return err
+	}
+	if n := len(h.Entries); n > 0 && (h.Entries[n-1].Parent >= uint32(p) || h.Entries[n-1].Switch > sw) {
+		return errors.New("timelines or switch points out of order")
+	}
+	h.Entries = append(h.Entries, HistoryEntry{Parent: uint32(p), Switch: sw, Reason: reason})
+	return nil
 }
 
 // Contains reports whether the position (timeline tli, lsn) lies on this
@@ -81,18 +91,22 @@ func FormatTimelinesMeta(h History) string {
 	return strings.Join(parts, ",")
 }
 
-// ParseTimelinesMeta parses MetaTimelines back into a history of tli.
+// ParseTimelinesMeta parses MetaTimelines back into a history of tli. Each
+// non-empty comma-separated item must be exactly "parent:switch" (the value
+// comes from object metadata: nothing else may slip in).
 func ParseTimelinesMeta(tli uint32, v string) (History, error) {
-	var b strings.Builder
+	h := History{TLI: tli}
 	for _, p := range strings.Split(v, ",") {
 		if p == "" {
 			continue
 		}
 		parent, sw, ok := strings.Cut(p, ":")
 		if !ok {
-			return History{TLI: tli}, fmt.Errorf("bad %s entry %q", MetaTimelines, p)
+			return h, fmt.Errorf("bad %s entry %q", MetaTimelines, p)
 		}
-		fmt.Fprintf(&b, "%s\t%s\n", parent, sw)
+		if err := h.add(parent, sw, ""); err != nil {
+			return h, fmt.Errorf("bad %s entry %q: %w", MetaTimelines, p, err)
+		}
 	}
-	return ParseHistory(tli, []byte(b.String()))
+	return h, nil
 }

@@ -119,15 +119,3 @@ func TestParseHeader(t *testing.T) {
 		}
 	}
 }
-
-func FuzzParseHeader(f *testing.F) {
-	f.Add(header(7, 1, 0x1_03000000, 16<<20, 8192, 2), "000000020000000100000003")
-	f.Add([]byte("not wal"), "00000001.history")
-	f.Fuzz(func(t *testing.T, b []byte, name string) {
-		h, err := ParseHeader(b)
-		n, nerr := ParseName(name)
-		if err == nil && nerr == nil && n.Kind != KindHistory {
-			_ = CheckSegment(n, int64(len(b)), h)
-		}
-	})
-}

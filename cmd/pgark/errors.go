@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 
+	"github.com/pgark/pgark/backup"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/dump"
 	"github.com/pgark/pgark/lock"
@@ -28,7 +29,8 @@ func exitCode(err error) int {
 	case errors.Is(err, errKey), errors.Is(err, crypto.ErrNoMatchingIdentity), errors.Is(err, crypto.ErrMissingIdentity),
 		errors.Is(err, crypto.ErrBadSignature):
 		return exitKey
-	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster):
+	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster),
+		errors.Is(err, repo.ErrDamaged), errors.As(err, new(*backup.RefusedError)):
 		return exitRepository
 	case errors.Is(err, dump.ErrSelection):
 		return exitUsage

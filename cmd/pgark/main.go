@@ -233,7 +233,8 @@ const exitCodesHelp = `Exit codes:
   0    success
   2    bad arguments or configuration
   3    no repository at the location, or the repository refuses the input
-       (not a WAL file, WAL of another cluster, incompatible repository)
+       (not a WAL file, WAL of another cluster, incompatible repository), a
+       damaged metadata object, or a backup whose content restore refuses
   4    different content is already archived under this name (never overwritten)
   5    storage or local I/O error (after retrying transient errors)
   6    encryption keys: recipients or identity missing, or no identity matches

@@ -82,18 +82,3 @@ func TestRunUsage(t *testing.T) {
 		t.Fatalf("no arguments: %d", code)
 	}
 }
-
-func FuzzParseConfig(f *testing.F) {
-	f.Add("repo = /x\n# c\ns3-region = \"eu\"\n")
-	f.Add("repo\n=\n\"")
-	f.Fuzz(func(t *testing.T, s string) {
-		m, err := parseConfig(strings.NewReader(s))
-		if err == nil {
-			for k := range m {
-				if !strings.Contains(s, k) {
-					t.Fatalf("key %q not in input", k)
-				}
-			}
-		}
-	})
-}

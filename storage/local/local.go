@@ -499,7 +499,7 @@ func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte,
 	}
 	defer f.Close()
 	if info.Size > limit {
-		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: %d bytes, more than the %d expected", s.describe(key), info.Size, limit)}
+		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: %d bytes, more than the %d expected: %w", s.describe(key), info.Size, limit, storage.ErrTooLarge)}
 	}
 	// The open file is one version, even if a Swap renames another in.
 	if _, err := f.Seek(0, io.SeekStart); err != nil {

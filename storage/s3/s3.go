@@ -981,14 +981,14 @@ func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte,
 	}
 	defer out.Body.Close()
 	if aws.ToInt64(out.ContentLength) > limit {
-		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: %d bytes, more than the %d expected", s.url(key), aws.ToInt64(out.ContentLength), limit)}
+		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: %d bytes, more than the %d expected: %w", s.url(key), aws.ToInt64(out.ContentLength), limit, storage.ErrTooLarge)}
 	}
 	data, err := io.ReadAll(io.LimitReader(out.Body, limit+1))
 	if err != nil {
 		return nil, "", fmt.Errorf("read %s: %w", s.url(key), err)
 	}
 	if int64(len(data)) > limit {
-		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: more than the %d bytes expected", s.url(key), limit)}
+		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: more than the %d bytes expected: %w", s.url(key), limit, storage.ErrTooLarge)}
 	}
 	etag := aws.ToString(out.ETag)
 	if etag == "" {
