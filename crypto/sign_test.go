@@ -39,7 +39,7 @@ func TestSignVerify(t *testing.T) {
 		{"wal/x", sum, 11, signer, sig},       // another size
 		{"wal/x", sum, 10, "", ""},            // unsigned
 		{"wal/x", sum, 10, "ed25519:00", sig}, // unknown signer
-		{"wal/x", sum, 10, signer, sig[:len(sig)-2] + "AA"},
+		{"wal/x", sum, 10, signer, flipChar(sig, 10)},
 	} {
 		if err := tr.Verify(c.key, c.sum, c.size, c.signer, c.sig); !errors.Is(err, ErrBadSignature) {
 			t.Errorf("%+v: %v, want ErrBadSignature", c, err)
@@ -57,4 +57,14 @@ func TestSignVerify(t *testing.T) {
 			t.Errorf("ParseTrusted(%q) accepted", bad)
 		}
 	}
+}
+
+// flipChar changes the character at i (a full 6-bit one, not the padding
+// bits of the last).
+func flipChar(s string, i int) string {
+	c := byte('A')
+	if s[i] == 'A' {
+		c = 'B'
+	}
+	return s[:i] + string(c) + s[i+1:]
 }
