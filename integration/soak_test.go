@@ -73,6 +73,7 @@ func TestSoak(t *testing.T) {
 	srv := testenv.S3Start(t)
 	srv.CreateBucket(t, "soak")
 	env := srv.Env()
+	plainEnv := srv.Env()
 	keyFile := filepath.Join(shared, "age-identity.txt")
 	r := asPostgres(t, nil, "key", "generate", keyFile)
 	if r.code != 0 {
@@ -193,7 +194,9 @@ func TestSoak(t *testing.T) {
 	ts := c.QueryRow(t, fmt.Sprintf("SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM marks WHERE id = %d", pick))
 	dir := filepath.Join(shared, "pitr")
 	mustOK(t, pgark(t, env, "restore", "--config", conf, "--owner", "postgres", "--target-time", ts, "--target-action", "promote", "latest", dir))
-	rs := testenv.StartPG(t, testenv.PGOptions{Major: 17, DataDir: dir, Env: env})
+	// Without PGARK_RUSAGE_LOG: the detached prefetch helper may outlive
+	// the test and must not write into its directory.
+	rs := testenv.StartPG(t, testenv.PGOptions{Major: 17, DataDir: dir, Env: plainEnv})
 	rs.WaitFor(t, 5*time.Minute, func() bool { return rs.QueryRow(t, "SELECT (NOT pg_is_in_recovery())::text") == "true" })
 	if got := rs.QueryRow(t, "SELECT count(*)::text||' '||max(id)::text FROM marks"); got != fmt.Sprintf("%d %d", pick, pick) {
 		t.Fatalf("restored to mark %d (%s): marks %s", pick, ts, got)

@@ -181,12 +181,22 @@ func setupFailure(cmd *command) int {
 
 // logRusage appends this run's resource use to file (PGARK_RUSAGE_LOG), one
 // line per run: end time (RFC 3339), command, wall seconds, user and system
-// CPU seconds, peak RSS in KiB, ok. For soak tests and capacity planning;
+// CPU seconds, peak RSS in KiB (VmHWM), ok. For soak tests and capacity planning;
 // failures to write are ignored.
 func logRusage(file, name string, start time.Time, err error) {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return
+	}
+	// Linux carries ru_maxrss over execve from the parent: a pgark started
+	// by a big process would report that one's peak. VmHWM is this
+	// process's own.
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &ru.Maxrss)
+			}
+		}
 	}
 	f, ferr := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if ferr != nil {
