@@ -63,6 +63,10 @@ type ExtractOptions struct {
 // anything is written for the member.
 type RefusedError struct{ Err error }
 
+// ErrTargetInUse is wrapped when the restore target (the data directory or a
+// tablespace location) is not empty: pgark never writes over data.
+var ErrTargetInUse = errors.New("the target is in use")
+
 func (e *RefusedError) Error() string { return e.Err.Error() }
 func (e *RefusedError) Unwrap() error { return e.Err }
 
@@ -361,7 +365,7 @@ func (x *extractor) prepare() error {
 	}
 	if len(b.stale) > 0 {
 		if !b.hadMark {
-			return fmt.Errorf("restore: data directory %s is not empty (%s) and is not an unfinished pgark restore; pgark restores only into an empty or missing directory", b.dir, extList(b.stale))
+			return fmt.Errorf("restore: data directory %s is not empty (%s) and is not an unfinished pgark restore; pgark restores only into an empty or missing directory (%w)", b.dir, extList(b.stale), ErrTargetInUse)
 		}
 		if !x.o.Force {
 			line, _, _ := extReadMarker(b.dir)
@@ -376,7 +380,7 @@ func (x *extractor) prepare() error {
 			continue
 		}
 		if !t.hadMark {
-			return fmt.Errorf("restore: tablespace %d location %s already holds %s, which is not empty: it may be a live tablespace; restore it elsewhere with a tablespace mapping (OID %d=DIR)", t.oid, t.dir, extList(t.stale), t.oid)
+			return fmt.Errorf("restore: tablespace %d location %s already holds %s, which is not empty: it may be a live tablespace; restore it elsewhere with a tablespace mapping (OID %d=DIR) (%w)", t.oid, t.dir, extList(t.stale), t.oid, ErrTargetInUse)
 		}
 		if !x.o.Force {
 			return fmt.Errorf("restore: tablespace %d location %s holds an unfinished pgark restore (%s); `pgark restore --force` cleans it and starts again", t.oid, t.dir, extList(t.stale))

@@ -69,7 +69,7 @@ func TestBackupTablespaces(t *testing.T) {
 			// The original location holds the live tablespace: refused, nothing written.
 			live := filepath.Join(a.shared, "restore-live")
 			r := pgark(t, a.s3Env, "restore", "--config", a.localConf, "--owner", "postgres", "latest", live)
-			if r.code == 0 || !strings.Contains(r.stderr, "tablespace") {
+			if r.code != 2 || !strings.Contains(r.stderr, "tablespace") {
 				t.Fatalf("restore onto a live tablespace: %s", r)
 			}
 			if exists(filepath.Join(live, "global")) {

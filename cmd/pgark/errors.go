@@ -20,7 +20,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case isUsage(err):
+	case isUsage(err), errors.Is(err, backup.ErrTargetInUse):
 		return exitUsage
 	case errors.As(err, new(*lock.BusyError)), errors.Is(err, lock.ErrLost):
 		return exitLocked
