@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -138,9 +137,7 @@ func takeBackup(ctx context.Context, env *cmdEnv, cfg backup.Config, sqlCfg, rep
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(m)
+		return printJSON(env.stdout, m)
 	}
 	fmt.Fprintf(env.stdout, "backup %s complete: %s of PostgreSQL %d in %s, %s stored, LSN %s to %s on timeline %d, %d files checked against the server's manifest\n",
 		m.ID, humanBytes(m.RawBytes), m.PGMajor, time.Since(start).Round(time.Second), humanBytes(m.StoredBytes), m.StartLSN, m.EndLSN, m.EndTimeline, m.Files)

@@ -228,9 +228,7 @@ func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutpu
 
 	switch *out {
 	case outJSON:
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(res)
+		err = printJSON(env.stdout, res)
 	case outPrometheus:
 		err = health.WritePrometheus(env.stdout, res)
 	default:

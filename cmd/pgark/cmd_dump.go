@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -175,9 +174,7 @@ func runDump(ctx context.Context, env *cmdEnv, args []string) error {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(m)
+		return printJSON(env.stdout, m)
 	}
 	fmt.Fprintf(env.stdout, "dump %s complete: %d databases and the globals of PostgreSQL %s (pg_dump %s) in %s, %s dumped, %s stored\n",
 		m.ID, len(m.Databases), m.ServerVersion, m.PgDumpVersion, m.EndTime.Sub(m.StartTime).Round(time.Second), humanBytes(m.RawBytes), humanBytes(m.StoredBytes))
@@ -325,9 +322,7 @@ func runListDumps(ctx context.Context, env *cmdEnv, asJSON bool) error {
 	}
 	out := listDumpsJSON{Format: 1, Repository: r.Store.String(), Dumps: nonNil(l.Dumps), Failed: nonNil(l.Failed), Incomplete: nonNil(l.Incomplete)}
 	if asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return printJSON(env.stdout, out)
 	}
 	w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "DUMP\tSTART (UTC)\tDURATION\tPG\tPG_DUMP\tDATABASES\tSIZE\tSTORED\n")
@@ -437,9 +432,7 @@ func runRetainDumpsOnly(ctx context.Context, env *cmdEnv, p retention.DumpPolicy
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(struct {
+		if err := printJSON(env.stdout, struct {
 			Format     int              `json:"format"`
 			Repository string           `json:"repository"`
 			DryRun     bool             `json:"dry_run"`

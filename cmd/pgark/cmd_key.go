@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -200,9 +199,7 @@ func runKeyList(ctx context.Context, env *cmdEnv, args []string) error {
 		out.Recipients = append(out.Recipients, k)
 	}
 	if asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return printJSON(env.stdout, out)
 	}
 	if !out.Encrypted {
 		fmt.Fprintf(env.stdout, "repository %s is not encrypted\n", out.Repository)

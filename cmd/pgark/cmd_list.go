@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -109,9 +108,7 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 		})
 	}
 	if asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return printJSON(env.stdout, out)
 	}
 	w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "BACKUP\tSTART (UTC)\tSTOP (UTC)\tDURATION\tLSN\tTL\tPG\tSIZE\tSTORED\n")

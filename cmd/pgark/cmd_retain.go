@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -160,9 +159,7 @@ func planRetain(ctx context.Context, env *cmdEnv, r *repo.Repo, ids *crypto.Iden
 	}
 	out.Dumps = dumpsOut
 	if asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
+		if err := printJSON(env.stdout, out); err != nil {
 			return err
 		}
 	} else {

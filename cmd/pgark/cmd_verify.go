@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -192,9 +191,7 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 		out.OK = out.OK && b.OK
 	}
 	if asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
+		if err := printJSON(env.stdout, out); err != nil {
 			return err
 		}
 	} else {

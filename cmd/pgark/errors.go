@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"io"
 
 	"github.com/pgark/pgark/backup"
 	"github.com/pgark/pgark/crypto"
@@ -40,4 +42,11 @@ func exitCode(err error) int {
 		return exitTool
 	}
 	return exitStorage
+}
+
+// printJSON writes v as indented JSON (the --json outputs).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
