@@ -177,7 +177,8 @@ func TestPushAheadKill9(t *testing.T) {
 	c.Exec(t, "ALTER SYSTEM SET archive_command = ''")
 	c.Exec(t, "SELECT pg_reload_conf()")
 	time.Sleep(300 * time.Millisecond)
-	makeSegments(t, c, 60)
+	n := killLoops() // 10 in CI, 50 in make soak
+	makeSegments(t, c, 5*n+10)
 	snap, names := snapshotReady(t, c)
 
 	// The probe: how long one call pushing a batch takes, to aim the kills.
@@ -194,7 +195,7 @@ func TestPushAheadKill9(t *testing.T) {
 	}
 	batch := time.Since(t0)
 	kills := 0
-	for i := 1; i < len(names) && kills < 12; i += 5 {
+	for i := 1; i < len(names) && kills < n; i += 5 {
 		cmd := push(names[i])
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
