@@ -94,7 +94,7 @@ func pgarkIn(t testing.TB, dir string, env []string, args ...string) result {
 	default:
 		t.Fatalf("run pgark: %v", err)
 	}
-	checkNoPanic(t, r)
+	checkOutput(t, r)
 	return r
 }
 
@@ -102,9 +102,9 @@ func pgarkIn(t testing.TB, dir string, env []string, args ...string) result {
 // keys, the S3 test server's secret key and the DSN password of the tests.
 var secretPatterns = regexp.MustCompile(`AGE-SECRET-KEY-1[0-9A-Z]{20,}|PGARK-ED25519-SECRET-KEY-1:[A-Za-z0-9_-]{20,}|pgarktestsecret0123456789|pgarktestpassword`)
 
-// checkNoPanic fails on a Go panic or stack trace in pgark's output, and on
+// checkOutput fails on a Go panic or stack trace in pgark's output, and on
 // a secret in it: every pgark run of the suite is checked.
-func checkNoPanic(t testing.TB, r result) {
+func checkOutput(t testing.TB, r result) {
 	t.Helper()
 	if m := secretPatterns.FindString(r.stdout + r.stderr); m != "" {
 		t.Fatalf("pgark printed a secret (%.12s...):\n%s", m, secretPatterns.ReplaceAllString(r.String(), "[SECRET]"))
@@ -179,7 +179,7 @@ func asPostgres(t testing.TB, env []string, args ...string) result {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	checkNoPanic(t, r)
+	checkOutput(t, r)
 	return r
 }
 

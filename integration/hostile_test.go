@@ -395,7 +395,7 @@ func umask0(t *testing.T, env []string, args ...string) result {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	checkNoPanic(t, r)
+	checkOutput(t, r)
 	return r
 }
 

@@ -196,6 +196,9 @@ func Acquire(ctx context.Context, s storage.Store, o Options) (*Lock, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read the repository lock: %w", err)
 		}
+		if cur == "" {
+			return nil, fmt.Errorf("read the repository lock: %w", storage.ErrNoVersion)
+		}
 		var held Info
 		damaged := json.Unmarshal(raw, &held) != nil
 		if cur != watched {

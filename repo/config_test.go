@@ -1,13 +1,18 @@
 package repo
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/storage/local"
 )
 
@@ -61,5 +66,49 @@ func TestUpdateConfigNoLostUpdate(t *testing.T) {
 	}
 	if _, err := r.CheckRecipients(rs); err == nil {
 		t.Fatal("a removed recipient may still be written to")
+	}
+}
+
+// TestSignedJSON: with trusted signers, a metadata object must carry a
+// trusted signature over its own bytes and key; unsigned, foreign-signed,
+// altered and moved objects are refused.
+func TestSignedJSON(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := local.New(filepath.Join(dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := crypto.GenerateSigningKey(filepath.Join(dir, "k"))
+	signer, _ := crypto.LoadSigner(filepath.Join(dir, "k"))
+	crypto.GenerateSigningKey(filepath.Join(dir, "r"))
+	rogueSigner, _ := crypto.LoadSigner(filepath.Join(dir, "r"))
+	trust, err := crypto.ParseTrusted(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Repo{Store: s, Trust: trust}
+	v := map[string]int{"n": 1}
+	if err := PutSignedJSON(ctx, s, "a/meta.json", v, signer); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.VerifyJSONSignature(ctx, "a/meta.json"); err != nil {
+		t.Fatalf("a signed object: %v", err)
+	}
+	PutSignedJSON(ctx, s, "b/meta.json", v, nil)
+	PutSignedJSON(ctx, s, "c/meta.json", v, rogueSigner)
+	// The signed bytes under another key: a replay.
+	b, _, _ := s.ReadSmall(ctx, "a/meta.json", 1<<20)
+	info, _ := s.Stat(ctx, "a/meta.json")
+	s.Put(ctx, "d/meta.json", bytes.NewReader(b), storage.PutOptions{Size: int64(len(b)), Meta: info.Meta})
+	// Other bytes under the signed metadata.
+	s.Put(ctx, "e/meta.json", strings.NewReader(`{"n": 2}`+"\n"), storage.PutOptions{Size: 9, Meta: info.Meta})
+	for _, key := range []string{"b/meta.json", "c/meta.json", "d/meta.json", "e/meta.json"} {
+		if err := r.VerifyJSONSignature(ctx, key); !errors.Is(err, crypto.ErrBadSignature) {
+			t.Errorf("%s: %v, want ErrBadSignature", key, err)
+		}
+	}
+	if err := (&Repo{Store: s}).VerifyJSONSignature(ctx, "b/meta.json"); err != nil {
+		t.Fatalf("without trusted signers an unsigned object is accepted: %v", err)
 	}
 }

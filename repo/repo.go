@@ -252,6 +252,9 @@ func UpdateConfig(ctx context.Context, s storage.Store, fn func(*Config) error) 
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", ConfigKey, err)
 		}
+		if version == "" {
+			return nil, fmt.Errorf("update %s in %s: %w", ConfigKey, s, storage.ErrNoVersion)
+		}
 		var c Config
 		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, fmt.Errorf("%s in %s is damaged: %w", ConfigKey, s, err)

@@ -45,6 +45,11 @@ var ErrConflict = errors.New("concurrent write conflict")
 // the limit.
 var ErrTooLarge = errors.New("object larger than expected")
 
+// ErrNoVersion is returned (wrapped) by compare-and-swap callers when
+// ReadSmall gave no version: the store cannot hold a lock or a safely
+// updated config.
+var ErrNoVersion = errors.New("the store returned no object version (ETag): compare-and-swap is impossible")
+
 // ErrChanged is returned (wrapped) by Swap when the object is not at the
 // version the caller named: it was replaced or deleted since it was read.
 var ErrChanged = errors.New("object changed since it was read")
@@ -84,8 +89,9 @@ type Store interface {
 	// stops the listing and List returns that error.
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
 	// ReadSmall reads a small object whole and returns it with its current
-	// version (an opaque string: the S3 ETag, a content hash locally). An
-	// object larger than limit bytes is an error.
+	// version (an opaque string: the S3 ETag, a content hash locally; ""
+	// when the store gives none). An object larger than limit bytes is an
+	// error wrapping ErrTooLarge.
 	ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error)
 	// Swap is the compare-and-swap of small objects (locks, the repository
 	// config). With ifVersion "" it creates key, create-only (ErrExists if

@@ -990,11 +990,9 @@ func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte,
 	if int64(len(data)) > limit {
 		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: more than the %d bytes expected: %w", s.url(key), limit, storage.ErrTooLarge)}
 	}
-	etag := aws.ToString(out.ETag)
-	if etag == "" {
-		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: the store returned no ETag, which locks need", s.url(key))}
-	}
-	return data, etag, nil
+	// No ETag ("" version) is fine for plain reads (ReadJSON); a
+	// compare-and-swap caller refuses it (storage.ErrNoVersion).
+	return data, aws.ToString(out.ETag), nil
 }
 
 // Swap creates key with If-None-Match: * (ifVersion "") or replaces it
