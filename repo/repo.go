@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -238,7 +239,7 @@ func ValidRunID(s string) bool {
 const runIDLayout = "20060102T150405Z"
 
 // maxConfigSwaps bounds the retries of UpdateConfig under concurrent updates.
-const maxConfigSwaps = 10
+const maxConfigSwaps = 50
 
 // UpdateConfig changes the config object by compare-and-swap: it reads the
 // config, applies fn, and writes it back only if nobody changed it
@@ -275,6 +276,15 @@ func UpdateConfig(ctx context.Context, s storage.Store, fn func(*Config) error) 
 		}
 		if !errors.Is(err, storage.ErrChanged) {
 			return nil, fmt.Errorf("write %s: %w", ConfigKey, err)
+		}
+		// Someone else updated it: read again, after a jittered pause so
+		// that contending writers spread out.
+		t := time.NewTimer(time.Duration(rand.Int64N(int64(i+1) * int64(5*time.Millisecond))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
 		}
 	}
 	return nil, fmt.Errorf("write %s: it kept changing under concurrent updates; try again", ConfigKey)
