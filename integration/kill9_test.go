@@ -131,6 +131,9 @@ func TestKill9Loops(t *testing.T) {
 				}
 			}
 		}
+		if exists(dir) && !exists(filepath.Join(dir, ".pgark-restore-in-progress")) {
+			os.RemoveAll(dir) // the last run was not killed: it finished
+		}
 		mustOK(t, pgark(t, nil, "restore", "--config", conf, "--owner", "postgres", "--force", "latest", dir))
 		rs := testenv.StartPG(t, testenv.PGOptions{Major: 16, WalSegSizeMB: 1, DataDir: dir, Env: a.s3Env})
 		rs.WaitFor(t, 3*time.Minute, func() bool { return rs.QueryRow(t, "SELECT (NOT pg_is_in_recovery())::text") == "true" })
