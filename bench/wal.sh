@@ -3,7 +3,8 @@
 # bench/wal.sh: WAL archive/restore benchmark, one process per WAL segment, the way
 # PostgreSQL runs archive_command and restore_command. On the same real pgbench WAL
 # segments it compares:
-#   pgark          wal-push / wal-fetch (zstd level 3 + age encryption, local repository)
+#   pgark          wal-push / wal-fetch (zstd level 1, wal-push's default, + age encryption,
+#                  local repository)
 #   pgBackRest     archive-push / archive-get (local repo, compress-type=zst level 3,
 #                  archive-async=n), once without cipher and once with aes-256-cbc
 #   references     cp; zstd -3 (zstd -d to fetch); zstd -3 | age -r (age -d | zstd -d);
@@ -559,6 +560,12 @@ if ((DRAIN_SEGMENTS)); then
 			walsim_run "drain-$v-$t" drain "$d" "$(drain_cmd "$t" "$v" "$d")"
 			n=$(find "$d/pg_wal/archive_status" -name '*.done' | wc -l)
 			((n == DRAIN_SEGMENTS)) || die "drain-$v-$t: $n of $DRAIN_SEGMENTS segments marked .done"
+			# What the drain stored (local repositories: the WAL objects alone).
+			case $v-$t in
+			local-pgark) du -sb "$w/repo-pgark-local/wal" | cut -f1 >"$r/stored-$v-$t" ;;
+			local-pgbr) du -sb "$w/repo-pgbr-async/archive" | cut -f1 >"$r/stored-$v-$t" ;;
+			local-cp) du -sb "$w/store-drain-cp" | cut -f1 >"$r/stored-$v-$t" ;;
+			esac
 			rm -rf "$d"
 		done
 		note "recovery ($v): $DRAIN_SEGMENTS segments x ${#dtools[@]} tools"
@@ -588,7 +595,7 @@ sum_mib() { awk '/^[0-9]+$/ {s += $1} END {printf "%.1f\n", s / 1024}' "$1"; }
 per_seg() { awk -v ms="$(cat "$1")" -v n="$SEGMENTS" 'BEGIN {printf "%.1f", ms / n}'; }
 tools=(pgark pgbrc pgbr zage zstd dd cp)
 declare -A label=(
-	[pgark]="pgark (zstd-3+age)" [pgbrc]="pgBackRest zst+aes" [pgbr]="pgBackRest zst"
+	[pgark]="pgark (zstd-1+age)" [pgbrc]="pgBackRest zst+aes" [pgbr]="pgBackRest zst"
 	[zage]="zstd -3 | age" [zstd]="zstd -3" [dd]="dd conv=fsync" [cp]="cp"
 )
 # whether the tool fsyncs what it wrote before exiting: push/fetch (checked with strace
@@ -656,8 +663,8 @@ get() { tr ' ' '\n' <"$r/$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 secs() { awk -v s="$1" 'BEGIN {printf "%.2f", s}'; }
 # callstat FILE: "median/max" ms of walsim's per-call times (NAME MS lines)
 callstat() { awk '{print $2}' "$1" | sort -g | awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.0f/%.0f", m, v[NR]}'; }
-row2() { printf "%-40s %8s %11s %11s %14s %10s\n" "$@"; }
-declare -A dlabel=([pgark]="pgark (zstd-3+age)" [pgbr]="pgBackRest async zst+aes, process-max 2" [cp]="cp")
+row2() { printf "%-40s %8s %11s %11s %14s %10s %11s\n" "$@"; }
+declare -A dlabel=([pgark]="pgark (zstd-1+age)" [pgbr]="pgBackRest async zst+aes, process-max 2" [cp]="cp")
 echo
 echo "== Backlog drain and recovery: $DRAIN_SEGMENTS segments, one process per segment as PostgreSQL runs them"
 echo "segments:   the $DRAIN_SEGMENTS newest of this run ($drain_oltp from pgbench -c 4, $((DRAIN_SEGMENTS - drain_oltp)) from pgbench -i); the per-segment table's are among them"
@@ -681,7 +688,8 @@ for v in "${variants[@]}"; do
 	local) echo "local repository" ;;
 	s3) echo "S3 + $S3_DELAY per request" ;;
 	esac
-	row2 "" "drain s" "drain CPU s" "recovery s" "recovery CPU s" "spool MiB"
+	row2 "" "drain s" "drain CPU s" "recovery s" "recovery CPU s" "spool MiB" "stored MiB"
+	declare -A st=()
 	for t in pgark pgbr cp; do
 		src=$v
 		[[ $t == cp ]] && src=local
@@ -691,14 +699,17 @@ for v in "${variants[@]}"; do
 		rc[$t]=$(secs "$(get "recovery-$src-$t" cpu_s)")
 		sp[$t]=$(awk -v b="$(get "recovery-$src-$t" peak_spool_bytes)" 'BEGIN {printf "%.0f", b / 1048576}')
 		[[ $t == cp ]] && sp[$t]="-"
+		st[$t]="-"
+		[[ -s $r/stored-$src-$t ]] && st[$t]=$(awk -v b="$(cat "$r/stored-$src-$t")" 'BEGIN {printf "%.0f", b / 1048576}')
 		name=${dlabel[$t]}
 		[[ $t == cp && $v == s3 ]] && name="cp (local disk, as above)"
-		row2 "$name" "${dw[$t]}" "${dc[$t]}" "${rw[$t]}" "${rc[$t]}" "${sp[$t]}"
+		row2 "$name" "${dw[$t]}" "${dc[$t]}" "${rw[$t]}" "${rc[$t]}" "${sp[$t]}" "${st[$t]}"
 	done
 	for b in pgbr cp; do
 		row2 "pgark / $([[ $b == pgbr ]] && echo "pgBackRest async" || echo cp)" \
 			"$(ratio "${dw[pgark]}" "${dw[$b]}")" "$(ratio "${dc[pgark]}" "${dc[$b]}")" \
-			"$(ratio "${rw[pgark]}" "${rw[$b]}")" "$(ratio "${rc[pgark]}" "${rc[$b]}")" ""
+			"$(ratio "${rw[pgark]}" "${rw[$b]}")" "$(ratio "${rc[pgark]}" "${rc[$b]}")" "" \
+			"$([[ ${st[pgark]} != - && ${st[$b]} != - ]] && ratio "${st[pgark]}" "${st[$b]}")"
 	done
 	printf "per call, median / max ms:"
 	for m in drain recovery; do
@@ -711,6 +722,8 @@ for v in "${variants[@]}"; do
 	done
 	echo
 	goal=$(awk -v a="${rw[pgark]}" -v b="${rw[cp]}" 'BEGIN {print (b > 0 && a / b < 1.5) ? "met" : "NOT met"}')
+	dgoal=$(awk -v a="${dw[pgark]}" -v b="${dw[pgbr]}" 'BEGIN {print (b > 0 && a <= b) ? "met" : "NOT met"}')
+	echo "goal, pgark drain no slower than pgBackRest async: $dgoal ($(ratio "${dw[pgark]}" "${dw[pgbr]}")x)"
 	echo "goal, pgark recovery under 1.5x cp: $goal ($(ratio "${rw[pgark]}" "${rw[cp]}")x)"
 done
 cat <<EOF
@@ -719,6 +732,7 @@ drain s / recovery s: wall time of the loop, first command started to last comma
 CPU s: user+sys of every process the loop started (sh -c included), with the detached helpers
   (pgBackRest's async process, pgark's prefetch helper) until they exit.
 spool MiB: peak total size of the tool's spool directory during recovery (sampled every 100 ms).
+stored MiB: what the drain stored (local repositories: the WAL objects, or cp's copies).
 Ratios: pgark's figure divided by the other's (below 1 favours pgark).
 EOF
 # Anything the commands printed (log-level warn: nothing is expected), helpers killed.

@@ -42,15 +42,17 @@ type AheadOptions struct {
 func (o AheadOptions) enabled() bool { return o.SpoolBase != "" && o.Ahead > 0 }
 
 // pushRecord says that a segment was durably stored in the repository. It
-// answers for the file only while the file still has the size and CRC-32C
-// that were pushed.
+// answers for the file only while the file still has the identity (device,
+// inode, size, mtime, ctime) that it had while it was read for the push, or
+// else the size and CRC-32C that were pushed.
 type pushRecord struct {
-	Name     string    `json:"name"`
-	Size     int64     `json:"size"`
-	CRC32C   uint32    `json:"crc32c"`
-	SHA256   string    `json:"sha256"`
-	Key      string    `json:"key"`
-	PushedAt time.Time `json:"pushed_at"`
+	Name     string     `json:"name"`
+	Size     int64      `json:"size"`
+	CRC32C   uint32     `json:"crc32c"`
+	Ident    *fileIdent `json:"ident,omitempty"`
+	SHA256   string     `json:"sha256"`
+	Key      string     `json:"key"`
+	PushedAt time.Time  `json:"pushed_at"`
 }
 
 const recordSuffix = ".pushed"
@@ -89,9 +91,11 @@ func openPushSpool(o AheadOptions, path string, create bool, log *slog.Logger) (
 var errSpoolDir = errors.New("spool directory")
 
 // answer reports whether a record proves that the file at path is durably
-// in the repository: the record is fresh and the file has the size and
-// CRC-32C that were pushed. A record that answers is consumed; one that does
-// not match is dropped.
+// in the repository: the record is fresh and the file still has the
+// identity it had while push read it (nothing wrote to it, renamed it or
+// made it anew since), or else the size and CRC-32C that were pushed (read
+// again). A record that answers is consumed; one that does not match is
+// dropped.
 func (s *pushSpool) answer(path string, maxAge time.Duration) (bool, error) {
 	name := filepath.Base(path)
 	recPath := filepath.Join(s.dir, name+recordSuffix)
@@ -120,13 +124,18 @@ func (s *pushSpool) answer(path string, maxAge time.Duration) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if id, ok := identOf(fi); ok && rec.Ident != nil && id == *rec.Ident && id.Size == rec.Size {
+		// Consumed, as below.
+		os.Remove(recPath)
+		return true, nil
+	}
 	if fi.Size() != rec.Size {
 		s.log.Warn("spool record does not match the file, pushing it again", "wal", name, "size", fi.Size(), "recorded_size", rec.Size)
 		os.Remove(recPath)
 		return false, nil
 	}
 	h := crc32.New(castagnoli)
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
 		return false, err
 	}
 	if h.Sum32() != rec.CRC32C {
@@ -141,7 +150,7 @@ func (s *pushSpool) answer(path string, maxAge time.Duration) (bool, error) {
 }
 
 func (s *pushSpool) record(res PushResult) error {
-	b, err := json.Marshal(pushRecord{Name: res.Name, Size: res.Size, CRC32C: res.CRC32C, SHA256: res.SHA256, Key: res.Key, PushedAt: time.Now()})
+	b, err := json.Marshal(pushRecord{Name: res.Name, Size: res.Size, CRC32C: res.CRC32C, Ident: res.ident, SHA256: res.SHA256, Key: res.Key, PushedAt: time.Now()})
 	if err != nil {
 		return err
 	}
@@ -259,6 +268,14 @@ func PushAhead(ctx context.Context, r *repo.Repo, path string, po PushOptions, o
 	s.sweep(o.MaxAge)
 	removeStaleSpools(o.SpoolBase, s.dir)
 	ahead := s.readySegments(n.Raw, o.Ahead)
+	if len(ahead) > 0 {
+		enc, err := repo.NewFrameEncoder(po.Codec, max(1, o.Jobs)*workers())
+		if err != nil {
+			return PushResult{}, err
+		}
+		defer enc.Close()
+		po.enc = enc
+	}
 
 	jobs := make(chan string)
 	results := make(chan struct {

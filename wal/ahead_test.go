@@ -3,6 +3,7 @@ package wal
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -56,15 +57,15 @@ func stored(t *testing.T, ctx context.Context, st storage.Store, name string) bo
 func TestPushAhead(t *testing.T) {
 	ctx := context.Background()
 	r, c, _ := newRepo(t, true)
-	walDir, names := pgWal(t, 6)
+	walDir, names := pgWal(t, 7)
 	// Files that push-ahead leaves to their own synchronous calls.
 	os.WriteFile(filepath.Join(walDir, "00000002.history"), []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
 	ready(t, walDir, "00000002.history")
-	partial := names[5] + ".partial"
+	partial := names[6] + ".partial"
 	synthSegment(t, walDir, partial, 42, 1<<20)
 	ready(t, walDir, partial)
 
-	o := aheadOpts(t, 3)
+	o := aheadOpts(t, 4)
 	po := PushOptions{Codec: c, RetryFor: time.Second}
 	seg := func(i int) string { return filepath.Join(walDir, names[i]) }
 	if AnswerFromSpool(o, seg(0), nil) {
@@ -75,8 +76,8 @@ func TestPushAhead(t *testing.T) {
 		t.Fatalf("push: %+v %v", res, err)
 	}
 	for i, name := range names {
-		if got, want := stored(t, ctx, r.Store, name), i <= 3; got != want {
-			t.Fatalf("%s stored: %v, want %v (the asked one and the next 3 .ready)", name, got, want)
+		if got, want := stored(t, ctx, r.Store, name), i <= 4; got != want {
+			t.Fatalf("%s stored: %v, want %v (the asked one and the next 4 .ready)", name, got, want)
 		}
 	}
 	for _, n := range []string{"00000002.history", partial} {
@@ -99,6 +100,17 @@ func TestPushAhead(t *testing.T) {
 	f.Close()
 	if AnswerFromSpool(o, seg(2), nil) {
 		t.Fatal("answered for a file whose content changed")
+	}
+	// Nor is one whose content changed while its mtime was set back: the
+	// ctime still moved, so the identity does not match and the CRC-32C,
+	// read again, does not either.
+	fi, _ := os.Stat(seg(4))
+	f, _ = os.OpenFile(seg(4), os.O_WRONLY, 0)
+	f.WriteAt([]byte("changed"), 300000)
+	f.Close()
+	os.Chtimes(seg(4), fi.ModTime(), fi.ModTime())
+	if AnswerFromSpool(o, seg(4), nil) {
+		t.Fatal("answered for a file whose content changed (mtime set back)")
 	}
 	// Another repository (other key) has no records.
 	other := o
@@ -333,5 +345,51 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPushRecordIdent: a record answers through the file's identity (no
+// read) while it matches, and falls back to the CRC-32C when it does not.
+func TestPushRecordIdent(t *testing.T) {
+	ctx := context.Background()
+	r, c, _ := newRepo(t, true)
+	walDir, names := pgWal(t, 4)
+	o := aheadOpts(t, 3)
+	po := PushOptions{Codec: c, RetryFor: time.Second}
+	seg := func(i int) string { return filepath.Join(walDir, names[i]) }
+	if _, err := PushAhead(ctx, r, seg(0), po, o); err != nil {
+		t.Fatal(err)
+	}
+	s, ok, err := openPushSpool(o, seg(1), false, orDiscard(nil))
+	if err != nil || !ok {
+		t.Fatalf("no spool: %v", err)
+	}
+	edit := func(i int, f func(*pushRecord)) {
+		p := filepath.Join(s.dir, names[i]+recordSuffix)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec pushRecord
+		if err := json.Unmarshal(b, &rec); err != nil || rec.Ident == nil {
+			t.Fatalf("record of %s: %s (%v): no identity", names[i], b, err)
+		}
+		f(&rec)
+		b, _ = json.Marshal(rec)
+		os.WriteFile(p, b, 0o600)
+	}
+	// A wrong CRC-32C with the right identity: answered without reading.
+	edit(1, func(r *pushRecord) { r.CRC32C++ })
+	if !AnswerFromSpool(o, seg(1), nil) {
+		t.Fatal("a matching identity did not answer")
+	}
+	// Another identity (a chmod moves the ctime): the CRC-32C decides.
+	edit(2, func(r *pushRecord) { r.Ident.CtimeNs-- })
+	if !AnswerFromSpool(o, seg(2), nil) {
+		t.Fatal("an unchanged file whose identity moved was not answered through its CRC-32C")
+	}
+	edit(3, func(r *pushRecord) { r.Ident.Ino++; r.CRC32C++ })
+	if AnswerFromSpool(o, seg(3), nil) {
+		t.Fatal("answered with neither the identity nor the CRC-32C matching")
 	}
 }

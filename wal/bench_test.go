@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -133,7 +134,7 @@ func newBenchRepo(b *testing.B) (*repo.Repo, repo.Codec, *crypto.Identities) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := repo.Codec{Compression: "zstd", Level: 3}
+	c := repo.Codec{Compression: "zstd", Level: benchLevel()}
 	if c.Recipients, err = crypto.ParseRecipients(recip, ""); err != nil {
 		b.Fatal(err)
 	}
@@ -146,4 +147,13 @@ func newBenchRepo(b *testing.B) (*repo.Repo, repo.Codec, *crypto.Identities) {
 		b.Fatal(err)
 	}
 	return &repo.Repo{Store: st, Config: *cfg}, c, ids
+}
+
+// benchLevel is the zstd level of the benchmarks: PGARK_BENCH_LEVEL, else 1
+// (wal-push's default).
+func benchLevel() int {
+	if v, err := strconv.Atoi(os.Getenv("PGARK_BENCH_LEVEL")); err == nil {
+		return v
+	}
+	return 1
 }

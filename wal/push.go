@@ -42,6 +42,11 @@ type PushOptions struct {
 	// RetryFor bounds the retries of transient storage errors.
 	RetryFor time.Duration
 	Log      *slog.Logger
+
+	// enc, when set, is the encoder of the codec shared by the pushes of
+	// one batch (PushAhead): made once, its encoders and their memory
+	// serve every push instead of being made and faulted in anew.
+	enc *repo.FrameEncoder
 }
 
 // PushResult says what a push did.
@@ -54,6 +59,10 @@ type PushResult struct {
 	// CRC32C of the content pushed (Castagnoli): with the size, the proof
 	// that the push-ahead spool checks before it answers for a file.
 	CRC32C uint32
+	// ident is the file's identity (device, inode, size, mtime, ctime),
+	// the same before and after it was read, when push could take it: a
+	// cheaper proof than the CRC-32C that the file is unchanged.
+	ident *fileIdent
 }
 
 // Push archives the WAL file at path into the repository. It returns only
@@ -80,20 +89,25 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 	// the bytes stored, and the object is complete (and its hash known)
 	// before the upload starts. Larger files are hashed first, then
 	// streamed.
-	enc, err := repo.NewFrameEncoder(o.Codec, workers())
-	if err != nil {
-		return PushResult{}, err
+	enc := o.enc
+	if enc == nil {
+		if enc, err = repo.NewFrameEncoder(o.Codec, workers()); err != nil {
+			return PushResult{}, err
+		}
+		defer enc.Close()
 	}
-	defer enc.Close()
+	before, _ := f.Stat()
 	sums, size, head, obj, err := readForPush(f, enc, o.Codec)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("read %s: %w", path, err)
 	}
+	after, _ := f.Stat()
+	ident := sameIdent(before, after, size)
 	if err := checkContent(ctx, r, n, size, head); err != nil {
 		return PushResult{}, err
 	}
 	sum := sums.sha256
-	res := PushResult{Name: n.Raw, Key: ObjectKey(n), Size: size, SHA256: sum, CRC32C: sums.crc32c}
+	res := PushResult{Name: n.Raw, Key: ObjectKey(n), Size: size, SHA256: sum, CRC32C: sums.crc32c, ident: ident}
 	meta := map[string]string{storage.MetaSHA256: sum, storage.MetaSize: strconv.FormatInt(size, 10)}
 	if o.Codec.Signer != nil {
 		meta[storage.MetaSigner], meta[storage.MetaSignature] = o.Codec.Signer.Sign(res.Key, sum, size)

@@ -166,6 +166,45 @@ func segmentSystemID(path string) (uint64, error) {
 	return h.SystemID, nil
 }
 
+// fileIdent identifies a file's content without reading it: any write to a
+// file changes its mtime and ctime, a rename or a new link its ctime, and a
+// file made anew (a restored data directory, a recycled segment) has a new
+// inode or new times. Two equal identities of one path taken at different
+// moments mean that nothing changed the file in between.
+type fileIdent struct {
+	Dev     uint64 `json:"dev"`
+	Ino     uint64 `json:"ino"`
+	Size    int64  `json:"size"`
+	MtimeNs int64  `json:"mtime_ns"`
+	CtimeNs int64  `json:"ctime_ns"`
+}
+
+// identOf is fi's identity; ok is false when the system does not give one.
+func identOf(fi os.FileInfo) (id fileIdent, ok bool) {
+	if fi == nil {
+		return id, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Ino == 0 {
+		return id, false
+	}
+	return fileIdent{
+		Dev: uint64(st.Dev), Ino: st.Ino, Size: st.Size,
+		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(),
+	}, true
+}
+
+// sameIdent is the identity of a file whose stats before and after it was
+// read (size bytes) are equal, or nil.
+func sameIdent(before, after os.FileInfo, size int64) *fileIdent {
+	a, ok1 := identOf(before)
+	b, ok2 := identOf(after)
+	if !ok1 || !ok2 || a != b || a.Size != size {
+		return nil
+	}
+	return &a
+}
+
 // ControlSystemID reads the system identifier of the cluster whose data
 // directory is pgdata, from global/pg_control (its first field, in every
 // version).

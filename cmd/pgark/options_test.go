@@ -82,3 +82,44 @@ func TestRunUsage(t *testing.T) {
 		t.Fatalf("no arguments: %d", code)
 	}
 }
+
+// TestWALLevel: wal-push compresses at wal-compression-level, else at
+// compression-level when that is set, else at level 1 (not the
+// repository's level).
+func TestWALLevel(t *testing.T) {
+	for _, c := range []struct {
+		args    []string
+		file    string
+		want    int
+		wantErr bool
+	}{
+		{nil, "", defaultWALLevel, false},
+		{[]string{"--compression-level", "9"}, "", 9, false},
+		{nil, "compression-level = 7\n", 7, false},
+		{[]string{"--compression-level", "9", "--wal-compression-level", "2"}, "", 2, false},
+		{nil, "wal-compression-level = 4\ncompression-level = 7\n", 4, false},
+		{[]string{"--wal-compression-level", "23"}, "", 0, true},
+	} {
+		conf := filepath.Join(t.TempDir(), "pgark.conf")
+		os.WriteFile(conf, []byte(c.file), 0o644)
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		flags := addOptions(fs, "wal-push")
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		s, err := resolve(fs, flags, func(k string) string { return map[string]string{"PGARK_CONFIG": conf}[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The codec's level: the repository's (3) unless compression-level is set.
+		repoLevel := 3
+		if v, _ := s.integer("compression-level"); v != 0 {
+			repoLevel = v
+		}
+		got, err := walLevel(&cmdEnv{s: s}, repoLevel)
+		if (err != nil) != c.wantErr || (!c.wantErr && got != c.want) {
+			t.Errorf("%v %q: level %d, %v; want %d (error: %v)", c.args, c.file, got, err, c.want, c.wantErr)
+		}
+	}
+}
