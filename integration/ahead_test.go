@@ -161,7 +161,8 @@ func segDiff(a, b string) int {
 }
 
 // TestPushAheadKill9: pgark is killed (SIGKILL) at random moments in the
-// middle of parallel pushes of a backlog. Whatever the moment, every record
+// middle of parallel pushes of a backlog, in the foreground calls and in the
+// background batches (wal-push-ahead) that they start. Whatever the moment, every record
 // in the spool names an object that is stored with the recorded content, and
 // once PostgreSQL archives again, every segment is in the repository,
 // byte-identical.
@@ -194,7 +195,7 @@ func TestPushAheadKill9(t *testing.T) {
 		t.Fatalf("push: %v\n%s", err, out)
 	}
 	batch := time.Since(t0)
-	kills := 0
+	kills, helperKills := 0, 0
 	for i := 1; i < len(names) && kills < n; i += 5 {
 		cmd := push(names[i])
 		if err := cmd.Start(); err != nil {
@@ -202,6 +203,10 @@ func TestPushAheadKill9(t *testing.T) {
 		}
 		time.Sleep(time.Duration(rand.Int64N(int64(batch) + 1)))
 		cmd.Process.Signal(syscall.SIGKILL)
+		// And the background batches that earlier calls started.
+		if exec.Command("pkill", "-KILL", "-f", "wal-push-ahead --pgdata="+c.DataDir).Run() == nil {
+			helperKills++
+		}
 		cmd.Wait()
 		kills++
 		checkRecords(t, spool, a.localRepo)
@@ -220,7 +225,7 @@ func TestPushAheadKill9(t *testing.T) {
 			t.Fatalf("%s differs from the original after the kills", name)
 		}
 	}
-	t.Logf("%d kills within %s batches; all %d segments archived intact", kills, batch.Round(time.Millisecond), len(names))
+	t.Logf("%d kills within %s batches, and %d of background batches; all %d segments archived intact", kills, batch.Round(time.Millisecond), helperKills, len(names))
 }
 
 // checkRecords fails when a push-ahead record in the spool names a segment

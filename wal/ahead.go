@@ -185,23 +185,38 @@ func (s *pushSpool) sweep(maxAge time.Duration) {
 }
 
 // readySegments lists the segments in pg_wal/archive_status that wait to be
-// archived and have no record, oldest first, without skip, at most n.
-func (s *pushSpool) readySegments(skip string, n int) []string {
+// archived and have no record, oldest first, without those in skip, at most
+// n. With newer, only those newer than every record and every name in skip:
+// an older one without a record is being answered right now (its record
+// consumed, its .ready not yet renamed by PostgreSQL) or its own call
+// pushes it. It reads two directories, whatever the backlog.
+func (s *pushSpool) readySegments(skip []string, n int, newer bool) []string {
 	ents, err := os.ReadDir(filepath.Join(s.walDir, "archive_status"))
 	if err != nil {
 		return nil
 	}
+	recorded := map[string]bool{}
+	newest := ""
+	for _, name := range skip {
+		recorded[name] = true
+		newest = max(newest, name)
+	}
+	if spooled, err := os.ReadDir(s.dir); err == nil {
+		for _, e := range spooled {
+			if name, ok := strings.CutSuffix(e.Name(), recordSuffix); ok {
+				recorded[name] = true
+				newest = max(newest, name)
+			}
+		}
+	}
 	var names []string
 	for _, e := range ents {
 		name, ok := strings.CutSuffix(e.Name(), ".ready")
-		if !ok || name == skip {
+		if !ok || recorded[name] || newer && name <= newest {
 			continue
 		}
 		if pn, err := ParseName(name); err != nil || pn.Kind != KindSegment {
 			continue // .history, .partial and .backup files take the normal path
-		}
-		if _, err := os.Stat(filepath.Join(s.dir, name+recordSuffix)); err == nil {
-			continue
 		}
 		names = append(names, name)
 	}
@@ -267,21 +282,31 @@ func PushAhead(ctx context.Context, r *repo.Repo, path string, po PushOptions, o
 	}
 	s.sweep(o.MaxAge)
 	removeStaleSpools(o.SpoolBase, s.dir)
-	ahead := s.readySegments(n.Raw, o.Ahead)
+	ahead := s.readySegments([]string{n.Raw}, o.Ahead, false)
+	res, pushed, err := s.pushBatch(ctx, r, n.Raw, ahead, po, o)
+	if len(pushed) > 0 {
+		log.Info("pushed ahead", "count", len(pushed), "first", pushed[0], "last", pushed[len(pushed)-1])
+	}
+	return res, err
+}
+
+// pushBatch pushes first (unless "") and the segments in ahead, o.Jobs at a
+// time, with one encoder for all, and records the segments of ahead that
+// are durably stored. It returns first's result and the names recorded, in
+// order. Failures of the others are logged and left to their own calls.
+func (s *pushSpool) pushBatch(ctx context.Context, r *repo.Repo, first string, ahead []string, po PushOptions, o AheadOptions) (PushResult, []string, error) {
+	log := orDiscard(po.Log)
 	if len(ahead) > 0 {
 		enc, err := repo.NewFrameEncoder(po.Codec, max(1, o.Jobs)*workers())
 		if err != nil {
-			return PushResult{}, err
+			return PushResult{}, nil, err
 		}
 		defer enc.Close()
 		po.enc = enc
 	}
-
 	jobs := make(chan string)
-	results := make(chan struct {
-		res PushResult
-		err error
-	}, 1)
+	var res PushResult
+	var resErr error
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var pushed []string
@@ -290,12 +315,9 @@ func PushAhead(ctx context.Context, r *repo.Repo, path string, po PushOptions, o
 		go func() {
 			defer wg.Done()
 			for name := range jobs {
-				res, err := Push(ctx, r, filepath.Join(s.walDir, name), po)
-				if name == n.Raw {
-					results <- struct {
-						res PushResult
-						err error
-					}{res, err}
+				got, err := Push(ctx, r, filepath.Join(s.walDir, name), po)
+				if name == first {
+					res, resErr = got, err // one goroutine only: first is sent once
 					continue
 				}
 				if err != nil {
@@ -304,7 +326,7 @@ func PushAhead(ctx context.Context, r *repo.Repo, path string, po PushOptions, o
 					}
 					continue
 				}
-				if err := s.record(res); err != nil {
+				if err := s.record(got); err != nil {
 					log.Warn("push ahead: cannot record in the spool", "wal", name, "err", err)
 					continue
 				}
@@ -314,7 +336,9 @@ func PushAhead(ctx context.Context, r *repo.Repo, path string, po PushOptions, o
 			}
 		}()
 	}
-	jobs <- n.Raw
+	if first != "" {
+		jobs <- first
+	}
 	for _, name := range ahead {
 		if ctx.Err() != nil {
 			break
@@ -323,12 +347,64 @@ func PushAhead(ctx context.Context, r *repo.Repo, path string, po PushOptions, o
 	}
 	close(jobs)
 	wg.Wait()
-	out := <-results
-	if len(pushed) > 0 {
-		sort.Strings(pushed)
-		log.Info("pushed ahead", "count", len(pushed), "first", pushed[0], "last", pushed[len(pushed)-1])
+	sort.Strings(pushed)
+	return res, pushed, resErr
+}
+
+// BackgroundBatchWanted reports, for a call that was just answered from the
+// spool for the segment at path, whether a background batch should start
+// (PushAheadBackground, in a detached process): push-ahead is on, no batch
+// runs on this spool, and a .ready segment newer than path and than every
+// record has no record.
+// The batch then pushes while PostgreSQL's next calls are answered, instead
+// of after the records run out.
+func BackgroundBatchWanted(o AheadOptions, path string) bool {
+	if !o.enabled() {
+		return false
 	}
-	return out.res, out.err
+	s, ok, err := openPushSpool(o, path, false, orDiscard(nil))
+	if err != nil || !ok || isLocked(filepath.Join(s.dir, "lock")) {
+		return false
+	}
+	return len(s.readySegments([]string{filepath.Base(path)}, 1, true)) > 0
+}
+
+// PushAheadBackground is the background batch: it pushes up to o.Ahead of
+// the oldest .ready segments of path's pg_wal directory that are newer than
+// path (its call was answered) and than every record, o.Jobs at a time, and
+// records each
+// once it is durably stored. It returns at once, pushing nothing, when
+// another batch holds the spool. A kill at any moment loses at most some
+// records: their segments are pushed by their own calls.
+func PushAheadBackground(ctx context.Context, r *repo.Repo, path string, po PushOptions, o AheadOptions) ([]string, error) {
+	if !o.enabled() {
+		return nil, nil
+	}
+	s, _, err := openPushSpool(o, path, true, orDiscard(po.Log))
+	if err != nil {
+		return nil, err
+	}
+	lock, ok, err := tryLock(filepath.Join(s.dir, "lock"))
+	if err != nil || !ok {
+		return nil, err
+	}
+	defer lock.unlock()
+	s.sweep(o.MaxAge)
+	ahead := s.readySegments([]string{filepath.Base(path)}, o.Ahead, true)
+	_, pushed, _ := s.pushBatch(ctx, r, "", ahead, po, o)
+	if len(pushed) > 0 {
+		orDiscard(po.Log).Info("pushed ahead in the background", "count", len(pushed), "first", pushed[0], "last", pushed[len(pushed)-1])
+	}
+	return pushed, nil
+}
+
+// PushSpoolDir is the directory of the push spool for the segment at path.
+func PushSpoolDir(o AheadOptions, path string) (string, error) {
+	s, _, err := openPushSpool(o, path, false, orDiscard(nil))
+	if err != nil {
+		return "", err
+	}
+	return s.dir, nil
 }
 
 func orDiscard(log *slog.Logger) *slog.Logger {

@@ -393,3 +393,71 @@ func TestPushRecordIdent(t *testing.T) {
 		t.Fatal("answered with neither the identity nor the CRC-32C matching")
 	}
 }
+
+// TestPushAheadBackground: after a batch, a background batch is wanted while
+// .ready segments wait without a record; it pushes and records the oldest of
+// them (never the one just answered, never one already recorded), does
+// nothing while another batch holds the spool, and is no longer wanted once
+// every waiting segment is recorded.
+func TestPushAheadBackground(t *testing.T) {
+	ctx := context.Background()
+	r, c, _ := newRepo(t, true)
+	walDir, names := pgWal(t, 8)
+	o := aheadOpts(t, 2)
+	po := PushOptions{Codec: c, RetryFor: time.Second}
+	seg := func(i int) string { return filepath.Join(walDir, names[i]) }
+	done := func(i int) {
+		os.Rename(filepath.Join(walDir, "archive_status", names[i]+".ready"), filepath.Join(walDir, "archive_status", names[i]+".done"))
+	}
+	if _, err := PushAhead(ctx, r, seg(0), po, o); err != nil { // 0, and 1-2 ahead
+		t.Fatal(err)
+	}
+	done(0)
+	if !AnswerFromSpool(o, seg(1), nil) {
+		t.Fatal("not answered from the spool")
+	}
+	// 1 was answered (its .ready is still there until PostgreSQL renames
+	// it), 2 is recorded, 3-7 wait.
+	if !BackgroundBatchWanted(o, seg(1)) {
+		t.Fatal("no background batch wanted while 5 segments wait without a record")
+	}
+	// Another batch holds the spool: nothing pushed.
+	s, _, _ := openPushSpool(o, seg(1), false, orDiscard(nil))
+	l, ok, err := tryLock(filepath.Join(s.dir, "lock"))
+	if err != nil || !ok {
+		t.Fatalf("lock: %v %v", ok, err)
+	}
+	if BackgroundBatchWanted(o, seg(1)) {
+		t.Fatal("a background batch wanted while another batch runs")
+	}
+	if got, err := PushAheadBackground(ctx, r, seg(1), po, o); err != nil || len(got) != 0 {
+		t.Fatalf("pushed %v (%v) while another batch held the spool", got, err)
+	}
+	l.unlock()
+	got, err := PushAheadBackground(ctx, r, seg(1), po, o)
+	if err != nil || strings.Join(got, ",") != names[3]+","+names[4] {
+		t.Fatalf("background batch pushed %v (%v), want %s and %s", got, err, names[3], names[4])
+	}
+	for i, name := range names {
+		if got, want := stored(t, ctx, r.Store, name), i <= 4; got != want {
+			t.Fatalf("%s stored: %v, want %v", name, got, want)
+		}
+	}
+	done(1)
+	for i := 2; i <= 4; i++ {
+		if !AnswerFromSpool(o, seg(i), nil) {
+			t.Fatalf("%s not answered from the spool", names[i])
+		}
+		done(i)
+	}
+	// Once 5-7 are recorded too, nothing is left to push ahead.
+	if got, err := PushAheadBackground(ctx, r, seg(4), po, o); err != nil || len(got) != 2 {
+		t.Fatalf("second background batch: %v %v", got, err)
+	}
+	if got, err := PushAheadBackground(ctx, r, seg(4), po, o); err != nil || len(got) != 1 {
+		t.Fatalf("third background batch: %v %v", got, err)
+	}
+	if BackgroundBatchWanted(o, seg(5)) {
+		t.Fatal("a background batch wanted with every waiting segment recorded")
+	}
+}

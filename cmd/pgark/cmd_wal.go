@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/wal"
 )
 
@@ -27,7 +28,13 @@ address, segment and block size, and the cluster's system identifier.
 Push-ahead (--push-ahead, --push-jobs): a segment is pushed together with the
 next .ready segments of pg_wal/archive_status, in parallel; those are recorded
 in the spool (--spool-dir) once stored, and PostgreSQL's calls for them answer
-0 at once if the file still has the recorded size and CRC-32C.
+0 at once if the file is unchanged since (same device, inode, size, mtime and
+ctime, else same size and CRC-32C). After a call, when more segments wait,
+the next batch runs in the background (pgark wal-push-ahead, detached)
+while PostgreSQL's next calls are answered.
+
+WAL is compressed at zstd level 1 unless --wal-compression-level (or
+--compression-level) says otherwise: archiving must keep up.
 
 Every failure exits with a status from 1 to 125, so that PostgreSQL counts it
 in pg_stat_archiver and retries the segment.
@@ -67,6 +74,20 @@ Exit codes:
 			run: runWalFetch,
 		},
 		&command{
+			name:    "wal-push-ahead",
+			args:    "PATH",
+			summary: "the background push-ahead batch that wal-push starts (not run by hand)",
+			help: `Pushes up to --push-ahead of the oldest .ready segments of PATH's pg_wal
+directory that have no record in the spool, --push-jobs at a time, and
+records each once it is durably stored, so that PostgreSQL's calls for them
+answer at once. wal-push starts it, detached, after a call that was
+answered or pushed, when no batch runs and more segments wait: the next
+batch is then pushed while PostgreSQL's calls are answered from the spool.
+It exits at once if another batch holds the spool. Its log is
+push-helper.log in the spool.`,
+			run: runWalPushAhead,
+		},
+		&command{
 			name:    "wal-prefetch",
 			summary: "the background helper that wal-fetch starts (not run by hand)",
 			help: `Keeps the segments that follow wal-fetch's newest request downloaded,
@@ -91,30 +112,78 @@ func runWalPush(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	if wal.AnswerFromSpool(ahead, args[0], env.log) {
 		env.log.Info("archived", "wal", filepath.Base(args[0]), "pushed_ahead", true, "ms", time.Since(start).Milliseconds())
+		startBackgroundBatch(env, ahead, args[0])
 		return nil
 	}
-	r, err := openRepo(ctx, env)
+	r, po, err := walPushSetup(ctx, env)
 	if err != nil {
 		return err
 	}
-	c, err := codec(env, r)
-	if err != nil {
-		return err
-	}
-	if c.Level, err = walLevel(env, c.Level); err != nil {
-		return err
-	}
-	retryFor, err := env.s.duration("retry-timeout")
-	if err != nil {
-		return err
-	}
-	res, err := wal.PushAhead(ctx, r, args[0], wal.PushOptions{Codec: c, RetryFor: retryFor, Log: env.log}, ahead)
+	res, err := wal.PushAhead(ctx, r, args[0], po, ahead)
 	if err != nil {
 		return err
 	}
 	env.log.Info("archived", "wal", res.Name, "bytes", res.Size, "already_stored", res.AlreadyStored,
 		"ms", time.Since(start).Milliseconds())
+	startBackgroundBatch(env, ahead, args[0])
 	return nil
+}
+
+// walPushSetup opens the repository and makes the push options of wal-push
+// and wal-push-ahead.
+func walPushSetup(ctx context.Context, env *cmdEnv) (*repo.Repo, wal.PushOptions, error) {
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return nil, wal.PushOptions{}, err
+	}
+	c, err := codec(env, r)
+	if err != nil {
+		return nil, wal.PushOptions{}, err
+	}
+	if c.Level, err = walLevel(env, c.Level); err != nil {
+		return nil, wal.PushOptions{}, err
+	}
+	retryFor, err := env.s.duration("retry-timeout")
+	if err != nil {
+		return nil, wal.PushOptions{}, err
+	}
+	return r, wal.PushOptions{Codec: c, RetryFor: retryFor, Log: env.log}, nil
+}
+
+// startBackgroundBatch starts `pgark wal-push-ahead` for the segment at path
+// when more segments wait without a record and no batch runs (see
+// wal.BackgroundBatchWanted). A failure to start it only costs speed: the
+// next calls push themselves.
+func startBackgroundBatch(env *cmdEnv, o wal.AheadOptions, path string) {
+	if !wal.BackgroundBatchWanted(o, path) {
+		return
+	}
+	dir, err := wal.PushSpoolDir(o, path)
+	if err == nil {
+		var abs string
+		if abs, err = filepath.Abs(path); err == nil {
+			err = startHelper(env, "wal-push-ahead", []string{abs}, filepath.Join(dir, "push-helper.log"))
+		}
+	}
+	if err != nil {
+		env.log.Warn("cannot start a background push-ahead batch", "err", err)
+	}
+}
+
+func runWalPushAhead(ctx context.Context, env *cmdEnv, args []string) error {
+	if len(args) != 1 {
+		return usageErrorf("wal-push-ahead takes one argument, the path of a WAL segment in pg_wal")
+	}
+	ahead, err := aheadOptions(env)
+	if err != nil {
+		return err
+	}
+	r, po, err := walPushSetup(ctx, env)
+	if err != nil {
+		return err
+	}
+	_, err = wal.PushAheadBackground(ctx, r, args[0], po, ahead)
+	return err
 }
 
 // defaultWALLevel is wal-push's zstd level unless one is set. Archiving must

@@ -26,6 +26,9 @@ type option struct {
 
 // forCommand reports whether the option applies to the command.
 func (o option) forCommand(cmd string) bool {
+	if cmd == "wal-push-ahead" {
+		cmd = "wal-push" // its background batch takes the same settings
+	}
 	if len(o.cmds) == 0 {
 		return true
 	}

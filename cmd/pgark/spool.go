@@ -153,20 +153,25 @@ func nonNegative(env *cmdEnv, name string) (int, error) {
 	return v, err
 }
 
-// startPrefetcher starts the prefetch helper, `pgark wal-prefetch`, detached
-// (its own session, so that neither PostgreSQL's signals nor the end of this
-// call stop it), with this call's settings. Its log goes to helper.log in
-// the spool.
+// startPrefetcher starts the prefetch helper, `pgark wal-prefetch`, detached,
+// with this call's settings. Its log goes to helper.log in the spool.
 func startPrefetcher(env *cmdEnv, sp *wal.FetchSpool, o wal.PrefetchOptions) error {
+	return startHelper(env, "wal-prefetch", nil, filepath.Join(sp.Dir(), "helper.log"))
+}
+
+// startHelper starts `pgark COMMAND --pgdata=... ARGS` detached (its own
+// session, so that neither PostgreSQL's signals nor the end of this call
+// stop it), with this call's settings, its output appended to logPath.
+func startHelper(env *cmdEnv, command string, cmdArgs []string, logPath string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	// Settings given as flags are passed on; the environment (PGARK_*,
 	// AWS_*) and the config file path are inherited.
-	args := []string{"wal-prefetch", "--pgdata=" + o.PGData}
+	args := []string{command, "--pgdata=" + pgdataDir(env)}
 	for _, opt := range options {
-		if opt.name == "pgdata" || !opt.forCommand("wal-prefetch") || !strings.HasPrefix(env.s.src[opt.name], "--") {
+		if opt.name == "pgdata" || !opt.forCommand(command) || !strings.HasPrefix(env.s.src[opt.name], "--") {
 			continue
 		}
 		args = append(args, "--"+opt.name+"="+env.s.str(opt.name))
@@ -174,7 +179,7 @@ func startPrefetcher(env *cmdEnv, sp *wal.FetchSpool, o wal.PrefetchOptions) err
 	if p := env.s.str("config"); p != "" && strings.HasPrefix(env.s.src["config"], "--") {
 		args = append(args, "--config="+p)
 	}
-	logPath := filepath.Join(sp.Dir(), "helper.log")
+	args = append(args, cmdArgs...)
 	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
 	if fi, err := os.Stat(logPath); err == nil && fi.Size() > helperLogMaxBytes {
 		flags |= os.O_TRUNC

@@ -935,8 +935,45 @@ func (c *Cluster) cleanup(t testing.TB) {
 	if err := c.stop(); err != nil {
 		t.Error(err)
 	}
+	// wal-push leaves background push-ahead batches (pgark wal-push-ahead,
+	// detached) that may still write to the test's repository: wait for
+	// them before the temporary directories go. A batch ends by itself.
+	if n := waitProcesses(60*time.Second, "wal-push-ahead", "--pgdata="+c.DataDir); n > 0 {
+		t.Errorf("testenv: %d pgark wal-push-ahead process(es) of %s still running after 60s", n, c.DataDir)
+	}
 	if t.Failed() {
 		t.Logf("testenv: PostgreSQL %d server log (%s):\n%s", c.Major, c.LogFile, pgTail(c.Log(), 200))
+	}
+}
+
+// waitProcesses waits up to max until no process has a command line that
+// holds every one of parts, and returns how many are left.
+func waitProcesses(max time.Duration, parts ...string) int {
+	deadline := time.Now().Add(max)
+	for {
+		n := 0
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			if _, err := strconv.Atoi(e.Name()); err != nil {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if err != nil {
+				continue
+			}
+			cl := strings.ReplaceAll(string(b), "\x00", " ")
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(cl, p)
+			}
+			if all {
+				n++
+			}
+		}
+		if n == 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
