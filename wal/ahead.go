@@ -351,60 +351,91 @@ func (s *pushSpool) pushBatch(ctx context.Context, r *repo.Repo, first string, a
 	return res, pushed, resErr
 }
 
-// BackgroundBatchWanted reports, for a call that was just answered from the
-// spool for the segment at path, whether a background batch should start
+// BatchClaim is the spool lock taken for a background batch by the call
+// that starts it. The batch's process inherits the locked descriptor
+// (File), so that no other batch can start in between; the call then
+// closes its own copy (Release), and the lock lasts as long as the batch.
+type BatchClaim struct {
+	lock     *flock
+	SpoolDir string
+}
+
+// File is the locked descriptor, to hand to the batch's process.
+func (c *BatchClaim) File() *os.File { return c.lock.f }
+
+// Release closes this process's copy of the descriptor (the lock stays
+// while another process holds a copy).
+func (c *BatchClaim) Release() { c.lock.unlock() }
+
+// ClaimBackgroundBatch decides, for a call that was just answered (or
+// pushed) for the segment at path, whether a background batch should start
 // (PushAheadBackground, in a detached process): push-ahead is on, no batch
-// runs on this spool, and a .ready segment newer than path and than every
-// record has no record.
-// The batch then pushes while PostgreSQL's next calls are answered, instead
-// of after the records run out.
-func BackgroundBatchWanted(o AheadOptions, path string) bool {
+// holds the spool, and a .ready segment newer than path and than every
+// record has no record. If so it takes the spool lock and returns it, else
+// nil. The batch then pushes while PostgreSQL's next calls are answered,
+// instead of after the records run out.
+func ClaimBackgroundBatch(o AheadOptions, path string) *BatchClaim {
 	if !o.enabled() {
-		return false
+		return nil
 	}
 	s, ok, err := openPushSpool(o, path, false, orDiscard(nil))
-	if err != nil || !ok || isLocked(filepath.Join(s.dir, "lock")) {
-		return false
+	if err != nil || !ok {
+		return nil
 	}
-	return len(s.readySegments([]string{filepath.Base(path)}, 1, true)) > 0
+	lock, ok, err := tryLock(filepath.Join(s.dir, "lock"))
+	if err != nil || !ok {
+		return nil
+	}
+	if len(s.readySegments([]string{filepath.Base(path)}, 1, true)) == 0 {
+		lock.unlock()
+		return nil
+	}
+	return &BatchClaim{lock: lock, SpoolDir: s.dir}
 }
+
+// ErrNotClaimed means that a background batch does not hold its spool's
+// lock (it was started by hand, or the descriptor it was given is not the
+// lock): it pushes nothing.
+var ErrNotClaimed = errors.New("the spool lock was not handed to this batch (wal-push-ahead is started by wal-push, not by hand)")
 
 // PushAheadBackground is the background batch: it pushes up to o.Ahead of
 // the oldest .ready segments of path's pg_wal directory that are newer than
 // path (its call was answered) and than every record, o.Jobs at a time, and
-// records each
-// once it is durably stored. It returns at once, pushing nothing, when
-// another batch holds the spool. A kill at any moment loses at most some
+// records each once it is durably stored. lockFile is the spool lock that
+// the starting call claimed (ClaimBackgroundBatch) and handed down; it is
+// checked to be that lock, and closed at the end. open opens the repository
+// once the lock is confirmed. A kill at any moment loses at most some
 // records: their segments are pushed by their own calls.
-func PushAheadBackground(ctx context.Context, r *repo.Repo, path string, po PushOptions, o AheadOptions) ([]string, error) {
+func PushAheadBackground(ctx context.Context, path string, o AheadOptions, lockFile *os.File, open func() (*repo.Repo, PushOptions, error)) ([]string, error) {
+	if lockFile == nil {
+		return nil, ErrNotClaimed
+	}
+	lock := &flock{lockFile}
+	defer lock.unlock()
 	if !o.enabled() {
 		return nil, nil
 	}
-	s, _, err := openPushSpool(o, path, true, orDiscard(po.Log))
+	s, _, err := openPushSpool(o, path, true, orDiscard(nil))
 	if err != nil {
 		return nil, err
 	}
-	lock, ok, err := tryLock(filepath.Join(s.dir, "lock"))
-	if err != nil || !ok {
+	held, err1 := lockFile.Stat()
+	want, err2 := os.Stat(filepath.Join(s.dir, "lock"))
+	if err1 != nil || err2 != nil || !os.SameFile(held, want) {
+		return nil, ErrNotClaimed
+	}
+	r, po, err := open()
+	if err != nil {
 		return nil, err
 	}
-	defer lock.unlock()
+	s.log = orDiscard(po.Log)
 	s.sweep(o.MaxAge)
 	ahead := s.readySegments([]string{filepath.Base(path)}, o.Ahead, true)
 	_, pushed, _ := s.pushBatch(ctx, r, "", ahead, po, o)
 	if len(pushed) > 0 {
-		orDiscard(po.Log).Info("pushed ahead in the background", "count", len(pushed), "first", pushed[0], "last", pushed[len(pushed)-1])
+		s.log.Info("pushed ahead in the background", "count", len(pushed), "first", pushed[0], "last", pushed[len(pushed)-1])
 	}
 	return pushed, nil
-}
-
-// PushSpoolDir is the directory of the push spool for the segment at path.
-func PushSpoolDir(o AheadOptions, path string) (string, error) {
-	s, _, err := openPushSpool(o, path, false, orDiscard(nil))
-	if err != nil {
-		return "", err
-	}
-	return s.dir, nil
 }
 
 func orDiscard(log *slog.Logger) *slog.Logger {

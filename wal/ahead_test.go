@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"github.com/pgark/pgark/repo"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -394,10 +397,11 @@ func TestPushRecordIdent(t *testing.T) {
 	}
 }
 
-// TestPushAheadBackground: after a batch, a background batch is wanted while
-// .ready segments wait without a record; it pushes and records the oldest of
-// them (never the one just answered, never one already recorded), does
-// nothing while another batch holds the spool, and is no longer wanted once
+// TestPushAheadBackground: after a batch, a background batch is claimed
+// while .ready segments wait without a record; with the claimed lock it
+// pushes and records the oldest of them (never the one just answered, never
+// one already recorded); no batch is claimed while another holds the spool,
+// a batch without the claimed lock pushes nothing, and none is claimed once
 // every waiting segment is recorded.
 func TestPushAheadBackground(t *testing.T) {
 	ctx := context.Background()
@@ -405,9 +409,25 @@ func TestPushAheadBackground(t *testing.T) {
 	walDir, names := pgWal(t, 8)
 	o := aheadOpts(t, 2)
 	po := PushOptions{Codec: c, RetryFor: time.Second}
+	open := func() (*repo.Repo, PushOptions, error) { return r, po, nil }
 	seg := func(i int) string { return filepath.Join(walDir, names[i]) }
 	done := func(i int) {
 		os.Rename(filepath.Join(walDir, "archive_status", names[i]+".ready"), filepath.Join(walDir, "archive_status", names[i]+".done"))
+	}
+	// batch claims for seg(i), hands the descriptor down as a process
+	// would (a copy of it), and runs the batch.
+	batch := func(i int) ([]string, error) {
+		t.Helper()
+		claim := ClaimBackgroundBatch(o, seg(i))
+		if claim == nil {
+			t.Fatalf("no background batch claimed after %s", names[i])
+		}
+		fd, err := syscall.Dup(int(claim.File().Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		claim.Release()
+		return PushAheadBackground(ctx, seg(i), o, os.NewFile(uintptr(fd), "lock"), open)
 	}
 	if _, err := PushAhead(ctx, r, seg(0), po, o); err != nil { // 0, and 1-2 ahead
 		t.Fatal(err)
@@ -417,24 +437,26 @@ func TestPushAheadBackground(t *testing.T) {
 		t.Fatal("not answered from the spool")
 	}
 	// 1 was answered (its .ready is still there until PostgreSQL renames
-	// it), 2 is recorded, 3-7 wait.
-	if !BackgroundBatchWanted(o, seg(1)) {
-		t.Fatal("no background batch wanted while 5 segments wait without a record")
+	// it), 2 is recorded, 3-7 wait. While a claim holds the spool, no
+	// second one is given.
+	claim := ClaimBackgroundBatch(o, seg(1))
+	if claim == nil {
+		t.Fatal("no background batch claimed while 5 segments wait without a record")
 	}
-	// Another batch holds the spool: nothing pushed.
-	s, _, _ := openPushSpool(o, seg(1), false, orDiscard(nil))
-	l, ok, err := tryLock(filepath.Join(s.dir, "lock"))
-	if err != nil || !ok {
-		t.Fatalf("lock: %v %v", ok, err)
+	if ClaimBackgroundBatch(o, seg(1)) != nil {
+		t.Fatal("a second background batch claimed while the first holds the spool")
 	}
-	if BackgroundBatchWanted(o, seg(1)) {
-		t.Fatal("a background batch wanted while another batch runs")
+	// A batch without the claimed lock (started by hand, or handed another
+	// file) pushes nothing.
+	if got, err := PushAheadBackground(ctx, seg(1), o, nil, open); !errors.Is(err, ErrNotClaimed) || len(got) != 0 {
+		t.Fatalf("a batch without a lock pushed %v (%v)", got, err)
 	}
-	if got, err := PushAheadBackground(ctx, r, seg(1), po, o); err != nil || len(got) != 0 {
-		t.Fatalf("pushed %v (%v) while another batch held the spool", got, err)
+	other, _ := os.Create(filepath.Join(t.TempDir(), "other"))
+	if got, err := PushAheadBackground(ctx, seg(1), o, other, open); !errors.Is(err, ErrNotClaimed) || len(got) != 0 {
+		t.Fatalf("a batch with another file pushed %v (%v)", got, err)
 	}
-	l.unlock()
-	got, err := PushAheadBackground(ctx, r, seg(1), po, o)
+	claim.Release()
+	got, err := batch(1)
 	if err != nil || strings.Join(got, ",") != names[3]+","+names[4] {
 		t.Fatalf("background batch pushed %v (%v), want %s and %s", got, err, names[3], names[4])
 	}
@@ -443,6 +465,12 @@ func TestPushAheadBackground(t *testing.T) {
 			t.Fatalf("%s stored: %v, want %v", name, got, want)
 		}
 	}
+	// The batch released the lock when it ended.
+	if l, ok, err := tryLock(filepath.Join(claim.SpoolDir, "lock")); err != nil || !ok {
+		t.Fatalf("the spool is still locked after the batch: %v", err)
+	} else {
+		l.unlock()
+	}
 	done(1)
 	for i := 2; i <= 4; i++ {
 		if !AnswerFromSpool(o, seg(i), nil) {
@@ -450,14 +478,14 @@ func TestPushAheadBackground(t *testing.T) {
 		}
 		done(i)
 	}
-	// Once 5-7 are recorded too, nothing is left to push ahead.
-	if got, err := PushAheadBackground(ctx, r, seg(4), po, o); err != nil || len(got) != 2 {
+	if got, err := batch(4); err != nil || len(got) != 2 {
 		t.Fatalf("second background batch: %v %v", got, err)
 	}
-	if got, err := PushAheadBackground(ctx, r, seg(4), po, o); err != nil || len(got) != 1 {
+	if got, err := batch(4); err != nil || len(got) != 1 {
 		t.Fatalf("third background batch: %v %v", got, err)
 	}
-	if BackgroundBatchWanted(o, seg(5)) {
-		t.Fatal("a background batch wanted with every waiting segment recorded")
+	// Every waiting segment is recorded: nothing to claim.
+	if ClaimBackgroundBatch(o, seg(4)) != nil {
+		t.Fatal("a background batch claimed with every waiting segment recorded")
 	}
 }

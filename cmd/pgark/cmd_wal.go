@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/pgark/pgark/repo"
@@ -151,38 +152,50 @@ func walPushSetup(ctx context.Context, env *cmdEnv) (*repo.Repo, wal.PushOptions
 }
 
 // startBackgroundBatch starts `pgark wal-push-ahead` for the segment at path
-// when more segments wait without a record and no batch runs (see
-// wal.BackgroundBatchWanted). A failure to start it only costs speed: the
-// next calls push themselves.
+// when more segments wait without a record and no batch runs
+// (wal.ClaimBackgroundBatch). The batch inherits the spool lock that this
+// call takes for it, so that no second batch starts in between. A failure
+// to start it only costs speed: the next calls push themselves.
 func startBackgroundBatch(env *cmdEnv, o wal.AheadOptions, path string) {
-	if !wal.BackgroundBatchWanted(o, path) {
+	claim := wal.ClaimBackgroundBatch(o, path)
+	if claim == nil {
 		return
 	}
-	dir, err := wal.PushSpoolDir(o, path)
+	defer claim.Release()
+	abs, err := filepath.Abs(path)
 	if err == nil {
-		var abs string
-		if abs, err = filepath.Abs(path); err == nil {
-			err = startHelper(env, "wal-push-ahead", []string{abs}, filepath.Join(dir, "push-helper.log"))
-		}
+		err = startHelper(env, "wal-push-ahead", []string{abs}, filepath.Join(claim.SpoolDir, "push-helper.log"), claim.File())
 	}
 	if err != nil {
 		env.log.Warn("cannot start a background push-ahead batch", "err", err)
 	}
 }
 
+// inheritedLockEnv names, in a background batch's environment, the
+// descriptor of the spool lock that its wal-push handed down.
+const inheritedLockEnv = "PGARK_INTERNAL_SPOOL_LOCK_FD"
+
 func runWalPushAhead(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) != 1 {
 		return usageErrorf("wal-push-ahead takes one argument, the path of a WAL segment in pg_wal")
 	}
+	var lockFile *os.File
+	if fd, err := strconv.Atoi(env.getenv(inheritedLockEnv)); err == nil && fd > 2 {
+		lockFile = os.NewFile(uintptr(fd), "spool lock")
+	}
 	ahead, err := aheadOptions(env)
 	if err != nil {
+		if lockFile != nil {
+			lockFile.Close()
+		}
 		return err
 	}
-	r, po, err := walPushSetup(ctx, env)
-	if err != nil {
-		return err
+	_, err = wal.PushAheadBackground(ctx, args[0], ahead, lockFile, func() (*repo.Repo, wal.PushOptions, error) {
+		return walPushSetup(ctx, env)
+	})
+	if errors.Is(err, wal.ErrNotClaimed) {
+		return usageErrorf("%v", err)
 	}
-	_, err = wal.PushAheadBackground(ctx, r, args[0], po, ahead)
 	return err
 }
 

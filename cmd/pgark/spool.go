@@ -156,13 +156,15 @@ func nonNegative(env *cmdEnv, name string) (int, error) {
 // startPrefetcher starts the prefetch helper, `pgark wal-prefetch`, detached,
 // with this call's settings. Its log goes to helper.log in the spool.
 func startPrefetcher(env *cmdEnv, sp *wal.FetchSpool, o wal.PrefetchOptions) error {
-	return startHelper(env, "wal-prefetch", nil, filepath.Join(sp.Dir(), "helper.log"))
+	return startHelper(env, "wal-prefetch", nil, filepath.Join(sp.Dir(), "helper.log"), nil)
 }
 
 // startHelper starts `pgark COMMAND --pgdata=... ARGS` detached (its own
 // session, so that neither PostgreSQL's signals nor the end of this call
-// stop it), with this call's settings, its output appended to logPath.
-func startHelper(env *cmdEnv, command string, cmdArgs []string, logPath string) error {
+// stop it), with this call's settings, its output appended to logPath. A
+// lock, when given, is handed down as descriptor 3 (named by
+// inheritedLockEnv).
+func startHelper(env *cmdEnv, command string, cmdArgs []string, logPath string, lock *os.File) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -193,6 +195,10 @@ func startHelper(env *cmdEnv, command string, cmdArgs []string, logPath string) 
 	// The working directory is inherited, so relative paths in settings
 	// mean what they meant to the call.
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if lock != nil {
+		cmd.ExtraFiles = []*os.File{lock}
+		cmd.Env = append(os.Environ(), inheritedLockEnv+"=3")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return err
