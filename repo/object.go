@@ -618,7 +618,10 @@ func decodeFrames(r io.Reader, size int64, workers int, w io.WriterAt, h io.Writ
 			select {
 			case frame = <-frames:
 			default:
-				frame = make([]byte, 0, 256<<10)
+				// Room for a frame of FrameSize that compresses to
+				// half (WAL: a third to a tenth): growing a buffer
+				// from less cost more than the buffers' memory.
+				frame = make([]byte, 0, FrameSize/2)
 			}
 			frame, fcs, ok, err := readFrame(br, frame)
 			if err == io.EOF {
