@@ -75,7 +75,8 @@ type Store interface {
 	// Put stores the bytes of r under key, create-only. It returns only once
 	// the object is durable (fsynced, or an upload completed). If key already
 	// exists it returns an error wrapping ErrExists and leaves the stored
-	// object untouched. On any error no object appears under key.
+	// object untouched. On any error no object appears under key. It never
+	// uses r after it returns (callers reuse the memory behind it).
 	Put(ctx context.Context, key string, r io.Reader, opts PutOptions) error
 	// Get opens the object. The caller must close the reader.
 	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)

@@ -314,8 +314,10 @@ func (s *pushSpool) pushBatch(ctx context.Context, r *repo.Repo, first string, a
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			wpo := po
+			wpo.scratch = new([]byte) // this goroutine's pushes, one after another
 			for name := range jobs {
-				got, err := Push(ctx, r, filepath.Join(s.walDir, name), po)
+				got, err := Push(ctx, r, filepath.Join(s.walDir, name), wpo)
 				if name == first {
 					res, resErr = got, err // one goroutine only: first is sent once
 					continue

@@ -47,6 +47,11 @@ type PushOptions struct {
 	// one batch (PushAhead): made once, its encoders and their memory
 	// serve every push instead of being made and faulted in anew.
 	enc *repo.FrameEncoder
+	// scratch, when set, keeps the object buffer of one push for the next
+	// push of the same goroutine (in a batch): a fresh 16 MiB buffer is
+	// cleared by the runtime each time, about 3 ms of CPU. Reusing it is
+	// safe because a Store does not use the reader after Put returns.
+	scratch *[]byte
 }
 
 // PushResult says what a push did.
@@ -97,9 +102,17 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 		defer enc.Close()
 	}
 	before, _ := f.Stat()
-	sums, size, head, obj, err := readForPush(f, enc, o.Codec)
+	var buf []byte
+	if o.scratch != nil {
+		buf = *o.scratch
+	}
+	sums, size, head, obj, err := readForPush(f, enc, o.Codec, buf)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	if o.scratch != nil && obj != nil {
+		// Put has returned when Push does: the next push may reuse it.
+		defer func() { *o.scratch = obj[:0] }()
 	}
 	after, _ := f.Stat()
 	ident := sameIdent(before, after, size)
@@ -222,7 +235,7 @@ func pieceSize(off int64) int {
 
 // readForPush hashes the file and returns its size and first bytes, and, when
 // it is at most inMemoryMax bytes, the object to store.
-func readForPush(f *os.File, enc *repo.FrameEncoder, c repo.Codec) (sum fileSums, size int64, head, obj []byte, err error) {
+func readForPush(f *os.File, enc *repo.FrameEncoder, c repo.Codec, buf []byte) (sum fileSums, size int64, head, obj []byte, err error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return sum, 0, nil, nil, err
@@ -231,9 +244,14 @@ func readForPush(f *os.File, enc *repo.FrameEncoder, c repo.Codec) (sum fileSums
 		sum, size, head, err = encodeFile(f, -1, nil, nil)
 		return sum, size, head, nil, err
 	}
-	// The object's own buffer, from the heap (a Store may hold on to
-	// it): frames are at most a little larger than their content.
-	ob := &appendWriter{b: make([]byte, 0, enc.MaxEncodedSize(int(fi.Size()))+objOverhead(c, int(fi.Size())))}
+	// The object's own buffer, from the heap (never from an Arena: it
+	// goes to a Store's Put), or buf when that is large enough: frames are
+	// at most a little larger than their content.
+	need := enc.MaxEncodedSize(int(fi.Size())) + objOverhead(c, int(fi.Size()))
+	if cap(buf) < need {
+		buf = make([]byte, 0, need)
+	}
+	ob := &appendWriter{b: buf[:0]}
 	ow, err := repo.NewEncodedWriter(ob, c)
 	if err != nil {
 		return sum, 0, nil, nil, err
