@@ -124,24 +124,22 @@ func (s *pushSpool) answer(path string, maxAge time.Duration) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if id, ok := identOf(fi); ok && rec.Ident != nil && id == *rec.Ident && id.Size == rec.Size {
-		// Consumed, as below.
-		os.Remove(recPath)
-		return true, nil
-	}
-	if fi.Size() != rec.Size {
-		s.log.Warn("spool record does not match the file, pushing it again", "wal", name, "size", fi.Size(), "recorded_size", rec.Size)
-		os.Remove(recPath)
-		return false, nil
-	}
-	h := crc32.New(castagnoli)
-	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
-		return false, err
-	}
-	if h.Sum32() != rec.CRC32C {
-		s.log.Warn("spool record does not match the file's content, pushing it again", "wal", name)
-		os.Remove(recPath)
-		return false, nil
+	if id, ok := identOf(fi); !ok || rec.Ident == nil || id != *rec.Ident {
+		// The identity moved (or was not recorded): read the file.
+		if fi.Size() != rec.Size {
+			s.log.Warn("spool record does not match the file, pushing it again", "wal", name, "size", fi.Size(), "recorded_size", rec.Size)
+			os.Remove(recPath)
+			return false, nil
+		}
+		h := crc32.New(castagnoli)
+		if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+			return false, err
+		}
+		if h.Sum32() != rec.CRC32C {
+			s.log.Warn("spool record does not match the file's content, pushing it again", "wal", name)
+			os.Remove(recPath)
+			return false, nil
+		}
 	}
 	// Consumed: PostgreSQL marks the segment done on our answer. Should
 	// that fail, its next call pushes again (an identical push is success).

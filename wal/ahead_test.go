@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/pgark/pgark/repo"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
 )
 
@@ -47,6 +47,34 @@ func aheadOpts(t *testing.T, ahead int) AheadOptions {
 	return AheadOptions{SpoolBase: t.TempDir(), RepoID: "test", Ahead: ahead, Jobs: 2, MaxAge: time.Minute, LockWait: 5 * time.Second}
 }
 
+// aheadFixture is what the push-ahead tests share: a pg_wal directory of
+// segments with .ready files, an encrypted repository, and options.
+type aheadFixture struct {
+	ctx    context.Context
+	r      *repo.Repo
+	po     PushOptions
+	o      AheadOptions
+	walDir string
+	names  []string
+}
+
+func newAheadFixture(t *testing.T, segments, ahead int) *aheadFixture {
+	t.Helper()
+	r, c, _ := newRepo(t, true)
+	walDir, names := pgWal(t, segments)
+	return &aheadFixture{ctx: context.Background(), r: r, po: PushOptions{Codec: c, RetryFor: time.Second},
+		o: aheadOpts(t, ahead), walDir: walDir, names: names}
+}
+
+// seg is the path of the i-th segment.
+func (f *aheadFixture) seg(i int) string { return filepath.Join(f.walDir, f.names[i]) }
+
+// done marks the i-th segment archived, as PostgreSQL does after exit 0.
+func (f *aheadFixture) done(i int) {
+	st := filepath.Join(f.walDir, "archive_status", f.names[i])
+	os.Rename(st+".ready", st+".done")
+}
+
 func stored(t *testing.T, ctx context.Context, st storage.Store, name string) bool {
 	t.Helper()
 	n, _ := ParseName(name)
@@ -58,9 +86,8 @@ func stored(t *testing.T, ctx context.Context, st storage.Store, name string) bo
 }
 
 func TestPushAhead(t *testing.T) {
-	ctx := context.Background()
-	r, c, _ := newRepo(t, true)
-	walDir, names := pgWal(t, 7)
+	fx := newAheadFixture(t, 7, 4)
+	ctx, r, po, o, seg, walDir, names := fx.ctx, fx.r, fx.po, fx.o, fx.seg, fx.walDir, fx.names
 	// Files that push-ahead leaves to their own synchronous calls.
 	os.WriteFile(filepath.Join(walDir, "00000002.history"), []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
 	ready(t, walDir, "00000002.history")
@@ -68,9 +95,6 @@ func TestPushAhead(t *testing.T) {
 	synthSegment(t, walDir, partial, 42, 1<<20)
 	ready(t, walDir, partial)
 
-	o := aheadOpts(t, 4)
-	po := PushOptions{Codec: c, RetryFor: time.Second}
-	seg := func(i int) string { return filepath.Join(walDir, names[i]) }
 	if AnswerFromSpool(o, seg(0), nil) {
 		t.Fatal("answered for a segment never pushed")
 	}
@@ -90,7 +114,7 @@ func TestPushAhead(t *testing.T) {
 	}
 	// PostgreSQL marks names[0] done, then asks for names[1]: answered
 	// from the spool, once.
-	os.Rename(filepath.Join(walDir, "archive_status", names[0]+".ready"), filepath.Join(walDir, "archive_status", names[0]+".done"))
+	fx.done(0)
 	if !AnswerFromSpool(o, seg(1), nil) {
 		t.Fatal("a segment pushed ahead was not answered from the spool")
 	}
@@ -354,13 +378,9 @@ func waitFor(t *testing.T, cond func() bool) {
 // TestPushRecordIdent: a record answers through the file's identity (no
 // read) while it matches, and falls back to the CRC-32C when it does not.
 func TestPushRecordIdent(t *testing.T) {
-	ctx := context.Background()
-	r, c, _ := newRepo(t, true)
-	walDir, names := pgWal(t, 4)
-	o := aheadOpts(t, 3)
-	po := PushOptions{Codec: c, RetryFor: time.Second}
-	seg := func(i int) string { return filepath.Join(walDir, names[i]) }
-	if _, err := PushAhead(ctx, r, seg(0), po, o); err != nil {
+	fx := newAheadFixture(t, 4, 3)
+	o, seg, names := fx.o, fx.seg, fx.names
+	if _, err := PushAhead(fx.ctx, fx.r, seg(0), fx.po, o); err != nil {
 		t.Fatal(err)
 	}
 	s, ok, err := openPushSpool(o, seg(1), false, orDiscard(nil))
@@ -404,16 +424,9 @@ func TestPushRecordIdent(t *testing.T) {
 // a batch without the claimed lock pushes nothing, and none is claimed once
 // every waiting segment is recorded.
 func TestPushAheadBackground(t *testing.T) {
-	ctx := context.Background()
-	r, c, _ := newRepo(t, true)
-	walDir, names := pgWal(t, 8)
-	o := aheadOpts(t, 2)
-	po := PushOptions{Codec: c, RetryFor: time.Second}
+	fx := newAheadFixture(t, 8, 2)
+	ctx, r, po, o, seg, names, done := fx.ctx, fx.r, fx.po, fx.o, fx.seg, fx.names, fx.done
 	open := func() (*repo.Repo, PushOptions, error) { return r, po, nil }
-	seg := func(i int) string { return filepath.Join(walDir, names[i]) }
-	done := func(i int) {
-		os.Rename(filepath.Join(walDir, "archive_status", names[i]+".ready"), filepath.Join(walDir, "archive_status", names[i]+".done"))
-	}
 	// batch claims for seg(i), hands the descriptor down as a process
 	// would (a copy of it), and runs the batch.
 	batch := func(i int) ([]string, error) {

@@ -3,7 +3,6 @@ package wal
 import (
 	"context"
 	"encoding/binary"
-	"github.com/pgark/pgark/internal/walgen"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,12 +13,13 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/internal/walgen"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage/local"
 )
 
-// Benchmarks of wal-push and wal-fetch on a local repository (zstd level 3,
-// age), 16 MiB segments. Real WAL is best: set PGARK_BENCH_WAL_DIR to a
+// Benchmarks of wal-push and wal-fetch on a local repository (age, zstd
+// level 1, wal-push's default, or PGARK_BENCH_LEVEL), 16 MiB segments. Real WAL is best: set PGARK_BENCH_WAL_DIR to a
 // directory of segments (for instance the segs/ of a work dir kept by
 // `KEEP=1 SEGMENTS=4 bash bench/wal.sh`); without it, synthetic
 // pgbench-like segments are used. They print figures and never fail on a
