@@ -542,13 +542,19 @@ runs=()
 if ((DRAIN_SEGMENTS)); then
 	printf '%s\n' "${drained[@]}" | pg tee "$w/drain.list" >/dev/null
 	pg mkdir "$w/store-drain-cp"
-	# As in the measure phase: have the host back about the page cache these runs fill (the
-	# cp store, the restored copies kept for cmp, spools, repositories), then free it.
-	prefault_mib=$((DRAIN_SEGMENTS * segsize * 4 / 1048576 + 512))
-	note "pre-faulting ${prefault_mib} MiB of page cache"
-	pg dd if=/dev/zero of="$w/prefault" bs=1M count="$prefault_mib" status=none
-	rm -f "$w/prefault"
-	sync
+	# Before every run, as in the measure phase: have the host back about the page cache the
+	# run fills (the restored copies kept for cmp, spools, repositories), then free it. VMs
+	# that hand freed guest memory back to the host (free page reporting: here, reported at
+	# once) fault each page in again at its first touch: writing 16 MiB of such memory took
+	# 37 ms against 3 ms once backed. Without this, whichever tool runs after a pause pays for
+	# it: recovery times of one binary swung between 2.1 and 3.6 s, and 1.8-2.0 s with it.
+	prefault_mib=$((DRAIN_SEGMENTS * segsize * 2 / 1048576 + 512))
+	prefault() {
+		pg dd if=/dev/zero of="$w/prefault" bs=1M count="$prefault_mib" status=none
+		rm -f "$w/prefault"
+		sync
+	}
+	note "pre-faulting ${prefault_mib} MiB of page cache before each drain and recovery run"
 	drain_load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 	for v in "${variants[@]}"; do
 		# cp has no S3 path: the S3 table shows the local cp. The order rotates per variant.
@@ -557,6 +563,7 @@ if ((DRAIN_SEGMENTS)); then
 		for t in "${dtools[@]}"; do
 			d="$w/drain-$v-$t"
 			fakedata "$d" drain
+			prefault
 			walsim_run "drain-$v-$t" drain "$d" "$(drain_cmd "$t" "$v" "$d")"
 			n=$(find "$d/pg_wal/archive_status" -name '*.done' | wc -l)
 			((n == DRAIN_SEGMENTS)) || die "drain-$v-$t: $n of $DRAIN_SEGMENTS segments marked .done"
@@ -575,6 +582,7 @@ if ((DRAIN_SEGMENTS)); then
 			pg mkdir "$d.keep"
 			spool_opt=()
 			[[ -n ${spooldir[$t-$v]-} ]] && spool_opt=(-spool "${spooldir[$t-$v]}")
+			prefault
 			walsim_run "recovery-$v-$t" recover "$d" "$(recovery_cmd "$t" "$v" "$d")" \
 				-segs "$w/drain.list" -keep "$d.keep" "${spool_opt[@]}"
 			for s in "${drained[@]}"; do

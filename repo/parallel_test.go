@@ -80,3 +80,89 @@ func TestParallelObjectWriterError(t *testing.T) {
 		t.Fatal("a write after Close succeeded")
 	}
 }
+
+// memAt is an in-memory io.WriterAt.
+type memAt struct{ b []byte }
+
+func (m *memAt) WriteAt(p []byte, off int64) (int, error) {
+	if end := int(off) + len(p); end > len(m.b) {
+		m.b = append(m.b, make([]byte, end-len(m.b))...)
+	}
+	return copy(m.b[off:], p), nil
+}
+
+// TestDecoderReuse: one Decoder decodes object after object, larger and
+// smaller, framed and streamed, and after a damaged one, with the same
+// results as a fresh one.
+func TestDecoderReuse(t *testing.T) {
+	rs, ids := keys(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	plainOf := func(n int) []byte {
+		p := make([]byte, n)
+		for i := range p {
+			if i%5 == 0 {
+				p[i] = byte(rng.IntN(256))
+			}
+		}
+		return p
+	}
+	framed := func(c Codec, plain []byte) []byte {
+		var obj bytes.Buffer
+		w, err := NewParallelObjectWriter(&obj, c, 2, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(plain)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return obj.Bytes()
+	}
+	enc := Codec{Compression: "zstd", Level: 1, Recipients: rs}
+	plain := Codec{Compression: "zstd", Level: 1}
+	damaged := framed(plain, plainOf(3*FrameSize))
+	damaged[len(damaged)/2] ^= 0x40
+
+	d := NewDecoder(2)
+	defer d.Close()
+	for i, tc := range []struct {
+		plain    []byte
+		streamed bool   // one long frame, as NewObjectWriter writes
+		obj      []byte // set: this (damaged) object
+	}{
+		{plain: plainOf(3*FrameSize + 12345)},
+		{plain: plainOf(100)},
+		{plain: plainOf(FrameSize)},
+		{obj: damaged},
+		{plain: plainOf(4*FrameSize + 1)},
+		{plain: plainOf(FrameSize + 7), streamed: true},
+		{plain: plainOf(2 * FrameSize)},
+	} {
+		o := ReadOptions{Identities: ids}
+		switch {
+		case tc.obj != nil:
+			o = ReadOptions{}
+		case tc.streamed:
+			tc.obj = seal(t, enc, tc.plain)
+		default:
+			tc.obj = framed(enc, tc.plain)
+		}
+		body, err := OpenObject(bytes.NewReader(tc.obj), o)
+		if err != nil {
+			t.Fatalf("%d: %v", i, err)
+		}
+		var out memAt
+		h := sha256.New()
+		n, err := body.DecodeWith(d, &out, h, 8*FrameSize)
+		if tc.plain == nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("damaged object: %v", err)
+			}
+			continue
+		}
+		want := sha256.Sum256(tc.plain)
+		if err != nil || n != int64(len(tc.plain)) || !bytes.Equal(out.b, tc.plain) || !bytes.Equal(h.Sum(nil), want[:]) {
+			t.Fatalf("%d: decoded %d of %d bytes, equal %v, hash equal %v: %v", i, n, len(tc.plain), bytes.Equal(out.b, tc.plain), bytes.Equal(h.Sum(nil), want[:]), err)
+		}
+	}
+}

@@ -20,6 +20,9 @@ import (
 const (
 	MetaSHA256 = "pgark-sha256" // hex SHA-256 of the plaintext
 	MetaSize   = "pgark-size"   // decimal plaintext size in bytes
+	// MetaCRC32C is the CRC-32C (Castagnoli) of the plaintext, 8 lower-case
+	// hex digits, big-endian: WAL objects carry it for wal-fetch's check.
+	MetaCRC32C = "pgark-crc32c"
 	// MetaRecipients lists the fingerprints of the age recipients an
 	// object is encrypted to, comma-separated: which identities read it.
 	MetaRecipients = "pgark-recipients"

@@ -97,8 +97,10 @@ func BenchmarkPush(b *testing.B) {
 	b.ReportMetric(float64(runtime.GOMAXPROCS(0)), "procs")
 }
 
-// BenchmarkFetch: one segment fetched (read, decrypt, decompress, hash,
-// write a temporary file, rename).
+// BenchmarkFetch: one segment fetched (read, decrypt, decompress, check,
+// write a temporary file, rename), with a decoder of its own as wal-fetch
+// does (fresh), or with one reused from fetch to fetch as the prefetch
+// helper does (reused).
 func BenchmarkFetch(b *testing.B) {
 	ctx := context.Background()
 	files := benchSegmentFiles(b)
@@ -111,16 +113,60 @@ func BenchmarkFetch(b *testing.B) {
 		names = append(names, filepath.Base(p))
 	}
 	dest := filepath.Join(b.TempDir(), "RECOVERYXLOG")
-	b.SetBytes(16 << 20)
-	for i := 0; b.Loop(); i++ {
-		if err := Fetch(ctx, r, names[i%len(names)], dest, FetchOptions{Identities: ids, RetryFor: time.Second}); err != nil {
-			b.Fatal(err)
+	for _, reuse := range []bool{false, true} {
+		name := "fresh"
+		o := FetchOptions{Identities: ids, RetryFor: time.Second}
+		if reuse {
+			name = "reused"
+			o.Decoder = repo.NewDecoder(decodeWorkers())
+			defer o.Decoder.Close()
 		}
-		b.StopTimer()
-		os.Remove(dest)
-		syscall.Sync()
-		b.StartTimer()
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(16 << 20)
+			var cpu time.Duration
+			for i := 0; b.Loop(); i++ {
+				c0 := cpuTime()
+				if err := Fetch(ctx, r, names[i%len(names)], dest, o); err != nil {
+					b.Fatal(err)
+				}
+				cpu += cpuTime() - c0
+				b.StopTimer()
+				os.Remove(dest)
+				syscall.Sync()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+		})
 	}
+}
+
+// BenchmarkFetchCheck: the plaintext check of one segment, SHA-256 (signed
+// repositories, and objects pushed before the CRC-32C was recorded) against
+// CRC-32C (the others). See recorded.check.
+func BenchmarkFetchCheck(b *testing.B) {
+	seg, err := os.ReadFile(benchSegmentFiles(b)[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, signed := range []bool{true, false} {
+		rec := recorded{size: int64(len(seg)), sha256: "x", crc32c: "x"}
+		_, name, _ := rec.check(signed)
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(seg)))
+			for b.Loop() {
+				h, _, _ := rec.check(signed)
+				h.Write(seg)
+				h.Sum(nil)
+			}
+		})
+	}
+}
+
+// cpuTime is the CPU time (user and system) the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func newBenchRepo(b *testing.B) (*repo.Repo, repo.Codec, *crypto.Identities) {

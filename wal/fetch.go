@@ -6,12 +6,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pgark/pgark/crypto"
@@ -32,6 +35,10 @@ type FetchOptions struct {
 	Identities *crypto.Identities
 	RetryFor   time.Duration
 	Log        *slog.Logger
+	// Decoder, when set, decodes (its buffers are reused from fetch to
+	// fetch); else each fetch makes its own. Not shared by concurrent
+	// fetches.
+	Decoder *repo.Decoder
 }
 
 // maxCorruptAttempts bounds the re-reads of an object that fails
@@ -41,7 +48,7 @@ const maxCorruptAttempts = 3
 // Fetch restores the WAL file named name from the repository to dest. dest is
 // written atomically (temp file, fsync, rename) and only after the content is
 // verified: authenticated decryption, zstd checksums, and the plaintext
-// SHA-256 and size recorded at push.
+// size and hash recorded at push (see recorded.check).
 func Fetch(ctx context.Context, r *repo.Repo, name, dest string, o FetchOptions) error {
 	log := o.Log
 	if log == nil {
@@ -88,7 +95,7 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 		return err
 	}
 	defer rc.Close()
-	wantSum, wantSize, body, err := openRecorded(r, key, rc, info, o.Identities)
+	rec, body, err := openRecorded(r, key, rc, info, o.Identities)
 	if err != nil {
 		return err
 	}
@@ -112,11 +119,16 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 	// ones before it are written to the temporary file and hashed, on as
 	// many cores. DecodeTo refuses more than wantSize bytes (a hostile
 	// object cannot fill the disk).
-	h := sha256.New()
-	n, err := body.DecodeTo(destWriter{tmp}, h, wantSize, decodeWorkers())
+	h, hname, want := rec.check(r.Trust != nil)
+	d := o.Decoder
+	if d == nil {
+		d = repo.NewDecoder(decodeWorkers())
+		defer d.Close()
+	}
+	n, err := body.DecodeWith(d, destWriter{tmp}, h, rec.size)
 	if err != nil {
 		if errors.Is(err, repo.ErrTooLong) {
-			return fmt.Errorf("%w: object %s decodes to more than the %d bytes recorded at push", ErrVerify, key, wantSize)
+			return fmt.Errorf("%w: object %s decodes to more than the %d bytes recorded at push", ErrVerify, key, rec.size)
 		}
 		if isWriteErr(err) {
 			return fmt.Errorf("%w: %w", errDest, err)
@@ -129,8 +141,8 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 		}
 		return fmt.Errorf("%w: reading %s: %w", ErrVerify, key, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); n != wantSize || got != wantSum {
-		return fmt.Errorf("%w: object %s decodes to %d bytes with SHA-256 %s, but %d bytes with SHA-256 %s were archived", ErrVerify, key, n, short(got), wantSize, short(wantSum))
+	if got := hex.EncodeToString(h.Sum(nil)); n != rec.size || got != want {
+		return fmt.Errorf("%w: object %s decodes to %d bytes with %s %s, but %d bytes with %s %s were archived", ErrVerify, key, n, hname, short(got), rec.size, hname, short(want))
 	}
 	// No fsync: PostgreSQL reads the restored file at once and, when it
 	// keeps one (standby, end of recovery), makes it durable itself
@@ -148,26 +160,65 @@ func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptio
 	return nil
 }
 
-// openRecorded reads the plaintext SHA-256 and size recorded at push from an
+// recorded is what push recorded of a file's plaintext: its size, SHA-256
+// and CRC-32C (objects pushed before the CRC was recorded have none).
+type recorded struct {
+	size   int64
+	sha256 string // hex
+	crc32c string // 8 hex digits, or "" when the object has none
+}
+
+// check returns the hash that proves a decoded plaintext is the file
+// pushed, its name and the value recorded. It is the CRC-32C when the object
+// has one and no signature is required: the stored bytes are already proven
+// by authenticated decryption (each 64 KiB chunk) and the zstd frame
+// checksums, so the plaintext check only has to catch a fault between the
+// file read at push and the bytes written here. CRC-32C (PostgreSQL's own
+// WAL checksum) does that in a thirteenth of SHA-256's time: 0.6 against
+// 7.6 ms per 16 MiB segment here (BenchmarkFetchCheck), where zstd takes 12. A signature signs the SHA-256: with a trust list
+// (trusted-signers), the SHA-256 it is.
+func (rec recorded) check(signed bool) (hash.Hash, string, string) {
+	if rec.crc32c != "" && !signed {
+		return crc32.New(castagnoli), "CRC-32C", rec.crc32c
+	}
+	return sha256.New(), "SHA-256", rec.sha256
+}
+
+// openRecorded reads the plaintext size and hashes recorded at push from an
 // object's metadata and opens its body (authenticated decryption starts
 // here). Damage is an error wrapping ErrVerify.
-func openRecorded(r *repo.Repo, key string, rc io.Reader, info storage.ObjectInfo, ids *crypto.Identities) (string, int64, *repo.Body, error) {
-	sum := info.Meta[storage.MetaSHA256]
+func openRecorded(r *repo.Repo, key string, rc io.Reader, info storage.ObjectInfo, ids *crypto.Identities) (recorded, *repo.Body, error) {
+	rec := recorded{sha256: info.Meta[storage.MetaSHA256], crc32c: info.Meta[storage.MetaCRC32C]}
 	size, err := strconv.ParseInt(info.Meta[storage.MetaSize], 10, 64)
-	if len(sum) != 64 || err != nil || size < 0 {
-		return "", 0, nil, fmt.Errorf("%w: object %s has no valid %s/%s metadata", ErrVerify, key, storage.MetaSHA256, storage.MetaSize)
+	if len(rec.sha256) != 64 || err != nil || size < 0 {
+		return recorded{}, nil, fmt.Errorf("%w: object %s has no valid %s/%s metadata", ErrVerify, key, storage.MetaSHA256, storage.MetaSize)
 	}
-	if err := r.Trust.Verify(key, sum, size, info.Meta[storage.MetaSigner], info.Meta[storage.MetaSignature]); err != nil {
-		return "", 0, nil, fmt.Errorf("%w: %w", ErrVerify, err)
+	rec.size = size
+	if _, ok := parseCRC(rec.crc32c); rec.crc32c != "" && !ok {
+		return recorded{}, nil, fmt.Errorf("%w: object %s has an invalid %s metadata value %q", ErrVerify, key, storage.MetaCRC32C, rec.crc32c)
+	}
+	if err := r.Trust.Verify(key, rec.sha256, size, info.Meta[storage.MetaSigner], info.Meta[storage.MetaSignature]); err != nil {
+		return recorded{}, nil, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
 	body, err := repo.OpenObject(rc, repo.ReadOptions{Identities: ids, RequireEncrypted: r.Config.Encrypted()})
 	if err != nil {
 		if errors.Is(err, repo.ErrCorrupt) {
-			return "", 0, nil, fmt.Errorf("%w: %w", ErrVerify, err)
+			return recorded{}, nil, fmt.Errorf("%w: %w", ErrVerify, err)
 		}
-		return "", 0, nil, err
+		return recorded{}, nil, err
 	}
-	return sum, size, body, nil
+	return rec, body, nil
+}
+
+// formatCRC is the metadata form of a CRC-32C; parseCRC reads it back.
+func formatCRC(c uint32) string { return fmt.Sprintf("%08x", c) }
+
+func parseCRC(s string) (uint32, bool) {
+	if len(s) != 8 || strings.ToLower(s) != s {
+		return 0, false
+	}
+	c, err := strconv.ParseUint(s, 16, 32)
+	return uint32(c), err == nil
 }
 
 // destWriter marks the errors of the destination file.

@@ -280,6 +280,11 @@ func RunPrefetcher(ctx context.Context, r *repo.Repo, s *FetchSpool, fo FetchOpt
 		err  error
 	}
 	done := make(chan result, s.o.Jobs)
+	// A decoder per download: their buffers serve segment after segment.
+	decoders := make(chan *repo.Decoder, s.o.Jobs)
+	for range s.o.Jobs {
+		decoders <- repo.NewDecoder(decodeWorkers())
+	}
 	inflight := map[string]context.CancelFunc{}
 	retryAt := map[string]time.Time{}
 	backoff := map[string]time.Duration{}
@@ -291,6 +296,9 @@ func RunPrefetcher(ctx context.Context, r *repo.Repo, s *FetchSpool, fo FetchOpt
 		}
 		for range inflight {
 			<-done
+		}
+		for range s.o.Jobs {
+			(<-decoders).Close()
 		}
 	}()
 	for {
@@ -341,7 +349,11 @@ func RunPrefetcher(ctx context.Context, r *repo.Repo, s *FetchSpool, fo FetchOpt
 				log.Warn("cannot write to the spool", "err", err)
 			}
 			go func(name string) {
-				err := Fetch(dctx, r, name, filepath.Join(s.dir, name), fo)
+				d := <-decoders // never waits: one per job
+				o := fo
+				o.Decoder = d
+				err := Fetch(dctx, r, name, filepath.Join(s.dir, name), o)
+				decoders <- d
 				os.Remove(marker)
 				done <- result{name, err}
 			}(t)

@@ -121,7 +121,7 @@ func Push(ctx context.Context, r *repo.Repo, path string, o PushOptions) (PushRe
 	}
 	sum := sums.sha256
 	res := PushResult{Name: n.Raw, Key: ObjectKey(n), Size: size, SHA256: sum, CRC32C: sums.crc32c, ident: ident}
-	meta := map[string]string{storage.MetaSHA256: sum, storage.MetaSize: strconv.FormatInt(size, 10)}
+	meta := map[string]string{storage.MetaSHA256: sum, storage.MetaSize: strconv.FormatInt(size, 10), storage.MetaCRC32C: formatCRC(sums.crc32c)}
 	if o.Codec.Signer != nil {
 		meta[storage.MetaSigner], meta[storage.MetaSignature] = o.Codec.Signer.Sign(res.Key, sum, size)
 	}

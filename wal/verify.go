@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"sync"
 
 	"github.com/pgark/pgark/crypto"
@@ -14,9 +16,9 @@ import (
 
 // VerifyObject reads the archived WAL file name through the whole fetch
 // path without writing it anywhere: authenticated decryption, zstd
-// checksums, the SHA-256 and size recorded at push and, for a segment, its
-// header (the cluster's system identifier and segment size, and a page
-// address that matches the name). A problem with the object is an error
+// checksums, the size, SHA-256 and CRC-32C recorded at push and, for a
+// segment, its header (the cluster's system identifier and segment size,
+// and a page address that matches the name). A problem with the object is an error
 // wrapping ErrVerify (or storage.ErrNotFound); other errors are failures to
 // check.
 func VerifyObject(ctx context.Context, r *repo.Repo, name string, sysid uint64, segSize uint32, ids *crypto.Identities) error {
@@ -30,13 +32,14 @@ func VerifyObject(ctx context.Context, r *repo.Repo, name string, sysid uint64, 
 		return err
 	}
 	defer rc.Close()
-	wantSum, wantSize, body, err := openRecorded(r, key, rc, info, ids)
+	rec, body, err := openRecorded(r, key, rc, info, ids)
 	if err != nil {
 		return err
 	}
-	h := sha256.New()
+	// Both hashes: what any fetch may check.
+	h, c := sha256.New(), crc32.New(castagnoli)
 	head := &headWriter{}
-	got, err := body.DecodeTo(head, h, wantSize, decodeWorkers())
+	got, err := body.DecodeTo(head, io.MultiWriter(h, c), rec.size, decodeWorkers())
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -46,8 +49,11 @@ func VerifyObject(ctx context.Context, r *repo.Repo, name string, sysid uint64, 
 		}
 		return fmt.Errorf("%w: %w", ErrVerify, err)
 	}
-	if sum := hex.EncodeToString(h.Sum(nil)); got != wantSize || sum != wantSum {
-		return fmt.Errorf("%w: decodes to %d bytes with SHA-256 %s, but %d bytes with SHA-256 %s were archived", ErrVerify, got, short(sum), wantSize, short(wantSum))
+	if sum := hex.EncodeToString(h.Sum(nil)); got != rec.size || sum != rec.sha256 {
+		return fmt.Errorf("%w: decodes to %d bytes with SHA-256 %s, but %d bytes with SHA-256 %s were archived", ErrVerify, got, short(sum), rec.size, short(rec.sha256))
+	}
+	if crc := hex.EncodeToString(c.Sum(nil)); rec.crc32c != "" && crc != rec.crc32c {
+		return fmt.Errorf("%w: decodes to CRC-32C %s, but CRC-32C %s was archived", ErrVerify, crc, rec.crc32c)
 	}
 	if n.Kind != KindSegment {
 		return nil
