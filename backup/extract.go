@@ -30,7 +30,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -650,7 +649,7 @@ func (x *extractor) part(ctx context.Context, task extTask, buf []byte) (err err
 	return nil
 }
 
-var extSpcDirRe = regexp.MustCompile(`^PG_[0-9]+_[0-9]+$`)
+var extSpcDirRe = lazyRE(`^PG_[0-9]+_[0-9]+$`)
 
 // extCleanName validates a member name and returns it relative to the target ("" for the
 // target itself). It refuses absolute names, ".." components and anything that would leave
@@ -740,7 +739,7 @@ func (x *extractor) validate(t *extTarget, hdr *tar.Header) (string, extMemberKi
 			}
 			return rel, extSpcLink, nil
 		}
-	} else if !extSpcDirRe.MatchString(first) || !strings.HasPrefix(first, t.spcMajor) {
+	} else if !extSpcDirRe().MatchString(first) || !strings.HasPrefix(first, t.spcMajor) {
 		return "", 0, refused("member %q of tablespace %d is outside its %s<catalog version> directory", hdr.Name, t.oid, t.spcMajor)
 	}
 	if hdr.Typeflag == tar.TypeSymlink {

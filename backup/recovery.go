@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -55,14 +56,20 @@ var recRemoved = map[string]bool{
 // recArchiving are removed too unless KeepArchiving.
 var recArchiving = map[string]bool{"archive_mode": true, "archive_command": true, "archive_library": true}
 
+// The patterns are compiled at first use, not at every start of the binary
+// (wal-push and wal-fetch run once per segment and never use them).
 var (
-	recLSNRe = regexp.MustCompile(`^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`)
-	recXIDRe = regexp.MustCompile(`^[0-9]{1,20}$`)
-	recTLIRe = regexp.MustCompile(`^[0-9]{1,10}$`)
+	recLSNRe = lazyRE(`^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`)
+	recXIDRe = lazyRE(`^[0-9]{1,20}$`)
+	recTLIRe = lazyRE(`^[0-9]{1,10}$`)
 	// 2026-11-24 15:45[:00[.123]][ ]zone, with ' ' or 'T' between date and time.
-	recTimeRe = regexp.MustCompile(`^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?\s*(.*)$`)
-	recOffRe  = regexp.MustCompile(`^([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2}))?$`)
+	recTimeRe = lazyRE(`^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?\s*(.*)$`)
+	recOffRe  = lazyRE(`^([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2}))?$`)
 )
+
+func lazyRE(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // Validate checks the options without touching any file. The CLI should call it before a
 // restore starts, so that a typo does not cost a whole extraction.
@@ -97,7 +104,7 @@ func (o RecoveryOptions) normalized() ([]recTarget, error) {
 	}
 	if o.TargetLSN != "" {
 		n++
-		if !recLSNRe.MatchString(o.TargetLSN) {
+		if !recLSNRe().MatchString(o.TargetLSN) {
 			return nil, fmt.Errorf("recovery: target LSN %q is not an LSN like 0/1A2B3C4D", o.TargetLSN)
 		}
 		target = &recTarget{"recovery_target_lsn", strings.ToUpper(o.TargetLSN)}
@@ -105,7 +112,7 @@ func (o RecoveryOptions) normalized() ([]recTarget, error) {
 	if o.TargetXID != "" {
 		n++
 		v, err := strconv.ParseUint(o.TargetXID, 10, 64)
-		if !recXIDRe.MatchString(o.TargetXID) || err != nil || v == 0 {
+		if !recXIDRe().MatchString(o.TargetXID) || err != nil || v == 0 {
 			return nil, fmt.Errorf("recovery: target XID %q is not a transaction ID (a positive decimal number)", o.TargetXID)
 		}
 		target = &recTarget{"recovery_target_xid", o.TargetXID}
@@ -132,7 +139,7 @@ func (o RecoveryOptions) normalized() ([]recTarget, error) {
 	case tli == "":
 		tli = "latest"
 	case tli == "latest" || tli == "current":
-	case recTLIRe.MatchString(tli):
+	case recTLIRe().MatchString(tli):
 		v, err := strconv.ParseUint(tli, 10, 32)
 		if err != nil || v == 0 {
 			return nil, fmt.Errorf("recovery: target timeline %q is not \"latest\", \"current\" or a timeline number", o.TargetTimeline)
@@ -197,7 +204,7 @@ func recParseTargetTime(s string) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
 	}
-	m := recTimeRe.FindStringSubmatch(s)
+	m := recTimeRe().FindStringSubmatch(s)
 	if m == nil {
 		return time.Time{}, fmt.Errorf("recovery: target time %q is not a date and time like 2026-11-24 15:45:00+01 or 2026-11-24T14:45:00Z", s)
 	}
@@ -215,8 +222,8 @@ func recParseTargetTime(s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("recovery: target time %q has no UTC offset or time zone, so it is ambiguous; add one, e.g. %q or %q", s, s+"+00", s+" Europe/Paris")
 	case strings.EqualFold(zone, "Z") || strings.EqualFold(zone, "UTC") || strings.EqualFold(zone, "GMT"):
 		loc = time.UTC
-	case recOffRe.MatchString(zone):
-		z := recOffRe.FindStringSubmatch(zone)
+	case recOffRe().MatchString(zone):
+		z := recOffRe().FindStringSubmatch(zone)
 		zh, zm, zs := num(z[2]), num(z[3]), num(z[4])
 		if zh > 15 || zm > 59 || zs > 59 {
 			return time.Time{}, fmt.Errorf("recovery: target time %q: bad UTC offset %q", s, zone)

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // ErrClientTooOld is wrapped when a PostgreSQL client tool is older than
@@ -52,11 +53,11 @@ func FindTool(ctx context.Context, name, binDir string) (Tool, error) {
 	return t, nil
 }
 
-var versionRE = regexp.MustCompile(`\(PostgreSQL\)\s+(\d+)(\.\d+)?`)
+var versionRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\(PostgreSQL\)\s+(\d+)(\.\d+)?`) })
 
 // ParseToolVersion reads "pg_dump (PostgreSQL) 17.2 (Debian 17.2-1)".
 func ParseToolVersion(s string) (version string, major int, err error) {
-	m := versionRE.FindStringSubmatch(s)
+	m := versionRE().FindStringSubmatch(s)
 	if m == nil {
 		return "", 0, fmt.Errorf("unexpected --version output %q", strings.TrimSpace(s))
 	}

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Verdicts of CommandUses.
@@ -323,11 +324,13 @@ func splitShell(s string) [][]string {
 	return cmds
 }
 
-var secretAssign = regexp.MustCompile(`(?i)\b([a-z0-9_]*(?:key|secret|password|passwd|token|credential)[a-z0-9_]*)=('[^']*'|"[^"]*"|[^\s;&|]*)`)
+var secretAssign = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)\b([a-z0-9_]*(?:key|secret|password|passwd|token|credential)[a-z0-9_]*)=('[^']*'|"[^"]*"|[^\s;&|]*)`)
+})
 
 // RedactCommand masks the values of assignments that look like credentials
 // (AWS_SECRET_ACCESS_KEY=..., PGPASSWORD=...), so that a report never shows
 // a secret someone put into archive_command.
 func RedactCommand(cmd string) string {
-	return secretAssign.ReplaceAllString(cmd, "$1=***")
+	return secretAssign().ReplaceAllString(cmd, "$1=***")
 }
