@@ -277,13 +277,34 @@ func TestFetchCorruptAndMissing(t *testing.T) {
 	key, recip := newKey(t)
 	repoDir, env := localRepo(t, "PGARK_AGE_RECIPIENTS="+recip, "PGARK_AGE_IDENTITY_FILE="+key, "PGARK_RETRY_TIMEOUT=2s")
 	dir := t.TempDir()
-	for _, s := range fx.segments[:3] {
+	for _, s := range fx.segments[:4] {
 		mustOK(t, pgark(t, env, "wal-push", s))
 	}
 	dest := filepath.Join(dir, "RECOVERYXLOG")
+	// Damaged metadata, intact content: the CRC-32C recorded at push (one
+	// hex digit changed in the local object's header) no longer matches
+	// what the object decodes to. Refused, as a corrupt object is.
+	crcObj := objectPath(repoDir, filepath.Base(fx.segments[3]))
+	b := readFile(t, crcObj)
+	i := bytes.Index(b, []byte(`"pgark-crc32c":"`))
+	if i < 0 {
+		t.Fatal("the pushed object records no CRC-32C")
+	}
+	i += len(`"pgark-crc32c":"`)
+	if b[i] == '0' {
+		b[i] = '1'
+	} else {
+		b[i] = '0'
+	}
+	os.WriteFile(crcObj, b, 0o640)
+	r := pgark(t, env, "wal-fetch", filepath.Base(fx.segments[3]), dest)
+	wantCode(t, r, 200, "CRC-32C")
+	if exists(dest) {
+		t.Fatal("DEST written from an object whose CRC-32C does not match")
+	}
 	// Corrupt: one flipped byte in the ciphertext, and a truncated object.
 	flipObj := objectPath(repoDir, filepath.Base(fx.segments[0]))
-	b := readFile(t, flipObj)
+	b = readFile(t, flipObj)
 	b[len(b)/2] ^= 1
 	os.WriteFile(flipObj, b, 0o640)
 	truncObj := objectPath(repoDir, filepath.Base(fx.segments[1]))
@@ -301,7 +322,7 @@ func TestFetchCorruptAndMissing(t *testing.T) {
 		}
 	}
 	// Missing segment: exit 1 quickly, no DEST. Missing history: exit 1 fast.
-	r := pgark(t, env, "wal-fetch", "0000000100000000000000F0", dest)
+	r = pgark(t, env, "wal-fetch", "0000000100000000000000F0", dest)
 	wantCode(t, r, 1, "")
 	if exists(dest) {
 		t.Fatal("DEST written for a missing segment")

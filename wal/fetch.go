@@ -83,10 +83,9 @@ func Fetch(ctx context.Context, r *repo.Repo, name, dest string, o FetchOptions)
 
 var errDest = errors.New("cannot write the destination")
 
-// decodeWorkers is how many goroutines decompress. Hashing is fetch's longest
-// step and cannot be split: it needs a core of its own, and one decoder
-// alone is faster than SHA-256 (with SHA instructions: 2.5 against 2 GB/s
-// here), so a second one only helps where a third core is free.
+// decodeWorkers is how many goroutines decompress: one core is left to the
+// reader (decryption), the writer and the hash, and two decoders are enough
+// to keep them busy where more cores are free.
 func decodeWorkers() int { return max(1, min(runtime.GOMAXPROCS(0)-1, 2)) }
 
 func fetchOnce(ctx context.Context, r *repo.Repo, key, dest string, o FetchOptions) error {
@@ -175,8 +174,9 @@ type recorded struct {
 // checksums, so the plaintext check only has to catch a fault between the
 // file read at push and the bytes written here. CRC-32C (PostgreSQL's own
 // WAL checksum) does that in a thirteenth of SHA-256's time: 0.6 against
-// 7.6 ms per 16 MiB segment here (BenchmarkFetchCheck), where zstd takes 12. A signature signs the SHA-256: with a trust list
-// (trusted-signers), the SHA-256 it is.
+// 7.6 ms per 16 MiB segment here (BenchmarkFetchCheck), where zstd takes 12.
+// A signature signs the SHA-256: with a trust list (trusted-signers), the
+// SHA-256 it is.
 func (rec recorded) check(signed bool) (hash.Hash, string, string) {
 	if rec.crc32c != "" && !signed {
 		return crc32.New(castagnoli), "CRC-32C", rec.crc32c

@@ -36,8 +36,8 @@ missing or damaged:
   With --full, each is downloaded, decrypted and decompressed (checked
   against its recorded SHA-256), its tar stream walked and every file
   checked against the stored backup_manifest.
-- WAL, with --full: every segment in range is read and checked (SHA-256 and
-  size recorded at push, the header's system identifier, segment size and
+- WAL, with --full: every segment in range is read and checked (size,
+  SHA-256 and CRC-32C recorded at push, the header's system identifier, segment size and
   page address).
 - The recoverable window: from the consistency point of the oldest backup
   with unbroken WAL after it, to the end of the newest archived segment.

@@ -49,7 +49,9 @@ in pg_stat_archiver and retries the segment.
 			summary: "restore one WAL file (restore_command = 'pgark wal-fetch %f %p')",
 			help: `Fetches the WAL file NAME from the repository and writes it to DEST, atomically
 (temporary file, rename) and only after verifying it: authenticated
-decryption, zstd checksums, and the SHA-256 and size recorded at push.
+decryption, zstd checksums, and the size and CRC-32C recorded at push (the
+SHA-256 with trusted-signers, which signs it, or for WAL pushed before the
+CRC-32C was recorded).
 Transient storage errors are retried with backoff for --retry-timeout.
 
 Prefetch (--fetch-ahead, --fetch-jobs, --spool-max-size): during recovery, a
