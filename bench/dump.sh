@@ -69,9 +69,9 @@ for ((i = 1; i <= REPEAT; i++)); do
 	note "round $i of $REPEAT"
 	rm -f "$w/out.dump" "$w/out.dump.zst"
 	run pg_dump_Fc "$i" "'$PG_BIN/pg_dump' -Fc --dbname='$conn' > '$w/out.dump'"
-	echo "$(stat -c %s "$w/out.dump")" >"$res/pg_dump_Fc.$i.size"
+	stat -c %s "$w/out.dump" >"$res/pg_dump_Fc.$i.size"
 	run pg_dump_Z0_zstd "$i" "'$PG_BIN/pg_dump' -Fc -Z0 --dbname='$conn' | zstd -3 -q -c > '$w/out.dump.zst'"
-	echo "$(stat -c %s "$w/out.dump.zst")" >"$res/pg_dump_Z0_zstd.$i.size"
+	stat -c %s "$w/out.dump.zst" >"$res/pg_dump_Z0_zstd.$i.size"
 	# The Z0 archive itself, for the record (not timed).
 	[[ $i == 1 ]] && raw=$(zstd -dc "$w/out.dump.zst" | wc -c)
 	run pgark_dump "$i" "'$w/pgark' dump --config '$conf' --pg-bin '$PG_BIN' --dsn '$conn' --db postgres --json > '$res/pgark.$i.json'"

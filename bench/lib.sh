@@ -17,6 +17,15 @@
 #   cluster_conf              appends to postgresql.conf the common settings, then stdin
 #   start_cluster             pg_ctl start, then pgbench -i -s $SCALE
 #   psql SQL                  runs SQL on the cluster (-Atc), as postgres
+#   start_s3                  versitygw ($versitygw) on loopback with a bucket, behind
+#                             $w/latencyproxy (built by the caller), which adds $S3_DELAY to
+#                             every request; sets proxy_http, proxy_tls_port. s3_key,
+#                             s3_secret, s3_region, bucket and s3env (the environment of a
+#                             pgark on S3) are set when this file is sourced
+#   pgark_conf VARIANT        (local|s3) writes $w/pgark-VARIANT.conf (spool, push-ahead and
+#                             prefetch settings when $ahead is 1) and runs pgark init
+#   pgbr_conf KIND            (plain|cipher|async|s3) writes $w/pgbr-KIND.conf for the
+#                             cluster in $w/data and runs stanza-create (the cluster must run)
 # Each expects here (the repository root), PG_BIN, SCALE and pgark_bin as the scripts set them.
 
 die() {
@@ -124,3 +133,117 @@ start_cluster() {
 		die "pgbench -i failed: $(tail -3 "$w/pgbench-init.log")"
 }
 psql() { pg "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atc "$1"; }
+
+s3_key=pgarkbenchaccess s3_secret=pgarkbenchsecret0123456789 s3_region=us-east-1 bucket=bench
+# s3env: the environment for a pgark that uses the S3 store
+s3env=(AWS_ACCESS_KEY_ID="$s3_key" AWS_SECRET_ACCESS_KEY="$s3_secret" AWS_REGION="$s3_region" AWS_EC2_METADATA_DISABLED=true)
+
+start_s3() {
+	local a b
+	s3port=$(free_port)
+	mkdir "$w/s3"
+	ROOT_ACCESS_KEY=$s3_key ROOT_SECRET_KEY=$s3_secret "$versitygw" --port "127.0.0.1:$s3port" --region "$s3_region" \
+		--quiet posix "$w/s3" >"$w/versitygw.log" 2>&1 &
+	cleanup_pids+=($!)
+	"$w/latencyproxy" -listen 127.0.0.1:0 -tls-listen 127.0.0.1:0 -target "http://127.0.0.1:$s3port" \
+		-delay "$S3_DELAY" >"$w/latencyproxy.out" 2>"$w/latencyproxy.log" &
+	cleanup_pids+=($!)
+	# s3curl URL [curl args]: a SigV4-signed request (empty payload)
+	s3curl() {
+		local u=$1
+		shift
+		curl -sS -f -k -o /dev/null --aws-sigv4 "aws:amz:$s3_region:s3" --user "$s3_key:$s3_secret" \
+			-H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" "$@" "$u"
+	}
+	for _ in $(seq 300); do
+		curl -s -o /dev/null "http://127.0.0.1:$s3port/" && [[ $(wc -l <"$w/latencyproxy.out") == 2 ]] && break
+		sleep 0.1
+	done
+	curl -s -o /dev/null "http://127.0.0.1:$s3port/" ||
+		die "versitygw does not answer on 127.0.0.1:$s3port: $(tail -5 "$w/versitygw.log")"
+	[[ $(wc -l <"$w/latencyproxy.out") == 2 ]] || die "latencyproxy did not start: $(tail -5 "$w/latencyproxy.log")"
+	proxy_http=$(sed -n 1p "$w/latencyproxy.out")
+	proxy_tls_port=$(sed -n 2p "$w/latencyproxy.out")
+	proxy_tls_port=${proxy_tls_port##*:}
+	s3curl "http://127.0.0.1:$s3port/$bucket" -X PUT || die "creating the bucket on versitygw failed"
+	# Signed requests must pass the proxy unchanged (the Host header is signed).
+	a=$EPOCHREALTIME
+	s3curl "$proxy_http/$bucket?list-type=2" || die "a signed request through latencyproxy (HTTP) failed"
+	b=$EPOCHREALTIME
+	s3curl "https://127.0.0.1:$proxy_tls_port/$bucket?list-type=2" || die "a signed request through latencyproxy (HTTPS) failed"
+	note "S3: versitygw on 127.0.0.1:$s3port, latencyproxy (+$S3_DELAY) at $proxy_http and https://127.0.0.1:$proxy_tls_port; one request through it: $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.1f", (b - a) * 1000}') ms"
+}
+
+pgark_conf() { # VARIANT: writes $w/pgark-VARIANT.conf and runs pgark init
+	{
+		case $1 in
+		local) echo "repo = $w/repo-pgark-local" ;;
+		s3)
+			echo "repo = s3://$bucket/pgark"
+			echo "s3-endpoint = $proxy_http"
+			echo "s3-force-path-style = true"
+			echo "s3-region = $s3_region"
+			;;
+		esac
+		echo "age-recipients = $recipient"
+		echo "age-identity-file = $w/identity.txt"
+		echo "log-level = warn"
+		if ((ahead)); then
+			echo "spool-dir = $w/spool-pgark-$1"
+			echo "push-ahead = $PUSH_AHEAD"
+			echo "push-jobs = $PUSH_JOBS"
+			echo "fetch-ahead = $FETCH_AHEAD"
+			echo "fetch-jobs = $FETCH_JOBS"
+		fi
+	} | pg tee "$w/pgark-$1.conf" >/dev/null
+	pg env -i PATH="$PATH" HOME="$w" "${s3env[@]}" "$w/pgark" init --config "$w/pgark-$1.conf" --log-level warn >/dev/null ||
+		die "pgark init ($1) failed"
+}
+
+pgbr_conf() { # KIND
+	{
+		echo "[global]"
+		case $1 in
+		plain | cipher | async) echo "repo1-path=$w/repo-pgbr-$1" ;;
+		s3)
+			echo "repo1-type=s3"
+			echo "repo1-path=/pgbr"
+			echo "repo1-s3-bucket=$bucket"
+			echo "repo1-s3-endpoint=127.0.0.1"
+			echo "repo1-storage-port=$proxy_tls_port"
+			echo "repo1-s3-uri-style=path"
+			echo "repo1-storage-verify-tls=n"
+			echo "repo1-s3-key=$s3_key"
+			echo "repo1-s3-key-secret=$s3_secret"
+			echo "repo1-s3-region=$s3_region"
+			;;
+		esac
+		[[ $1 != plain ]] && echo "repo1-cipher-type=aes-256-cbc" &&
+			echo "repo1-cipher-pass=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+		echo "compress-type=zst"
+		echo "compress-level=3"
+		case $1 in
+		plain | cipher)
+			echo "archive-async=n"
+			echo "lock-path=$w/pgbr-lock"
+			;;
+		*)
+			echo "archive-async=y"
+			echo "process-max=2"
+			echo "spool-path=$w/spool-pgbr-$1"
+			echo "lock-path=$w/pgbr-lock-$1"
+			;;
+		esac
+		echo "log-path=$w/pgbr-log"
+		echo "log-level-console=warn"
+		echo "log-level-file=off"
+		echo "[demo]"
+		echo "pg1-path=$w/data"
+		echo "pg1-port=$port"
+		echo "pg1-socket-path=$w"
+		echo "pg1-user=postgres"
+	} | pg tee "$w/pgbr-$1.conf" >/dev/null
+	pg chmod 600 "$w/pgbr-$1.conf"
+	pg pgbackrest --config="$w/pgbr-$1.conf" --stanza=demo stanza-create ||
+		die "pgbackrest stanza-create ($1) failed"
+}

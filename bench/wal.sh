@@ -41,12 +41,15 @@
 #   S3_DELAY=20ms     latency latencyproxy adds to every S3 request
 #   PUSH_AHEAD=8 PUSH_JOBS=2 FETCH_AHEAD=8 FETCH_JOBS=2   pgark's settings for those runs
 #   SCALE=20          pgbench -i scale
-#   PGBENCH_SECONDS=20  first pgbench run; more 10 s runs follow (up to PGBENCH_MAX_SECONDS=300
+#   PGBENCH_SECONDS=20  first pgbench run; more 10 s runs follow (up to PGBENCH_MAX_SECONDS=600
 #                     in all) until the run alone has filled SEGMENTS+1 segments and the
 #                     cluster DRAIN_SEGMENTS
 #   PGARK_BIN=path    use this pgark binary instead of building one from this tree
 #   PG_BIN=dir        PostgreSQL server binaries (default /usr/lib/postgresql/15/bin)
 #   BENCH_TMPDIR=/tmp where the work dir is made (every tool reads and writes there)
+#   CPUS=LIST         run the drain and recovery loops (every process they start, helpers
+#                     included) on these CPUs only (taskset -c LIST; e.g. CPUS=0 for one
+#                     core), to see how each tool scales with cores
 #   KEEP=1            keep the work dir
 set -euo pipefail
 export LC_ALL=C
@@ -251,7 +254,7 @@ S3=${S3:-1}
 S3_DELAY=${S3_DELAY:-20ms}
 SCALE=${SCALE:-20}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-20}
-PGBENCH_MAX_SECONDS=${PGBENCH_MAX_SECONDS:-300}
+PGBENCH_MAX_SECONDS=${PGBENCH_MAX_SECONDS:-600}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 pgark_bin=${PGARK_BIN:-}
 versitygw=${PGARK_VERSITYGW:-${PGARK_CACHE:-/opt/pgark-cache}/bin/versitygw}
@@ -265,6 +268,12 @@ unset "${!PGARK_@}" "${!PGBACKREST_@}"
 [[ $S3 == 0 || $S3 == 1 ]] || die "S3 must be 0 or 1"
 ((DRAIN_SEGMENTS)) || S3=0
 [[ $S3_DELAY =~ ^[0-9]+(ms|s)$ ]] || die "S3_DELAY must be a duration such as 20ms"
+pin=()
+if [[ -n ${CPUS-} ]]; then
+	[[ $CPUS =~ ^[0-9]+([,-][0-9]+)*$ ]] || die "CPUS must be a CPU list such as 0 or 0-1"
+	taskset -c "$CPUS" true || die "taskset -c $CPUS failed"
+	pin=(taskset -c "$CPUS")
+fi
 for v in PUSH_AHEAD PUSH_JOBS FETCH_AHEAD FETCH_JOBS; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number"
 done
@@ -331,71 +340,10 @@ done
 tps=$(grep -o 'tps = [0-9.]*' "$w/pgbench-run.log" | tail -1 | awk '{printf "%.0f", $3}')
 
 # ---------------------------------------------------------------- S3: versitygw behind latencyproxy
-s3_key=pgarkbenchaccess s3_secret=pgarkbenchsecret0123456789 s3_region=us-east-1 bucket=bench
-if ((S3)); then
-	s3port=$(free_port)
-	mkdir "$w/s3"
-	ROOT_ACCESS_KEY=$s3_key ROOT_SECRET_KEY=$s3_secret "$versitygw" --port "127.0.0.1:$s3port" --region "$s3_region" \
-		--quiet posix "$w/s3" >"$w/versitygw.log" 2>&1 &
-	cleanup_pids+=($!)
-	"$w/latencyproxy" -listen 127.0.0.1:0 -tls-listen 127.0.0.1:0 -target "http://127.0.0.1:$s3port" \
-		-delay "$S3_DELAY" >"$w/latencyproxy.out" 2>"$w/latencyproxy.log" &
-	cleanup_pids+=($!)
-	# s3curl URL [curl args]: a SigV4-signed request (empty payload)
-	s3curl() {
-		local u=$1
-		shift
-		curl -sS -f -k -o /dev/null --aws-sigv4 "aws:amz:$s3_region:s3" --user "$s3_key:$s3_secret" \
-			-H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" "$@" "$u"
-	}
-	for _ in $(seq 300); do
-		curl -s -o /dev/null "http://127.0.0.1:$s3port/" && [[ $(wc -l <"$w/latencyproxy.out") == 2 ]] && break
-		sleep 0.1
-	done
-	curl -s -o /dev/null "http://127.0.0.1:$s3port/" ||
-		die "versitygw does not answer on 127.0.0.1:$s3port: $(tail -5 "$w/versitygw.log")"
-	[[ $(wc -l <"$w/latencyproxy.out") == 2 ]] || die "latencyproxy did not start: $(tail -5 "$w/latencyproxy.log")"
-	proxy_http=$(sed -n 1p "$w/latencyproxy.out")
-	proxy_tls_port=$(sed -n 2p "$w/latencyproxy.out")
-	proxy_tls_port=${proxy_tls_port##*:}
-	s3curl "http://127.0.0.1:$s3port/$bucket" -X PUT || die "creating the bucket on versitygw failed"
-	# Signed requests must pass the proxy unchanged (the Host header is signed).
-	a=$EPOCHREALTIME
-	s3curl "$proxy_http/$bucket?list-type=2" || die "a signed request through latencyproxy (HTTP) failed"
-	b=$EPOCHREALTIME
-	s3curl "https://127.0.0.1:$proxy_tls_port/$bucket?list-type=2" || die "a signed request through latencyproxy (HTTPS) failed"
-	note "S3: versitygw on 127.0.0.1:$s3port, latencyproxy (+$S3_DELAY) at $proxy_http and https://127.0.0.1:$proxy_tls_port; one request through it: $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.1f", (b - a) * 1000}') ms"
-fi
-# s3env: the environment for a pgark that uses the S3 store
-s3env=(AWS_ACCESS_KEY_ID="$s3_key" AWS_SECRET_ACCESS_KEY="$s3_secret" AWS_REGION="$s3_region" AWS_EC2_METADATA_DISABLED=true)
+((S3 == 0)) || start_s3
 
 # pgark repositories for the drain and recovery runs (new, empty: the per-segment table
 # already pushed some of these segments to $w/repo-pgark), local and S3.
-pgark_conf() { # VARIANT: writes $w/pgark-VARIANT.conf and runs pgark init
-	{
-		case $1 in
-		local) echo "repo = $w/repo-pgark-local" ;;
-		s3)
-			echo "repo = s3://$bucket/pgark"
-			echo "s3-endpoint = $proxy_http"
-			echo "s3-force-path-style = true"
-			echo "s3-region = $s3_region"
-			;;
-		esac
-		echo "age-recipients = $recipient"
-		echo "age-identity-file = $w/identity.txt"
-		echo "log-level = warn"
-		if ((ahead)); then
-			echo "spool-dir = $w/spool-pgark-$1"
-			echo "push-ahead = $PUSH_AHEAD"
-			echo "push-jobs = $PUSH_JOBS"
-			echo "fetch-ahead = $FETCH_AHEAD"
-			echo "fetch-jobs = $FETCH_JOBS"
-		fi
-	} | pg tee "$w/pgark-$1.conf" >/dev/null
-	pg env -i PATH="$PATH" HOME="$w" "${s3env[@]}" "$w/pgark" init --config "$w/pgark-$1.conf" --log-level warn >/dev/null ||
-		die "pgark init ($1) failed"
-}
 variants=()
 if ((DRAIN_SEGMENTS)); then
 	variants=(local)
@@ -406,53 +354,6 @@ fi
 # pgBackRest stanzas (they need the running cluster): for the per-segment table one plain,
 # one with a cipher (archive-async=n); for the drain and recovery runs, with a cipher,
 # archive-async=y and process-max=2, one local and one on S3 (HTTPS through latencyproxy).
-pgbr_conf() { # KIND
-	{
-		echo "[global]"
-		case $1 in
-		plain | cipher | async) echo "repo1-path=$w/repo-pgbr-$1" ;;
-		s3)
-			echo "repo1-type=s3"
-			echo "repo1-path=/pgbr"
-			echo "repo1-s3-bucket=$bucket"
-			echo "repo1-s3-endpoint=127.0.0.1"
-			echo "repo1-storage-port=$proxy_tls_port"
-			echo "repo1-s3-uri-style=path"
-			echo "repo1-storage-verify-tls=n"
-			echo "repo1-s3-key=$s3_key"
-			echo "repo1-s3-key-secret=$s3_secret"
-			echo "repo1-s3-region=$s3_region"
-			;;
-		esac
-		[[ $1 != plain ]] && echo "repo1-cipher-type=aes-256-cbc" &&
-			echo "repo1-cipher-pass=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
-		echo "compress-type=zst"
-		echo "compress-level=3"
-		case $1 in
-		plain | cipher)
-			echo "archive-async=n"
-			echo "lock-path=$w/pgbr-lock"
-			;;
-		*)
-			echo "archive-async=y"
-			echo "process-max=2"
-			echo "spool-path=$w/spool-pgbr-$1"
-			echo "lock-path=$w/pgbr-lock-$1"
-			;;
-		esac
-		echo "log-path=$w/pgbr-log"
-		echo "log-level-console=warn"
-		echo "log-level-file=off"
-		echo "[demo]"
-		echo "pg1-path=$w/data"
-		echo "pg1-port=$port"
-		echo "pg1-socket-path=$w"
-		echo "pg1-user=postgres"
-	} | pg tee "$w/pgbr-$1.conf" >/dev/null
-	pg chmod 600 "$w/pgbr-$1.conf"
-	pg pgbackrest --config="$w/pgbr-$1.conf" --stanza=demo stanza-create ||
-		die "pgbackrest stanza-create ($1) failed"
-}
 pgbr_conf plain
 pgbr_conf cipher
 for v in "${variants[@]}"; do
@@ -514,7 +415,7 @@ walsim_run() {
 	[[ $name == *-s3-* ]] && env+=("${s3env[@]}")
 	sync
 	runs+=("$name")
-	if ! pg env -i "${env[@]}" "$w/walsim" "$mode" -pgdata "$dir" -out "$r/$name" -log "$r/$name.log" \
+	if ! "${pin[@]}" "${as_pg[@]}" env -i "${env[@]}" "$w/walsim" "$mode" -pgdata "$dir" -out "$r/$name" -log "$r/$name.log" \
 		-times "$r/$name.times" "$@" -- "$cmd" 2>"$r/$name.err"; then
 		cat "$r/$name.err" >&2
 		[[ -s $r/$name.log ]] && tail -20 "$r/$name.log" >&2
@@ -675,6 +576,7 @@ row2() { printf "%-40s %8s %11s %11s %14s %10s %11s\n" "$@"; }
 declare -A dlabel=([pgark]="pgark (zstd-1+age)" [pgbr]="pgBackRest async zst+aes, process-max 2" [cp]="cp")
 echo
 echo "== Backlog drain and recovery: $DRAIN_SEGMENTS segments, one process per segment as PostgreSQL runs them"
+[[ -z ${CPUS-} ]] || echo "pinned:     the drain and recovery loops ran on CPUs $CPUS only (taskset -c $CPUS)"
 echo "segments:   the $DRAIN_SEGMENTS newest of this run ($drain_oltp from pgbench -c 4, $((DRAIN_SEGMENTS - drain_oltp)) from pgbench -i); the per-segment table's are among them"
 echo "drain:      a data directory copy with pg_wal/archive_status/*.ready; archive_command for each in name order"
 echo "            (sh -c, working directory = the data directory), .ready renamed .done on exit 0"
