@@ -55,6 +55,7 @@ fuzz:
 bench:
 	bash .ci/deps.sh --bench
 	bash bench/wal.sh
+	bash bench/replay.sh
 
 demo: deps build
 	bash scripts/demo.sh
