@@ -97,18 +97,7 @@ pgbr_conf() { # KIND [cipher]
 		echo "start-fast=y"
 		echo "archive-check=n"
 		echo "lock-path=$w/pgbr-lock"
-		echo "log-path=$w/pgbr-log"
-		echo "log-level-console=warn"
-		echo "log-level-file=off"
-		echo "[demo]"
-		echo "pg1-path=$w/data"
-		echo "pg1-port=$port"
-		echo "pg1-socket-path=$w"
-		echo "pg1-user=postgres"
-	} | pg tee "$w/pgbr-$1.conf" >/dev/null
-	pg chmod 600 "$w/pgbr-$1.conf"
-	pg pgbackrest --config="$w/pgbr-$1.conf" --stanza=demo stanza-create ||
-		die "pgbackrest stanza-create ($1) failed"
+	} | pgbr_write "$1"
 }
 pgbr_conf pm1
 pgbr_conf pm2

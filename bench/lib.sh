@@ -26,6 +26,7 @@
 #                             prefetch settings when $ahead is 1) and runs pgark init
 #   pgbr_conf KIND            (plain|cipher|async|s3) writes $w/pgbr-KIND.conf for the
 #                             cluster in $w/data and runs stanza-create (the cluster must run)
+#   pgbr_write KIND           the same from [global] lines on stdin (pgbr_conf uses it)
 # Each expects here (the repository root), PG_BIN, SCALE and pgark_bin as the scripts set them.
 
 die() {
@@ -234,6 +235,14 @@ pgbr_conf() { # KIND
 			echo "lock-path=$w/pgbr-lock-$1"
 			;;
 		esac
+	} | pgbr_write "$1"
+}
+
+# pgbr_write KIND: $w/pgbr-KIND.conf from the [global] lines on stdin and the settings
+# every benchmark shares (logs, the stanza of the cluster in $w/data), then stanza-create.
+pgbr_write() {
+	{
+		cat
 		echo "log-path=$w/pgbr-log"
 		echo "log-level-console=warn"
 		echo "log-level-file=off"
