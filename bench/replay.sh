@@ -18,10 +18,10 @@
 #   pgBackRest async   archive-get, archive-async=y, process-max=2
 # and prints, per variant: the wall time from `pg_ctl start` to the promoted server's "ready
 # to accept connections" (redo of every segment, end of recovery, promotion), the startup
-# process's own "redo done ... elapsed" time, and the ratios to cp. Every
-# variant must end redo at the same LSN and reach the same pgbench_history count and
-# balance sum as cp; a difference, or a failed recovery, is an error (exit 1). Times never
-# are.
+# process's own "redo done ... elapsed" time, and the ratios to cp. cp's redo must end in
+# the last archived segment, and every variant's at the same LSN with the same
+# pgbench_history count and balance sum as cp; a difference, or a failed recovery, is an
+# error (exit 1). Times never are.
 #
 # Usage: bash bench/replay.sh     (as root: it runs PostgreSQL and the tools as `postgres`)
 # Environment:
@@ -81,6 +81,7 @@ if ((S3)); then
 fi
 variants=(local)
 ((S3 == 0)) || variants+=(s3)
+pgbr_kind() { [[ $1 == local ]] && echo async || echo s3; } # VARIANT: its pgBackRest config
 for v in "${variants[@]}"; do
 	pgark_conf "$v"
 	# the same repository, one synchronous fetch per call
@@ -97,9 +98,7 @@ synchronous_commit = off
 checkpoint_timeout = 1min
 EOF
 start_cluster
-for v in "${variants[@]}"; do
-	case $v in local) pgbr_conf async ;; s3) pgbr_conf s3 ;; esac
-done
+for v in "${variants[@]}"; do pgbr_conf "$(pgbr_kind "$v")"; done
 note "base backup (pg_basebackup -X none)"
 pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$w/base" -X none -c fast >/dev/null 2>"$w/basebackup.log" ||
 	die "pg_basebackup failed: $(tail -3 "$w/basebackup.log")"
@@ -123,8 +122,7 @@ for s in "${segs[@]}"; do
 		[[ $v == s3 ]] && env+=("${s3env[@]}")
 		pg env -i "${env[@]}" "$w/pgark" wal-push --config "$w/pgark-$v.conf" "$w/archive/$s" ||
 			die "pgark wal-push $s ($v) failed"
-		pgbr=$([[ $v == local ]] && echo async || echo s3)
-		pg pgbackrest --config="$w/pgbr-$pgbr.conf" --stanza=demo --no-archive-async archive-push "$w/archive/$s" ||
+		pg pgbackrest --config="$w/pgbr-$(pgbr_kind "$v").conf" --stanza=demo --no-archive-async archive-push "$w/archive/$s" ||
 			die "pgbackrest archive-push $s ($v) failed"
 	done
 done
@@ -134,10 +132,9 @@ restore_cmd() { # VARIANT DIR
 	case $1 in
 	cp) echo "cp $w/archive/%f %p" ;;
 	pgark-*) echo "$w/pgark wal-fetch --config $w/pgark-${1#pgark-}.conf %f %p" ;;
-	pgbr-*) echo "pgbackrest --config=$w/pgbr-$([[ $1 == pgbr-local ]] && echo async || echo s3).conf --stanza=demo --pg1-path=$2 archive-get %f \"%p\"" ;;
+	pgbr-*) echo "pgbackrest --config=$w/pgbr-$(pgbr_kind "${1#pgbr-}").conf --stanza=demo --pg1-path=$2 archive-get %f \"%p\"" ;;
 	esac
 }
-runs=()
 declare -A wall redo redo_lsn check
 recover() { # NAME
 	local name=$1 d="$w/r-$1" t0 t1
@@ -177,13 +174,23 @@ EOF
 	pg "$PG_BIN/pg_ctl" -D "$d" -m fast stop >/dev/null
 	# a prefetch helper exits when recovery has ended; wait for it before the next run
 	for _ in $(seq 100); do pgrep -f "$w/pgark wal-prefetch" >/dev/null || break; sleep 0.1; done
-	runs+=("$name")
 	note "$name: ${wall[$name]} s (redo ${redo[$name]:-?} s, done at ${redo_lsn[$name]:-?}; history, balance: ${check[$name]})"
 	rm -rf "$d"
 }
 order=(cp pgark-local pgark-local-noprefetch pgbr-local)
 ((S3 == 0)) || order+=(pgark-s3 pgark-s3-noprefetch pgbr-s3)
 for name in "${order[@]}"; do recover "$name"; done
+# cp's redo must end in the last archived segment (or the one before it, when the last
+# record there continues into the segment that was never archived), and every other
+# variant's where cp's did.
+lsn_seg() { # LSN: its segment's file name on timeline 1 (16 MiB segments)
+	local hi=${1%/*} lo=${1#*/}
+	printf '00000001%08X%08X' "$((16#$hi))" "$((16#$lo >> 24))"
+}
+[[ -n ${redo_lsn[cp]} ]] || die "cp's recovery logged no 'redo done at'"
+cp_seg=$(lsn_seg "${redo_lsn[cp]}")
+[[ $cp_seg == "${segs[-1]}" || $cp_seg == "${segs[*]: -2:1}" ]] ||
+	die "cp ended redo at ${redo_lsn[cp]}, not in the last archived segment ${segs[-1]}"
 for name in "${order[@]}"; do
 	[[ -n ${redo_lsn[$name]} && ${redo_lsn[$name]} == "${redo_lsn[cp]}" ]] ||
 		die "$name ended redo at ${redo_lsn[$name]:-?}, cp at ${redo_lsn[cp]:-?}"
