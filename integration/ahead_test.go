@@ -52,9 +52,17 @@ func snapshotReady(t *testing.T, c *testenv.Cluster) (string, []string) {
 func TestPushAheadBacklog(t *testing.T) {
 	a := setupArchiving(t, 15, 1)
 	c := a.c
+	off := len(c.Log())
 	c.Exec(t, "ALTER SYSTEM SET archive_command = ''")
 	c.Exec(t, "SELECT pg_reload_conf()")
-	time.Sleep(300 * time.Millisecond)
+	// The archiver may still archive a few segments before it reads the
+	// reload: wait until it says it has nothing to archive with, then build
+	// the backlog.
+	c.WaitFor(t, time.Minute, func() bool {
+		c.Exec(t, "CREATE TABLE IF NOT EXISTS pgark_tick(t timestamptz); INSERT INTO pgark_tick VALUES (now())")
+		c.QueryRow(t, "SELECT pg_walfile_name(pg_switch_wal())")
+		return strings.Contains(c.Log()[off:], "archive_mode enabled, yet archiv")
+	})
 	before := a.stats(t).archived
 	makeSegments(t, c, 200)
 	snap, names := snapshotReady(t, c)
@@ -93,17 +101,25 @@ func TestPushAheadBacklog(t *testing.T) {
 }
 
 // TestPushAheadUnderLoad: pgbench at full speed with 16 MB segments, archived
-// into a local and an encrypted S3 repository by one archive_command: the
-// archiver never falls behind (the .ready backlog stays bounded and is gone
-// soon after the load stops) and pg_stat_archiver shows no failure.
+// into a local and an encrypted S3 repository by one archive_command, until
+// the load has written loadSegments segments (however long that takes on this
+// machine): pg_stat_archiver shows no failure, the archiver works during the
+// load rather than after it (the .ready backlog stays below half of what was
+// written), and the backlog is gone once the load stops. How fast it keeps up
+// is measured by bench/wal.sh, not asserted here.
 func TestPushAheadUnderLoad(t *testing.T) {
+	const loadSegments = 40
 	a := setupArchiving(t, 15, 16)
 	c := a.c
 	c.Exec(t, "ALTER SYSTEM SET synchronous_commit = off") // more WAL per second
 	c.Exec(t, "SELECT pg_reload_conf()")
 	c.Pgbench(t, "-i", "-s", "5", "-q")
-	c.WaitFor(t, 2*time.Minute, func() bool { return readyCount(t, c) == 0 }) // pgbench -i's WAL
+	c.WaitFor(t, 5*time.Minute, func() bool { return readyCount(t, c) == 0 }) // pgbench -i's WAL
+	before := a.stats(t)
 	startSeg := c.QueryRow(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+	written := func() int {
+		return segDiff(startSeg, c.QueryRow(t, "SELECT pg_walfile_name(pg_current_wal_lsn())"))
+	}
 	stopSampling := sampleMax(200*time.Millisecond, func() (int64, bool) {
 		rows, err := c.QueryErr("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")
 		if err != nil {
@@ -112,41 +128,54 @@ func TestPushAheadUnderLoad(t *testing.T) {
 		n, err := strconv.Atoi(rows[0][0])
 		return int64(n), err == nil
 	})
-	// TPC-B-like transactions at full speed, and beside them a bulk load
-	// of up to 20 inserts of 2 MB a second: about 40 MB of WAL a second in
-	// all here (140 GB an hour), archived twice.
+	// TPC-B-like transactions at full speed, and beside them a bulk load of
+	// 2 MB inserts, in rounds of a few seconds until the volume is reached.
 	c.Exec(t, "CREATE TABLE bulk(i int, pad text)")
+	stopBulk := make(chan struct{})
 	bulkErr := make(chan error, 1)
 	go func() {
 		var err error
-		for end := time.Now().Add(20 * time.Second); err == nil && time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		for err == nil {
+			select {
+			case <-stopBulk:
+				bulkErr <- nil
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
 			err = c.ExecErr("INSERT INTO bulk SELECT g, repeat('x', 400) FROM generate_series(1, 5000) g")
 		}
 		bulkErr <- err
 	}()
-	c.Pgbench(t, "-c", "4", "-j", "2", "-T", "20")
+	loadStart := time.Now()
+	deadline := loadStart.Add(10 * time.Minute)
+	for written() < loadSegments {
+		if time.Now().After(deadline) {
+			close(stopBulk)
+			t.Fatalf("the load wrote only %d of %d segments in %s", written(), loadSegments, time.Since(loadStart).Round(time.Second))
+		}
+		c.Pgbench(t, "-c", "4", "-j", "2", "-T", "3")
+	}
+	close(stopBulk)
 	if err := <-bulkErr; err != nil {
 		t.Fatalf("bulk load: %v", err)
 	}
-	endSeg := c.QueryRow(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+	load := time.Since(loadStart)
+	segs := written()
 	waitStart := time.Now()
-	c.WaitFor(t, 2*time.Minute, func() bool { return readyCount(t, c) == 0 })
+	c.WaitFor(t, 5*time.Minute, func() bool { return readyCount(t, c) == 0 })
 	catchUp := time.Since(waitStart)
 	peak := stopSampling()
 	s := a.stats(t)
-	segs := segDiff(startSeg, endSeg)
-	t.Logf("pgbench 20 s: %d segments of 16 MB (%.1f/s), archived %d, failed %d, peak .ready backlog %d, caught up %s after the load",
-		segs, float64(segs)/20, s.archived, s.failed, peak, catchUp.Round(time.Millisecond))
-	if s.failed != 0 {
+	t.Logf("load: %d segments of 16 MB in %s (%.1f/s), archived %d, failed %d, peak .ready backlog %d, caught up %s after the load",
+		segs, load.Round(time.Millisecond), float64(segs)/load.Seconds(), s.archived-before.archived, s.failed, peak, catchUp.Round(time.Millisecond))
+	if s.failed != before.failed {
 		t.Fatalf("archive failures under load: %+v\n%s", s, c.Log())
 	}
-	if segs < 30 {
-		t.Fatalf("the load wrote only %d segments; the test proves nothing", segs)
+	if s.archived-before.archived < segs {
+		t.Fatalf("archived %d segments, the load wrote %d", s.archived-before.archived, segs)
 	}
-	// Keeping up: the backlog never grows past a few batches, and what is
-	// left when the load stops is gone within seconds.
-	if peak > 18 || catchUp > 10*time.Second {
-		t.Fatalf("the archiver fell behind: peak backlog %d segments, %s to catch up", peak, catchUp)
+	if peak*2 > int64(segs) {
+		t.Fatalf("the archiver fell behind: peak backlog %d of %d segments written", peak, segs)
 	}
 }
 
@@ -302,7 +331,7 @@ func TestRecoveryPrefetchS3(t *testing.T) {
 		t.Fatalf("restore_command failed:\n%s", log)
 	}
 	// The spool empties itself once recovery has ended.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		left, _ := filepath.Glob(filepath.Join(spool, "fetch-*"))
 		if len(left) == 0 {

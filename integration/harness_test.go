@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,6 +27,19 @@ import (
 var pgarkBin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Fprintln(os.Stderr, "integration: end-to-end tests skipped in the unit tier (-short)")
+		os.Exit(0)
+	}
+	if err := testenv.CheckDeps(); err != nil {
+		if testenv.Required() {
+			fmt.Fprintf(os.Stderr, "integration: %v\n%s=1: a missing test dependency is a failure; %s\n", err, testenv.RequireEnv, testenv.InstallHint)
+			os.Exit(1)
+		}
+		fmt.Fprintf(os.Stderr, "integration: end-to-end tests skipped, their dependencies are missing: %s\n", testenv.InstallHint)
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "pgark-bin-")
 	if err == nil {
 		err = os.Chmod(dir, 0o755)

@@ -23,7 +23,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -155,7 +154,7 @@ func ClientTool(t testing.TB, major int, name string) (path string, ok bool) {
 		return p, true
 	}
 	if slices.Contains(ClientToolMajors, major) {
-		t.Fatalf("testenv: no PostgreSQL %d %s in %s; run `make deps` (bash .ci/deps.sh) to install the client tools, or set PGARK_PG%d_CLIENT_BIN", major, name, d, major)
+		Missing(t, fmt.Errorf("testenv: no PostgreSQL %d %s in %s (or set PGARK_PG%d_CLIENT_BIN)", major, name, d, major))
 	}
 	return "", false
 }
@@ -447,6 +446,7 @@ type Cluster struct {
 // binary die, the postmaster gets SIGQUIT (immediate shutdown).
 func StartPG(t testing.TB, o PGOptions) *Cluster {
 	t.Helper()
+	EndToEnd(t)
 	c := &Cluster{Host: "127.0.0.1", opts: o}
 	if o.DataDir != "" {
 		pv, err := os.ReadFile(filepath.Join(o.DataDir, "PG_VERSION"))
@@ -469,7 +469,7 @@ func StartPG(t testing.TB, o PGOptions) *Cluster {
 	}
 	bin, err := PGBinDir(c.Major)
 	if err != nil {
-		t.Fatal(err)
+		Missing(t, err)
 	}
 	c.BinDir = bin
 	c.Dir = SharedDir(t)
@@ -645,25 +645,6 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// pgSpawn runs functions (cmd.Start) on one OS thread that never exits, so that Pdeathsig,
-// which Linux ties to the thread that forked, fires only when the whole test process dies.
-var pgSpawn = sync.OnceValue(func() chan<- func() {
-	ch := make(chan func())
-	go func() {
-		runtime.LockOSThread()
-		for f := range ch {
-			f()
-		}
-	}()
-	return ch
-})
-
-func pgStartFromSpawner(cmd *exec.Cmd) error {
-	done := make(chan error, 1)
-	pgSpawn() <- func() { done <- cmd.Start() }
-	return <-done
-}
-
 func (c *Cluster) running() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -744,7 +725,7 @@ func (c *Cluster) launch(t testing.TB) {
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGQUIT}
 	RunAsPostgres(cmd)
-	if err := pgStartFromSpawner(cmd); err != nil {
+	if err := startFromSpawner(cmd); err != nil {
 		t.Fatalf("testenv: starting PostgreSQL %d: %v", c.Major, err)
 	}
 	exited := make(chan struct{})
@@ -1202,7 +1183,7 @@ func (c *Cluster) Pgbench(t testing.TB, args ...string) {
 	t.Helper()
 	p, err := PgbenchPath()
 	if err != nil {
-		t.Fatal(err)
+		Missing(t, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()

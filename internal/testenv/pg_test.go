@@ -44,6 +44,7 @@ func TestPGBinDirMissing(t *testing.T) {
 // The client tools of each ClientToolMajors major run as the postgres user and are of that
 // major; another major has none, without failing the test.
 func TestClientTools(t *testing.T) {
+	EndToEnd(t)
 	for _, major := range ClientToolMajors {
 		for _, name := range []string{"pg_verifybackup", "pg_basebackup", "psql", "pg_waldump"} {
 			p, ok := ClientTool(t, major, name)
@@ -62,6 +63,7 @@ func TestClientTools(t *testing.T) {
 }
 
 func TestSharedDirAccess(t *testing.T) {
+	EndToEnd(t)
 	dir := SharedDir(t)
 	sub := filepath.Join(dir, "a", "b")
 	MkdirShared(t, sub)
@@ -303,6 +305,7 @@ func TestDataDirCopyAndRecoveryFailure(t *testing.T) {
 
 // The cleanup stops the server: no postmaster survives its test.
 func TestCleanupStopsServer(t *testing.T) {
+	NeedPG(t, defaultTestMajor())
 	var pid int
 	var dir string
 	t.Run("start", func(t *testing.T) {
@@ -324,6 +327,7 @@ func TestCleanupStopsServer(t *testing.T) {
 // If the test process dies without running its cleanups (a crash, a SIGKILL, go test's
 // timeout), its postmasters get SIGQUIT (Pdeathsig) and stop.
 func TestServerDiesWithTestProcess(t *testing.T) {
+	NeedPG(t, defaultTestMajor())
 	if os.Getenv("PGARK_TESTENV_CHILD") != "" {
 		c := StartPG(t, PGOptions{Major: defaultTestMajor()})
 		info := fmt.Sprintf("%d %s", c.Pid(), c.Dir)
@@ -394,4 +398,31 @@ func (f *fakeTB) Fatal(args ...any) {
 func (f *fakeTB) Fatalf(format string, args ...any) {
 	f.msg = fmt.Sprintf(format, args...)
 	panic(f)
+}
+
+// A missing dependency skips a test, with the line that tells how to install it, unless
+// PGARK_TEST_REQUIRE=1 makes it a failure: CI can never pass by skipping.
+func TestMissingDependency(t *testing.T) {
+	if os.Getenv("PGARK_TESTENV_MISSING_CHILD") != "" {
+		S3Start(t)
+		t.Fatal("S3Start returned without its binary")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, require := range []string{"", "1"} {
+		cmd := exec.Command(exe, "-test.run=^TestMissingDependency$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), "PGARK_TESTENV_MISSING_CHILD=1",
+			"PGARK_VERSITYGW="+filepath.Join(t.TempDir(), "no-such-versitygw"), RequireEnv+"="+require)
+		out, err := cmd.CombinedOutput()
+		switch {
+		case !strings.Contains(string(out), "make deps"):
+			t.Errorf("%s=%q: the output does not say how to install it:\n%s", RequireEnv, require, out)
+		case require == "" && (err != nil || !strings.Contains(string(out), "--- SKIP")):
+			t.Errorf("without %s: %v, want a skip:\n%s", RequireEnv, err, out)
+		case require == "1" && (err == nil || !strings.Contains(string(out), "--- FAIL")):
+			t.Errorf("with %s=1: %v, want a failure:\n%s", RequireEnv, err, out)
+		}
+	}
 }

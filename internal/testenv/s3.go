@@ -9,9 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,12 +53,14 @@ func S3BinPath() string {
 
 // S3Start starts versitygw on 127.0.0.1 and a free port with a posix
 // backend in a temporary directory, waits until it answers, and stops it at
-// t.Cleanup. It fails the test if the binary is missing ("run make deps").
+// t.Cleanup. It is an end-to-end helper: skipped with -short, and a missing binary skips
+// the test (fails it with $PGARK_TEST_REQUIRE=1).
 func S3Start(t testing.TB) *S3Server {
 	t.Helper()
+	EndToEnd(t)
 	bin := S3BinPath()
 	if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
-		t.Fatalf("S3 test server %s not found (run make deps): %v", bin, err)
+		Missing(t, fmt.Errorf("testenv: S3 test server %s not found", bin))
 	}
 	base := t.TempDir()
 	s := &S3Server{
@@ -114,9 +114,7 @@ func (s *S3Server) start(bin string, port int) error {
 	// Its own process group, so that a ^C of the test does not reach it
 	// before the cleanup does; killed if the test process dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	started := make(chan error, 1)
-	s3Spawn() <- func() { started <- cmd.Start() }
-	if err := <-started; err != nil {
+	if err := startFromSpawner(cmd); err != nil {
 		return err
 	}
 	done := make(chan struct{})
@@ -215,17 +213,3 @@ func (s *S3Server) Env() []string {
 		"PGARK_S3_FORCE_PATH_STYLE=true",
 	}
 }
-
-// s3Spawn runs functions (cmd.Start) on one OS thread that never exits, so
-// that Pdeathsig, which Linux ties to the thread that forked, fires only when
-// the whole test process dies.
-var s3Spawn = sync.OnceValue(func() chan<- func() {
-	ch := make(chan func())
-	go func() {
-		runtime.LockOSThread()
-		for f := range ch {
-			f()
-		}
-	}()
-	return ch
-})
