@@ -143,13 +143,22 @@ func TestHeartbeatKeepsLock(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	o := opts("backup", 101)
-	o.TTL = 300 * time.Millisecond
+	o.TTL = time.Second
 	a, err := Acquire(ctx, s, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := a.Info().Expires
-	time.Sleep(time.Second) // three TTLs
+	// Wait until the record has been renewed past three TTLs from the start.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		info, _, err := Read(ctx, s)
+		if err == nil && info.Expires.After(first.Add(2*o.TTL)) {
+			break
+		}
+		if time.Now().After(deadline) || a.Context().Err() != nil {
+			t.Fatalf("expiry not renewed past %v: %+v, %v (lock: %v)", first.Add(2*o.TTL), info, err, context.Cause(a.Context()))
+		}
+	}
 	if a.Context().Err() != nil {
 		t.Fatalf("lock lost: %v", context.Cause(a.Context()))
 	}

@@ -344,7 +344,7 @@ func TestPrefetcher(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(2 * time.Minute):
 		t.Fatal("the helper did not exit at the end of recovery")
 	}
 	close(stopWatch)
@@ -366,7 +366,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatal("timed out")

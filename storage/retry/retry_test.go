@@ -302,7 +302,9 @@ func TestGivesUp(t *testing.T) {
 	if f.count("stat") < 5 {
 		t.Errorf("only %d attempts in %v", f.count("stat"), elapsed)
 	}
-	if elapsed < fast.MaxElapsed || elapsed > fast.MaxElapsed+time.Second {
+	// The upper bound only tells "gave up" from "kept retrying": a loaded
+	// machine may run late, never early.
+	if elapsed < fast.MaxElapsed || elapsed > fast.MaxElapsed+10*time.Second {
 		t.Errorf("gave up after %v, want about %v", elapsed, fast.MaxElapsed)
 	}
 }
@@ -425,7 +427,8 @@ func TestContextCancelDuringBackoff(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection reset") {
 		t.Fatalf("Stat: %v", err)
 	}
-	if d := time.Since(start); d > time.Second {
+	// Without the cancellation it would back off for a minute.
+	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("took %v", d)
 	}
 }
