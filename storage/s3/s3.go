@@ -284,53 +284,6 @@ func (s *Store) url(key string) string {
 
 func (s *Store) objectKey(key string) *string { return aws.String(s.prefix + key) }
 
-// validKey applies the key rules of the local store, so that both backends
-// accept the same keys.
-func validKey(key string) error {
-	var reason string
-	switch {
-	case key == "":
-		reason = "empty key"
-	case strings.HasPrefix(key, "/"):
-		reason = "key starts with '/'"
-	case strings.HasSuffix(key, "/"):
-		reason = "key ends with '/'"
-	case strings.IndexByte(key, 0) >= 0:
-		reason = "key contains a NUL byte"
-	default:
-		for seg := range strings.SplitSeq(key, "/") {
-			if seg == "" || seg == "." || seg == ".." {
-				reason = "key has an empty, '.' or '..' path segment"
-				break
-			}
-		}
-	}
-	if reason == "" {
-		return nil
-	}
-	return &storage.PermanentError{Err: fmt.Errorf("invalid key %q: %s", key, reason)}
-}
-
-// validMeta checks metadata against the rules of the storage package.
-func validMeta(meta map[string]string) error {
-	for k, v := range meta {
-		if k == "" {
-			return &storage.PermanentError{Err: errors.New("invalid metadata: empty key")}
-		}
-		for _, c := range []byte(k) {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return &storage.PermanentError{Err: fmt.Errorf("invalid metadata key %q: only a-z, 0-9 and '-' are allowed", k)}
-			}
-		}
-		for _, c := range []byte(v) {
-			if c < 0x20 || c > 0x7e {
-				return &storage.PermanentError{Err: fmt.Errorf("invalid metadata value for %q: only printable ASCII is allowed", k)}
-			}
-		}
-	}
-	return nil
-}
-
 // Error codes that retrying cannot fix.
 var permanentCodes = map[string]bool{
 	"AccessDenied":                       true,
@@ -417,7 +370,7 @@ func (s *Store) mapErr(op string, kind opKind, key string, err error) error {
 
 // Stat returns the object's size and metadata (HeadObject).
 func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return storage.ObjectInfo{}, err
 	}
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: s.objectKey(key)})
@@ -442,7 +395,7 @@ func lowerKeys(m map[string]string) map[string]string {
 
 // Get opens the object.
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return nil, storage.ObjectInfo{}, err
 	}
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: s.objectKey(key)})
@@ -479,7 +432,7 @@ func (b *bodyReader) Close() error { return b.rc.Close() }
 // GetRange(key, 0, -1), which is Get, and length 0, which gives an empty
 // reader for any offset up to the size. A length past the end is cut.
 func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return nil, err
 	}
 	if offset < 0 {
@@ -529,8 +482,10 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 		}
 		for _, o := range page.Contents {
 			key, ok := strings.CutPrefix(aws.ToString(o.Key), s.prefix)
-			if !ok || validKey(key) != nil {
-				continue // "directory" markers and other foreign keys
+			if !ok || storage.ValidKey(key) != nil {
+				// "Directory" markers and other keys that no backend
+				// accepts (storage.ValidKey): not the repository's.
+				continue
 			}
 			err := fn(storage.ObjectInfo{Key: key, Size: aws.ToInt64(o.Size), ModTime: aws.ToTime(o.LastModified)})
 			if err != nil {
@@ -543,7 +498,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 
 // Delete removes the object; a missing object is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return err
 	}
 	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: s.objectKey(key)})
@@ -604,10 +559,10 @@ func (s *Store) partSizeFor(size int64, num int) int64 {
 // with one PutObject, larger ones with a multipart upload (at most two
 // parts in flight, about three parts of memory).
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) error {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return err
 	}
-	if err := validMeta(opts.Meta); err != nil {
+	if err := storage.ValidMeta(opts.Meta); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -972,7 +927,7 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 
 // ReadSmall reads a small object whole, with its ETag as the version.
 func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return nil, "", err
 	}
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: s.objectKey(key)})
@@ -999,7 +954,7 @@ func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte,
 // with If-Match: <ETag>. A store that evaluates neither (head-then-put mode)
 // gets a read-compare-write that is not atomic; the README says so.
 func (s *Store) Swap(ctx context.Context, key string, data []byte, ifVersion string) (string, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return "", err
 	}
 	in := &s3.PutObjectInput{
