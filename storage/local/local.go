@@ -306,19 +306,6 @@ func (o *objectReader) Read(p []byte) (int, error) {
 
 func (o *objectReader) Close() error { return o.f.Close() }
 
-// ctxReader fails reads once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // Put stores r under key, create-only and atomically. See the package
 // documentation.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) error {
@@ -410,7 +397,7 @@ func (s *Store) writeTemp(ctx context.Context, key, dir string, header []byte, r
 	if _, err := tmp.Write(header); err != nil {
 		return "", 0, s.wrapErr("put", key, err, false)
 	}
-	n, err := io.Copy(tmp, ctxReader{ctx: ctx, r: r})
+	n, err := io.Copy(tmp, storage.ContextReader(ctx, r))
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) && pe.Path == tmpName {

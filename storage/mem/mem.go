@@ -127,19 +127,6 @@ func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) 
 	return io.NopCloser(bytes.NewReader(o.data[offset:end])), nil
 }
 
-// ctxReader fails reads once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // Put reads r whole and stores it under key, create-only: the object
 // appears only once all of r was read, and never replaces another.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) error {
@@ -161,7 +148,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 		return fmt.Errorf("put %s: %w", s.describe(key), storage.ErrExists)
 	}
 	// A fresh buffer: r's memory is never kept.
-	data, err := io.ReadAll(ctxReader{ctx: ctx, r: r})
+	data, err := io.ReadAll(storage.ContextReader(ctx, r))
 	if err != nil {
 		return fmt.Errorf("put %s: reading the data: %w", s.describe(key), err)
 	}

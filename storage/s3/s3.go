@@ -515,19 +515,6 @@ func crc32Base64(b []byte) *string {
 	return aws.String(base64.StdEncoding.EncodeToString(sum[:]))
 }
 
-// ctxReader fails reads once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // fill reads into buf until it is full or r ends (eof).
 func fill(r io.Reader, buf []byte) (n int, eof bool, err error) {
 	n, err = io.ReadFull(r, buf)
@@ -577,7 +564,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 			return err
 		}
 	}
-	r = ctxReader{ctx: ctx, r: r}
+	r = storage.ContextReader(ctx, r)
 	readErr := func(err error) error {
 		return fmt.Errorf("put %s: reading the data: %w", s.url(key), err)
 	}
