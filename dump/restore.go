@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -614,7 +615,7 @@ func (x *restorer) selection(ctx context.Context, targetSchemas []string, withDa
 			return nil, err
 		}
 		for id := range SchemaEntries(toc, []string{s}) {
-			if !hasName(targetSchemas, s) {
+			if !slices.Contains(targetSchemas, s) {
 				seeds[id] = true
 			}
 			n++
@@ -632,15 +633,6 @@ func (x *restorer) selection(ctx context.Context, targetSchemas []string, withDa
 		x.log.Warn("FK constraint not restored: it references a table that this selective restore does not bring back", "entry", e.Line)
 	}
 	return sel, nil
-}
-
-func hasName(list []string, n string) bool {
-	for _, s := range list {
-		if s == n {
-			return true
-		}
-	}
-	return false
 }
 
 // SplitQualified splits "schema.table" (either part may be double-quoted;
