@@ -3,7 +3,8 @@ package dump
 import (
 	"fmt"
 	"slices"
-	"strings"
+
+	"github.com/pgark/pgark/storage"
 )
 
 // Replaying `pg_dumpall --globals-only` output as it is would reset the
@@ -237,8 +238,10 @@ func PlanGlobals(script string, ex Existing, o GlobalsOptions) (*GlobalsPlan, er
 	return p, nil
 }
 
+// oneLine is storage.OneLine cut to 120 bytes, for report lines and errors
+// that quote SQL statements.
 func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = storage.OneLine(s)
 	if len(s) > 120 {
 		s = s[:120] + "..."
 	}

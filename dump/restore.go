@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -303,44 +304,17 @@ func Restore(ctx context.Context, c RestoreConfig) error {
 		return err
 	}
 	defer mconn.Close(context.Background())
-	rows, err := queryStrings(ctx, mconn, "SELECT 1 FROM pg_database WHERE datname = $1", c.Target)
+	targetExists, err := x.checkTarget(ctx, mconn)
 	if err != nil {
-		return fmt.Errorf("look for database %q: %w", c.Target, err)
-	}
-	targetExists := len(rows) > 0
-	switch {
-	case c.Create && targetExists && !c.Clean:
-		return fmt.Errorf("%w: database %q exists; --create needs it absent (add --clean to drop and recreate it)", ErrTarget, c.Target)
-	case !c.Create && !targetExists:
-		return fmt.Errorf("%w: database %q does not exist; create it, or add --create", ErrTarget, c.Target)
+		return err
 	}
 	selective := len(c.Tables) > 0 || len(c.Schemas) > 0
 	// The target's schemas, for a selective restore (a new database has public).
 	targetSchemas := []string{"public"}
 	if !c.Create {
-		tconn, err := connect(ctx, maint, c.Target)
-		if err != nil {
+		if targetSchemas, err = x.inspectTarget(ctx, maint, selective); err != nil {
 			return err
 		}
-		defer tconn.Close(context.Background())
-		if !c.Clean && !selective {
-			n, err := queryStrings(ctx, tconn, userObjectsSQL)
-			if err != nil {
-				return fmt.Errorf("check that database %q is empty: %w", c.Target, err)
-			}
-			if len(n) == 1 && n[0][0] != "0" {
-				return fmt.Errorf("%w: database %q is not empty (%s objects); restore into an empty database, or add --clean (drops the archive's objects first) or --create", ErrTarget, c.Target, n[0][0])
-			}
-		}
-		rows, err := queryStrings(ctx, tconn, "SELECT nspname FROM pg_namespace")
-		if err != nil {
-			return err
-		}
-		targetSchemas = nil
-		for _, r := range rows {
-			targetSchemas = append(targetSchemas, r[0])
-		}
-		tconn.Close(context.Background())
 	}
 	if c.Jobs > 1 {
 		if err := x.decryptToTemp(ctx); err != nil {
@@ -348,14 +322,87 @@ func Restore(ctx context.Context, c RestoreConfig) error {
 		}
 	}
 	rename := c.Create && c.Target != c.Source
+	args, err := x.restoreArgs(ctx, selective, targetSchemas, rename)
+	if err != nil {
+		return err
+	}
+	switch {
+	case rename:
+		err = x.restoreRenamed(ctx, mconn, maint, args, targetExists)
+	case c.Create:
+		err = x.restoreCreated(ctx, mconn, maintDB, args)
+	default:
+		err = x.restoreInto(ctx, args)
+	}
+	if err != nil {
+		return err
+	}
+	x.log.Info("database restored", "dump", c.Meta.ID, "database", c.Source, "into", c.Target, "selective", selective)
+	return nil
+}
+
+// checkTarget looks the target database up on the maintenance connection
+// and checks that the mode fits: --create needs it absent (unless
+// --clean), the other modes need it present. It reports whether it exists.
+func (x *restorer) checkTarget(ctx context.Context, mconn *pgconn.PgConn) (bool, error) {
+	c := x.c
+	rows, err := queryStrings(ctx, mconn, "SELECT 1 FROM pg_database WHERE datname = $1", c.Target)
+	if err != nil {
+		return false, fmt.Errorf("look for database %q: %w", c.Target, err)
+	}
+	exists := len(rows) > 0
+	switch {
+	case c.Create && exists && !c.Clean:
+		return false, fmt.Errorf("%w: database %q exists; --create needs it absent (add --clean to drop and recreate it)", ErrTarget, c.Target)
+	case !c.Create && !exists:
+		return false, fmt.Errorf("%w: database %q does not exist; create it, or add --create", ErrTarget, c.Target)
+	}
+	return exists, nil
+}
+
+// inspectTarget connects to the existing target database, checks that it
+// is empty unless --clean or a selective restore lets objects be there,
+// and returns its schemas.
+func (x *restorer) inspectTarget(ctx context.Context, maint *pgconn.Config, selective bool) ([]string, error) {
+	c := x.c
+	tconn, err := connect(ctx, maint, c.Target)
+	if err != nil {
+		return nil, err
+	}
+	defer tconn.Close(context.Background())
+	if !c.Clean && !selective {
+		n, err := queryStrings(ctx, tconn, userObjectsSQL)
+		if err != nil {
+			return nil, fmt.Errorf("check that database %q is empty: %w", c.Target, err)
+		}
+		if len(n) == 1 && n[0][0] != "0" {
+			return nil, fmt.Errorf("%w: database %q is not empty (%s objects); restore into an empty database, or add --clean (drops the archive's objects first) or --create", ErrTarget, c.Target, n[0][0])
+		}
+	}
+	rows, err := queryStrings(ctx, tconn, "SELECT nspname FROM pg_namespace")
+	if err != nil {
+		return nil, err
+	}
+	var schemas []string
+	for _, r := range rows {
+		schemas = append(schemas, r[0])
+	}
+	return schemas, nil
+}
+
+// restoreArgs returns pg_restore's options that every mode shares (the
+// connection and --create are the modes'); for a selective restore it
+// writes the -L list that they name.
+func (x *restorer) restoreArgs(ctx context.Context, selective bool, targetSchemas []string, rename bool) ([]string, error) {
+	c := x.c
 	var listFile string
 	if selective {
 		sel, err := x.selection(ctx, targetSchemas, c.Create && !rename, c.Create)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if listFile, err = x.writeTemp("pgark-list-*.txt", sel.List()); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	args := []string{"--exit-on-error"}
@@ -377,81 +424,100 @@ func Restore(ctx context.Context, c RestoreConfig) error {
 	if c.NoOwner {
 		args = append(args, "--no-owner")
 	}
-	created := false
-	dropCreated := func(cause error) error {
-		if !created {
-			return cause
-		}
-		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := execAll(dctx, mconn, "DROP DATABASE IF EXISTS "+QuoteIdent(c.Target)); err != nil {
-			x.log.Warn("could not drop the database the failed restore created", "database", c.Target, "err", err)
-			return fmt.Errorf("%w (database %q, created by this restore, is left behind: drop it)", cause, c.Target)
-		}
-		return fmt.Errorf("%w (database %q, created by this restore, was dropped again)", cause, c.Target)
+	return args, nil
+}
+
+// restoreRenamed is --create under another name: pgark creates the target
+// with the source's encoding and locale, pg_restore fills it, and the
+// source database's own properties are applied to it. Once created, the
+// target is dropped again when a later step fails.
+func (x *restorer) restoreRenamed(ctx context.Context, mconn *pgconn.PgConn, maint *pgconn.Config, args []string, targetExists bool) error {
+	c := x.c
+	ds, err := x.databaseScript(ctx)
+	if err != nil {
+		return err
 	}
-	switch {
-	case rename:
-		ds, err := x.databaseScript(ctx)
-		if err != nil {
-			return err
-		}
-		if c.Clean && targetExists {
-			if err := execAll(ctx, mconn, "DROP DATABASE "+QuoteIdent(c.Target)); err != nil {
-				return fmt.Errorf("--clean: %w", err)
-			}
-		}
-		if err := execAll(ctx, mconn, append(stepsSQL(ds.Setup), ds.Create)...); err != nil {
-			return fmt.Errorf("create database %q as %q was: %w", c.Target, c.Source, err)
-		}
-		created = true
-		x.log.Info("database created with the original encoding and locale", "database", c.Target, "from", c.Source)
-		conn, err := ConnString(c.DSN, c.Target)
-		if err != nil {
-			return dropCreated(err)
-		}
-		if err := x.pgRestore(ctx, append(args, "--dbname="+conn), nil, true); err != nil {
-			return dropCreated(err)
-		}
-		// In the new database, as pg_restore --create does after \connect:
-		// shared catalogs (the comment) take the bytes in its encoding.
-		tconn, err := connect(ctx, maint, c.Target)
-		if err != nil {
-			return dropCreated(err)
-		}
-		err = execAll(ctx, tconn, append(stepsSQL(ds.Setup), ds.Props...)...)
-		tconn.Close(context.Background())
-		if err != nil {
-			return dropCreated(fmt.Errorf("database properties of %q applied to %q: %w", c.Source, c.Target, err))
-		}
-	case c.Create:
-		conn, err := ConnString(c.DSN, maintDB)
-		if err != nil {
-			return err
-		}
-		args = append(args, "--create", "--dbname="+conn)
-		if c.Clean {
-			args = append(args, "--clean", "--if-exists")
-		}
-		created = true // pg_restore creates it (after dropping it with --clean)
-		if err := x.pgRestore(ctx, args, nil, true); err != nil {
-			return dropCreated(err)
-		}
-	default:
-		conn, err := ConnString(c.DSN, c.Target)
-		if err != nil {
-			return err
-		}
-		args = append(args, "--dbname="+conn)
-		if c.Clean {
-			args = append(args, "--clean", "--if-exists")
-		}
-		if err := x.pgRestore(ctx, args, nil, true); err != nil {
-			return err
+	if c.Clean && targetExists {
+		if err := execAll(ctx, mconn, "DROP DATABASE "+QuoteIdent(c.Target)); err != nil {
+			return fmt.Errorf("--clean: %w", err)
 		}
 	}
-	x.log.Info("database restored", "dump", c.Meta.ID, "database", c.Source, "into", c.Target, "selective", selective)
+	if err := execAll(ctx, mconn, append(stepsSQL(ds.Setup), ds.Create)...); err != nil {
+		return fmt.Errorf("create database %q as %q was: %w", c.Target, c.Source, err)
+	}
+	x.log.Info("database created with the original encoding and locale", "database", c.Target, "from", c.Source)
+	if err := x.fillRenamed(ctx, maint, args, ds); err != nil {
+		return x.dropCreated(mconn, err)
+	}
 	return nil
+}
+
+// fillRenamed runs pg_restore into the database restoreRenamed created,
+// then applies the source database's properties to it.
+func (x *restorer) fillRenamed(ctx context.Context, maint *pgconn.Config, args []string, ds *DatabaseScript) error {
+	c := x.c
+	conn, err := ConnString(c.DSN, c.Target)
+	if err != nil {
+		return err
+	}
+	if err := x.pgRestore(ctx, append(args, "--dbname="+conn), nil, true); err != nil {
+		return err
+	}
+	// In the new database, as pg_restore --create does after \connect:
+	// shared catalogs (the comment) take the bytes in its encoding.
+	tconn, err := connect(ctx, maint, c.Target)
+	if err != nil {
+		return err
+	}
+	err = execAll(ctx, tconn, append(stepsSQL(ds.Setup), ds.Props...)...)
+	tconn.Close(context.Background())
+	if err != nil {
+		return fmt.Errorf("database properties of %q applied to %q: %w", c.Source, c.Target, err)
+	}
+	return nil
+}
+
+// restoreCreated is --create under the database's own name: pg_restore
+// creates it (after dropping it with --clean), connected to the
+// maintenance database; it is dropped again when the restore fails.
+func (x *restorer) restoreCreated(ctx context.Context, mconn *pgconn.PgConn, maintDB string, args []string) error {
+	conn, err := ConnString(x.c.DSN, maintDB)
+	if err != nil {
+		return err
+	}
+	args = append(args, "--create", "--dbname="+conn)
+	if x.c.Clean {
+		args = append(args, "--clean", "--if-exists")
+	}
+	if err := x.pgRestore(ctx, args, nil, true); err != nil {
+		return x.dropCreated(mconn, err)
+	}
+	return nil
+}
+
+// restoreInto restores into the existing target database.
+func (x *restorer) restoreInto(ctx context.Context, args []string) error {
+	conn, err := ConnString(x.c.DSN, x.c.Target)
+	if err != nil {
+		return err
+	}
+	args = append(args, "--dbname="+conn)
+	if x.c.Clean {
+		args = append(args, "--clean", "--if-exists")
+	}
+	return x.pgRestore(ctx, args, nil, true)
+}
+
+// dropCreated drops the target database, which this restore created and
+// cause made fail, and says in the error whether it is gone.
+func (x *restorer) dropCreated(mconn *pgconn.PgConn, cause error) error {
+	dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := execAll(dctx, mconn, "DROP DATABASE IF EXISTS "+QuoteIdent(x.c.Target)); err != nil {
+		x.log.Warn("could not drop the database the failed restore created", "database", x.c.Target, "err", err)
+		return fmt.Errorf("%w (database %q, created by this restore, is left behind: drop it)", cause, x.c.Target)
+	}
+	return fmt.Errorf("%w (database %q, created by this restore, was dropped again)", cause, x.c.Target)
 }
 
 func stepsSQL(s []string) []string { return append([]string(nil), s...) }
@@ -549,7 +615,7 @@ func (x *restorer) selection(ctx context.Context, targetSchemas []string, withDa
 			return nil, err
 		}
 		for id := range SchemaEntries(toc, []string{s}) {
-			if !hasName(targetSchemas, s) {
+			if !slices.Contains(targetSchemas, s) {
 				seeds[id] = true
 			}
 			n++
@@ -567,15 +633,6 @@ func (x *restorer) selection(ctx context.Context, targetSchemas []string, withDa
 		x.log.Warn("FK constraint not restored: it references a table that this selective restore does not bring back", "entry", e.Line)
 	}
 	return sel, nil
-}
-
-func hasName(list []string, n string) bool {
-	for _, s := range list {
-		if s == n {
-			return true
-		}
-	}
-	return false
 }
 
 // SplitQualified splits "schema.table" (either part may be double-quoted;

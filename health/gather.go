@@ -90,10 +90,8 @@ func (s *Server) Timeline() uint32 {
 }
 
 func (s *Server) note(format string, a ...any) {
-	s.Notes = append(s.Notes, oneLine(fmt.Sprintf(format, a...)))
+	s.Notes = append(s.Notes, storage.OneLine(fmt.Sprintf(format, a...)))
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // query runs one statement with the simple protocol and returns its rows
 // (text values, nil for NULL). A failed statement leaves the session usable
@@ -383,12 +381,12 @@ type Stater interface {
 func Probe(ctx context.Context, conn *pgconn.PgConn, st Stater, timeout time.Duration) (*ProbeResult, error) {
 	p := &ProbeResult{RestorePoint: RestorePoint, Timeout: timeout.Seconds()}
 	if _, err := query(ctx, conn, "SELECT pg_create_restore_point('"+RestorePoint+"')"); err != nil {
-		p.Error = oneLine(fmt.Sprintf("pg_create_restore_point(): %v", err))
+		p.Error = storage.OneLine(fmt.Sprintf("pg_create_restore_point(): %v", err))
 		return p, nil
 	}
 	row, err := queryRow(ctx, conn, "SELECT l::text, pg_walfile_name(l) FROM pg_switch_wal() l")
 	if err != nil {
-		p.Error = oneLine(fmt.Sprintf("pg_switch_wal(): %v", err))
+		p.Error = storage.OneLine(fmt.Sprintf("pg_switch_wal(): %v", err))
 		return p, nil
 	}
 	p.LSN, p.Segment = string(row[0]), string(row[1])

@@ -32,6 +32,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -136,8 +137,11 @@ func (o *Options) defaults() {
 
 // Lock is a held lock.
 type Lock struct {
-	store   storage.Store
-	opts    Options
+	store storage.Store
+	opts  Options
+	// info is written by the heartbeat only, under mu; Info reads it
+	// under mu, the heartbeat and Release (once it ended) without.
+	mu      sync.Mutex
 	info    Info
 	version string
 
@@ -151,7 +155,11 @@ type Lock struct {
 func (l *Lock) Context() context.Context { return l.ctx }
 
 // Info is the record of the held lock.
-func (l *Lock) Info() Info { return l.info }
+func (l *Lock) Info() Info {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.info
+}
 
 // Acquire takes the lock, waiting up to o.Wait for a busy one, and starts
 // the heartbeat. The returned lock's Context derives from ctx.
@@ -286,7 +294,9 @@ func (l *Lock) heartbeat() {
 		cancel()
 		switch {
 		case err == nil:
+			l.mu.Lock()
 			l.info, l.version = next, v
+			l.mu.Unlock()
 		case errors.Is(err, storage.ErrChanged):
 			holder := "another process"
 			if raw, _, rerr := l.store.ReadSmall(context.Background(), Key, maxLockSize); rerr == nil {

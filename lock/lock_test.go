@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,17 +13,12 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/storage"
-	"github.com/pgark/pgark/storage/local"
+	"github.com/pgark/pgark/storage/mem"
 )
 
-func newStore(t *testing.T) storage.Store {
-	t.Helper()
-	s, err := local.New(filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+// newStore returns a store in memory: the lock only needs the Store
+// contract (Swap), which every backend's conformance run checks.
+func newStore(t *testing.T) storage.Store { return mem.New(t.Name()) }
 
 // clock is a settable clock.
 type clock struct{ ns atomic.Int64 }

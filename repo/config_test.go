@@ -13,19 +13,16 @@ import (
 
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/storage"
-	"github.com/pgark/pgark/storage/local"
+	"github.com/pgark/pgark/storage/mem"
 )
 
 // TestUpdateConfigNoLostUpdate: concurrent updates of the config object all
 // land (compare-and-swap, retried), and Removed reports removals.
 func TestUpdateConfigNoLostUpdate(t *testing.T) {
 	ctx := context.Background()
-	s, err := local.New(filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mem.New(t.Name())
 	rs, _ := keys(t)
-	if _, err := Init(ctx, s, InitOptions{Compression: "zstd", Level: 3, Recipients: rs, WriteMode: WriteLink}); err != nil {
+	if _, err := Init(ctx, s, InitOptions{Compression: "zstd", Level: 3, Recipients: rs, WriteMode: WriteIfNoneMatch}); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -75,10 +72,7 @@ func TestUpdateConfigNoLostUpdate(t *testing.T) {
 func TestSignedJSON(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := local.New(filepath.Join(dir, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mem.New(t.Name())
 	pub, _ := crypto.GenerateSigningKey(filepath.Join(dir, "k"))
 	signer, _ := crypto.LoadSigner(filepath.Join(dir, "k"))
 	crypto.GenerateSigningKey(filepath.Join(dir, "r"))

@@ -31,9 +31,14 @@ import (
 // change of settings never hides old objects: each records its own codec.
 //
 // The zstd data is one or more frames back to back, which a zstd reader
-// reads as one stream: NewObjectWriter writes one frame; wal-push writes one
-// per piece of the segment (FrameEncoder), each recording its content size,
-// so that DecodeTo can decode them on several cores. Readers read both.
+// reads as one stream. The writers cut the plaintext into FrameSize pieces
+// and make each one frame that records its content size (FrameEncoder), so
+// that DecodeTo can decode them on several cores: wal-push per segment,
+// NewParallelObjectWriter for long streams (backup parts, dumps), both
+// through NewEncodedWriter. NewObjectWriter writes the whole plaintext as
+// one frame, as pgark did before frames; no command writes such objects any
+// more, but repositories hold them, so readers read both (tests make them
+// with NewObjectWriter).
 const (
 	objMagic   = "PGARK\x01"
 	encNone    = 0
@@ -66,6 +71,9 @@ func ValidateCompression(name string, level int) error {
 	return nil
 }
 
+// objectWriter is the writer of an object's body that NewEncodedWriter and
+// NewObjectWriter return: plaintext (or encoded data) goes to w, through
+// the zstd encoder when zw is set and the age encryption when enc is set.
 type objectWriter struct {
 	enc io.WriteCloser // age writer or nil
 	zw  *zstd.Encoder  // or nil
@@ -128,8 +136,9 @@ func NewObjectWriter(w io.Writer, c Codec) (io.WriteCloser, error) {
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(c.Level)),
 			zstd.WithEncoderCRC(true),
 			// Two goroutines: the next block is compressed while the
-			// previous one is written (and encrypted). Measured in
-			// bench/wal.sh; memory stays bounded (two blocks in flight).
+			// previous one is written (and encrypted); memory stays
+			// bounded (two blocks in flight). Measured with bench/wal.sh
+			// when wal-push still used this writer.
 			zstd.WithEncoderConcurrency(2))
 		if err != nil {
 			return nil, fmt.Errorf("zstd encoder: %w", err)
@@ -575,11 +584,37 @@ type frameJob struct {
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// decodeFrames is DecodeTo for zstd bodies. Goroutines: the reader splits
-// the body into frames; the workers decode them; one writer writes them in
-// order (concurrent writes to one file contend for its lock, and cost much
-// more than they save); the calling goroutine hashes them in order.
+// decodeFrames is DecodeTo for zstd bodies, decoded by a framePipeline:
+// the reader splits the body into frames; the workers decode them; one
+// writer writes them in order (concurrent writes to one file contend for
+// its lock, and cost much more than they save); the calling goroutine
+// hashes them in order.
 func (d *Decoder) decodeFrames(r io.Reader, size int64, w io.WriterAt, h io.Writer, emit func(int64, []byte) error) (int64, error) {
+	dec, err := d.frameDecoder()
+	if err != nil {
+		return 0, err
+	}
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 64<<10)
+	}
+	p := d.newFramePipeline(dec, size)
+	p.wg.Add(d.workers + 1)
+	for range d.workers {
+		go p.work()
+	}
+	go p.write(w)
+	// The reader is not waited for when the hasher stops early: it stops
+	// at its next step, or when the caller closes the source. It touches
+	// no decoding buffer.
+	go p.read(br)
+	n, err := p.hash(h, emit)
+	return n, p.finish(d, err)
+}
+
+// frameDecoder returns d's zstd decoder for whole frames, made at first
+// use.
+func (d *Decoder) frameDecoder() (*zstd.Decoder, error) {
 	if d.dec == nil {
 		dec, err := zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(d.workers),
@@ -587,188 +622,233 @@ func (d *Decoder) decodeFrames(r io.Reader, size int64, w io.WriterAt, h io.Writ
 			zstd.WithDecoderMaxMemory(maxFrameContent),
 			zstd.WithDecodeAllCapLimit(true))
 		if err != nil {
-			return 0, fmt.Errorf("zstd decoder: %w", err)
+			return nil, fmt.Errorf("zstd decoder: %w", err)
 		}
 		d.dec = dec
 	}
-	dec, workers := d.dec, d.workers
-	br, ok := r.(*bufio.Reader)
-	if !ok {
-		br = bufio.NewReaderSize(r, 64<<10)
-	}
+	return d.dec, nil
+}
+
+// framePipeline is what the goroutines of one decodeFrames call share.
+// Every frame job goes, in order, to the workers (jobs), the writer
+// (writeq) and the hasher (queue); its plaintext buffer returns to bufs
+// once both the writer and the hasher are done with it.
+type framePipeline struct {
+	dec    *zstd.Decoder
+	size   int64          // the most plaintext the body may hold
+	bufs   chan []byte    // free plaintext buffers (the Decoder's)
+	frames chan []byte    // free compressed frame buffers
+	queue  chan *frameJob // in order, to the hasher
+	writeq chan *frameJob // in order, to the writer
+	jobs   chan *frameJob // to the workers
+	quit   chan struct{}  // closed when the hasher stops early
+	// writeErr is the first error of the destination writer.
+	writeErr atomic.Pointer[error]
+	wg       sync.WaitGroup // the workers and the writer
+}
+
+func (d *Decoder) newFramePipeline(dec *zstd.Decoder, size int64) *framePipeline {
 	// Frames in flight: one per worker, one being written and hashed, one
 	// read ahead.
-	inflight := workers + 2
-	bufs := make(chan []byte, inflight)
+	inflight := d.workers + 2
+	p := &framePipeline{
+		dec:    dec,
+		size:   size,
+		bufs:   make(chan []byte, inflight),
+		frames: make(chan []byte, inflight),
+		queue:  make(chan *frameJob, inflight),
+		writeq: make(chan *frameJob, inflight),
+		jobs:   make(chan *frameJob, inflight),
+		quit:   make(chan struct{}),
+	}
 	for _, b := range d.plainBufs(inflight, int(min(size, FrameSize))) {
-		bufs <- b
+		p.bufs <- b
 	}
-	release := func(j *frameJob) {
-		if j.refs.Add(-1) == 0 {
-			bufs <- j.buf // never blocks: there are inflight buffers
-		}
-	}
-	frames := make(chan []byte, inflight) // compressed frame buffers for reuse
 	for _, f := range d.frames {
-		frames <- f[:0]
+		p.frames <- f[:0]
 	}
 	d.frames = nil
-	queue := make(chan *frameJob, inflight)  // in order, to the hasher
-	writeq := make(chan *frameJob, inflight) // in order, to the writer
-	jobs := make(chan *frameJob, inflight)   // to the workers
-	quit := make(chan struct{})
-	var writeErr atomic.Pointer[error] // the first error of w
-	var wg sync.WaitGroup
-	wg.Add(workers + 1)
-	for range workers {
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case j, ok := <-jobs:
-					if !ok {
-						return
-					}
-					j.out, j.err = dec.DecodeAll(j.frame, j.buf[:0])
-					if j.err == nil && len(j.out) != j.fcs {
-						j.err = fmt.Errorf("frame decodes to %d bytes, its header says %d", len(j.out), j.fcs)
-					}
-					close(j.decoded)
-					select {
-					case frames <- j.frame[:0]:
-					default:
-					}
-				case <-quit:
-					return
-				}
-			}
-		}()
-	}
-	go func() { // the writer
-		defer wg.Done()
-		for j := range writeq {
-			select {
-			case <-j.decoded:
-			case <-quit:
-				return
-			}
-			if j.err == nil && writeErr.Load() == nil {
-				if _, err := w.WriteAt(j.out, j.off); err != nil {
-					writeErr.Store(&err)
-				}
-			}
-			release(j)
-		}
-	}()
-	// The reader: splits the body into frames (reading it decrypts it),
-	// in order. It is not waited for when the hasher stops early: it stops
-	// at its next step, or when the caller closes the source. It touches
-	// no decoding buffer.
-	go func() {
-		defer close(jobs)
-		defer close(writeq)
-		defer close(queue)
-		send := func(j *frameJob) bool {
-			select {
-			case queue <- j:
-				return true
-			case <-quit:
-				return false
-			}
-		}
-		var total int64
-		for {
-			var frame []byte
-			select {
-			case frame = <-frames:
-			default:
-				// Room for a frame of FrameSize that compresses to
-				// half (WAL: a third to a tenth): growing a buffer
-				// from less cost more than the buffers' memory.
-				frame = make([]byte, 0, FrameSize/2)
-			}
-			frame, fcs, ok, err := readFrame(br, frame)
-			if err == io.EOF {
-				return
-			}
-			if err != nil {
-				send(&frameJob{err: corrupt(err), decoded: closedChan})
-				return
-			}
-			if !ok {
-				send(&frameJob{off: total, rest: io.MultiReader(bytes.NewReader(frame), br), decoded: closedChan})
-				return
-			}
-			if int64(fcs) > size-total {
-				send(&frameJob{err: ErrTooLong, decoded: closedChan})
-				return
-			}
-			var buf []byte
-			select {
-			case buf = <-bufs:
-			case <-quit:
-				return
-			}
-			if cap(buf) < fcs {
-				buf = make([]byte, 0, fcs)
-			}
-			j := &frameJob{frame: frame, fcs: fcs, off: total, buf: buf, decoded: make(chan struct{})}
-			j.refs.Store(2)
-			total += int64(fcs)
-			// None of these blocks: at most inflight jobs hold a buffer.
-			jobs <- j
-			writeq <- j
-			if !send(j) {
-				return
-			}
-		}
-	}()
+	return p
+}
 
-	var n int64
-	finish := func(err error) (int64, error) {
-		if err != nil {
-			close(quit)
+// release drops one reference to j's plaintext buffer (the writer's or the
+// hasher's); the last one returns it.
+func (p *framePipeline) release(j *frameJob) {
+	if j.refs.Add(-1) == 0 {
+		p.bufs <- j.buf // never blocks: there are inflight buffers
+	}
+}
+
+// work decodes frames until the jobs end or the hasher stops.
+func (p *framePipeline) work() {
+	defer p.wg.Done()
+	for {
+		select {
+		case j, ok := <-p.jobs:
+			if !ok {
+				return
+			}
+			p.decode(j)
+		case <-p.quit:
+			return
 		}
-		// The workers and the writer are done with the plaintext buffers
-		// (the reader never touches them): the next call may reuse them.
-		wg.Wait()
-		if err == nil {
-			// The reader has returned (it closed queue): keep the
-			// frame buffers too. After a failure it may still be
-			// filling one.
-			for len(frames) > 0 {
-				d.frames = append(d.frames, <-frames)
+	}
+}
+
+// decode decodes j's frame into its buffer, marks j decoded and recycles
+// the compressed frame.
+func (p *framePipeline) decode(j *frameJob) {
+	j.out, j.err = p.dec.DecodeAll(j.frame, j.buf[:0])
+	if j.err == nil && len(j.out) != j.fcs {
+		j.err = fmt.Errorf("frame decodes to %d bytes, its header says %d", len(j.out), j.fcs)
+	}
+	close(j.decoded)
+	select {
+	case p.frames <- j.frame[:0]:
+	default:
+	}
+}
+
+// write writes the decoded frames to w at their offsets, in order, until
+// the first error of w (kept in writeErr).
+func (p *framePipeline) write(w io.WriterAt) {
+	defer p.wg.Done()
+	for j := range p.writeq {
+		select {
+		case <-j.decoded:
+		case <-p.quit:
+			return
+		}
+		if j.err == nil && p.writeErr.Load() == nil {
+			if _, err := w.WriteAt(j.out, j.off); err != nil {
+				p.writeErr.Store(&err)
 			}
 		}
-		if we := writeErr.Load(); err == nil && we != nil {
-			err = *we
-		}
-		return n, err
+		p.release(j)
 	}
-	for j := range queue {
+}
+
+// read splits the body into frames (reading it decrypts it) and hands
+// them out in order. A failure, a frame that is too long for size, or one
+// that is not decoded on its own (then with the rest of the body) goes to
+// the hasher as the last job.
+func (p *framePipeline) read(br *bufio.Reader) {
+	defer close(p.jobs)
+	defer close(p.writeq)
+	defer close(p.queue)
+	var total int64
+	for {
+		frame, fcs, ok, err := readFrame(br, p.frameBuf())
+		switch {
+		case err == io.EOF:
+			return
+		case err != nil:
+			p.send(&frameJob{err: corrupt(err), decoded: closedChan})
+			return
+		case !ok:
+			p.send(&frameJob{off: total, rest: io.MultiReader(bytes.NewReader(frame), br), decoded: closedChan})
+			return
+		case int64(fcs) > p.size-total:
+			p.send(&frameJob{err: ErrTooLong, decoded: closedChan})
+			return
+		}
+		var buf []byte
+		select {
+		case buf = <-p.bufs:
+		case <-p.quit:
+			return
+		}
+		if cap(buf) < fcs {
+			buf = make([]byte, 0, fcs)
+		}
+		j := &frameJob{frame: frame, fcs: fcs, off: total, buf: buf, decoded: make(chan struct{})}
+		j.refs.Store(2)
+		total += int64(fcs)
+		// None of these blocks: at most inflight jobs hold a buffer.
+		p.jobs <- j
+		p.writeq <- j
+		if !p.send(j) {
+			return
+		}
+	}
+}
+
+// frameBuf returns a compressed frame buffer for the reader: a recycled
+// one, else a new one with room for a frame of FrameSize that compresses
+// to half (WAL: a third to a tenth): growing a buffer from less cost more
+// than the buffers' memory.
+func (p *framePipeline) frameBuf() []byte {
+	select {
+	case f := <-p.frames:
+		return f
+	default:
+		return make([]byte, 0, FrameSize/2)
+	}
+}
+
+// send queues j for the hasher, unless the hasher has stopped.
+func (p *framePipeline) send(j *frameJob) bool {
+	select {
+	case p.queue <- j:
+		return true
+	case <-p.quit:
+		return false
+	}
+}
+
+// hash passes the decoded frames to h in order, on the calling goroutine,
+// and streams the rest of a body whose frames cannot all be decoded on
+// their own. It returns the number of plaintext bytes and the first
+// failure.
+func (p *framePipeline) hash(h io.Writer, emit func(int64, []byte) error) (int64, error) {
+	var n int64
+	for j := range p.queue {
 		<-j.decoded
 		if j.err != nil {
-			return finish(corrupt(j.err))
+			return n, corrupt(j.err)
 		}
-		if we := writeErr.Load(); we != nil {
-			return finish(*we)
+		if we := p.writeErr.Load(); we != nil {
+			return n, *we
 		}
 		if j.rest != nil {
 			// The frames before it are written: the writer has
 			// stopped (its queue is closed) once they are.
-			wg.Wait()
-			k, err := streamPieces(j.rest, j.off, size-j.off, emit)
+			p.wg.Wait()
+			k, err := streamPieces(j.rest, j.off, p.size-j.off, emit)
 			n += k
 			if err != nil {
-				return finish(err)
+				return n, err
 			}
 			continue
 		}
 		h.Write(j.out)
 		n += int64(len(j.out))
-		release(j)
+		p.release(j)
 	}
-	return finish(nil)
+	return n, nil
+}
+
+// finish ends the pipeline after hash returned err: after a failure it
+// stops the others at once. Once the workers and the writer are done with
+// the plaintext buffers (the reader never touches them), the decoder's
+// next call may reuse them; after a success the reader has returned too
+// (it closed the queue), so the frame buffers are kept for it as well
+// (after a failure the reader may still be filling one). It returns err,
+// else the writer's first error.
+func (p *framePipeline) finish(d *Decoder, err error) error {
+	if err != nil {
+		close(p.quit)
+	}
+	p.wg.Wait()
+	if err == nil {
+		for len(p.frames) > 0 {
+			d.frames = append(d.frames, <-p.frames)
+		}
+	}
+	if we := p.writeErr.Load(); err == nil && we != nil {
+		err = *we
+	}
+	return err
 }
 
 const zstdMagic = 0xFD2FB528

@@ -89,34 +89,17 @@ func MakeDumpPlan(l *dump.Listing, p DumpPolicy) (*DumpPlan, error) {
 // that looks complete but is not, then its objects; then the leftovers of
 // failed and incomplete runs (their failed.json last).
 func ApplyDumps(ctx context.Context, s storage.Store, plan *DumpPlan, log *slog.Logger) error {
+	var runs []run
 	for _, d := range plan.Dumps {
-		if d.Keep {
-			continue
+		if !d.Keep {
+			id := d.Dump.ID
+			runs = append(runs, run{what: "dump", id: id, prefix: dump.Prefix + id + "/", first: dump.MetaKey(id),
+				logMsg: "deleted dump", logArgs: []any{"dump", id, "why", d.Why}})
 		}
-		if err := s.Delete(ctx, dump.MetaKey(d.Dump.ID)); err != nil {
-			return fmt.Errorf("delete dump %s: %w", d.Dump.ID, err)
-		}
-		if err := deletePrefix(ctx, s, dump.Prefix+d.Dump.ID+"/"); err != nil {
-			return fmt.Errorf("delete dump %s: %w", d.Dump.ID, err)
-		}
-		log.Info("deleted dump", "dump", d.Dump.ID, "why", d.Why)
 	}
 	for _, id := range plan.Leftovers {
-		var keys []string
-		if err := s.List(ctx, dump.Prefix+id+"/", func(oi storage.ObjectInfo) error {
-			if oi.Key != dump.FailedKey(id) {
-				keys = append(keys, oi.Key)
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("delete failed dump %s: %w", id, err)
-		}
-		for _, k := range append(keys, dump.FailedKey(id)) {
-			if err := s.Delete(ctx, k); err != nil {
-				return fmt.Errorf("delete failed dump %s: %w", id, err)
-			}
-		}
-		log.Info("deleted failed or incomplete dump", "dump", id)
+		runs = append(runs, run{what: "failed dump", id: id, prefix: dump.Prefix + id + "/", last: dump.FailedKey(id),
+			logMsg: "deleted failed or incomplete dump", logArgs: []any{"dump", id}})
 	}
-	return nil
+	return deleteRuns(ctx, s, runs, log)
 }

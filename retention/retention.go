@@ -197,23 +197,20 @@ func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 // looks complete but is not, then its objects, then the leftovers of
 // incomplete backups, then the WAL.
 func Apply(ctx context.Context, s storage.Store, plan *Plan, log *slog.Logger) error {
+	var runs []run
 	for _, d := range plan.Backups {
-		if d.Keep {
-			continue
+		if !d.Keep {
+			id := d.Backup.ID
+			runs = append(runs, run{what: "backup", id: id, prefix: backup.Prefix + id + "/", first: backup.MetaKey(id),
+				logMsg: "deleted backup", logArgs: []any{"backup", id, "why", d.Why}})
 		}
-		if err := s.Delete(ctx, backup.MetaKey(d.Backup.ID)); err != nil {
-			return fmt.Errorf("delete backup %s: %w", d.Backup.ID, err)
-		}
-		if err := deletePrefix(ctx, s, backup.Prefix+d.Backup.ID+"/"); err != nil {
-			return fmt.Errorf("delete backup %s: %w", d.Backup.ID, err)
-		}
-		log.Info("deleted backup", "backup", d.Backup.ID, "why", d.Why)
 	}
 	for _, id := range plan.Leftovers {
-		if err := deletePrefix(ctx, s, backup.Prefix+id+"/"); err != nil {
-			return fmt.Errorf("delete incomplete backup %s: %w", id, err)
-		}
-		log.Info("deleted incomplete backup", "backup", id)
+		runs = append(runs, run{what: "incomplete backup", id: id, prefix: backup.Prefix + id + "/",
+			logMsg: "deleted incomplete backup", logArgs: []any{"backup", id}})
+	}
+	if err := deleteRuns(ctx, s, runs, log); err != nil {
+		return err
 	}
 	for i, o := range plan.DeleteWAL {
 		if err := s.Delete(ctx, o.Info.Key); err != nil {
@@ -225,22 +222,6 @@ func Apply(ctx context.Context, s storage.Store, plan *Plan, log *slog.Logger) e
 	}
 	if len(plan.DeleteWAL) > 0 {
 		log.Info("deleted WAL", "objects", len(plan.DeleteWAL), "kept_from", plan.KeepWALAt)
-	}
-	return nil
-}
-
-func deletePrefix(ctx context.Context, s storage.Store, prefix string) error {
-	var keys []string
-	if err := s.List(ctx, prefix, func(oi storage.ObjectInfo) error {
-		keys = append(keys, oi.Key)
-		return nil
-	}); err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := s.Delete(ctx, k); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -1,9 +1,3 @@
-// Package storage defines the Store interface that every repository backend
-// implements, and the errors that callers branch on.
-//
-// A Store is a flat key space of immutable objects. Writes are create-only
-// and atomic: a reader never sees a half-written object under its final key,
-// and an existing object is never replaced by Put.
 package storage
 
 import (

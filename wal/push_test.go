@@ -12,7 +12,7 @@ import (
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
-	"github.com/pgark/pgark/storage/local"
+	"github.com/pgark/pgark/storage/mem"
 )
 
 // synthSegment writes a segment file with a valid long header and some
@@ -42,12 +42,11 @@ func synthSegment(t *testing.T, dir, name string, sysid uint64, segSize uint32) 
 	return p
 }
 
+// newRepo returns a repository in memory: push and fetch are the same on
+// every store (the stores' own tests are in storage/...).
 func newRepo(t *testing.T, enc bool) (*repo.Repo, repo.Codec, *crypto.Identities) {
 	t.Helper()
-	st, err := local.New(filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := mem.New(t.Name())
 	c := repo.Codec{Compression: "zstd", Level: 3}
 	var ids *crypto.Identities
 	if enc {
@@ -59,7 +58,7 @@ func newRepo(t *testing.T, enc bool) (*repo.Repo, repo.Codec, *crypto.Identities
 		c.Recipients, _ = crypto.ParseRecipients(recip, "")
 		ids, _ = crypto.LoadIdentities(kf)
 	}
-	cfg, err := repo.Init(context.Background(), st, repo.InitOptions{Compression: "zstd", Level: 3, Recipients: c.Recipients, WriteMode: repo.WriteLink})
+	cfg, err := repo.Init(context.Background(), st, repo.InitOptions{Compression: "zstd", Level: 3, Recipients: c.Recipients, WriteMode: repo.WriteIfNoneMatch})
 	if err != nil {
 		t.Fatal(err)
 	}

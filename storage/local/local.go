@@ -58,8 +58,9 @@ const (
 	maxMetaLen = 64 << 10
 	// fixedHeaderLen is the magic plus the length field.
 	fixedHeaderLen = len(magic) + 4
-	// tmpPrefix starts the names of temporary files (never listed).
-	tmpPrefix = ".tmp-"
+	// tmpPrefix starts the names of temporary files (never listed); no
+	// key may have a segment that starts with it (storage.ValidKey).
+	tmpPrefix = storage.TempPrefix
 
 	fileMode = 0o640
 	dirMode  = 0o750
@@ -97,60 +98,6 @@ func (s *Store) Root() string { return s.root }
 
 // String returns the store's directory.
 func (s *Store) String() string { return s.root }
-
-// validKey checks a key: non-empty '/'-separated segments, none of them "."
-// or "..", none starting with the temporary-file prefix, no NUL bytes.
-func validKey(key string) error {
-	var reason string
-	switch {
-	case key == "":
-		reason = "empty key"
-	case strings.HasPrefix(key, "/"):
-		reason = "key starts with '/'"
-	case strings.HasSuffix(key, "/"):
-		reason = "key ends with '/'"
-	case strings.IndexByte(key, 0) >= 0:
-		reason = "key contains a NUL byte"
-	default:
-		for seg := range strings.SplitSeq(key, "/") {
-			switch {
-			case seg == "":
-				reason = "key has an empty path segment"
-			case seg == "." || seg == "..":
-				reason = "key has a '.' or '..' path segment"
-			case strings.HasPrefix(seg, tmpPrefix):
-				reason = "key has a path segment starting with " + tmpPrefix
-			}
-			if reason != "" {
-				break
-			}
-		}
-	}
-	if reason == "" {
-		return nil
-	}
-	return &storage.PermanentError{Err: fmt.Errorf("invalid key %q: %s", key, reason)}
-}
-
-// validMeta checks metadata against the rules of the storage package.
-func validMeta(meta map[string]string) error {
-	for k, v := range meta {
-		if k == "" {
-			return &storage.PermanentError{Err: errors.New("invalid metadata: empty key")}
-		}
-		for _, c := range []byte(k) {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return &storage.PermanentError{Err: fmt.Errorf("invalid metadata key %q: only a-z, 0-9 and '-' are allowed", k)}
-			}
-		}
-		for _, c := range []byte(v) {
-			if c < 0x20 || c > 0x7e {
-				return &storage.PermanentError{Err: fmt.Errorf("invalid metadata value for %q: only printable ASCII is allowed", k)}
-			}
-		}
-	}
-	return nil
-}
 
 func (s *Store) path(key string) string {
 	return filepath.Join(s.root, filepath.FromSlash(key))
@@ -245,7 +192,7 @@ func (s *Store) readHeader(key string, f *os.File) (map[string]string, int64, er
 // open opens key and reads its header. The file is positioned at the
 // payload.
 func (s *Store) open(op, key string) (*os.File, storage.ObjectInfo, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return nil, storage.ObjectInfo{}, err
 	}
 	f, err := os.Open(s.path(key))
@@ -359,26 +306,13 @@ func (o *objectReader) Read(p []byte) (int, error) {
 
 func (o *objectReader) Close() error { return o.f.Close() }
 
-// ctxReader fails reads once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // Put stores r under key, create-only and atomically. See the package
 // documentation.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) error {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return err
 	}
-	if err := validMeta(opts.Meta); err != nil {
+	if err := storage.ValidMeta(opts.Meta); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -463,7 +397,7 @@ func (s *Store) writeTemp(ctx context.Context, key, dir string, header []byte, r
 	if _, err := tmp.Write(header); err != nil {
 		return "", 0, s.wrapErr("put", key, err, false)
 	}
-	n, err := io.Copy(tmp, ctxReader{ctx: ctx, r: r})
+	n, err := io.Copy(tmp, storage.ContextReader(ctx, r))
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) && pe.Path == tmpName {
@@ -532,7 +466,7 @@ func (s *Store) Swap(ctx context.Context, key string, data []byte, ifVersion str
 		}
 		return newVersion, nil
 	}
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return "", err
 	}
 	if err := ctx.Err(); err != nil {
@@ -644,7 +578,7 @@ func syncDir(dir string) error {
 
 // Delete removes the object; a missing object is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

@@ -58,8 +58,7 @@ type store struct {
 }
 
 // New returns inner wrapped with retries. log receives a Warn record for
-// every retry; nil discards them. The result also has a method
-// Unwrap() storage.Store that returns inner.
+// every retry; nil discards them.
 func New(inner storage.Store, cfg Config, log *slog.Logger) storage.Store {
 	if cfg.MaxElapsed <= 0 {
 		cfg.MaxElapsed = DefaultMaxElapsed
@@ -78,9 +77,6 @@ func New(inner storage.Store, cfg Config, log *slog.Logger) storage.Store {
 	}
 	return &store{inner: inner, cfg: cfg, log: log}
 }
-
-// Unwrap returns the wrapped store.
-func (s *store) Unwrap() storage.Store { return s.inner }
 
 func (s *store) String() string { return s.inner.String() }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +14,7 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/storage"
-	"github.com/pgark/pgark/storage/local"
+	"github.com/pgark/pgark/storage/mem"
 	"github.com/pgark/pgark/storage/storagetest"
 )
 
@@ -438,20 +437,13 @@ func TestDefaults(t *testing.T) {
 	if s.cfg.MaxElapsed != DefaultMaxElapsed || s.cfg.Initial != DefaultInitial || s.cfg.Max != DefaultMax {
 		t.Errorf("defaults: %+v", s.cfg)
 	}
-	if u, ok := any(s).(interface{ Unwrap() storage.Store }); !ok || u.Unwrap() == nil {
-		t.Error("no Unwrap")
-	}
 }
 
 // The decorator is transparent: a wrapped store passes the conformance
 // suite.
 func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Store {
-		l, err := local.New(filepath.Join(t.TempDir(), "repo"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return New(l, Config{MaxElapsed: 5 * time.Second}, nil)
+		return New(mem.New(t.Name()), Config{MaxElapsed: 5 * time.Second}, nil)
 	})
 }
 

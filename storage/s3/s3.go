@@ -284,53 +284,6 @@ func (s *Store) url(key string) string {
 
 func (s *Store) objectKey(key string) *string { return aws.String(s.prefix + key) }
 
-// validKey applies the key rules of the local store, so that both backends
-// accept the same keys.
-func validKey(key string) error {
-	var reason string
-	switch {
-	case key == "":
-		reason = "empty key"
-	case strings.HasPrefix(key, "/"):
-		reason = "key starts with '/'"
-	case strings.HasSuffix(key, "/"):
-		reason = "key ends with '/'"
-	case strings.IndexByte(key, 0) >= 0:
-		reason = "key contains a NUL byte"
-	default:
-		for seg := range strings.SplitSeq(key, "/") {
-			if seg == "" || seg == "." || seg == ".." {
-				reason = "key has an empty, '.' or '..' path segment"
-				break
-			}
-		}
-	}
-	if reason == "" {
-		return nil
-	}
-	return &storage.PermanentError{Err: fmt.Errorf("invalid key %q: %s", key, reason)}
-}
-
-// validMeta checks metadata against the rules of the storage package.
-func validMeta(meta map[string]string) error {
-	for k, v := range meta {
-		if k == "" {
-			return &storage.PermanentError{Err: errors.New("invalid metadata: empty key")}
-		}
-		for _, c := range []byte(k) {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return &storage.PermanentError{Err: fmt.Errorf("invalid metadata key %q: only a-z, 0-9 and '-' are allowed", k)}
-			}
-		}
-		for _, c := range []byte(v) {
-			if c < 0x20 || c > 0x7e {
-				return &storage.PermanentError{Err: fmt.Errorf("invalid metadata value for %q: only printable ASCII is allowed", k)}
-			}
-		}
-	}
-	return nil
-}
-
 // Error codes that retrying cannot fix.
 var permanentCodes = map[string]bool{
 	"AccessDenied":                       true,
@@ -417,7 +370,7 @@ func (s *Store) mapErr(op string, kind opKind, key string, err error) error {
 
 // Stat returns the object's size and metadata (HeadObject).
 func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return storage.ObjectInfo{}, err
 	}
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: s.objectKey(key)})
@@ -442,7 +395,7 @@ func lowerKeys(m map[string]string) map[string]string {
 
 // Get opens the object.
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return nil, storage.ObjectInfo{}, err
 	}
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: s.objectKey(key)})
@@ -479,7 +432,7 @@ func (b *bodyReader) Close() error { return b.rc.Close() }
 // GetRange(key, 0, -1), which is Get, and length 0, which gives an empty
 // reader for any offset up to the size. A length past the end is cut.
 func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return nil, err
 	}
 	if offset < 0 {
@@ -529,8 +482,10 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 		}
 		for _, o := range page.Contents {
 			key, ok := strings.CutPrefix(aws.ToString(o.Key), s.prefix)
-			if !ok || validKey(key) != nil {
-				continue // "directory" markers and other foreign keys
+			if !ok || storage.ValidKey(key) != nil {
+				// "Directory" markers and other keys that no backend
+				// accepts (storage.ValidKey): not the repository's.
+				continue
 			}
 			err := fn(storage.ObjectInfo{Key: key, Size: aws.ToInt64(o.Size), ModTime: aws.ToTime(o.LastModified)})
 			if err != nil {
@@ -543,7 +498,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 
 // Delete removes the object; a missing object is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return err
 	}
 	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: s.objectKey(key)})
@@ -558,19 +513,6 @@ func crc32Base64(b []byte) *string {
 	var sum [4]byte
 	binary.BigEndian.PutUint32(sum[:], crc32.ChecksumIEEE(b))
 	return aws.String(base64.StdEncoding.EncodeToString(sum[:]))
-}
-
-// ctxReader fails reads once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // fill reads into buf until it is full or r ends (eof).
@@ -604,10 +546,10 @@ func (s *Store) partSizeFor(size int64, num int) int64 {
 // with one PutObject, larger ones with a multipart upload (at most two
 // parts in flight, about three parts of memory).
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) error {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return err
 	}
-	if err := validMeta(opts.Meta); err != nil {
+	if err := storage.ValidMeta(opts.Meta); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -622,7 +564,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 			return err
 		}
 	}
-	r = ctxReader{ctx: ctx, r: r}
+	r = storage.ContextReader(ctx, r)
 	readErr := func(err error) error {
 		return fmt.Errorf("put %s: reading the data: %w", s.url(key), err)
 	}
@@ -697,142 +639,29 @@ func (s *Store) putSingle(ctx context.Context, key string, data []byte, meta map
 	return s.mapErr("put", opWrite, key, err)
 }
 
-func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, opts storage.PutOptions, first, second []byte, eof bool) (err error) {
-	create := &s3.CreateMultipartUploadInput{
-		Bucket:      &s.bucket,
-		Key:         s.objectKey(key),
-		ContentType: aws.String("application/octet-stream"),
-		Metadata:    opts.Meta,
-	}
-	if s.checksums {
-		create.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
-	}
-	out, err := s.client.CreateMultipartUpload(ctx, create)
+// putMultipart uploads an object of more than one part: first and second
+// (already read from r; eof says whether r ended with second), then the
+// rest of r. The upload is aborted unless it completes.
+func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, opts storage.PutOptions, first, second []byte, eof bool) error {
+	uploadID, err := s.createMultipart(ctx, key, opts.Meta)
 	if err != nil {
-		return s.mapErr("put (create multipart upload)", opWrite, key, err)
+		return err
 	}
-	uploadID := out.UploadId
 	completed := false
 	defer func() {
-		if completed {
-			return
+		if !completed {
+			s.abortMultipart(ctx, key, uploadID)
 		}
-		// Abort even when ctx is cancelled, but not forever.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-			Bucket: &s.bucket, Key: s.objectKey(key), UploadId: uploadID,
-		})
 	}()
 
-	uctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu       sync.Mutex
-		upErr    error
-		parts    []types.CompletedPart
-		wg       sync.WaitGroup
-		inFlight = make(chan struct{}, 2)
-		free     = make(chan []byte, 3) // spare buffers; at most 3 exist
-	)
-	free <- nil
-	fail := func(err error) {
-		mu.Lock()
-		if upErr == nil {
-			upErr = err
-		}
-		mu.Unlock()
-		cancel()
-	}
-	failed := func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		return upErr
-	}
-	upload := func(num int32, data []byte) {
-		select {
-		case inFlight <- struct{}{}:
-		case <-uctx.Done():
-			free <- data
-			return
-		}
-		wg.Go(func() {
-			defer func() {
-				<-inFlight
-				free <- data
-			}()
-			in := &s3.UploadPartInput{
-				Bucket:        &s.bucket,
-				Key:           s.objectKey(key),
-				UploadId:      uploadID,
-				PartNumber:    aws.Int32(num),
-				Body:          bytes.NewReader(data),
-				ContentLength: aws.Int64(int64(len(data))),
-			}
-			if s.checksums {
-				in.ChecksumCRC32 = crc32Base64(data)
-			}
-			out, err := s.client.UploadPart(uctx, in)
-			if err != nil {
-				fail(s.mapErr(fmt.Sprintf("put (upload part %d)", num), opOther, key, err))
-				return
-			}
-			mu.Lock()
-			parts = append(parts, types.CompletedPart{
-				ETag: out.ETag, PartNumber: aws.Int32(num), ChecksumCRC32: in.ChecksumCRC32,
-			})
-			mu.Unlock()
-		})
-	}
-
-	total := int64(len(first) + len(second))
-	upload(1, first)
-	num := int32(2)
-	data := second
-	var readErr error
-	for {
-		upload(num, data)
-		if eof || failed() != nil {
-			break
-		}
-		if num >= maxParts {
-			readErr = &storage.PermanentError{Err: fmt.Errorf("put %s: the object is too large (more than %d parts)", s.url(key), maxParts)}
-			break
-		}
-		var buf []byte
-		select {
-		case buf = <-free:
-		case <-uctx.Done():
-		}
-		if uctx.Err() != nil {
-			break
-		}
-		size := s.partSizeFor(opts.Size, int(num)+1)
-		if int64(cap(buf)) < size {
-			buf = make([]byte, size)
-		}
-		var n int
-		n, eof, readErr = fill(r, buf[:size])
-		if readErr != nil {
-			readErr = fmt.Errorf("put %s: reading the data: %w", s.url(key), readErr)
-			break
-		}
-		if n == 0 {
-			break
-		}
-		total += int64(n)
-		if opts.Size >= 0 && total > opts.Size {
-			readErr = fmt.Errorf("put %s: the reader yielded more than the expected %d bytes", s.url(key), opts.Size)
-			break
-		}
-		num++
-		data = buf[:n]
-	}
+	m := s.newPartUploader(ctx, key, uploadID)
+	defer m.cancel()
+	num, total, readErr := m.uploadParts(r, opts.Size, first, second, eof)
 	if readErr != nil {
-		fail(readErr) // first error wins over the cancellations it causes
+		m.fail(readErr) // first error wins over the cancellations it causes
 	}
-	wg.Wait()
-	if err := failed(); err != nil {
+	parts, err := m.wait()
+	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -844,6 +673,44 @@ func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, opts 
 	if len(parts) != int(num) {
 		return fmt.Errorf("put %s: internal error: %d parts uploaded, %d expected", s.url(key), len(parts), num)
 	}
+	if err := s.completeMultipart(ctx, key, uploadID, parts); err != nil {
+		return err
+	}
+	completed = true
+	return nil
+}
+
+// createMultipart starts a multipart upload and returns its ID.
+func (s *Store) createMultipart(ctx context.Context, key string, meta map[string]string) (*string, error) {
+	create := &s3.CreateMultipartUploadInput{
+		Bucket:      &s.bucket,
+		Key:         s.objectKey(key),
+		ContentType: aws.String("application/octet-stream"),
+		Metadata:    meta,
+	}
+	if s.checksums {
+		create.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
+	}
+	out, err := s.client.CreateMultipartUpload(ctx, create)
+	if err != nil {
+		return nil, s.mapErr("put (create multipart upload)", opWrite, key, err)
+	}
+	return out.UploadId, nil
+}
+
+// abortMultipart aborts an upload (best effort), even when ctx is
+// cancelled, but not forever.
+func (s *Store) abortMultipart(ctx context.Context, key string, uploadID *string) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+		Bucket: &s.bucket, Key: s.objectKey(key), UploadId: uploadID,
+	})
+}
+
+// completeMultipart completes an upload from its parts (in any order),
+// create-only unless in head-then-put mode.
+func (s *Store) completeMultipart(ctx context.Context, key string, uploadID *string, parts []types.CompletedPart) error {
 	slices.SortFunc(parts, func(a, b types.CompletedPart) int {
 		return cmp.Compare(aws.ToInt32(a.PartNumber), aws.ToInt32(b.PartNumber))
 	})
@@ -859,8 +726,156 @@ func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, opts 
 	if _, err := s.client.CompleteMultipartUpload(ctx, complete); err != nil {
 		return s.mapErr("put (complete multipart upload)", opWrite, key, err)
 	}
-	completed = true
 	return nil
+}
+
+// partUploader uploads the parts of one multipart upload: at most two at
+// once, from at most three part buffers (the two in flight and the one
+// being filled). The first failure cancels the others.
+type partUploader struct {
+	s        *Store
+	key      string
+	uploadID *string
+	ctx      context.Context // cancelled by the first failure
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	inFlight chan struct{} // a token per part being uploaded
+	free     chan []byte   // spare buffers; at most 3 exist
+
+	mu    sync.Mutex
+	err   error // the first failure
+	parts []types.CompletedPart
+}
+
+func (s *Store) newPartUploader(ctx context.Context, key string, uploadID *string) *partUploader {
+	m := &partUploader{
+		s: s, key: key, uploadID: uploadID,
+		inFlight: make(chan struct{}, 2),
+		free:     make(chan []byte, 3),
+	}
+	m.ctx, m.cancel = context.WithCancel(ctx)
+	m.free <- nil
+	return m
+}
+
+// fail records err, unless an earlier failure was, and cancels the
+// uploads.
+func (m *partUploader) fail(err error) {
+	m.mu.Lock()
+	if m.err == nil {
+		m.err = err
+	}
+	m.mu.Unlock()
+	m.cancel()
+}
+
+// failed returns the first failure.
+func (m *partUploader) failed() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// wait waits for the uploads and returns the completed parts, or the first
+// failure.
+func (m *partUploader) wait() ([]types.CompletedPart, error) {
+	m.wg.Wait()
+	if err := m.failed(); err != nil {
+		return nil, err
+	}
+	return m.parts, nil
+}
+
+// uploadParts uploads first and second as parts 1 and 2, then the rest of
+// r part by part. It returns the number of the last part handed to an
+// upload, the bytes read in all, and the error that stopped the reading
+// (nil at the end of r, and when an upload failed: wait reports that).
+func (m *partUploader) uploadParts(r io.Reader, size int64, first, second []byte, eof bool) (num int32, total int64, err error) {
+	total = int64(len(first) + len(second))
+	m.upload(1, first)
+	num = 2
+	data := second
+	for {
+		m.upload(num, data)
+		if eof || m.failed() != nil {
+			return num, total, nil
+		}
+		if num >= maxParts {
+			return num, total, &storage.PermanentError{Err: fmt.Errorf("put %s: the object is too large (more than %d parts)", m.s.url(m.key), maxParts)}
+		}
+		var buf []byte
+		select {
+		case buf = <-m.free:
+		case <-m.ctx.Done():
+		}
+		if m.ctx.Err() != nil {
+			return num, total, nil
+		}
+		partSize := m.s.partSizeFor(size, int(num)+1)
+		if int64(cap(buf)) < partSize {
+			buf = make([]byte, partSize)
+		}
+		var n int
+		n, eof, err = fill(r, buf[:partSize])
+		if err != nil {
+			return num, total, fmt.Errorf("put %s: reading the data: %w", m.s.url(m.key), err)
+		}
+		if n == 0 {
+			return num, total, nil
+		}
+		total += int64(n)
+		if size >= 0 && total > size {
+			return num, total, fmt.Errorf("put %s: the reader yielded more than the expected %d bytes", m.s.url(m.key), size)
+		}
+		num++
+		data = buf[:n]
+	}
+}
+
+// upload starts the upload of part num once fewer than two are in flight;
+// data goes back to the free buffers when it is done. After a failure it
+// uploads nothing.
+func (m *partUploader) upload(num int32, data []byte) {
+	select {
+	case m.inFlight <- struct{}{}:
+	case <-m.ctx.Done():
+		m.free <- data
+		return
+	}
+	m.wg.Go(func() {
+		defer func() {
+			<-m.inFlight
+			m.free <- data
+		}()
+		part, err := m.s.uploadPart(m.ctx, m.key, m.uploadID, num, data)
+		if err != nil {
+			m.fail(err)
+			return
+		}
+		m.mu.Lock()
+		m.parts = append(m.parts, part)
+		m.mu.Unlock()
+	})
+}
+
+// uploadPart uploads one part and returns what its completion names.
+func (s *Store) uploadPart(ctx context.Context, key string, uploadID *string, num int32, data []byte) (types.CompletedPart, error) {
+	in := &s3.UploadPartInput{
+		Bucket:        &s.bucket,
+		Key:           s.objectKey(key),
+		UploadId:      uploadID,
+		PartNumber:    aws.Int32(num),
+		Body:          bytes.NewReader(data),
+		ContentLength: aws.Int64(int64(len(data))),
+	}
+	if s.checksums {
+		in.ChecksumCRC32 = crc32Base64(data)
+	}
+	out, err := s.client.UploadPart(ctx, in)
+	if err != nil {
+		return types.CompletedPart{}, s.mapErr(fmt.Sprintf("put (upload part %d)", num), opOther, key, err)
+	}
+	return types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num), ChecksumCRC32: in.ChecksumCRC32}, nil
 }
 
 // ProbeConditionalWrites checks that the store refuses to replace an
@@ -972,7 +987,7 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 
 // ReadSmall reads a small object whole, with its ETag as the version.
 func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return nil, "", err
 	}
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: s.objectKey(key)})
@@ -999,7 +1014,7 @@ func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte,
 // with If-Match: <ETag>. A store that evaluates neither (head-then-put mode)
 // gets a read-compare-write that is not atomic; the README says so.
 func (s *Store) Swap(ctx context.Context, key string, data []byte, ifVersion string) (string, error) {
-	if err := validKey(key); err != nil {
+	if err := storage.ValidKey(key); err != nil {
 		return "", err
 	}
 	in := &s3.PutObjectInput{

@@ -9,8 +9,9 @@
 // is cleaned up at t.Cleanup.
 //
 // Behaviour the suite pins down beyond the storage.Store documentation:
-//   - Keys are '/'-separated non-empty segments; "", a leading or trailing
-//     '/', empty, "." and ".." segments and NUL bytes are rejected with an
+//   - Keys are '/'-separated non-empty segments (storage.ValidKey); "", a
+//     leading or trailing '/', empty, "." and ".." segments, segments
+//     starting with storage.TempPrefix and NUL bytes are rejected with an
 //     error that is neither ErrNotFound nor ErrExists.
 //   - Put fails, and stores nothing, when the reader fails, when the context
 //     is cancelled, or when opts.Size >= 0 and the reader yields a different
@@ -418,7 +419,7 @@ func testCanceledPut(t *testing.T, s storage.Store) {
 }
 
 func testInvalidKeys(t *testing.T, s storage.Store) {
-	for _, key := range []string{"", "/abs", "a//b", "a/../b", "../a", "a/..", "a/./b", ".", "a/", "a\x00b"} {
+	for _, key := range []string{"", "/abs", "a//b", "a/../b", "../a", "a/..", "a/./b", ".", "a/", "a\x00b", ".tmp-x", "a/.tmp-swap-b", "a/.tmp-/b"} {
 		err := s.Put(t.Context(), key, bytes.NewReader([]byte("x")), storage.PutOptions{Size: 1})
 		if err == nil {
 			t.Errorf("Put(%q) succeeded", key)
