@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 )
 
 // Status is a check's outcome, with the Nagios plugin values.
@@ -160,9 +160,9 @@ func Evaluate(in Inputs, lim Limits) *Result {
 	}
 	r.MissingHistories = append(r.MissingHistories, rep.MissingHistories...)
 	r.Backups = len(rep.Backups)
-	var newest *backup.Meta
+	var newest *catalog.Meta
 	if n := len(rep.Backups); n > 0 {
-		newest = rep.Backups[n-1] // sorted by backup.SortBackups
+		newest = rep.Backups[n-1] // sorted by catalog.SortBackups
 		r.NewestBackup = &BackupSummary{ID: newest.ID, StopTime: newest.StopTime,
 			AgeSeconds: in.Now.Sub(newest.StopTime).Round(time.Second).Seconds(),
 			EndLSN:     newest.EndLSN, Timeline: newest.EndTimeline, RawBytes: newest.RawBytes, StoredBytes: newest.StoredBytes}
@@ -371,7 +371,7 @@ func orNone(s string) string {
 	return s
 }
 
-func checkNewestBackup(m *backup.Meta, now time.Time, maxAge time.Duration) Check {
+func checkNewestBackup(m *catalog.Meta, now time.Time, maxAge time.Duration) Check {
 	c := Check{Name: CheckNewestBackup}
 	if m == nil {
 		c.Status, c.Message = Critical, "no complete backup in the repository"

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 )
 
 func TestCheckCommandUses(t *testing.T) {
@@ -177,8 +177,8 @@ func TestCheckArchiverFailing(t *testing.T) {
 	}
 }
 
-func meta(id, endLSN string, stop time.Time) *backup.Meta {
-	return &backup.Meta{ID: id, StartLSN: endLSN, EndLSN: endLSN, EndTimeline: 1, StopTime: stop, RawBytes: 100 << 20, StoredBytes: 20 << 20}
+func meta(id, endLSN string, stop time.Time) *catalog.Meta {
+	return &catalog.Meta{ID: id, StartLSN: endLSN, EndLSN: endLSN, EndTimeline: 1, StopTime: stop, RawBytes: 100 << 20, StoredBytes: 20 << 20}
 }
 
 // healthy is a primary that archives into the repository, with a backup
@@ -196,7 +196,7 @@ func healthy() Inputs {
 		Command: CommandUse{UsesYes, "pgark wal-push with this repository (--repo /var/lib/pgark/repo)"},
 		Probe:   &ProbeResult{RestorePoint: RestorePoint, LSN: "0/B0000D8", Segment: "00000001000000000000000B", Archived: true, WaitedSeconds: 0.4},
 		Report: &archive.Report{Timeline: 1, SegSize: 16 << 20, From: "000000010000000000000005", To: "00000001000000000000000B", Checked: 7,
-			Backups: []*backup.Meta{b},
+			Backups: []*catalog.Meta{b},
 			Window: &archive.Window{FromBackup: b.ID, FromTime: b.StopTime, FromLSN: b.EndLSN, ToSegment: "00000001000000000000000B",
 				ToLSN: "0/C000000", ToArchivedAt: now.Add(-time.Second)}},
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/storage"
 )
 
@@ -37,7 +37,7 @@ func (p Policy) String() string {
 
 // Decision is what happens to one backup, and why.
 type Decision struct {
-	Backup *backup.Meta
+	Backup *catalog.Meta
 	Keep   bool
 	Why    string
 }
@@ -69,8 +69,8 @@ func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 	}
 	plan := &Plan{Policy: p, Timeline: rep.Timeline}
 	all := rep.Backups // oldest first
-	keep := make(map[*backup.Meta]string)
-	var current []*backup.Meta
+	keep := make(map[*catalog.Meta]string)
+	var current []*catalog.Meta
 	for _, b := range all {
 		if rep.History.Contains(b.EndTimeline, b.End()) {
 			current = append(current, b)
@@ -94,7 +94,7 @@ func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 	var windowStart time.Time
 	if p.KeepWithin > 0 {
 		windowStart = p.Now.Add(-p.KeepWithin)
-		var before *backup.Meta
+		var before *catalog.Meta
 		for _, b := range current {
 			if !b.StopTime.Before(windowStart) {
 				if _, ok := keep[b]; !ok {
@@ -111,7 +111,7 @@ func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 		}
 	}
 	// The oldest kept backup on the current timeline bounds the others.
-	var oldestKept *backup.Meta
+	var oldestKept *catalog.Meta
 	for _, b := range current {
 		if _, ok := keep[b]; ok {
 			oldestKept = b
@@ -201,16 +201,16 @@ func Apply(ctx context.Context, s storage.Store, plan *Plan, log *slog.Logger) e
 		if d.Keep {
 			continue
 		}
-		if err := s.Delete(ctx, backup.MetaKey(d.Backup.ID)); err != nil {
+		if err := s.Delete(ctx, catalog.MetaKey(d.Backup.ID)); err != nil {
 			return fmt.Errorf("delete backup %s: %w", d.Backup.ID, err)
 		}
-		if err := deletePrefix(ctx, s, backup.Prefix+d.Backup.ID+"/"); err != nil {
+		if err := deletePrefix(ctx, s, catalog.Prefix+d.Backup.ID+"/"); err != nil {
 			return fmt.Errorf("delete backup %s: %w", d.Backup.ID, err)
 		}
 		log.Info("deleted backup", "backup", d.Backup.ID, "why", d.Why)
 	}
 	for _, id := range plan.Leftovers {
-		if err := deletePrefix(ctx, s, backup.Prefix+id+"/"); err != nil {
+		if err := deletePrefix(ctx, s, catalog.Prefix+id+"/"); err != nil {
 			return fmt.Errorf("delete incomplete backup %s: %w", id, err)
 		}
 		log.Info("deleted incomplete backup", "backup", id)

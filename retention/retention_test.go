@@ -6,15 +6,15 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
 )
 
 const seg = 16 << 20
 
-func meta(id string, tli uint32, startSeg, endSeg uint64, stop time.Time) *backup.Meta {
-	return &backup.Meta{ID: id, StartTimeline: tli, EndTimeline: tli, WalSegmentBytes: seg,
+func meta(id string, tli uint32, startSeg, endSeg uint64, stop time.Time) *catalog.Meta {
+	return &catalog.Meta{ID: id, StartTimeline: tli, EndTimeline: tli, WalSegmentBytes: seg,
 		StartLSN: wal.LSN(startSeg * seg).String(), EndLSN: wal.LSN(endSeg*seg + 100).String(),
 		StartTime: stop.Add(-time.Minute), StopTime: stop}
 }
@@ -57,7 +57,7 @@ func keeps(p *Plan) string {
 
 func TestKeepLastAndWAL(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	bs := []*backup.Meta{
+	bs := []*catalog.Meta{
 		meta("20261120T000000Z", 1, 2, 3, now.Add(-96*time.Hour)),
 		meta("20261121T000000Z", 1, 5, 6, now.Add(-72*time.Hour)),
 		meta("20261122T000000Z", 1, 8, 9, now.Add(-48*time.Hour)),
@@ -107,13 +107,13 @@ func TestKeepLastAndWAL(t *testing.T) {
 // branch: they never count as the newest of timeline 2.
 func TestAbandonedTimeline(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	bs := []*backup.Meta{
+	bs := []*catalog.Meta{
 		meta("20261120T000000Z", 1, 2, 3, now.Add(-96*time.Hour)),
 		meta("20261121T000000Z", 1, 5, 6, now.Add(-72*time.Hour)),
 		meta("20261122T000000Z", 1, 9, 10, now.Add(-48*time.Hour)), // abandoned: after the switch
 		meta("20261123T000000Z", 2, 12, 13, now.Add(-24*time.Hour)),
 	}
-	backup.SortBackups(bs)
+	catalog.SortBackups(bs)
 	h, _ := wal.ParseHistory(2, []byte("1\t0/7800000\tpitr\n"))
 	rep := &archive.Report{Timeline: 2, SegSize: seg, Backups: bs, History: h, HistoryKnown: true, Inventory: inventory(t)}
 	p, err := MakePlan(rep, Policy{KeepLast: 2, Now: now})

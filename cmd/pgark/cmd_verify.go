@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
@@ -83,9 +83,9 @@ type verifyJSON struct {
 }
 
 type verifyBackupJSON struct {
-	ID       string           `json:"id"`
-	OK       bool             `json:"ok"`
-	Problems []backup.Problem `json:"problems"`
+	ID       string            `json:"id"`
+	OK       bool              `json:"ok"`
+	Problems []catalog.Problem `json:"problems"`
 }
 
 type verifyWALProblem struct {
@@ -132,15 +132,15 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 
 	selected := rep.Backups
 	if id := env.s.str("backup"); id != "" {
-		m, err := backup.ReadMeta(ctx, r.Store, id)
+		m, err := catalog.ReadMeta(ctx, r.Store, id)
 		if err != nil {
 			return usageErrorf("%v", err)
 		}
-		selected = []*backup.Meta{m}
+		selected = []*catalog.Meta{m}
 	}
 	for _, m := range selected {
 		start := time.Now()
-		probs, err := backup.Verify(ctx, r, m, ids, full)
+		probs, err := catalog.Verify(ctx, r, m, ids, full)
 		if err != nil {
 			return err
 		}
@@ -300,7 +300,7 @@ type keyUseJSON struct {
 // keyUse groups the backups and the WAL that verify looked at by the
 // recipients they are encrypted to: backups from their metadata, WAL
 // objects from their stored metadata (one HEAD each, several at a time).
-func keyUse(ctx context.Context, r *repo.Repo, rep *archive.Report, backups []*backup.Meta, ids *crypto.Identities) ([]keyUseJSON, error) {
+func keyUse(ctx context.Context, r *repo.Repo, rep *archive.Report, backups []*catalog.Meta, ids *crypto.Identities) ([]keyUseJSON, error) {
 	type item struct{ name, set string }
 	var items []item
 	for _, m := range backups {

@@ -1,4 +1,4 @@
-package backup
+package restore
 
 import (
 	"archive/tar"
@@ -22,7 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/internal/testenv"
+	"github.com/pgark/pgark/restore/recoveryconf"
 )
 
 // ---------------------------------------------------------------- test helpers
@@ -92,32 +94,32 @@ type extStore struct {
 	parts map[string][]byte
 	// fail, when set, may return an error for a part instead of opening it, or a number of
 	// bytes after which its reader fails (>= 0).
-	fail   func(ref ObjectRef) (int, error)
+	fail   func(ref catalog.ObjectRef) (int, error)
 	opened []string
 }
 
-func (s *extStore) add(id, archive string, parts ...[]byte) Archive {
+func (s *extStore) add(id, archive string, parts ...[]byte) catalog.Archive {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.parts == nil {
 		s.parts = map[string][]byte{}
 	}
-	a := Archive{Name: archive}
+	a := catalog.Archive{Name: archive}
 	if archive != "base.tar" {
 		oid, _ := strconv.ParseUint(strings.TrimSuffix(archive, ".tar"), 10, 32)
 		a.OID = uint32(oid)
 	}
 	for i, p := range parts {
-		key := PartKey(id, archive, i)
+		key := catalog.PartKey(id, archive, i)
 		s.parts[key] = p
 		sum := sha256.Sum256(p)
-		a.Parts = append(a.Parts, ObjectRef{Key: key, Bytes: int64(len(p)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: int64(len(p))})
+		a.Parts = append(a.Parts, catalog.ObjectRef{Key: key, Bytes: int64(len(p)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: int64(len(p))})
 		a.Bytes += int64(len(p))
 	}
 	return a
 }
 
-func (s *extStore) open(ctx context.Context, ref ObjectRef) (io.ReadCloser, error) {
+func (s *extStore) open(ctx context.Context, ref catalog.ObjectRef) (io.ReadCloser, error) {
 	s.mu.Lock()
 	b, ok := s.parts[ref.Key]
 	s.opened = append(s.opened, ref.Key)
@@ -144,13 +146,13 @@ type extErrReader struct{ err error }
 func (e *extErrReader) Read([]byte) (int, error) { return 0, e.err }
 
 // extVerifying implements the PartOpener contract: SHA-256 and size checked at EOF.
-func extVerifying(r io.Reader, ref ObjectRef) io.ReadCloser {
+func extVerifying(r io.Reader, ref catalog.ObjectRef) io.ReadCloser {
 	return &extVerifyReader{r: r, ref: ref, h: sha256.New()}
 }
 
 type extVerifyReader struct {
 	r   io.Reader
-	ref ObjectRef
+	ref catalog.ObjectRef
 	h   interface {
 		io.Writer
 		Sum([]byte) []byte
@@ -206,16 +208,16 @@ func extBaseMembers() [][]extTM {
 
 // extBackup builds a backup from base parts (members per part; the last gets the
 // trailer) and optional tablespace archives.
-func extBackup(t testing.TB, s *extStore, base [][]extTM, spcs map[uint32][][]extTM, locs map[uint32]string) *Meta {
+func extBackup(t testing.TB, s *extStore, base [][]extTM, spcs map[uint32][][]extTM, locs map[uint32]string) *catalog.Meta {
 	t.Helper()
-	m := &Meta{Format: MetaFormat, ID: extTestID, PGMajor: 15, PGVersionNum: 150010}
+	m := &catalog.Meta{Format: catalog.MetaFormat, ID: extTestID, PGMajor: 15, PGVersionNum: 150010}
 	for oid, parts := range spcs {
 		var bs [][]byte
 		for i, p := range parts {
 			bs = append(bs, extTar(t, i == len(parts)-1, p...))
 		}
 		m.Archives = append(m.Archives, s.add(extTestID, fmt.Sprintf("%d.tar", oid), bs...))
-		m.Tablespaces = append(m.Tablespaces, Tablespace{OID: oid, Location: locs[oid]})
+		m.Tablespaces = append(m.Tablespaces, catalog.Tablespace{OID: oid, Location: locs[oid]})
 	}
 	var bs [][]byte
 	for i, p := range base {
@@ -303,13 +305,13 @@ func TestExtractBasic(t *testing.T) {
 			t.Errorf("%s: %v (%d bytes)", name, err, len(b))
 		}
 	}
-	for _, gone := range []string{extMarkerName, extControlTmp} {
+	for _, gone := range []string{markerName, controlTmp} {
 		if extExists(filepath.Join(pgdata, gone)) {
 			t.Errorf("%s left behind", gone)
 		}
 	}
 	// Directories the server sends empty, created when the tar lacks them.
-	for _, d := range extEnsureDirs {
+	for _, d := range ensureDirs {
 		if m := extMode(t, filepath.Join(pgdata, d)); !m.IsDir() || m.Perm() != 0o700 {
 			t.Errorf("%s: mode %v, want a 0700 directory", d, m)
 		}
@@ -391,7 +393,7 @@ func TestExtractMarkerAndForce(t *testing.T) {
 	last := m.Archives[len(m.Archives)-1].Parts[2]
 	// The last part fails just before its end: every member, pg_control included, was
 	// written; only the trailer's checksum is missing.
-	s.fail = func(ref ObjectRef) (int, error) {
+	s.fail = func(ref catalog.ObjectRef) (int, error) {
 		if ref.Key == last.Key {
 			return int(ref.Bytes) - 100, errors.New("connection reset")
 		}
@@ -404,10 +406,10 @@ func TestExtractMarkerAndForce(t *testing.T) {
 	if extExists(filepath.Join(pgdata, "global/pg_control")) {
 		t.Fatal("global/pg_control exists after an interrupted restore: the directory is startable")
 	}
-	if !extExists(filepath.Join(pgdata, extControlTmp)) {
+	if !extExists(filepath.Join(pgdata, controlTmp)) {
 		t.Error("expected pg_control under its temporary name")
 	}
-	marker, err := os.ReadFile(filepath.Join(pgdata, extMarkerName))
+	marker, err := os.ReadFile(filepath.Join(pgdata, markerName))
 	if err != nil || !strings.Contains(string(marker), extTestID) {
 		t.Fatalf("marker: %v %q", err, marker)
 	}
@@ -427,7 +429,7 @@ func TestExtractMarkerAndForce(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(pgdata, "global/pg_control")); err != nil || string(b) != extControlBody {
 		t.Fatalf("pg_control after Force: %v", err)
 	}
-	if extExists(filepath.Join(pgdata, extMarkerName)) || extExists(filepath.Join(pgdata, extControlTmp)) {
+	if extExists(filepath.Join(pgdata, markerName)) || extExists(filepath.Join(pgdata, controlTmp)) {
 		t.Error("marker or temporary pg_control left")
 	}
 	// A completed restore is not "unfinished": Force does not clean it.
@@ -456,7 +458,7 @@ func TestExtractMissingControlOrLabel(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), drop) {
 			t.Errorf("without %s: err = %v", drop, err)
 		}
-		if extExists(filepath.Join(pgdata, "global/pg_control")) || !extExists(filepath.Join(pgdata, extMarkerName)) {
+		if extExists(filepath.Join(pgdata, "global/pg_control")) || !extExists(filepath.Join(pgdata, markerName)) {
 			t.Errorf("without %s: the directory looks finished", drop)
 		}
 	}
@@ -494,8 +496,8 @@ func TestExtractHostileMembers(t *testing.T) {
 		{"member larger than the part", func(string) []extTM {
 			return []extTM{{name: "big", typ: tar.TypeReg, mode: 0o600, body: "0123456789", claim: 1 << 30}}
 		}, "claims"},
-		{"reserved marker name", func(string) []extTM { return []extTM{extF(extMarkerName, "x")} }, "reserved"},
-		{"reserved pg_control name", func(string) []extTM { return []extTM{extF(extControlTmp, "x")} }, "reserved"},
+		{"reserved marker name", func(string) []extTM { return []extTM{extF(markerName, "x")} }, "reserved"},
+		{"reserved pg_control name", func(string) []extTM { return []extTM{extF(controlTmp, "x")} }, "reserved"},
 		{"duplicate file", func(string) []extTM { return []extTM{extF("PG_VERSION", "14\n")} }, "exists"},
 		{"setuid", func(string) []extTM { return []extTM{{name: "s", typ: tar.TypeReg, mode: 0o4600, body: "x"}} }, "mode"},
 	}
@@ -542,7 +544,7 @@ func TestExtractHostileTablespaceMembers(t *testing.T) {
 	}{
 		{"other major", []extTM{extD("PG_14_202107181"), extF("PG_14_202107181/x", "x")}, "outside"},
 		{"top level file", []extTM{extF("x", "x")}, "outside"},
-		{"marker", []extTM{extF(extMarkerName, "x")}, "outside"},
+		{"marker", []extTM{extF(markerName, "x")}, "outside"},
 		{"symlink", []extTM{extD("PG_15_202209061"), {name: "PG_15_202209061/l", typ: tar.TypeSymlink, mode: 0o777, link: "/"}}, "symlink"},
 		{"dotdot", []extTM{extF("PG_15_202209061/../../x", "x")}, ".."},
 	}
@@ -558,7 +560,7 @@ func TestExtractHostileTablespaceMembers(t *testing.T) {
 			}
 			t.Logf("refused: %v", err)
 			for _, p := range extListTree(t, loc) {
-				if p != extMarkerName && !strings.HasPrefix(p, "PG_15_") {
+				if p != markerName && !strings.HasPrefix(p, "PG_15_") {
 					t.Errorf("written in the tablespace location: %s", p)
 				}
 			}
@@ -669,7 +671,7 @@ func TestExtractTablespaces(t *testing.T) {
 	}
 	withMap := func(loc string) [][]extTM {
 		parts := extBaseMembers()
-		mapBody := string(extFormatTablespaceMap([]extTablespaceMapEntry{{OID: spc, Path: loc}}))
+		mapBody := string(formatTablespaceMap([]tablespaceMapEntry{{OID: spc, Path: loc}}))
 		parts[0] = append([]extTM{parts[0][0], extF("tablespace_map", mapBody)}, parts[0][1:]...)
 		return parts
 	}
@@ -696,7 +698,7 @@ func TestExtractTablespaces(t *testing.T) {
 		if m := extMode(t, loc); m.Perm() != 0o700 {
 			t.Errorf("created tablespace location has mode %v", m)
 		}
-		if extExists(filepath.Join(loc, extMarkerName)) {
+		if extExists(filepath.Join(loc, markerName)) {
 			t.Error("tablespace marker left")
 		}
 	})
@@ -770,7 +772,7 @@ func TestExtractTablespaces(t *testing.T) {
 		if string(b) != want {
 			t.Errorf("tablespace_map = %q, want %q", b, want)
 		}
-		entries, err := extParseTablespaceMap(b)
+		entries, err := parseTablespaceMap(b)
 		if err != nil || len(entries) != 1 || entries[0].OID != spc || entries[0].Path != loc {
 			t.Errorf("parsed back: %+v %v", entries, err)
 		}
@@ -794,7 +796,7 @@ func TestExtractTablespaces(t *testing.T) {
 		s := &extStore{}
 		m := extBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
 		pgdata := filepath.Join(sandbox, "pgdata")
-		s.fail = func(ref ObjectRef) (int, error) {
+		s.fail = func(ref catalog.ObjectRef) (int, error) {
 			if strings.Contains(ref.Key, "base.tar.002") {
 				return -1, errors.New("gone")
 			}
@@ -803,7 +805,7 @@ func TestExtractTablespaces(t *testing.T) {
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 1}); err == nil {
 			t.Fatal("no error")
 		}
-		if !extExists(filepath.Join(loc, extMarkerName)) || !extExists(filepath.Join(loc, "PG_15_202209061/5/16386")) {
+		if !extExists(filepath.Join(loc, markerName)) || !extExists(filepath.Join(loc, "PG_15_202209061/5/16386")) {
 			t.Fatalf("expected a marked, partly restored tablespace: %v", extListTree(t, loc))
 		}
 		s.fail = nil
@@ -813,7 +815,7 @@ func TestExtractTablespaces(t *testing.T) {
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, Force: true}); err != nil {
 			t.Fatal(err)
 		}
-		if extExists(filepath.Join(loc, extMarkerName)) {
+		if extExists(filepath.Join(loc, markerName)) {
 			t.Error("marker left")
 		}
 	})
@@ -843,17 +845,17 @@ func TestExtractTablespaces(t *testing.T) {
 }
 
 func TestExtractTablespaceMapFormat(t *testing.T) {
-	in := []extTablespaceMapEntry{{16385, "/a/b"}, {16386, "/with space/and\\back"}, {16387, "/nl\nx\rcr"}}
-	b := extFormatTablespaceMap(in)
+	in := []tablespaceMapEntry{{16385, "/a/b"}, {16386, "/with space/and\\back"}, {16387, "/nl\nx\rcr"}}
+	b := formatTablespaceMap(in)
 	if want := "16385 /a/b\n16386 /with space/and\\\\back\n16387 /nl\\\nx\\\rcr\n"; string(b) != want {
 		t.Fatalf("format = %q, want %q", b, want)
 	}
-	out, err := extParseTablespaceMap(b)
+	out, err := parseTablespaceMap(b)
 	if err != nil || fmt.Sprint(out) != fmt.Sprint(in) {
 		t.Fatalf("parse = %+v, %v", out, err)
 	}
 	for _, bad := range []string{"x /a\n", "16385\n", "0 /a\n"} {
-		if _, err := extParseTablespaceMap([]byte(bad)); err == nil {
+		if _, err := parseTablespaceMap([]byte(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
@@ -876,7 +878,7 @@ func TestExtractCanceled(t *testing.T) {
 // ---------------------------------------------------------------- kill -9
 
 // extKillBackup is a deterministic backup big enough for a restore to take a moment.
-func extKillBackup(t testing.TB, s *extStore) (*Meta, map[string]string) {
+func extKillBackup(t testing.TB, s *extStore) (*catalog.Meta, map[string]string) {
 	want := map[string]string{}
 	base := extBaseMembers()
 	for _, p := range base {
@@ -904,7 +906,7 @@ func TestExtractKillHelper(t *testing.T) {
 	}
 	s := &extStore{}
 	m, _ := extKillBackup(t, s)
-	slow := func(ctx context.Context, ref ObjectRef) (io.ReadCloser, error) {
+	slow := func(ctx context.Context, ref catalog.ObjectRef) (io.ReadCloser, error) {
 		rc, err := s.open(ctx, ref)
 		if err != nil {
 			return nil, err
@@ -968,7 +970,7 @@ func TestExtractKill9(t *testing.T) {
 			continue
 		}
 		sawUnfinished = true
-		if extExists(pgdata) && len(extListTree(t, pgdata)) > 0 && !extExists(filepath.Join(pgdata, extMarkerName)) {
+		if extExists(pgdata) && len(extListTree(t, pgdata)) > 0 && !extExists(filepath.Join(pgdata, markerName)) {
 			t.Fatalf("delay %v: killed restore without pg_control and without marker: %v", delay, extListTree(t, pgdata))
 		}
 		// Force completes it.
@@ -1006,7 +1008,7 @@ func TestExtractNoFollow(t *testing.T) {
 	}
 	defer root.Close()
 	x := &extractor{o: ExtractOptions{}, log: slog.New(slog.DiscardHandler)}
-	tg := &extTarget{dir: target, root: root, dirs: map[string]fs.FileMode{}}
+	tg := &destDir{dir: target, root: root, dirs: map[string]fs.FileMode{}}
 	if err := x.mkdirs(tg, "a/b"); err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Errorf("mkdirs through a symlink: %v", err)
 	}
@@ -1022,13 +1024,13 @@ func TestExtractNoFollow(t *testing.T) {
 
 // extSplitRealTar cuts a tar file into n parts at member boundaries (raw byte ranges, as
 // the backup writer stores them), writes them into outDir and returns the archive entry.
-func extSplitRealTar(t *testing.T, file string, n int, outDir, name string, oid uint32) (Archive, []*tar.Header) {
+func extSplitRealTar(t *testing.T, file string, n int, outDir, name string, oid uint32) (catalog.Archive, []*tar.Header) {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cr := &extCounter{r: bytes.NewReader(b), x: &extractor{}}
+	cr := &counter{r: bytes.NewReader(b), x: &extractor{}}
 	tr := tar.NewReader(cr)
 	var starts []int64
 	var hdrs []*tar.Header
@@ -1047,7 +1049,7 @@ func extSplitRealTar(t *testing.T, file string, n int, outDir, name string, oid 
 		starts = append(starts, start)
 		hdrs = append(hdrs, hdr)
 	}
-	a := Archive{Name: name, OID: oid, Bytes: int64(len(b))}
+	a := catalog.Archive{Name: name, OID: oid, Bytes: int64(len(b))}
 	var cuts []int64
 	for k := 1; k < n; k++ {
 		cuts = append(cuts, starts[len(starts)*k/n])
@@ -1061,7 +1063,7 @@ func extSplitRealTar(t *testing.T, file string, n int, outDir, name string, oid 
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256(part)
-		a.Parts = append(a.Parts, ObjectRef{Key: p, Bytes: int64(len(part)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: int64(len(part))})
+		a.Parts = append(a.Parts, catalog.ObjectRef{Key: p, Bytes: int64(len(part)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: int64(len(part))})
 		prev = c
 	}
 	return a, hdrs
@@ -1124,19 +1126,19 @@ func TestExtractPostgres(t *testing.T) {
 	}
 	tsArch, _ := extSplitRealTar(t, filepath.Join(bb, fmt.Sprintf("%d.tar", oid)), 2, partsDir, fmt.Sprintf("%d.tar", oid), oid)
 	baseArch, baseHdrs := extSplitRealTar(t, filepath.Join(bb, "base.tar"), 3, partsDir, "base.tar", 0)
-	m := &Meta{Format: MetaFormat, ID: extTestID, PGMajor: major, PGVersionNum: 150000,
-		Tablespaces: []Tablespace{{OID: oid, Location: tsLive}},
-		Archives:    []Archive{tsArch, baseArch}}
+	m := &catalog.Meta{Format: catalog.MetaFormat, ID: extTestID, PGMajor: major, PGVersionNum: 150000,
+		Tablespaces: []catalog.Tablespace{{OID: oid, Location: tsLive}},
+		Archives:    []catalog.Archive{tsArch, baseArch}}
 
 	// Which of the directories pgark creates when missing does the server send itself?
 	sent := map[string]bool{}
 	for _, h := range baseHdrs {
 		if h.Typeflag == tar.TypeDir {
-			rel, _ := extCleanName(h.Name)
+			rel, _ := cleanName(h.Name)
 			sent[rel] = true
 		}
 	}
-	for _, d := range extEnsureDirs {
+	for _, d := range ensureDirs {
 		if !sent[d] {
 			t.Errorf("PostgreSQL %d's base.tar lacks %s/ (pgark creates it)", major, d)
 		}
@@ -1146,7 +1148,7 @@ func TestExtractPostgres(t *testing.T) {
 	}
 
 	var failKey string
-	open := func(ctx context.Context, ref ObjectRef) (io.ReadCloser, error) {
+	open := func(ctx context.Context, ref catalog.ObjectRef) (io.ReadCloser, error) {
 		f, err := os.Open(ref.Key)
 		if err != nil {
 			return nil, err
@@ -1191,7 +1193,7 @@ func TestExtractPostgres(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "simulated crash") {
 		t.Fatalf("interrupted restore: err = %v", err)
 	}
-	if extExists(filepath.Join(restored, "global/pg_control")) || !extExists(filepath.Join(restored, extMarkerName)) {
+	if extExists(filepath.Join(restored, "global/pg_control")) || !extExists(filepath.Join(restored, markerName)) {
 		t.Fatal("interrupted restore: pg_control in place or no marker")
 	}
 	bad := testenv.StartPG(t, testenv.PGOptions{DataDir: restored, NoWait: true})
@@ -1219,7 +1221,7 @@ func TestExtractPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteRecoveryConfig(restored, RecoveryOptions{RestoreCommand: "cp " + arch + "/%f %p"}, manifest); err != nil {
+	if err := recoveryconf.Write(restored, recoveryconf.Options{RestoreCommand: "cp " + arch + "/%f %p"}, manifest); err != nil {
 		t.Fatal(err)
 	}
 	bin, err := testenv.PGBinDir(major)

@@ -1,4 +1,4 @@
-package backup
+package recoveryconf
 
 import (
 	"os"
@@ -19,7 +19,7 @@ func recSettings(t *testing.T, content string) (map[string]string, map[string]in
 	t.Helper()
 	vals, counts := map[string]string{}, map[string]int{}
 	for _, line := range strings.Split(content, "\n") {
-		name, value, ok := recParseLine(line)
+		name, value, ok := parseLine(line)
 		if name == "" {
 			continue
 		}
@@ -42,7 +42,7 @@ func recPGDATA(t *testing.T, autoConf string) string {
 		t.Fatal(err)
 	}
 	if autoConf != "" {
-		if err := os.WriteFile(filepath.Join(dir, recAutoConf), []byte(autoConf), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, autoConfFile), []byte(autoConf), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -74,16 +74,16 @@ max_connections = 200
 
 func TestRecoveryAutoConf(t *testing.T) {
 	dir := recPGDATA(t, recStaleAutoConf)
-	o := RecoveryOptions{
+	o := Options{
 		RestoreCommand: `'/usr/local/bin/pgark' wal-fetch --config '/etc/pgark.conf' %f %p`,
 		TargetTime:     "2026-11-24 15:45:00+01",
 		TargetAction:   "promote",
 	}
 	for run := range 2 { // a second run replaces pgark's block instead of adding one
-		if err := WriteRecoveryConfig(dir, o, nil); err != nil {
+		if err := Write(dir, o, nil); err != nil {
 			t.Fatal(err)
 		}
-		b, err := os.ReadFile(filepath.Join(dir, recAutoConf))
+		b, err := os.ReadFile(filepath.Join(dir, autoConfFile))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +122,7 @@ func TestRecoveryAutoConf(t *testing.T) {
 				t.Errorf("run %d: lost %q", run, keep)
 			}
 		}
-		if strings.Contains(content, "earlier restore") || strings.Count(content, recBlockBegin) != 1 || strings.Count(content, recBlockEnd) != 1 {
+		if strings.Contains(content, "earlier restore") || strings.Count(content, blockBegin) != 1 || strings.Count(content, blockEnd) != 1 {
 			t.Errorf("run %d: old pgark block not replaced:\n%s", run, content)
 		}
 		if !strings.Contains(content, "diverging") {
@@ -132,10 +132,10 @@ func TestRecoveryAutoConf(t *testing.T) {
 			t.Logf("postgresql.auto.conf:\n%s", content)
 		}
 	}
-	if !extExists(filepath.Join(dir, "recovery.signal")) || extExists(filepath.Join(dir, "standby.signal")) {
+	if !exists(filepath.Join(dir, "recovery.signal")) || exists(filepath.Join(dir, "standby.signal")) {
 		t.Error("recovery.signal missing (or standby.signal present)")
 	}
-	if extExists(filepath.Join(dir, "backup_manifest")) {
+	if exists(filepath.Join(dir, "backup_manifest")) {
 		t.Error("backup_manifest written without a manifest")
 	}
 	left, _ := filepath.Glob(filepath.Join(dir, "*pgark-tmp"))
@@ -146,10 +146,10 @@ func TestRecoveryAutoConf(t *testing.T) {
 
 func TestRecoveryKeepArchiving(t *testing.T) {
 	dir := recPGDATA(t, recStaleAutoConf)
-	if err := WriteRecoveryConfig(dir, RecoveryOptions{RestoreCommand: "cp /a/%f %p", KeepArchiving: true}, nil); err != nil {
+	if err := Write(dir, Options{RestoreCommand: "cp /a/%f %p", KeepArchiving: true}, nil); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(filepath.Join(dir, recAutoConf))
+	b, _ := os.ReadFile(filepath.Join(dir, autoConfFile))
 	vals, counts := recSettings(t, string(b))
 	if vals["archive_mode"] != "on" || counts["archive_mode"] != 1 || vals["archive_command"] != "pgark wal-push %p" {
 		t.Errorf("archive settings not kept: mode %q (%d), command %q", vals["archive_mode"], counts["archive_mode"], vals["archive_command"])
@@ -161,10 +161,10 @@ func TestRecoveryKeepArchiving(t *testing.T) {
 
 func TestRecoveryNoAutoConf(t *testing.T) {
 	dir := recPGDATA(t, "")
-	if err := WriteRecoveryConfig(dir, RecoveryOptions{RestoreCommand: "cp /a/%f %p", TargetImmediate: true}, nil); err != nil {
+	if err := Write(dir, Options{RestoreCommand: "cp /a/%f %p", TargetImmediate: true}, nil); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(filepath.Join(dir, recAutoConf))
+	b, _ := os.ReadFile(filepath.Join(dir, autoConfFile))
 	vals, _ := recSettings(t, string(b))
 	if vals["recovery_target"] != "immediate" || vals["archive_mode"] != "off" {
 		t.Errorf("settings: %v", vals)
@@ -181,14 +181,14 @@ func TestRecoverySignalsAndManifest(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := WriteRecoveryConfig(dir, RecoveryOptions{RestoreCommand: "cp /a/%f %p", Standby: standby}, manifest); err != nil {
+		if err := Write(dir, Options{RestoreCommand: "cp /a/%f %p", Standby: standby}, manifest); err != nil {
 			t.Fatal(err)
 		}
 		want, other := "recovery.signal", "standby.signal"
 		if standby {
 			want, other = other, want
 		}
-		if !extExists(filepath.Join(dir, want)) || extExists(filepath.Join(dir, other)) {
+		if !exists(filepath.Join(dir, want)) || exists(filepath.Join(dir, other)) {
 			t.Errorf("standby=%v: want only %s", standby, want)
 		}
 		if b, err := os.ReadFile(filepath.Join(dir, "backup_manifest")); err != nil || string(b) != string(manifest) {
@@ -196,31 +196,31 @@ func TestRecoverySignalsAndManifest(t *testing.T) {
 		}
 	}
 	dir := recPGDATA(t, "")
-	if err := WriteRecoveryConfig(dir, RecoveryOptions{RestoreCommand: "cp /a/%f %p"}, []byte("age-encryption.org/v1\n...")); err == nil {
+	if err := Write(dir, Options{RestoreCommand: "cp /a/%f %p"}, []byte("age-encryption.org/v1\n...")); err == nil {
 		t.Error("a non-manifest accepted as backup_manifest")
 	}
 }
 
 func TestRecoveryRefusals(t *testing.T) {
-	o := RecoveryOptions{RestoreCommand: "cp /a/%f %p"}
-	if err := WriteRecoveryConfig(t.TempDir(), o, nil); err == nil || !strings.Contains(err.Error(), "PG_VERSION") {
+	o := Options{RestoreCommand: "cp /a/%f %p"}
+	if err := Write(t.TempDir(), o, nil); err == nil || !strings.Contains(err.Error(), "PG_VERSION") {
 		t.Errorf("not a data directory: %v", err)
 	}
 	dir := recPGDATA(t, "")
-	os.WriteFile(filepath.Join(dir, extMarkerName), []byte("x"), 0o600)
-	if err := WriteRecoveryConfig(dir, o, nil); err == nil || !strings.Contains(err.Error(), "unfinished") {
+	os.WriteFile(filepath.Join(dir, RestoreMarker), []byte("x"), 0o600)
+	if err := Write(dir, o, nil); err == nil || !strings.Contains(err.Error(), "unfinished") {
 		t.Errorf("unfinished restore: %v", err)
 	}
 	dir = recPGDATA(t, "")
 	os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte("1\n"), 0o600)
-	if err := WriteRecoveryConfig(dir, o, nil); err == nil || !strings.Contains(err.Error(), "postmaster.pid") {
+	if err := Write(dir, o, nil); err == nil || !strings.Contains(err.Error(), "postmaster.pid") {
 		t.Errorf("running server: %v", err)
 	}
 	dir = recPGDATA(t, "work_mem = '1MB'\n")
-	if err := WriteRecoveryConfig(dir, RecoveryOptions{RestoreCommand: "cp /a/%f %p", TargetXID: "x"}, nil); err == nil {
+	if err := Write(dir, Options{RestoreCommand: "cp /a/%f %p", TargetXID: "x"}, nil); err == nil {
 		t.Error("bad options accepted")
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, recAutoConf)); string(b) != "work_mem = '1MB'\n" || extExists(filepath.Join(dir, "recovery.signal")) {
+	if b, _ := os.ReadFile(filepath.Join(dir, autoConfFile)); string(b) != "work_mem = '1MB'\n" || exists(filepath.Join(dir, "recovery.signal")) {
 		t.Error("files written although the options were refused")
 	}
 }
@@ -230,21 +230,21 @@ func TestRecoveryOwnership(t *testing.T) {
 	if err := os.Chmod(dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(filepath.Join(dir, recAutoConf), 0o640); err != nil {
+	if err := os.Chmod(filepath.Join(dir, autoConfFile), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	root := os.Geteuid() == 0
 	if root {
-		for _, p := range []string{dir, filepath.Join(dir, recAutoConf)} {
+		for _, p := range []string{dir, filepath.Join(dir, autoConfFile)} {
 			if err := os.Chown(p, 4321, 8765); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if err := WriteRecoveryConfig(dir, RecoveryOptions{RestoreCommand: "cp /a/%f %p"}, []byte(`{ "PostgreSQL-Backup-Manifest-Version": 1 }`)); err != nil {
+	if err := Write(dir, Options{RestoreCommand: "cp /a/%f %p"}, []byte(`{ "PostgreSQL-Backup-Manifest-Version": 1 }`)); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{recAutoConf, "recovery.signal", "backup_manifest"} {
+	for _, f := range []string{autoConfFile, "recovery.signal", "backup_manifest"} {
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -262,51 +262,51 @@ func TestRecoveryValidate(t *testing.T) {
 	yes, no := true, false
 	rc := "cp /a/%f %p"
 	cases := []struct {
-		o    RecoveryOptions
+		o    Options
 		want string // "" = valid
 	}{
-		{RecoveryOptions{RestoreCommand: rc}, ""},
-		{RecoveryOptions{}, "restore_command"},
-		{RecoveryOptions{RestoreCommand: "cp /a/%f"}, "%p"},
-		{RecoveryOptions{RestoreCommand: "cp /a/%f %p\narchive_mode = on"}, "line break"},
-		{RecoveryOptions{RestoreCommand: rc, TargetLSN: "0/1A2B3C4D"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetLSN: "1A2B/0"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetLSN: "1A2B3C4D"}, "LSN"},
-		{RecoveryOptions{RestoreCommand: rc, TargetLSN: "0/XYZ"}, "LSN"},
-		{RecoveryOptions{RestoreCommand: rc, TargetLSN: "0/123456789"}, "LSN"},
-		{RecoveryOptions{RestoreCommand: rc, TargetXID: "4711"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetXID: "abc"}, "XID"},
-		{RecoveryOptions{RestoreCommand: rc, TargetXID: "0"}, "XID"},
-		{RecoveryOptions{RestoreCommand: rc, TargetXID: "-5"}, "XID"},
-		{RecoveryOptions{RestoreCommand: rc, TargetXID: "99999999999999999999999"}, "XID"},
-		{RecoveryOptions{RestoreCommand: rc, TargetName: "before-migration"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetName: strings.Repeat("n", 64)}, "63"},
-		{RecoveryOptions{RestoreCommand: rc, TargetImmediate: true}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetTime: "2026-11-24T14:45:00Z", TargetLSN: "0/1"}, "at most one"},
-		{RecoveryOptions{RestoreCommand: rc, TargetName: "x", TargetImmediate: true}, "at most one"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTime: "2026-11-24 15:45:00"}, "ambiguous"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTime: "2026-11-24T15:45:00"}, "ambiguous"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTime: "2026-11-24 15:45:00 CET"}, "abbreviations"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTime: "2026-02-30 15:45:00+00"}, "not a valid"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTime: "yesterday"}, "not a date"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTime: "2026-11-24 15:45:00 Mars/Olympus"}, "unknown time zone"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTime: "2026-11-24 15:45:00+16"}, "offset"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTimeline: "latest"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetTimeline: "current"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetTimeline: "3"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetTimeline: "0"}, "timeline"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTimeline: "-1"}, "timeline"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTimeline: "0x3"}, "timeline"},
-		{RecoveryOptions{RestoreCommand: rc, TargetTimeline: "newest"}, "timeline"},
-		{RecoveryOptions{RestoreCommand: rc, TargetLSN: "0/1", TargetAction: "promote"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetLSN: "0/1", TargetAction: "pause"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetLSN: "0/1", TargetAction: "shutdown"}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetLSN: "0/1", TargetAction: "explode"}, "action"},
-		{RecoveryOptions{RestoreCommand: rc, TargetAction: "promote"}, "needs a recovery target"},
-		{RecoveryOptions{RestoreCommand: rc, TargetXID: "10", TargetInclusive: &no}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetTime: "2026-11-24T14:45:00Z", TargetInclusive: &yes}, ""},
-		{RecoveryOptions{RestoreCommand: rc, TargetName: "x", TargetInclusive: &yes}, "inclusive"},
-		{RecoveryOptions{RestoreCommand: rc, TargetInclusive: &yes}, "inclusive"},
+		{Options{RestoreCommand: rc}, ""},
+		{Options{}, "restore_command"},
+		{Options{RestoreCommand: "cp /a/%f"}, "%p"},
+		{Options{RestoreCommand: "cp /a/%f %p\narchive_mode = on"}, "line break"},
+		{Options{RestoreCommand: rc, TargetLSN: "0/1A2B3C4D"}, ""},
+		{Options{RestoreCommand: rc, TargetLSN: "1A2B/0"}, ""},
+		{Options{RestoreCommand: rc, TargetLSN: "1A2B3C4D"}, "LSN"},
+		{Options{RestoreCommand: rc, TargetLSN: "0/XYZ"}, "LSN"},
+		{Options{RestoreCommand: rc, TargetLSN: "0/123456789"}, "LSN"},
+		{Options{RestoreCommand: rc, TargetXID: "4711"}, ""},
+		{Options{RestoreCommand: rc, TargetXID: "abc"}, "XID"},
+		{Options{RestoreCommand: rc, TargetXID: "0"}, "XID"},
+		{Options{RestoreCommand: rc, TargetXID: "-5"}, "XID"},
+		{Options{RestoreCommand: rc, TargetXID: "99999999999999999999999"}, "XID"},
+		{Options{RestoreCommand: rc, TargetName: "before-migration"}, ""},
+		{Options{RestoreCommand: rc, TargetName: strings.Repeat("n", 64)}, "63"},
+		{Options{RestoreCommand: rc, TargetImmediate: true}, ""},
+		{Options{RestoreCommand: rc, TargetTime: "2026-11-24T14:45:00Z", TargetLSN: "0/1"}, "at most one"},
+		{Options{RestoreCommand: rc, TargetName: "x", TargetImmediate: true}, "at most one"},
+		{Options{RestoreCommand: rc, TargetTime: "2026-11-24 15:45:00"}, "ambiguous"},
+		{Options{RestoreCommand: rc, TargetTime: "2026-11-24T15:45:00"}, "ambiguous"},
+		{Options{RestoreCommand: rc, TargetTime: "2026-11-24 15:45:00 CET"}, "abbreviations"},
+		{Options{RestoreCommand: rc, TargetTime: "2026-02-30 15:45:00+00"}, "not a valid"},
+		{Options{RestoreCommand: rc, TargetTime: "yesterday"}, "not a date"},
+		{Options{RestoreCommand: rc, TargetTime: "2026-11-24 15:45:00 Mars/Olympus"}, "unknown time zone"},
+		{Options{RestoreCommand: rc, TargetTime: "2026-11-24 15:45:00+16"}, "offset"},
+		{Options{RestoreCommand: rc, TargetTimeline: "latest"}, ""},
+		{Options{RestoreCommand: rc, TargetTimeline: "current"}, ""},
+		{Options{RestoreCommand: rc, TargetTimeline: "3"}, ""},
+		{Options{RestoreCommand: rc, TargetTimeline: "0"}, "timeline"},
+		{Options{RestoreCommand: rc, TargetTimeline: "-1"}, "timeline"},
+		{Options{RestoreCommand: rc, TargetTimeline: "0x3"}, "timeline"},
+		{Options{RestoreCommand: rc, TargetTimeline: "newest"}, "timeline"},
+		{Options{RestoreCommand: rc, TargetLSN: "0/1", TargetAction: "promote"}, ""},
+		{Options{RestoreCommand: rc, TargetLSN: "0/1", TargetAction: "pause"}, ""},
+		{Options{RestoreCommand: rc, TargetLSN: "0/1", TargetAction: "shutdown"}, ""},
+		{Options{RestoreCommand: rc, TargetLSN: "0/1", TargetAction: "explode"}, "action"},
+		{Options{RestoreCommand: rc, TargetAction: "promote"}, "needs a recovery target"},
+		{Options{RestoreCommand: rc, TargetXID: "10", TargetInclusive: &no}, ""},
+		{Options{RestoreCommand: rc, TargetTime: "2026-11-24T14:45:00Z", TargetInclusive: &yes}, ""},
+		{Options{RestoreCommand: rc, TargetName: "x", TargetInclusive: &yes}, "inclusive"},
+		{Options{RestoreCommand: rc, TargetInclusive: &yes}, "inclusive"},
 	}
 	for _, tc := range cases {
 		err := tc.o.Validate()
@@ -332,12 +332,12 @@ func TestRecoveryTargetTime(t *testing.T) {
 		"2026-11-24 15:45:00 Europe/Paris": "2026-11-24 15:45:00+01:00",
 		"2026-07-01 12:00:00 Europe/Paris": "2026-07-01 12:00:00+02:00",
 	} {
-		tm, err := recParseTargetTime(in)
+		tm, err := ParseTargetTime(in)
 		if err != nil {
 			t.Errorf("%q: %v", in, err)
 			continue
 		}
-		if got := recFormatTime(tm); got != want {
+		if got := formatTime(tm); got != want {
 			t.Errorf("%q -> %q, want %q", in, got, want)
 		}
 	}
@@ -345,14 +345,14 @@ func TestRecoveryTargetTime(t *testing.T) {
 
 func TestRecoveryQuoting(t *testing.T) {
 	for _, v := range []string{"plain", "it's", `C:\pg\wal`, `'/bin/pgark' wal-fetch --config '/etc/a b.conf' %f %p`, `x\'y''z`, "#hash", ""} {
-		q := recQuote(v)
-		name, got, ok := recParseLine("restore_command = " + q + "  # comment")
+		q := quote(v)
+		name, got, ok := parseLine("restore_command = " + q + "  # comment")
 		if !ok || name != "restore_command" || got != v {
 			t.Errorf("%q quoted as %s parses back as %q (ok %v)", v, q, got, ok)
 		}
 	}
-	if q := recQuote(`a'b\c`); q != `'a''b\\c'` {
-		t.Errorf("recQuote = %s", q)
+	if q := quote(`a'b\c`); q != `'a''b\\c'` {
+		t.Errorf("quote = %s", q)
 	}
 	for line, want := range map[string][2]string{
 		"Shared_Buffers=128MB":                  {"shared_buffers", "128MB"},
@@ -362,13 +362,13 @@ func TestRecoveryQuoting(t *testing.T) {
 		"archive_mode = on\r":                   {"archive_mode", "on"},
 		"log_line_prefix = '%m [%p] '  # stamp": {"log_line_prefix", "%m [%p] "},
 	} {
-		name, value, ok := recParseLine(line)
+		name, value, ok := parseLine(line)
 		if !ok || name != want[0] || value != want[1] {
 			t.Errorf("%q -> %q %q %v, want %q %q", line, name, value, ok, want[0], want[1])
 		}
 	}
 	for _, line := range []string{"x = 'unterminated", "x = a b", "x ="} {
-		if _, _, ok := recParseLine(line); ok {
+		if _, _, ok := parseLine(line); ok {
 			t.Errorf("%q parsed as valid", line)
 		}
 	}
@@ -399,12 +399,12 @@ func recPostgresParses(t *testing.T, major int) {
 	}
 	f.WriteString("\nrecovery_target_xid = '5'\nprimary_conninfo = 'host=stale'\nrecovery_end_command = 'rm -rf /archive'\n")
 	f.Close()
-	o := RecoveryOptions{
+	o := Options{
 		RestoreCommand: `'/usr/local/bin/pgark' wal-fetch --config '/etc/it''s\dir/pgark.conf' %f %p`,
 		TargetTime:     "2026-11-24 15:45:00.5 Europe/Paris",
 		TargetAction:   "pause",
 	}
-	if err := WriteRecoveryConfig(c.DataDir, o, nil); err != nil {
+	if err := Write(c.DataDir, o, nil); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{
@@ -429,4 +429,9 @@ func recPostgresParses(t *testing.T, major int) {
 			t.Errorf("PostgreSQL reads %s = %q, want %q", name, got, want)
 		}
 	}
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }

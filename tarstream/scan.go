@@ -1,12 +1,9 @@
-package backup
+package tarstream
 
-// tarscan.go: a streaming tar member scanner (TarScanner) and a splitter that
-// cuts a tar stream into parts at member boundaries (TarSplitter).
-//
-// Both are io.Writers fed with the raw tar stream as it arrives (for example
+// Scanner and Splitter are io.Writers fed with the raw tar stream as it arrives (for example
 // io.Copy(splitter, archiveReader)); neither buffers member data: only header
 // blocks (and the data of PAX / GNU long-name headers, at most
-// maxTarHeaderPhase bytes per member) are held. They parse the stream the way
+// maxHeaderPhase bytes per member) are held. They parse the stream the way
 // Go's archive/tar reader does (so that what they report agrees with what an
 // extractor built on archive/tar will see), with these differences: sparse
 // files are refused, and the stream must end with the end-of-archive marker
@@ -29,16 +26,16 @@ import (
 )
 
 const (
-	tarBlockSize = 512
-	// maxTarExtHeader bounds the data of one PAX ('x', 'g') or GNU long name
+	BlockSize = 512
+	// maxExtHeader bounds the data of one PAX ('x', 'g') or GNU long name
 	// ('L', 'K') header, as archive/tar does.
-	maxTarExtHeader = 1 << 20
-	// maxTarHeaderPhase bounds all the header blocks and extended header data
+	maxExtHeader = 1 << 20
+	// maxHeaderPhase bounds all the header blocks and extended header data
 	// that precede one member's data.
-	maxTarHeaderPhase = 4 << 20
+	maxHeaderPhase = 4 << 20
 )
 
-// Member is one tar member as a TarScanner reports it. Extended headers (PAX
+// Member is one tar member as a Scanner reports it. Extended headers (PAX
 // 'x', GNU 'L' and 'K') are folded into the member they describe; a PAX
 // global header ('g') is reported as a member of its own, as archive/tar does.
 type Member struct {
@@ -68,8 +65,32 @@ func (m Member) IsDir() bool { return m.Typeflag == '5' }
 // IsSymlink reports whether the member is a symbolic link.
 func (m Member) IsSymlink() bool { return m.Typeflag == '2' }
 
-// tarHeaderOnly reports the types whose size field describes no data (as archive/tar).
-func tarHeaderOnly(t byte) bool {
+// TypeName describes a tar type flag for messages ("regular file", "symbolic link", ...).
+func TypeName(t byte) string {
+	switch t {
+	case '0', '7':
+		return "regular file"
+	case '1':
+		return "hard link"
+	case '2':
+		return "symbolic link"
+	case '3':
+		return "character device"
+	case '4':
+		return "block device"
+	case '5':
+		return "directory"
+	case '6':
+		return "FIFO"
+	}
+	if t >= 0x20 && t < 0x7f {
+		return fmt.Sprintf("member of type %q", string(rune(t)))
+	}
+	return fmt.Sprintf("member of type 0x%02x", t)
+}
+
+// headerOnly reports the types whose size field describes no data (as archive/tar).
+func headerOnly(t byte) bool {
 	switch t {
 	case '1', '2', '3', '4', '5', '6':
 		return true
@@ -79,9 +100,9 @@ func tarHeaderOnly(t byte) bool {
 
 // ---------------------------------------------------------------- checksums
 
-// canonicalChecksumAlgorithm maps a manifest checksum algorithm name to the
+// CanonicalChecksum maps a manifest checksum algorithm name to the
 // spelling backup_manifest uses; "" (and NONE) means no checksum.
-func canonicalChecksumAlgorithm(alg string) (string, error) {
+func CanonicalChecksum(alg string) (string, error) {
 	switch a := strings.ToUpper(strings.TrimSpace(alg)); a {
 	case "", "NONE":
 		return "", nil
@@ -91,9 +112,9 @@ func canonicalChecksumAlgorithm(alg string) (string, error) {
 	return "", fmt.Errorf("unknown checksum algorithm %q (want CRC32C, SHA224, SHA256, SHA384, SHA512 or NONE)", alg)
 }
 
-// newChecksumHash returns a hash whose hex Sum matches backup_manifest's
+// NewChecksumHash returns a hash whose hex Sum matches backup_manifest's
 // Checksum field for alg (canonical, non-empty).
-func newChecksumHash(alg string) hash.Hash {
+func NewChecksumHash(alg string) hash.Hash {
 	switch alg {
 	case "CRC32C":
 		return &crc32cManifest{h: crc32.New(crc32cTable)}
@@ -127,42 +148,42 @@ func (c *crc32cManifest) BlockSize() int { return 1 }
 
 // ---------------------------------------------------------------- scanner
 
-type tarState uint8
+type scanState uint8
 
 const (
-	tsHeader tarState = iota // collecting a header block
-	tsExt                    // collecting an extended header's data and padding
-	tsZero2                  // one zero block seen, collecting the second
-	tsData                   // streaming a member's data and padding
-	tsEnd                    // after the end-of-archive marker: only zero bytes
+	tsHeader scanState = iota // collecting a header block
+	tsExt                     // collecting an extended header's data and padding
+	tsZero2                   // one zero block seen, collecting the second
+	tsData                    // streaming a member's data and padding
+	tsEnd                     // after the end-of-archive marker: only zero bytes
 )
 
-type tarEvent uint8
+type event uint8
 
 const (
-	teNone   tarEvent = iota
-	teHeader          // the current member's headers are complete (its extent is known)
-	teMember          // the current member is complete (data and padding)
-	teEnd             // the end-of-archive marker is complete
+	teNone   event = iota
+	teHeader       // the current member's headers are complete (its extent is known)
+	teMember       // the current member is complete (data and padding)
+	teEnd          // the end-of-archive marker is complete
 )
 
-// TarScanner parses a tar stream written to it in pieces of any size, hashes
+// Scanner parses a tar stream written to it in pieces of any size, hashes
 // the content of regular members, and reports each member when its last byte
 // (padding included) has been written.
 //
 // Offsets are stream offsets: the number of bytes written before the byte in
 // question. Boundary reports the latest member boundary; for cutting a
-// stream into parts at boundaries, use TarSplitter, which builds on the
+// stream into parts at boundaries, use Splitter, which builds on the
 // scanner and knows each member's extent before writing its first byte.
-type TarScanner struct {
+type Scanner struct {
 	alg      string
 	onMember func(Member) error
 
-	state tarState
+	state scanState
 	off   int64 // bytes consumed
 	err   error
 
-	blk  [tarBlockSize]byte
+	blk  [BlockSize]byte
 	blkN int
 
 	// Extended header being collected (state tsExt).
@@ -189,45 +210,45 @@ type TarScanner struct {
 	endOff   int64
 }
 
-// NewTarScanner returns a scanner that hashes regular members with alg
+// NewScanner returns a scanner that hashes regular members with alg
 // ("CRC32C", "SHA224", "SHA256", "SHA384", "SHA512"; "" or "NONE" for no
 // checksum) and calls onMember (if not nil) for every completed member, in
 // stream order, from within Write. An error from onMember stops the scanner:
 // Write returns it.
-func NewTarScanner(alg string, onMember func(Member) error) (*TarScanner, error) {
-	a, err := canonicalChecksumAlgorithm(alg)
+func NewScanner(alg string, onMember func(Member) error) (*Scanner, error) {
+	a, err := CanonicalChecksum(alg)
 	if err != nil {
 		return nil, err
 	}
-	return &TarScanner{alg: a, onMember: onMember, memberStart: -1, endOff: -1}, nil
+	return &Scanner{alg: a, onMember: onMember, memberStart: -1, endOff: -1}, nil
 }
 
 // Algorithm is the scanner's checksum algorithm in canonical form ("" for none).
-func (s *TarScanner) Algorithm() string { return s.alg }
+func (s *Scanner) Algorithm() string { return s.alg }
 
 // Offset is the number of bytes written so far.
-func (s *TarScanner) Offset() int64 { return s.off }
+func (s *Scanner) Offset() int64 { return s.off }
 
 // Boundary is the offset of the latest member boundary: the end of the last
 // completed member (0 before the first). Cutting the stream at Boundary gives
 // a prefix made of complete members.
-func (s *TarScanner) Boundary() int64 { return s.boundary }
+func (s *Scanner) Boundary() int64 { return s.boundary }
 
 // Members is the number of members completed so far.
-func (s *TarScanner) Members() int { return s.members }
+func (s *Scanner) Members() int { return s.members }
 
 // Ended reports whether the end-of-archive marker has been written.
-func (s *TarScanner) Ended() bool { return s.state == tsEnd }
+func (s *Scanner) Ended() bool { return s.state == tsEnd }
 
 // EndOffset is the offset of the end-of-archive marker, or -1 before it is seen.
-func (s *TarScanner) EndOffset() int64 { return s.endOff }
+func (s *Scanner) EndOffset() int64 { return s.endOff }
 
 // Err returns the error that stopped the scanner, if any.
-func (s *TarScanner) Err() error { return s.err }
+func (s *Scanner) Err() error { return s.err }
 
 // Write parses p. It returns an error (and stops for good) on malformed input,
 // or when the onMember callback fails.
-func (s *TarScanner) Write(p []byte) (int, error) {
+func (s *Scanner) Write(p []byte) (int, error) {
 	total := 0
 	for {
 		n, ev, _, err := s.step(p[total:])
@@ -249,7 +270,7 @@ func (s *TarScanner) Write(p []byte) (int, error) {
 
 // Close checks that the stream ended cleanly: after the end-of-archive
 // marker. It returns the scanner's error, or describes the truncation.
-func (s *TarScanner) Close() error {
+func (s *Scanner) Close() error {
 	if s.err != nil {
 		return s.err
 	}
@@ -275,7 +296,7 @@ func (s *TarScanner) Close() error {
 	return fmt.Errorf("tar stream ended at offset %d without the end-of-archive marker (after %d members)", s.off, s.members)
 }
 
-func (s *TarScanner) fail(format string, args ...any) error {
+func (s *Scanner) fail(format string, args ...any) error {
 	s.err = fmt.Errorf("malformed tar stream: "+format, args...)
 	return s.err
 }
@@ -284,7 +305,7 @@ func (s *TarScanner) fail(format string, args ...any) error {
 // many, the event that happened at that point (if any), and whether the bytes
 // belong to a member's header phase (their member's extent is not known yet).
 // It consumes at least one byte of a non-empty p or returns an event.
-func (s *TarScanner) step(p []byte) (n int, ev tarEvent, held bool, err error) {
+func (s *Scanner) step(p []byte) (n int, ev event, held bool, err error) {
 	if s.err != nil {
 		return 0, teNone, false, s.err
 	}
@@ -313,7 +334,7 @@ func (s *TarScanner) step(p []byte) (n int, ev tarEvent, held bool, err error) {
 		k := copy(s.blk[s.blkN:], p)
 		s.blkN += k
 		s.off += int64(k)
-		if s.blkN < tarBlockSize {
+		if s.blkN < BlockSize {
 			return k, teNone, true, nil
 		}
 		s.blkN = 0
@@ -352,7 +373,7 @@ func (s *TarScanner) step(p []byte) (n int, ev tarEvent, held bool, err error) {
 	return 0, teNone, false, s.fail("internal error: bad state %d", s.state)
 }
 
-func (s *TarScanner) finishMember() tarEvent {
+func (s *Scanner) finishMember() event {
 	s.boundary = s.off
 	s.members++
 	if s.hash != nil {
@@ -368,22 +389,22 @@ func (s *TarScanner) finishMember() tarEvent {
 	return teMember
 }
 
-var tarZeroBlock [tarBlockSize]byte
+var zeroBlock [BlockSize]byte
 
-func tarPadding(n int64) int64 { return -n & (tarBlockSize - 1) }
+func padding(n int64) int64 { return -n & (BlockSize - 1) }
 
 // block processes the complete block in s.blk.
-func (s *TarScanner) block() (tarEvent, error) {
-	blkOff := s.off - tarBlockSize
+func (s *Scanner) block() (event, error) {
+	blkOff := s.off - BlockSize
 	if s.state == tsZero2 {
-		if s.blk != tarZeroBlock {
+		if s.blk != zeroBlock {
 			return teNone, s.fail("a zero block followed by a non-zero block at offset %d", blkOff)
 		}
 		s.state = tsEnd
-		s.endOff = blkOff - tarBlockSize
+		s.endOff = blkOff - BlockSize
 		return teEnd, nil
 	}
-	if s.blk == tarZeroBlock {
+	if s.blk == zeroBlock {
 		if s.memberStart >= 0 {
 			return teNone, s.fail("end-of-archive marker at offset %d after an extended header", blkOff)
 		}
@@ -393,7 +414,7 @@ func (s *TarScanner) block() (tarEvent, error) {
 	b := &s.blk
 	// Checksum: the sum of the header bytes with the checksum field taken as
 	// spaces, unsigned or (old tars) signed.
-	want, ok := tarParseOctal(b[148:156])
+	want, ok := parseOctal(b[148:156])
 	var uns, sig int64
 	for i, c := range b {
 		if i >= 148 && i < 156 {
@@ -408,29 +429,29 @@ func (s *TarScanner) block() (tarEvent, error) {
 	if s.memberStart < 0 {
 		s.memberStart = blkOff
 	}
-	if s.off-s.memberStart > maxTarHeaderPhase {
-		return teNone, s.fail("extended headers at offset %d exceed %d bytes", s.memberStart, maxTarHeaderPhase)
+	if s.off-s.memberStart > maxHeaderPhase {
+		return teNone, s.fail("extended headers at offset %d exceed %d bytes", s.memberStart, maxHeaderPhase)
 	}
 
 	magic, version := string(b[257:263]), string(b[263:265])
 	var prefix string
 	switch {
 	case magic == "ustar\x00" && string(b[508:512]) == "tar\x00": // star
-		prefix = tarString(b[345:476])
+		prefix = cString(b[345:476])
 	case magic == "ustar\x00": // POSIX ustar / pax
-		prefix = tarString(b[345:500])
+		prefix = cString(b[345:500])
 	case magic == "ustar " && version == " \x00": // GNU: no prefix field
 	}
-	name := tarString(b[0:100])
+	name := cString(b[0:100])
 	if prefix != "" {
 		name = prefix + "/" + name
 	}
 	typ := b[156]
-	size, ok1 := tarParseNumeric(b[124:136])
-	mode, ok2 := tarParseNumeric(b[100:108])
-	mtime, ok3 := tarParseNumeric(b[136:148])
-	_, ok4 := tarParseNumeric(b[108:116])
-	_, ok5 := tarParseNumeric(b[116:124])
+	size, ok1 := parseNumeric(b[124:136])
+	mode, ok2 := parseNumeric(b[100:108])
+	mtime, ok3 := parseNumeric(b[136:148])
+	_, ok4 := parseNumeric(b[108:116])
+	_, ok5 := parseNumeric(b[116:124])
 	if !(ok1 && ok2 && ok3 && ok4 && ok5) {
 		return teNone, s.fail("bad numeric field in the header at offset %d", blkOff)
 	}
@@ -440,16 +461,16 @@ func (s *TarScanner) block() (tarEvent, error) {
 
 	switch typ {
 	case 'x', 'g', 'L', 'K':
-		if size > maxTarExtHeader {
-			return teNone, s.fail("extended header at offset %d declares %d bytes (limit %d)", blkOff, size, maxTarExtHeader)
+		if size > maxExtHeader {
+			return teNone, s.fail("extended header at offset %d declares %d bytes (limit %d)", blkOff, size, maxExtHeader)
 		}
-		if s.off-s.memberStart+size > maxTarHeaderPhase {
-			return teNone, s.fail("extended headers at offset %d exceed %d bytes", s.memberStart, maxTarHeaderPhase)
+		if s.off-s.memberStart+size > maxHeaderPhase {
+			return teNone, s.fail("extended headers at offset %d exceed %d bytes", s.memberStart, maxHeaderPhase)
 		}
 		s.extType = typ
 		s.ext = make([]byte, 0, size)
 		s.extNeed = size
-		s.extPad = tarPadding(size)
+		s.extPad = padding(size)
 		if typ == 'g' {
 			s.gHdr = Member{Name: name, Typeflag: typ, ModTime: mtime, DataStart: s.off} // archive/tar reports no size or mode
 		}
@@ -464,7 +485,7 @@ func (s *TarScanner) block() (tarEvent, error) {
 
 	m := Member{
 		Name:     name,
-		Linkname: tarString(b[157:257]),
+		Linkname: cString(b[157:257]),
 		Typeflag: typ,
 		Mode:     mode,
 		Size:     size,
@@ -512,35 +533,35 @@ func (s *TarScanner) block() (tarEvent, error) {
 		}
 	}
 	nb := m.Size
-	if tarHeaderOnly(m.Typeflag) {
+	if headerOnly(m.Typeflag) {
 		nb = 0
 	}
-	if nb > math.MaxInt64-s.off-2*tarBlockSize {
+	if nb > math.MaxInt64-s.off-2*BlockSize {
 		return teNone, s.fail("member %q at offset %d declares an impossible size %d", m.Name, s.memberStart, nb)
 	}
 	m.DataStart = s.off
-	m.DataEnd = s.off + nb + tarPadding(nb)
+	m.DataEnd = s.off + nb + padding(nb)
 
 	s.memberStart = -1
 	s.pax, s.longName, s.longLink = nil, "", ""
 	s.cur = m
-	s.remain, s.pad = nb, tarPadding(nb)
+	s.remain, s.pad = nb, padding(nb)
 	s.hash = nil
 	if s.alg != "" && m.IsRegular() {
-		s.hash = newChecksumHash(s.alg)
+		s.hash = NewChecksumHash(s.alg)
 	}
 	s.state = tsData
 	return teHeader, nil
 }
 
 // extDone handles a completely collected extended header.
-func (s *TarScanner) extDone() (tarEvent, error) {
+func (s *Scanner) extDone() (event, error) {
 	data := s.ext
 	s.ext = nil
 	s.state = tsHeader
 	switch s.extType {
 	case 'x', 'g':
-		recs, err := tarParsePAX(data)
+		recs, err := parsePAX(data)
 		if err != nil {
 			return teNone, s.fail("bad PAX header at offset %d: %v", s.memberStart, err)
 		}
@@ -563,24 +584,24 @@ func (s *TarScanner) extDone() (tarEvent, error) {
 		s.state = tsData // completes (teMember) at the next step
 		return teHeader, nil
 	case 'L':
-		s.longName = tarString(data)
+		s.longName = cString(data)
 	case 'K':
-		s.longLink = tarString(data)
+		s.longLink = cString(data)
 	}
 	return teNone, nil
 }
 
-// tarString returns b up to its first NUL.
-func tarString(b []byte) string {
+// cString returns b up to its first NUL.
+func cString(b []byte) string {
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]
 	}
 	return string(b)
 }
 
-// tarParseOctal parses an octal field (spaces and NULs around it ignored;
+// parseOctal parses an octal field (spaces and NULs around it ignored;
 // empty is 0).
-func tarParseOctal(b []byte) (int64, bool) {
+func parseOctal(b []byte) (int64, bool) {
 	b = bytes.Trim(b, " \x00")
 	if len(b) == 0 {
 		return 0, true
@@ -595,9 +616,9 @@ func tarParseOctal(b []byte) (int64, bool) {
 	return int64(x), true
 }
 
-// tarParseNumeric parses an octal or GNU base-256 numeric field (PostgreSQL
+// parseNumeric parses an octal or GNU base-256 numeric field (PostgreSQL
 // writes sizes of 8 GiB and more in base-256).
-func tarParseNumeric(b []byte) (int64, bool) {
+func parseNumeric(b []byte) (int64, bool) {
 	if len(b) > 0 && b[0]&0x80 != 0 {
 		var inv byte
 		if b[0]&0x40 != 0 {
@@ -622,11 +643,11 @@ func tarParseNumeric(b []byte) (int64, bool) {
 		}
 		return int64(x), true
 	}
-	return tarParseOctal(b)
+	return parseOctal(b)
 }
 
-// tarParsePAX parses PAX records ("%d %s=%s\n").
-func tarParsePAX(b []byte) (map[string]string, error) {
+// parsePAX parses PAX records ("%d %s=%s\n").
+func parsePAX(b []byte) (map[string]string, error) {
 	recs := make(map[string]string)
 	s := string(b)
 	for len(s) > 0 {
@@ -664,7 +685,7 @@ func tarParsePAX(b []byte) (map[string]string, error) {
 
 // ---------------------------------------------------------------- splitter
 
-// Part describes one part of a tar stream cut by a TarSplitter.
+// Part describes one part of a tar stream cut by a Splitter.
 type Part struct {
 	Index       int    // 0, 1, ...
 	Offset      int64  // stream offset of its first byte
@@ -674,7 +695,7 @@ type Part struct {
 	Last        bool   // it holds the end-of-archive marker (the stream's last part)
 }
 
-// SplitOptions configures a TarSplitter.
+// SplitOptions configures a Splitter.
 type SplitOptions struct {
 	// Limit is the maximum size of a part. A part holds as many complete
 	// members as fit; a member larger than Limit gets a part of its own, and
@@ -682,7 +703,7 @@ type SplitOptions struct {
 	// always joins the last member's part. So a part exceeds Limit only when
 	// it holds a single member larger than Limit, or by the marker.
 	Limit int64
-	// Checksum is the algorithm for Member.Checksum (see NewTarScanner).
+	// Checksum is the algorithm for Member.Checksum (see NewScanner).
 	Checksum string
 	// NewPart is called before the first byte of part n is written; the
 	// part's bytes are then written to the writer it returns.
@@ -695,7 +716,7 @@ type SplitOptions struct {
 	Member func(Member) error
 }
 
-// TarSplitter is an io.Writer that cuts the tar stream written to it into
+// Splitter is an io.Writer that cuts the tar stream written to it into
 // consecutive parts at member boundaries, without changing a byte:
 // concatenating the parts gives the stream, and each part is a sequence of
 // complete tar members (the last one followed by the end-of-archive marker).
@@ -707,19 +728,19 @@ type SplitOptions struct {
 // Use: io.Copy(splitter, r); then Close, which checks that the stream ended
 // with the end-of-archive marker and ends the last part. After an error the
 // current part is left as it is (neither ended nor closed): abort it. In a
-// StreamHandler:
+// basebackup.Handler (package backup does this):
 //
 //	func (h *handler) Archive(name, location string, r io.Reader) error {
-//		sp, err := NewTarSplitter(SplitOptions{
+//		sp, err := NewSplitter(SplitOptions{
 //			Limit:    h.partLimit,
 //			Checksum: h.manifestChecksums, // as sent in MANIFEST_CHECKSUMS
 //			NewPart: func(n int, off int64) (io.Writer, error) {
-//				return h.startObject(PartKey(h.id, name, n)) // streams to the store
+//				return h.startObject(catalog.PartKey(h.id, name, n)) // streams to the store
 //			},
 //			EndPart: func(p Part) error {
 //				return h.finishObject(p) // p.Bytes, p.Members, p.FirstMember -> ObjectRef
 //			},
-//			Member: func(m Member) error { return h.files.Add(name, m) }, // *BackupFiles
+//			Member: func(m Member) error { return h.files.Add(name, m) },  // *manifest.Files
 //		})
 //		if err != nil {
 //			return err
@@ -730,10 +751,10 @@ type SplitOptions struct {
 //		return sp.Close()
 //	}
 //
-// and when the manifest has arrived: manifest.Check(h.files).
-type TarSplitter struct {
+// and when the manifest has arrived: h.manifest.Check(h.files).
+type Splitter struct {
 	o      SplitOptions
-	sc     *TarScanner
+	sc     *Scanner
 	hold   []byte
 	part   io.Writer
 	cur    Part
@@ -742,30 +763,30 @@ type TarSplitter struct {
 	err    error
 }
 
-// NewTarSplitter returns a splitter; Limit must be positive and NewPart and
+// NewSplitter returns a splitter; Limit must be positive and NewPart and
 // EndPart set.
-func NewTarSplitter(o SplitOptions) (*TarSplitter, error) {
+func NewSplitter(o SplitOptions) (*Splitter, error) {
 	if o.Limit <= 0 {
 		return nil, fmt.Errorf("tar splitter: part limit %d must be positive", o.Limit)
 	}
 	if o.NewPart == nil || o.EndPart == nil {
 		return nil, errors.New("tar splitter: NewPart and EndPart are required")
 	}
-	sc, err := NewTarScanner(o.Checksum, o.Member)
+	sc, err := NewScanner(o.Checksum, o.Member)
 	if err != nil {
 		return nil, err
 	}
-	return &TarSplitter{o: o, sc: sc}, nil
+	return &Splitter{o: o, sc: sc}, nil
 }
 
 // Scanner gives access to the underlying scanner (offsets, member count).
-func (t *TarSplitter) Scanner() *TarScanner { return t.sc }
+func (t *Splitter) Scanner() *Scanner { return t.sc }
 
 // Parts is the number of parts started so far.
-func (t *TarSplitter) Parts() int { return t.nparts }
+func (t *Splitter) Parts() int { return t.nparts }
 
-// Write consumes p (see TarSplitter).
-func (t *TarSplitter) Write(p []byte) (int, error) {
+// Write consumes p (see Splitter).
+func (t *Splitter) Write(p []byte) (int, error) {
 	if t.err != nil {
 		return 0, t.err
 	}
@@ -826,7 +847,7 @@ func (t *TarSplitter) Write(p []byte) (int, error) {
 	}
 }
 
-func (t *TarSplitter) ensurePart(off int64) error {
+func (t *Splitter) ensurePart(off int64) error {
 	if t.part != nil {
 		return nil
 	}
@@ -845,7 +866,7 @@ func (t *TarSplitter) ensurePart(off int64) error {
 	return nil
 }
 
-func (t *TarSplitter) endPart() error {
+func (t *Splitter) endPart() error {
 	p := t.cur
 	t.part = nil
 	if err := t.o.EndPart(p); err != nil {
@@ -855,7 +876,7 @@ func (t *TarSplitter) endPart() error {
 	return nil
 }
 
-func (t *TarSplitter) flushHold() error {
+func (t *Splitter) flushHold() error {
 	err := t.emit(t.hold)
 	if cap(t.hold) > 64<<10 {
 		t.hold = nil
@@ -865,7 +886,7 @@ func (t *TarSplitter) flushHold() error {
 	return err
 }
 
-func (t *TarSplitter) emit(b []byte) error {
+func (t *Splitter) emit(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
@@ -888,7 +909,7 @@ func (t *TarSplitter) emit(b []byte) error {
 // Close checks that the stream ended after the end-of-archive marker and
 // ends the last part. It does not close the parts' writers (EndPart does
 // what the caller wants).
-func (t *TarSplitter) Close() error {
+func (t *Splitter) Close() error {
 	if t.err != nil {
 		return t.err
 	}

@@ -1,4 +1,4 @@
-package backup
+package restore
 
 import (
 	"archive/tar"
@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/tarstream"
+	"github.com/pgark/pgark/tarstream/tarstreamtest"
 )
 
 // hostileTar writes headers as given (PAX and GNU forms included): what
@@ -51,9 +54,9 @@ func paxHeader(t *testing.T, key, value string) []byte {
 		n = len(fmt.Sprint(n)) + len(body)
 	}
 	rec := fmt.Sprint(n) + body
-	b := tarscanHeader("PaxHeaders/x", 'x', []byte(fmt.Sprintf("%011o\x00", len(rec))))
+	b := tarstreamtest.Header("PaxHeaders/x", 'x', []byte(fmt.Sprintf("%011o\x00", len(rec))))
 	b = append(b, rec...)
-	return append(b, make([]byte, tarPadding(int64(len(rec))))...)
+	return append(b, make([]byte, -len(rec)&(tarstream.BlockSize-1))...)
 }
 
 // TestExtractHostileHeaders covers the header forms that carry a name or a
@@ -103,7 +106,7 @@ func TestExtractHostileHeaders(t *testing.T) {
 			b := hostileTar(t, reg("huge", tar.FormatGNU))
 			field := b[124:136]
 			copy(field, []byte{0x80, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) // 2^63-1
-			tarscanFixChecksum(b[:512])
+			tarstreamtest.FixChecksum(b[:512])
 			return b
 		}, "claims"},
 		{"sparse file", func(t *testing.T, _ string) []byte {
@@ -118,7 +121,7 @@ func TestExtractHostileHeaders(t *testing.T) {
 			var body []byte
 			body = append(body, extTar(t, false, extF("backup_label", "L"), extD("global"))...)
 			body = append(body, tc.tar(t, sandbox)...)
-			m := &Meta{Format: MetaFormat, ID: extTestID, PGMajor: 15, PGVersionNum: 150010}
+			m := &catalog.Meta{Format: catalog.MetaFormat, ID: extTestID, PGMajor: 15, PGVersionNum: 150010}
 			m.Archives = append(m.Archives, s.add(extTestID, "base.tar", body))
 			err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 1})
 			var re *RefusedError
@@ -134,7 +137,7 @@ func TestExtractHostileHeaders(t *testing.T) {
 					t.Errorf("written outside PGDATA: %s", p)
 				}
 			}
-			if extExists(filepath.Join(pgdata, extControl)) {
+			if extExists(filepath.Join(pgdata, controlFile)) {
 				t.Error("pg_control in place after a refusal")
 			}
 		})
@@ -161,7 +164,7 @@ func TestExtractRefusalsAreRefusedErrors(t *testing.T) {
 			t.Errorf("%q: err = %v, not a *RefusedError", members[0].name, err)
 		}
 	}
-	s := &extStore{fail: func(ref ObjectRef) (int, error) { return 100, io.ErrUnexpectedEOF }}
+	s := &extStore{fail: func(ref catalog.ObjectRef) (int, error) { return 100, io.ErrUnexpectedEOF }}
 	m := extBackup(t, s, extBaseMembers(), nil, nil)
 	err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: filepath.Join(t.TempDir(), "d"), Jobs: 1})
 	if err == nil || errors.As(err, new(*RefusedError)) {
@@ -198,7 +201,7 @@ func (m *memStore) String() string { return "memory" }
 
 func TestReadMetaDamaged(t *testing.T) {
 	good := fuzzMeta(t)
-	if _, err := ReadMeta(context.Background(), &memStore{objs: map[string][]byte{MetaKey(extTestID): good}}, extTestID); err != nil {
+	if _, err := catalog.ReadMeta(context.Background(), &memStore{objs: map[string][]byte{catalog.MetaKey(extTestID): good}}, extTestID); err != nil {
 		t.Fatalf("good metadata: %v", err)
 	}
 	for name, raw := range map[string][]byte{
@@ -218,9 +221,9 @@ func TestReadMetaDamaged(t *testing.T) {
 		if bytes.Equal(raw, good) {
 			t.Fatalf("%s: the case changes nothing", name)
 		}
-		_, err := ReadMeta(context.Background(), &memStore{objs: map[string][]byte{MetaKey(extTestID): raw}}, extTestID)
-		if !errors.Is(err, repo.ErrDamaged) || !strings.Contains(err.Error(), MetaName) || strings.Contains(err.Error(), "\n") {
-			t.Errorf("%s: err = %v, want one line naming %s that wraps repo.ErrDamaged", name, err, MetaName)
+		_, err := catalog.ReadMeta(context.Background(), &memStore{objs: map[string][]byte{catalog.MetaKey(extTestID): raw}}, extTestID)
+		if !errors.Is(err, repo.ErrDamaged) || !strings.Contains(err.Error(), catalog.MetaName) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: err = %v, want one line naming %s that wraps repo.ErrDamaged", name, err, catalog.MetaName)
 		}
 	}
 }
