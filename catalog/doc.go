@@ -27,5 +27,5 @@
 //
 // It sits on repo and storage (reading), wal (LSNs, timelines), and, for
 // Verify, on tarstream and manifest. Package backup writes what it reads;
-// restore, retention, health and archive (the WAL inventory) read it.
+// restore, retention, health and walinventory read it.
 package catalog

@@ -4,6 +4,6 @@
 // tablespace locations under strict safety rules (see extract.go), and
 // finally writes the recovery configuration (package recoveryconf).
 //
-// It sits on catalog (what to restore), archive (timeline histories),
+// It sits on catalog (what to restore), walinventory (timeline histories),
 // repo (verified reads) and archive/tar; it never writes to the repository.
 package restore

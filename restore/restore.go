@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"strconv"
 
-	"github.com/pgark/pgark/archive"
 	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/restore/recoveryconf"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walinventory"
 )
 
 // Plan is the outcome of choosing what to restore.
@@ -45,7 +45,7 @@ func NewPlan(ctx context.Context, r *repo.Repo, id, timeline string, t catalog.T
 		if named != nil {
 			from = named.EndTimeline
 		}
-		if tli, err = archive.LatestTimeline(ctx, r.Store, from); err != nil {
+		if tli, err = walinventory.LatestTimeline(ctx, r.Store, from); err != nil {
 			return nil, err
 		}
 	case "current":
@@ -60,7 +60,7 @@ func NewPlan(ctx context.Context, r *repo.Repo, id, timeline string, t catalog.T
 		}
 		tli = uint32(v)
 	}
-	h, err := archive.TimelineHistory(ctx, r, tli, ids)
+	h, err := walinventory.TimelineHistory(ctx, r, tli, ids)
 	if err != nil {
 		return nil, err
 	}

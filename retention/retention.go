@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgark/pgark/archive"
 	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/walinventory"
 )
 
 // Policy says what to keep. With both set, a backup either keeps is kept.
@@ -49,7 +49,7 @@ type Plan struct {
 	Backups    []Decision // oldest first
 	Leftovers  []string   // incomplete backups older than every kept one: deleted
 	KeepWALAt  string     // the first segment kept (the oldest kept backup's start); "" when no WAL is deleted
-	DeleteWAL  []archive.Object
+	DeleteWAL  []walinventory.Object
 	KeptWAL    int
 	walCut     uint64
 	haveWALCut bool
@@ -60,7 +60,7 @@ type Plan struct {
 // newest timeline's history count as its newest; backups on abandoned
 // timelines are kept while they are newer than the oldest kept backup or
 // inside the keep-within window.
-func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
+func MakePlan(rep *walinventory.Report, p Policy) (*Plan, error) {
 	if p.KeepLast <= 0 && p.KeepWithin <= 0 {
 		return nil, fmt.Errorf("no retention policy: set keep-last and/or keep-within (on the command line or in the config file)")
 	}
@@ -158,7 +158,7 @@ func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 	}
 	if inv := rep.Inventory; inv != nil && plan.haveWALCut {
 		plan.KeepWALAt = rep.SegmentName(plan.walCut)
-		consider := func(o archive.Object) {
+		consider := func(o walinventory.Object) {
 			no, ok := o.Name.SegNo(inv.SegSize)
 			if ok && no < plan.walCut {
 				plan.DeleteWAL = append(plan.DeleteWAL, o)

@@ -1,8 +1,4 @@
-// Package archive takes stock of a repository's WAL archive: which segments
-// and timelines it holds, whether they are continuous along the newest
-// timeline's history, and which points in time a restore can reach. verify,
-// retain and check build on it.
-package archive
+package walinventory
 
 import (
 	"context"
