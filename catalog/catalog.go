@@ -67,14 +67,8 @@ func ReadMeta(ctx context.Context, s storage.Store, id string) (*Meta, error) {
 		return nil, fmt.Errorf("%q is not a backup id (like 20261124T154500Z)", id)
 	}
 	var m Meta
-	if err := repo.ReadJSON(ctx, s, MetaKey(id), &m); err != nil {
-		if storage.IsNotFound(err) {
-			return nil, fmt.Errorf("backup %s: %w", id, ErrNoBackup)
-		}
-		return nil, fmt.Errorf("backup %s: %w", id, err)
-	}
-	if err := m.Check(id); err != nil {
-		return nil, fmt.Errorf("backup %s: %w metadata %s: %w", id, repo.ErrDamaged, MetaKey(id), err)
+	if err := repo.ReadMeta(ctx, s, "backup", id, MetaKey(id), &m, ErrNoBackup); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }
