@@ -45,36 +45,36 @@ func fuzzScratch(t *testing.T) string {
 }
 
 // fuzzOneTar joins members into one tar stream with its trailer.
-func fuzzOneTar(t testing.TB, members ...extTM) []byte {
-	return extTar(t, true, members...)
+func fuzzOneTar(t testing.TB, members ...tm) []byte {
+	return buildTar(t, true, members...)
 }
 
 func FuzzExtract(f *testing.F) {
-	var all []extTM
-	for _, p := range extBaseMembers() {
+	var all []tm
+	for _, p := range baseMembers() {
 		all = append(all, p...)
 	}
 	f.Add(fuzzOneTar(f, all...))
-	f.Add(fuzzOneTar(f, extF("backup_label", "L"), extD("global"), extF("global/pg_control", "C")))
-	for _, hostile := range [][]extTM{
-		{extF("../x", "evil")},
-		{extF("/tmp/x", "evil")},
-		{{name: "l", typ: tar.TypeSymlink, mode: 0o777, link: "/"}, extF("l/x", "evil")},
+	f.Add(fuzzOneTar(f, fileM("backup_label", "L"), dirM("global"), fileM("global/pg_control", "C")))
+	for _, hostile := range [][]tm{
+		{fileM("../x", "evil")},
+		{fileM("/tmp/x", "evil")},
+		{{name: "l", typ: tar.TypeSymlink, mode: 0o777, link: "/"}, fileM("l/x", "evil")},
 		{{name: "h", typ: tar.TypeLink, mode: 0o600, link: "/etc/passwd"}},
 		{{name: "c", typ: tar.TypeChar, mode: 0o600}},
 		{{name: "p", typ: tar.TypeFifo, mode: 0o600}},
-		{{name: "pg_tblspc/16385", typ: tar.TypeSymlink, mode: 0o777, link: "/"}, extF("pg_tblspc/16385/x", "evil")},
+		{{name: "pg_tblspc/16385", typ: tar.TypeSymlink, mode: 0o777, link: "/"}, fileM("pg_tblspc/16385/x", "evil")},
 		{{name: "big", typ: tar.TypeReg, mode: 0o600, body: "x", claim: 1 << 40}},
 		{{name: "s", typ: tar.TypeReg, mode: 0o4755, body: "x"}},
 	} {
-		f.Add(fuzzOneTar(f, append([]extTM{extF("backup_label", "L"), extD("global")}, hostile...)...))
+		f.Add(fuzzOneTar(f, append([]tm{fileM("backup_label", "L"), dirM("global")}, hostile...)...))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sandbox := fuzzScratch(t)
 		pgdata := filepath.Join(sandbox, "pgdata")
-		s := &extStore{}
-		m := &catalog.Meta{Format: catalog.MetaFormat, ID: extTestID, PGMajor: 15, PGVersionNum: 150010}
-		m.Archives = append(m.Archives, s.add(extTestID, "base.tar", b))
+		s := &partStore{}
+		m := &catalog.Meta{Format: catalog.MetaFormat, ID: testID, PGMajor: 15, PGVersionNum: 150010}
+		m.Archives = append(m.Archives, s.add(testID, "base.tar", b))
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		err := Extract(ctx, m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 1})
@@ -110,8 +110,8 @@ func FuzzExtract(f *testing.F) {
 		if werr != nil {
 			t.Fatal(werr)
 		}
-		control := extExists(filepath.Join(pgdata, controlFile))
-		marker := extExists(filepath.Join(pgdata, markerName))
+		control := exists(filepath.Join(pgdata, controlFile))
+		marker := exists(filepath.Join(pgdata, markerName))
 		if err != nil {
 			if control || !marker {
 				t.Fatalf("failed restore (%v) left pg_control %v, marker %v", err, control, marker)
@@ -121,7 +121,7 @@ func FuzzExtract(f *testing.F) {
 			}
 			return
 		}
-		if !control || marker || !extExists(filepath.Join(pgdata, "backup_label")) {
+		if !control || marker || !exists(filepath.Join(pgdata, "backup_label")) {
 			t.Fatalf("successful restore without pg_control (%v) or backup_label, or with the marker (%v)", control, marker)
 		}
 	})
@@ -199,11 +199,11 @@ func FuzzExtractValidate(f *testing.F) {
 // fuzzMetaStore serves one backup.json.
 func fuzzMeta(t testing.TB) []byte {
 	t.Helper()
-	s := &extStore{}
-	m := extBackup(t, s, extBaseMembers(), map[uint32][][]extTM{16385: {{extD("PG_15_202209061")}}}, map[uint32]string{16385: "/srv/ts"})
+	s := &partStore{}
+	m := testBackup(t, s, baseMembers(), map[uint32][][]tm{16385: {{dirM("PG_15_202209061")}}}, map[uint32]string{16385: "/srv/ts"})
 	m.StartLSN, m.EndLSN, m.StartTimeline, m.EndTimeline, m.WalSegmentBytes = "0/2000028", "0/2000138", 1, 1, 16<<20
 	m.StopTime = time.Date(2026, 11, 24, 21, 57, 0, 0, time.UTC)
-	m.Manifest = catalog.ObjectRef{Key: catalog.ManifestKey(extTestID), Bytes: 100, SHA256: strings.Repeat("0", 64)}
+	m.Manifest = catalog.ObjectRef{Key: catalog.ManifestKey(testID), Bytes: 100, SHA256: strings.Repeat("0", 64)}
 	b, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
@@ -224,11 +224,11 @@ func FuzzMeta(f *testing.F) {
 		if err := json.Unmarshal(b, &m); err != nil {
 			return
 		}
-		if err := m.Check(extTestID); err != nil {
+		if err := m.Check(testID); err != nil {
 			return
 		}
 		// What check accepts is what restore may rely on.
-		if m.ID != extTestID || !catalog.ValidID(m.ID) {
+		if m.ID != testID || !catalog.ValidID(m.ID) {
 			t.Fatalf("accepted id %q", m.ID)
 		}
 		if m.Start() > m.End() || m.EndTimeline < m.StartTimeline {
@@ -256,7 +256,7 @@ func FuzzMeta(f *testing.F) {
 		if err := json.Unmarshal(out, &m2); err != nil {
 			t.Fatal(err)
 		}
-		if err := m2.Check(extTestID); err != nil {
+		if err := m2.Check(testID); err != nil {
 			t.Fatalf("written back, the metadata is refused: %v", err)
 		}
 		if out2, _ := json.Marshal(&m2); !bytes.Equal(out, out2) {

@@ -57,9 +57,6 @@ func (m Member) IsRegular() bool { return m.Typeflag == '0' || m.Typeflag == '7'
 // IsDir reports whether the member is a directory.
 func (m Member) IsDir() bool { return m.Typeflag == '5' }
 
-// IsSymlink reports whether the member is a symbolic link.
-func (m Member) IsSymlink() bool { return m.Typeflag == '2' }
-
 // TypeName describes a tar type flag for messages ("regular file", "symbolic link", ...).
 func TypeName(t byte) string {
 	switch t {
@@ -190,9 +187,6 @@ func NewScanner(alg string, onMember func(Member) error) (*Scanner, error) {
 	return &Scanner{alg: a, onMember: onMember, memberStart: -1, endOff: -1}, nil
 }
 
-// Algorithm is the scanner's checksum algorithm in canonical form ("" for none).
-func (s *Scanner) Algorithm() string { return s.alg }
-
 // Offset is the number of bytes written so far.
 func (s *Scanner) Offset() int64 { return s.off }
 
@@ -201,17 +195,11 @@ func (s *Scanner) Offset() int64 { return s.off }
 // a prefix made of complete members.
 func (s *Scanner) Boundary() int64 { return s.boundary }
 
-// Members is the number of members completed so far.
-func (s *Scanner) Members() int { return s.members }
-
 // Ended reports whether the end-of-archive marker has been written.
 func (s *Scanner) Ended() bool { return s.state == tsEnd }
 
 // EndOffset is the offset of the end-of-archive marker, or -1 before it is seen.
 func (s *Scanner) EndOffset() int64 { return s.endOff }
-
-// Err returns the error that stopped the scanner, if any.
-func (s *Scanner) Err() error { return s.err }
 
 // Write parses p. It returns an error (and stops for good) on malformed input,
 // or when the onMember callback fails.

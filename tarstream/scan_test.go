@@ -15,8 +15,8 @@ import (
 	"github.com/pgark/pgark/tarstream/tarstreamtest"
 )
 
-// tarscanSample is an archive exercising every header form the scanner must read.
-func tarscanSample(t testing.TB) []byte {
+// sampleTar is an archive exercising every header form the scanner must read.
+func sampleTar(t testing.TB) []byte {
 	long := strings.Repeat("d", 60) + "/" + strings.Repeat("e", 60) + "/file" // > 100 bytes, fits ustar prefix
 	veryLong := strings.Repeat("x", 180) + "/" + strings.Repeat("y", 120)     // needs PAX or GNU long name
 	return tarstreamtest.Build(t, []tarstreamtest.Entry{
@@ -39,27 +39,27 @@ func tarscanSample(t testing.TB) []byte {
 	})
 }
 
-// tarscanRef lists the members of an archive as archive/tar reads them.
-type tarscanRefMember struct {
+// refMembers lists the members of an archive as archive/tar reads them.
+type refMember struct {
 	Name, Linkname string
 	Typeflag       byte
 	Mode, Size     int64
 	SHA256, CRC32C string
 }
 
-func tarscanRef(t testing.TB, b []byte) []tarscanRefMember {
+func refMembers(t testing.TB, b []byte) []refMember {
 	t.Helper()
-	out, err := tarscanRefErr(b)
+	out, err := refMembersErr(b)
 	if err != nil {
 		t.Fatalf("archive/tar: %v", err)
 	}
 	return out
 }
 
-// tarscanRefErr is tarscanRef that returns archive/tar's error.
-func tarscanRefErr(b []byte) ([]tarscanRefMember, error) {
+// refMembersErr is refMembers that returns archive/tar's error.
+func refMembersErr(b []byte) ([]refMember, error) {
 	tr := tar.NewReader(bytes.NewReader(b))
-	var out []tarscanRefMember
+	var out []refMember
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -72,7 +72,7 @@ func tarscanRefErr(b []byte) ([]tarscanRefMember, error) {
 		if err != nil {
 			return out, err
 		}
-		m := tarscanRefMember{Name: h.Name, Linkname: h.Linkname, Typeflag: h.Typeflag, Mode: h.Mode, Size: h.Size}
+		m := refMember{Name: h.Name, Linkname: h.Linkname, Typeflag: h.Typeflag, Mode: h.Mode, Size: h.Size}
 		if h.Typeflag == tar.TypeReg {
 			s := sha256.Sum256(data)
 			m.SHA256 = hex.EncodeToString(s[:])
@@ -83,8 +83,8 @@ func tarscanRefErr(b []byte) ([]tarscanRefMember, error) {
 }
 
 func TestTarScanMatchesArchiveTar(t *testing.T) {
-	b := tarscanSample(t)
-	ref := tarscanRef(t, b)
+	b := sampleTar(t)
+	ref := refMembers(t, b)
 	for _, alg := range []string{"CRC32C", "SHA256", ""} {
 		for _, n := range []int{1, 7, 511, 512, 513, 4096, len(b)} {
 			got, s, err := tarstreamtest.Scan(t, b, alg, n)
@@ -134,7 +134,7 @@ func TestTarScanBase256Size(t *testing.T) {
 	b = append(b, tarstreamtest.Data(1000, 9)...)
 	b = append(b, make([]byte, 24)...)
 	b = append(b, make([]byte, 1024)...)
-	ref := tarscanRef(t, b)
+	ref := refMembers(t, b)
 	got, _, err := tarstreamtest.Scan(t, b, "SHA256", 100)
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +146,7 @@ func TestTarScanBase256Size(t *testing.T) {
 }
 
 func TestTarScanErrors(t *testing.T) {
-	good := tarscanSample(t)
+	good := sampleTar(t)
 	badSum := bytes.Clone(good)
 	badSum[10] ^= 1
 	nonZeroAfterEnd := append(bytes.Clone(good), 0, 0, 1)
@@ -187,7 +187,7 @@ func TestTarScanErrors(t *testing.T) {
 }
 
 func TestTarScanCallbackError(t *testing.T) {
-	b := tarscanSample(t)
+	b := sampleTar(t)
 	boom := errors.New("boom")
 	s, _ := tarstream.NewScanner("", func(m tarstream.Member) error {
 		if m.Name == "base/512" {
@@ -204,7 +204,7 @@ func TestTarScanCallbackError(t *testing.T) {
 }
 
 func TestTarSplit(t *testing.T) {
-	b := tarscanSample(t)
+	b := sampleTar(t)
 	for _, limit := range []int64{1, 512, 1024, 1600, 4096, 20000, 100000, 200000, 1 << 30} {
 		for _, n := range []int{1, 100, 512, 32768, len(b)} {
 			parts, infos, members, err := tarstreamtest.Split(t, b, limit, n)
@@ -231,7 +231,7 @@ func TestTarSplitEmptyArchive(t *testing.T) {
 	if len(parts) != 1 || len(members) != 0 || !infos[0].Last || infos[0].Members != 0 || len(parts[0]) != 1024 {
 		t.Fatalf("parts %d infos %+v", len(parts), infos)
 	}
-	if _, _, _, err := tarstreamtest.Split(t, tarscanSample(t)[:3000], 1000, 512); err == nil {
+	if _, _, _, err := tarstreamtest.Split(t, sampleTar(t)[:3000], 1000, 512); err == nil {
 		t.Fatal("truncated stream accepted")
 	}
 }
@@ -281,7 +281,7 @@ func FuzzTarScan(f *testing.F) {
 		if err == nil {
 			// What the scanner accepts, archive/tar (restore's reader) reads
 			// the same way: same members, same content.
-			ref, rerr := tarscanRefErr(b)
+			ref, rerr := refMembersErr(b)
 			if rerr != nil {
 				t.Fatalf("the scanner accepts a stream archive/tar refuses: %v", rerr)
 			}

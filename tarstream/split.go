@@ -100,12 +100,6 @@ func NewSplitter(o SplitOptions) (*Splitter, error) {
 	return &Splitter{o: o, sc: sc}, nil
 }
 
-// Scanner gives access to the underlying scanner (offsets, member count).
-func (t *Splitter) Scanner() *Scanner { return t.sc }
-
-// Parts is the number of parts started so far.
-func (t *Splitter) Parts() int { return t.nparts }
-
 // Write consumes p (see Splitter).
 func (t *Splitter) Write(p []byte) (int, error) {
 	if t.err != nil {
