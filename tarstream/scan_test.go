@@ -242,9 +242,9 @@ func TestTarSplitEmptyArchive(t *testing.T) {
 //
 //	go test ./tarstream/ -run XXX -fuzz FuzzTarScan -fuzzminimizetime 2s
 //
-// this package's fuzzing binary instruments all its dependencies (the AWS
-// SDK...), so executions are slow, and minimizing a kilobyte-sized tar input
-// with the default 60 s budget would take most of the time.
+// (every execution scans and splits its input in several ways and compares
+// with archive/tar, so minimizing a kilobyte-sized tar input with the
+// default 60 s budget would take most of the time).
 func FuzzTarScan(f *testing.F) {
 	long := strings.Repeat("d", 60) + "/" + strings.Repeat("e", 60) + "/f"
 	veryLong := strings.Repeat("x", 101)
