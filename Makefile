@@ -47,8 +47,8 @@ FUZZ_PARALLEL ?= 1
 # slow backup fuzzers (FuzzExtract) spend most of their time minimizing.
 FUZZMINIMIZE ?= 500x
 FUZZERS := wal:FuzzParseHeader wal:FuzzParseHistory wal:FuzzParseTimelinesMeta \
-	backup:FuzzDemux backup:FuzzTarScan backup:FuzzExtract backup:FuzzExtractValidate \
-	backup:FuzzManifest backup:FuzzMeta repo:FuzzRepoJSON \
+	basebackup:FuzzDemux tarstream:FuzzTarScan restore:FuzzExtract restore:FuzzExtractValidate \
+	manifest:FuzzManifest restore:FuzzMeta repo:FuzzRepoJSON \
 	cmd/pgark:FuzzParseConfig cmd/pgark:FuzzParseLocation
 
 fuzz:

@@ -12,8 +12,12 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgark/pgark/basebackup"
+	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/manifest"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/tarstream"
 	"github.com/pgark/pgark/wal"
 )
 
@@ -98,7 +102,7 @@ func serverNow(ctx context.Context, c *pgconn.PgConn) (time.Time, error) {
 // server's manifest and every WAL file it needs is confirmed in the
 // repository. On failure the parts written are deleted when possible; in any
 // case no metadata exists, so the backup is never listed as usable.
-func Run(ctx context.Context, c Config) (*Meta, error) {
+func Run(ctx context.Context, c Config) (*catalog.Meta, error) {
 	log := c.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -107,7 +111,7 @@ func Run(ctx context.Context, c Config) (*Meta, error) {
 	if err != nil {
 		return nil, err
 	}
-	sysid, _, _, err := IdentifySystem(ctx, c.Replication)
+	sysid, _, _, err := basebackup.IdentifySystem(ctx, c.Replication)
 	if err != nil {
 		return nil, err
 	}
@@ -125,14 +129,14 @@ func Run(ctx context.Context, c Config) (*Meta, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handler{ctx: ctx, c: &c, log: log, id: id, meta: &Meta{
-		Format: MetaFormat, ID: id, Label: c.Label, Pgark: c.Version, FromHost: c.FromHost,
+	h := &handler{ctx: ctx, c: &c, log: log, id: id, meta: &catalog.Meta{
+		Format: catalog.MetaFormat, ID: id, Label: c.Label, Pgark: c.Version, FromHost: c.FromHost,
 		FromStandby: si.inRecovery, SystemID: strconv.FormatUint(sysid, 10), PGVersionNum: si.versionNum,
 		PGMajor: si.versionNum / 10000, WalSegmentBytes: si.segSize, DataChecksums: si.dataChecksums,
-		ManifestChecksums: "CRC32C", Tablespaces: []Tablespace{},
+		ManifestChecksums: "CRC32C", Tablespaces: []catalog.Tablespace{},
 		Recipients: c.Codec.Recipients.Fingerprints(),
 	}}
-	h.files, err = NewBackupFiles("CRC32C")
+	h.files, err = manifest.NewFiles("CRC32C")
 	if err != nil {
 		return nil, err
 	}
@@ -149,8 +153,8 @@ func newBackupID(ctx context.Context, s storage.Store, t time.Time) (string, err
 	// The ids in use, leftovers of failed or killed runs included (the
 	// repository lock keeps another backup from picking one meanwhile).
 	used := map[string]bool{}
-	err := s.List(ctx, Prefix, func(oi storage.ObjectInfo) error {
-		if id, _, ok := strings.Cut(strings.TrimPrefix(oi.Key, Prefix), "/"); ok {
+	err := s.List(ctx, catalog.Prefix, func(oi storage.ObjectInfo) error {
+		if id, _, ok := strings.Cut(strings.TrimPrefix(oi.Key, catalog.Prefix), "/"); ok {
 			used[id] = true
 		}
 		return nil
@@ -159,7 +163,7 @@ func newBackupID(ctx context.Context, s storage.Store, t time.Time) (string, err
 		return "", fmt.Errorf("list the backup ids in use: %w", err)
 	}
 	for i := 0; i < 3600; i++ {
-		if id := NewID(t.Add(time.Duration(i) * time.Second)); !used[id] {
+		if id := catalog.NewID(t.Add(time.Duration(i) * time.Second)); !used[id] {
 			return id, nil
 		}
 	}
@@ -171,17 +175,17 @@ type handler struct {
 	c       *Config
 	log     *slog.Logger
 	id      string
-	meta    *Meta
-	files   *BackupFiles
-	start   StartInfo
-	parsed  *Manifest
+	meta    *catalog.Meta
+	files   *manifest.Files
+	start   basebackup.StartInfo
+	parsed  *manifest.Manifest
 	written []string // keys written, for cleanup
 	total   int64
 }
 
-func (h *handler) run(ctx context.Context, si serverInfo) (*Meta, error) {
+func (h *handler) run(ctx context.Context, si serverInfo) (*catalog.Meta, error) {
 	c := h.c
-	po := ProtocolOptions{
+	po := basebackup.Options{
 		Label: c.Label, Fast: c.Fast, MaxRateKB: c.MaxRateKB, Progress: true, ManifestChecksums: "CRC32C",
 		// pgark confirms the needed WAL in the repository itself (bounded by
 		// --archive-timeout, naming what is missing) instead of letting the
@@ -189,9 +193,9 @@ func (h *handler) run(ctx context.Context, si serverInfo) (*Meta, error) {
 		NoWait:       true,
 		StallTimeout: c.StallTimeout,
 	}
-	startInfo, end, err := RunBaseBackup(ctx, c.Replication, si.versionNum, po, h)
+	startInfo, end, err := basebackup.Run(ctx, c.Replication, si.versionNum, po, h)
 	if err != nil {
-		var se *ServerError
+		var se *basebackup.ServerError
 		if errors.As(err, &se) && se.IsChecksumFailure() {
 			return nil, fmt.Errorf("the server found page checksum failures (data corruption on the database host); the backup is not usable: %w", err)
 		}
@@ -241,7 +245,7 @@ func (h *handler) run(ctx context.Context, si serverInfo) (*Meta, error) {
 		return nil, err
 	}
 	// Complete: the metadata object, last.
-	if err := repo.PutSignedJSON(ctx, c.Repo.Store, MetaKey(h.id), m, c.Codec.Signer); err != nil {
+	if err := repo.PutSignedJSON(ctx, c.Repo.Store, catalog.MetaKey(h.id), m, c.Codec.Signer); err != nil {
 		return nil, fmt.Errorf("write backup metadata: %w", err)
 	}
 	return m, nil
@@ -271,7 +275,7 @@ func (h *handler) cleanup(log *slog.Logger) {
 	// The completion marker first: a metadata write that failed with an
 	// ambiguous error (the reply lost) may still have landed, and a listed
 	// backup must never lose its parts. The id is this run's alone.
-	keys := append([]string{MetaKey(h.id)}, h.written...)
+	keys := append([]string{catalog.MetaKey(h.id)}, h.written...)
 	for _, k := range keys {
 		if err := h.c.Repo.Store.Delete(ctx, k); err != nil {
 			log.Warn("could not delete a failed backup's object (it is never used; retention removes it)", "key", k, "err", err)
@@ -280,12 +284,12 @@ func (h *handler) cleanup(log *slog.Logger) {
 	}
 }
 
-func (h *handler) Started(si StartInfo) error {
+func (h *handler) Started(si basebackup.StartInfo) error {
 	h.start = si
 	h.meta.StartLSN, h.meta.StartTimeline = si.StartLSN.String(), si.Timeline
 	h.meta.StartTime = time.Now().UTC()
 	for _, t := range si.Tablespaces {
-		h.meta.Tablespaces = append(h.meta.Tablespaces, Tablespace{OID: t.OID, Location: t.Location})
+		h.meta.Tablespaces = append(h.meta.Tablespaces, catalog.Tablespace{OID: t.OID, Location: t.Location})
 	}
 	if si.TotalKB >= 0 {
 		h.total = si.TotalKB * 1024
@@ -307,12 +311,12 @@ func (h *handler) Notice(n *pgconn.Notice) {
 }
 
 func (h *handler) Manifest(r io.Reader) error {
-	b, parsed, err := ReadManifest(r)
+	b, parsed, err := manifest.Read(r)
 	if err != nil {
 		return fmt.Errorf("backup_manifest: %w", err)
 	}
 	h.parsed = parsed
-	key := ManifestKey(h.id)
+	key := catalog.ManifestKey(h.id)
 	h.written = append(h.written, key)
 	u := startPartUpload(h.ctx, h.c.Repo.Store, key, h.c.Codec)
 	if _, err := u.Write(b); err != nil {
@@ -331,7 +335,7 @@ func (h *handler) Manifest(r io.Reader) error {
 // Archive streams one tar stream into parts of at most PartLimit bytes.
 func (h *handler) Archive(name, location string, r io.Reader) error {
 	ctx := h.ctx
-	a := Archive{Name: name}
+	a := catalog.Archive{Name: name}
 	if name != "base.tar" {
 		oid, err := strconv.ParseUint(strings.TrimSuffix(name, ".tar"), 10, 32)
 		if err != nil {
@@ -340,16 +344,16 @@ func (h *handler) Archive(name, location string, r io.Reader) error {
 		a.OID = uint32(oid)
 	}
 	var cur *partUpload
-	spl, err := NewTarSplitter(SplitOptions{
+	spl, err := tarstream.NewSplitter(tarstream.SplitOptions{
 		Limit:    h.c.PartLimit,
 		Checksum: "CRC32C",
 		NewPart: func(n int, off int64) (io.Writer, error) {
-			key := PartKey(h.id, name, n)
+			key := catalog.PartKey(h.id, name, n)
 			h.written = append(h.written, key)
 			cur = startPartUpload(ctx, h.c.Repo.Store, key, h.c.Codec)
 			return cur, nil
 		},
-		EndPart: func(p Part) error {
+		EndPart: func(p tarstream.Part) error {
 			ref, err := cur.finish()
 			cur = nil
 			if err != nil {
@@ -361,7 +365,7 @@ func (h *handler) Archive(name, location string, r io.Reader) error {
 			h.meta.StoredBytes += ref.StoredBytes
 			return nil
 		},
-		Member: func(m Member) error { return h.files.Add(name, m) },
+		Member: func(m tarstream.Member) error { return h.files.Add(name, m) },
 	})
 	if err != nil {
 		return err
@@ -390,12 +394,12 @@ func startPartUpload(ctx context.Context, s storage.Store, key string, c repo.Co
 // partUpload is one part being compressed, encrypted and uploaded.
 type partUpload struct{ *repo.Upload }
 
-func (u *partUpload) finish() (ObjectRef, error) {
+func (u *partUpload) finish() (catalog.ObjectRef, error) {
 	r, err := u.Finish()
 	if err != nil {
-		return ObjectRef{}, err
+		return catalog.ObjectRef{}, err
 	}
-	return ObjectRef{Key: r.Key, Bytes: r.Bytes, SHA256: r.SHA256, StoredBytes: r.StoredBytes}, nil
+	return catalog.ObjectRef{Key: r.Key, Bytes: r.Bytes, SHA256: r.SHA256, StoredBytes: r.StoredBytes}, nil
 }
 
 func (u *partUpload) abort(cause error) { u.Abort(cause) }

@@ -7,22 +7,16 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/pgark/pgark/manifest"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
 )
-
-// WALRange is a stretch of WAL on one timeline that a backup needs (the
-// manifest's WAL-Ranges).
-type WALRange struct {
-	Timeline   uint32
-	Start, End wal.LSN
-}
 
 // RequiredWAL lists the WAL files a backup needs in the archive: every
 // segment of every range (end exclusive: the segment holding End-1), the
 // history file of each timeline above 1, and, for a backup from a primary,
 // the backup history file written at the backup's start.
-func RequiredWAL(ranges []WALRange, segSize uint32, start wal.LSN, startTLI uint32, fromPrimary bool) ([]string, error) {
+func RequiredWAL(ranges []manifest.WALRange, segSize uint32, start wal.LSN, startTLI uint32, fromPrimary bool) ([]string, error) {
 	if len(ranges) == 0 {
 		return nil, errors.New("the manifest lists no WAL range")
 	}

@@ -150,7 +150,15 @@ type Failed struct {
 // ErrNoDump means no complete dump run matches.
 var ErrNoDump = errors.New("no such complete dump")
 
-func (m *Meta) check() error {
+// errNoDumpHint is ErrNoDump as ReadMeta reports a missing dump.json.
+var errNoDumpHint = fmt.Errorf("%w (failed or incomplete runs are never used; see pgark list --dumps)", ErrNoDump)
+
+// Check checks metadata read under run id: restore relies on what it
+// accepts (the run's own id, object keys inside the run, hex hashes).
+func (m *Meta) Check(id string) error {
+	if m.ID != id {
+		return fmt.Errorf("it names run %q", m.ID)
+	}
 	if m.Format != MetaFormat {
 		return fmt.Errorf("metadata format %d, this pgark reads %d", m.Format, MetaFormat)
 	}
@@ -251,17 +259,8 @@ func ReadMeta(ctx context.Context, s storage.Store, id string) (*Meta, error) {
 		return nil, fmt.Errorf("%q is not a dump id (like 20261124T154500Z) or latest", id)
 	}
 	var m Meta
-	if err := repo.ReadJSON(ctx, s, MetaKey(id), &m); err != nil {
-		if storage.IsNotFound(err) {
-			return nil, fmt.Errorf("dump %s: %w (failed or incomplete runs are never used; see pgark list --dumps)", id, ErrNoDump)
-		}
-		return nil, fmt.Errorf("dump %s: %w", id, err)
-	}
-	if m.ID != id {
-		return nil, fmt.Errorf("dump %s: damaged metadata: it names run %q", id, m.ID)
-	}
-	if err := m.check(); err != nil {
-		return nil, fmt.Errorf("dump %s: damaged metadata: %w", id, err)
+	if err := repo.ReadMeta(ctx, s, "dump", id, MetaKey(id), &m, errNoDumpHint); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/walinventory"
 )
 
 // Status is a check's outcome, with the Nagios plugin values.
@@ -82,23 +82,23 @@ type Inputs struct {
 	Server       *Server
 	Command      CommandUse
 	Probe        *ProbeResult
-	Report       *archive.Report
+	Report       *walinventory.Report
 }
 
 // Result is the whole report; its JSON form is `pgark check --json`
 // (format 1; consumers should ignore fields they do not know).
 type Result struct {
-	Format      int             `json:"format"`
-	Status      Status          `json:"status"`
-	Repository  string          `json:"repository"`
-	Checks      []Check         `json:"checks"`
-	Server      *Server         `json:"server"`
-	Archiver    *Archiver       `json:"archiver"`
-	LagSegments *int64          `json:"lag_segments"`
-	ReadyFiles  *int            `json:"ready_files"`
-	Probe       *ProbeResult    `json:"probe"`
-	Window      *archive.Window `json:"window"`
-	Gaps        []archive.Gap   `json:"gaps"`
+	Format      int                  `json:"format"`
+	Status      Status               `json:"status"`
+	Repository  string               `json:"repository"`
+	Checks      []Check              `json:"checks"`
+	Server      *Server              `json:"server"`
+	Archiver    *Archiver            `json:"archiver"`
+	LagSegments *int64               `json:"lag_segments"`
+	ReadyFiles  *int                 `json:"ready_files"`
+	Probe       *ProbeResult         `json:"probe"`
+	Window      *walinventory.Window `json:"window"`
+	Gaps        []walinventory.Gap   `json:"gaps"`
 	// MissingSegments is the number of segments in all gaps.
 	MissingSegments  int            `json:"missing_segments"`
 	MissingHistories []uint32       `json:"missing_histories"`
@@ -134,7 +134,7 @@ const (
 // most severe check's).
 func Evaluate(in Inputs, lim Limits) *Result {
 	r := &Result{Format: 1, Repository: in.Repository, Server: in.Server, Probe: in.Probe,
-		Gaps: []archive.Gap{}, MissingHistories: []uint32{}}
+		Gaps: []walinventory.Gap{}, MissingHistories: []uint32{}}
 	srv := in.Server
 	if srv == nil {
 		srv = &Server{}
@@ -151,7 +151,7 @@ func Evaluate(in Inputs, lim Limits) *Result {
 	}
 	rep := in.Report
 	if rep == nil {
-		rep = &archive.Report{}
+		rep = &walinventory.Report{}
 	}
 	r.Window = rep.Window
 	r.Gaps = append(r.Gaps, rep.Gaps...)
@@ -160,9 +160,9 @@ func Evaluate(in Inputs, lim Limits) *Result {
 	}
 	r.MissingHistories = append(r.MissingHistories, rep.MissingHistories...)
 	r.Backups = len(rep.Backups)
-	var newest *backup.Meta
+	var newest *catalog.Meta
 	if n := len(rep.Backups); n > 0 {
-		newest = rep.Backups[n-1] // sorted by backup.SortBackups
+		newest = rep.Backups[n-1] // sorted by catalog.SortBackups
 		r.NewestBackup = &BackupSummary{ID: newest.ID, StopTime: newest.StopTime,
 			AgeSeconds: in.Now.Sub(newest.StopTime).Round(time.Second).Seconds(),
 			EndLSN:     newest.EndLSN, Timeline: newest.EndTimeline, RawBytes: newest.RawBytes, StoredBytes: newest.StoredBytes}
@@ -185,7 +185,7 @@ func Evaluate(in Inputs, lim Limits) *Result {
 	return r
 }
 
-func checkCluster(srv *Server, repoSysID string, rep *archive.Report) Check {
+func checkCluster(srv *Server, repoSysID string, rep *walinventory.Report) Check {
 	c := Check{Name: CheckCluster, Details: map[string]any{"server_system_identifier": srv.SystemID, "repository_system_identifier": repoSysID}}
 	tli := srv.Timeline()
 	switch {
@@ -371,7 +371,7 @@ func orNone(s string) string {
 	return s
 }
 
-func checkNewestBackup(m *backup.Meta, now time.Time, maxAge time.Duration) Check {
+func checkNewestBackup(m *catalog.Meta, now time.Time, maxAge time.Duration) Check {
 	c := Check{Name: CheckNewestBackup}
 	if m == nil {
 		c.Status, c.Message = Critical, "no complete backup in the repository"
@@ -394,7 +394,7 @@ func roundAge(d time.Duration) time.Duration {
 	return d.Round(time.Minute)
 }
 
-func checkContinuity(rep *archive.Report) Check {
+func checkContinuity(rep *walinventory.Report) Check {
 	c := Check{Name: CheckContinuity}
 	if rep.From == "" {
 		c.Message = "no WAL archived on the newest timeline"
@@ -425,7 +425,7 @@ func checkContinuity(rep *archive.Report) Check {
 	return c
 }
 
-func gapRange(g archive.Gap) string {
+func gapRange(g walinventory.Gap) string {
 	if g.First == g.Last {
 		return g.First
 	}
@@ -449,7 +449,7 @@ func joinTLIs(t []uint32) string {
 	return strings.Join(parts, ", ")
 }
 
-func checkWindow(rep *archive.Report) Check {
+func checkWindow(rep *walinventory.Report) Check {
 	c := Check{Name: CheckWindow}
 	if w := rep.Window; w != nil {
 		c.Message = fmt.Sprintf("restorable from backup %s (consistent at %s, %s) to the end of %s (archived %s)",

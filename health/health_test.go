@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/walinventory"
 )
 
 func TestCheckCommandUses(t *testing.T) {
@@ -177,8 +177,8 @@ func TestCheckArchiverFailing(t *testing.T) {
 	}
 }
 
-func meta(id, endLSN string, stop time.Time) *backup.Meta {
-	return &backup.Meta{ID: id, StartLSN: endLSN, EndLSN: endLSN, EndTimeline: 1, StopTime: stop, RawBytes: 100 << 20, StoredBytes: 20 << 20}
+func meta(id, endLSN string, stop time.Time) *catalog.Meta {
+	return &catalog.Meta{ID: id, StartLSN: endLSN, EndLSN: endLSN, EndTimeline: 1, StopTime: stop, RawBytes: 100 << 20, StoredBytes: 20 << 20}
 }
 
 // healthy is a primary that archives into the repository, with a backup
@@ -195,9 +195,9 @@ func healthy() Inputs {
 			Archiver: &Archiver{ArchivedCount: 10, LastArchivedWAL: "00000001000000000000000A", LastArchivedTime: tp("2026-11-24T15:59:00Z")}},
 		Command: CommandUse{UsesYes, "pgark wal-push with this repository (--repo /var/lib/pgark/repo)"},
 		Probe:   &ProbeResult{RestorePoint: RestorePoint, LSN: "0/B0000D8", Segment: "00000001000000000000000B", Archived: true, WaitedSeconds: 0.4},
-		Report: &archive.Report{Timeline: 1, SegSize: 16 << 20, From: "000000010000000000000005", To: "00000001000000000000000B", Checked: 7,
-			Backups: []*backup.Meta{b},
-			Window: &archive.Window{FromBackup: b.ID, FromTime: b.StopTime, FromLSN: b.EndLSN, ToSegment: "00000001000000000000000B",
+		Report: &walinventory.Report{Timeline: 1, SegSize: 16 << 20, From: "000000010000000000000005", To: "00000001000000000000000B", Checked: 7,
+			Backups: []*catalog.Meta{b},
+			Window: &walinventory.Window{FromBackup: b.ID, FromTime: b.StopTime, FromLSN: b.EndLSN, ToSegment: "00000001000000000000000B",
 				ToLSN: "0/C000000", ToArchivedAt: now.Add(-time.Second)}},
 	}
 }
@@ -268,14 +268,14 @@ func TestCheckEvaluate(t *testing.T) {
 		{"old backup", func(in *Inputs) { in.Report.Backups[0].StopTime = in.Now.Add(-30 * time.Hour) }, CheckNewestBackup, Warning, "older than --max-backup-age 26h0m0s"},
 		{"no backup", func(in *Inputs) { in.Report.Backups, in.Report.Window = nil, nil }, CheckNewestBackup, Critical, "no complete backup"},
 		{"gap", func(in *Inputs) {
-			in.Report.Gaps = []archive.Gap{{Timeline: 1, First: "000000010000000000000007", Last: "000000010000000000000008", Count: 2}}
+			in.Report.Gaps = []walinventory.Gap{{Timeline: 1, First: "000000010000000000000007", Last: "000000010000000000000008", Count: 2}}
 		}, CheckContinuity, Warning, "1 gap in the WAL archive (2 missing segments): 000000010000000000000007 to 000000010000000000000008"},
 		{"missing history", func(in *Inputs) { in.Report.MissingHistories = []uint32{3, 2} }, CheckContinuity, Warning, "timelines 2, 3"},
 		{"no window after gap", func(in *Inputs) {
-			in.Report.Gaps = []archive.Gap{{Timeline: 1, First: "000000010000000000000007", Last: "000000010000000000000007", Count: 1}}
+			in.Report.Gaps = []walinventory.Gap{{Timeline: 1, First: "000000010000000000000007", Last: "000000010000000000000007", Count: 1}}
 			in.Report.Window = nil
 		}, CheckWindow, Critical, "no backup starts after the last WAL gap (000000010000000000000007"},
-		{"nothing archived", func(in *Inputs) { *in.Report = archive.Report{Backups: in.Report.Backups} }, CheckWindow, Critical, "no WAL archived"},
+		{"nothing archived", func(in *Inputs) { *in.Report = walinventory.Report{Backups: in.Report.Backups} }, CheckWindow, Critical, "no WAL archived"},
 		{"wrong cluster", func(in *Inputs) { in.RepoSystemID = "9999" }, CheckCluster, Critical, "not the repository's cluster"},
 		{"repository on a newer timeline", func(in *Inputs) { in.Report.Timeline = 2 }, CheckCluster, Warning, "newest timeline is 2, the server is on timeline 1: another server"},
 		{"server on a newer timeline", func(in *Inputs) { in.Server.CurrentWAL = "00000002000000000000000B" }, CheckCluster, Warning, "history file is not archived yet"},
@@ -333,7 +333,7 @@ func TestCheckEvaluate(t *testing.T) {
 
 func TestCheckJSONSchema(t *testing.T) {
 	in := healthy()
-	in.Report.Gaps = []archive.Gap{{Timeline: 1, First: "000000010000000000000007", Last: "000000010000000000000007", Count: 1}}
+	in.Report.Gaps = []walinventory.Gap{{Timeline: 1, First: "000000010000000000000007", Last: "000000010000000000000007", Count: 1}}
 	b, err := json.Marshal(Evaluate(in, Limits{MaxArchiveLag: 16}))
 	if err != nil {
 		t.Fatal(err)
@@ -362,7 +362,7 @@ func TestCheckJSONSchema(t *testing.T) {
 	// Unknowns are null, lists are never null.
 	in = healthy()
 	in.Server.ReadyFiles, in.Server.CurrentWAL = nil, ""
-	in.Report = &archive.Report{}
+	in.Report = &walinventory.Report{}
 	b, _ = json.Marshal(Evaluate(in, Limits{}))
 	for _, want := range []string{`"ready_files":null`, `"lag_segments":null`, `"window":null`, `"gaps":[]`, `"newest_backup":null`, `"missing_histories":[]`} {
 		if !bytes.Contains(b, []byte(want)) {
@@ -424,7 +424,7 @@ func TestCheckPrometheus(t *testing.T) {
 	in := healthy()
 	in.Repository = `s3://b/we"ird\path`
 	in.Server.Archiver.FailedCount = 3
-	in.Report.Gaps = []archive.Gap{{Timeline: 1, First: "000000010000000000000006", Last: "000000010000000000000007", Count: 2}, {Timeline: 1, First: "000000010000000000000009", Last: "000000010000000000000009", Count: 1}}
+	in.Report.Gaps = []walinventory.Gap{{Timeline: 1, First: "000000010000000000000006", Last: "000000010000000000000007", Count: 2}, {Timeline: 1, First: "000000010000000000000009", Last: "000000010000000000000009", Count: 1}}
 	r := Evaluate(in, Limits{MaxArchiveLag: 16})
 	var buf bytes.Buffer
 	if err := WritePrometheus(&buf, r); err != nil {

@@ -25,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
@@ -65,7 +65,7 @@ func newCrafter(t *testing.T) *crafter {
 func ownerEnv() string { return fmt.Sprintf("PGARK_OWNER=%d:%d", os.Geteuid(), os.Getegid()) }
 
 // put stores plain as an object (zstd, age) and returns its reference.
-func (c *crafter) put(key string, plain []byte) backup.ObjectRef {
+func (c *crafter) put(key string, plain []byte) catalog.ObjectRef {
 	c.t.Helper()
 	var buf bytes.Buffer
 	w, err := repo.NewObjectWriter(&buf, c.codec)
@@ -83,7 +83,7 @@ func (c *crafter) put(key string, plain []byte) backup.ObjectRef {
 		c.t.Fatal(err)
 	}
 	sum := sha256.Sum256(plain)
-	return backup.ObjectRef{Key: key, Bytes: int64(len(plain)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: stored}
+	return catalog.ObjectRef{Key: key, Bytes: int64(len(plain)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: stored}
 }
 
 // get reads an object's raw content.
@@ -120,22 +120,22 @@ const craftedManifest = "{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\"
 
 // backup writes a complete-looking backup whose base.tar is tarBytes (one
 // part) and returns its metadata.
-func (c *crafter) backup(id string, tarBytes []byte) *backup.Meta {
+func (c *crafter) backup(id string, tarBytes []byte) *catalog.Meta {
 	c.t.Helper()
-	part := c.put(backup.PartKey(id, "base.tar", 0), tarBytes)
+	part := c.put(catalog.PartKey(id, "base.tar", 0), tarBytes)
 	stop, _ := time.Parse("20060102T150405Z", id)
-	m := &backup.Meta{
-		Format: backup.MetaFormat, ID: id, Label: "crafted", Pgark: "test",
+	m := &catalog.Meta{
+		Format: catalog.MetaFormat, ID: id, Label: "crafted", Pgark: "test",
 		StartTime: stop, EndTime: stop, StopTime: stop,
 		StartLSN: "0/2000028", StartTimeline: 1, EndLSN: "0/2000138", EndTimeline: 1,
 		SystemID: "7360000000000000001", PGVersionNum: 150010, PGMajor: 15, WalSegmentBytes: 16 << 20,
-		Archives:          []backup.Archive{{Name: "base.tar", Parts: []backup.ObjectRef{part}, Bytes: part.Bytes}},
-		Manifest:          c.put(backup.ManifestKey(id), []byte(craftedManifest)),
+		Archives:          []catalog.Archive{{Name: "base.tar", Parts: []catalog.ObjectRef{part}, Bytes: part.Bytes}},
+		Manifest:          c.put(catalog.ManifestKey(id), []byte(craftedManifest)),
 		ManifestChecksums: "CRC32C",
 		RawBytes:          part.Bytes, StoredBytes: part.StoredBytes,
 		WALFirst: "000000010000000000000002", WALLast: "000000010000000000000002",
 	}
-	if err := repo.PutJSON(context.Background(), c.store, backup.MetaKey(id), m); err != nil {
+	if err := repo.PutJSON(context.Background(), c.store, catalog.MetaKey(id), m); err != nil {
 		c.t.Fatal(err)
 	}
 	return m
@@ -319,7 +319,7 @@ func TestDamagedMetadata(t *testing.T) {
 	c := newCrafter(t)
 	const id = "20261124T154500Z"
 	m := c.backup(id, tarOf(t, benign()...))
-	good := c.get(backup.MetaKey(id))
+	good := c.get(catalog.MetaKey(id))
 	mustOK(t, pgark(t, c.env, "list"))
 	js, err := json.Marshal(m)
 	if err != nil {
@@ -351,7 +351,7 @@ func TestDamagedMetadata(t *testing.T) {
 			if bytes.Equal(raw, js) {
 				t.Fatal("the case does not change backup.json")
 			}
-			c.replaceRaw(backup.MetaKey(id), raw)
+			c.replaceRaw(catalog.MetaKey(id), raw)
 			for _, args := range [][]string{{"list"}, {"list", "--json"}, {"restore", id, target}, {"restore", "latest", target}} {
 				r := pgark(t, c.env, args...)
 				wantCode(t, r, 3, tc.want)
@@ -365,7 +365,7 @@ func TestDamagedMetadata(t *testing.T) {
 		})
 	}
 	// Put the good one back: all is well again.
-	c.replaceRaw(backup.MetaKey(id), good)
+	c.replaceRaw(catalog.MetaKey(id), good)
 	mustOK(t, pgark(t, c.env, "list"))
 
 	// A damaged pgark.json stops every command with a clear error.

@@ -9,12 +9,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/dump"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/storage/mem"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walinventory"
 )
 
 // deleteLog is a Store that records the keys it is asked to delete.
@@ -56,17 +56,17 @@ func TestApplyOrder(t *testing.T) {
 	s := &deleteLog{Store: mem.New(t.Name())}
 	const old, kept, left = "20261101T000000Z", "20261120T000000Z", "20261010T000000Z"
 	putKeys(t, s,
-		backup.MetaKey(old), backup.Prefix+old+"/base.tar.pgark", backup.Prefix+old+"/pg_tblspc.tar.pgark",
-		backup.MetaKey(kept), backup.Prefix+kept+"/base.tar.pgark",
-		backup.Prefix+left+"/base.tar.pgark",
+		catalog.MetaKey(old), catalog.Prefix+old+"/base.tar.pgark", catalog.Prefix+old+"/pg_tblspc.tar.pgark",
+		catalog.MetaKey(kept), catalog.Prefix+kept+"/base.tar.pgark",
+		catalog.Prefix+left+"/base.tar.pgark",
 		"wal/0000000100000000/000000010000000000000001.pgark", "wal/0000000100000000/000000010000000000000009.pgark")
 	plan := &Plan{
 		Backups: []Decision{
-			{Backup: &backup.Meta{ID: old}, Why: "outside the policy"},
-			{Backup: &backup.Meta{ID: kept}, Keep: true},
+			{Backup: &catalog.Meta{ID: old}, Why: "outside the policy"},
+			{Backup: &catalog.Meta{ID: kept}, Keep: true},
 		},
 		Leftovers: []string{left},
-		DeleteWAL: []archive.Object{{
+		DeleteWAL: []walinventory.Object{{
 			Name: wal.Name{Raw: "000000010000000000000001"},
 			Info: storage.ObjectInfo{Key: "wal/0000000100000000/000000010000000000000001.pgark"},
 		}},
@@ -77,14 +77,14 @@ func TestApplyOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		backup.MetaKey(old), backup.Prefix + old + "/base.tar.pgark", backup.Prefix + old + "/pg_tblspc.tar.pgark",
-		backup.Prefix + left + "/base.tar.pgark",
+		catalog.MetaKey(old), catalog.Prefix + old + "/base.tar.pgark", catalog.Prefix + old + "/pg_tblspc.tar.pgark",
+		catalog.Prefix + left + "/base.tar.pgark",
 		"wal/0000000100000000/000000010000000000000001.pgark",
 	}
 	if !slices.Equal(s.deleted, want) {
 		t.Errorf("deleted\n%q\nwant\n%q", s.deleted, want)
 	}
-	if got, want := listAll(t, s), []string{backup.MetaKey(kept), backup.Prefix + kept + "/base.tar.pgark", "wal/0000000100000000/000000010000000000000009.pgark"}; !slices.Equal(got, want) {
+	if got, want := listAll(t, s), []string{catalog.MetaKey(kept), catalog.Prefix + kept + "/base.tar.pgark", "wal/0000000100000000/000000010000000000000009.pgark"}; !slices.Equal(got, want) {
 		t.Errorf("left in the store %q, want %q", got, want)
 	}
 	for _, msg := range []string{"deleted backup", "backup=" + old, "deleted incomplete backup", "backup=" + left, "deleted WAL"} {

@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/walinventory"
 )
 
 // Policy says what to keep. With both set, a backup either keeps is kept.
@@ -37,7 +37,7 @@ func (p Policy) String() string {
 
 // Decision is what happens to one backup, and why.
 type Decision struct {
-	Backup *backup.Meta
+	Backup *catalog.Meta
 	Keep   bool
 	Why    string
 }
@@ -49,7 +49,7 @@ type Plan struct {
 	Backups    []Decision // oldest first
 	Leftovers  []string   // incomplete backups older than every kept one: deleted
 	KeepWALAt  string     // the first segment kept (the oldest kept backup's start); "" when no WAL is deleted
-	DeleteWAL  []archive.Object
+	DeleteWAL  []walinventory.Object
 	KeptWAL    int
 	walCut     uint64
 	haveWALCut bool
@@ -60,7 +60,7 @@ type Plan struct {
 // newest timeline's history count as its newest; backups on abandoned
 // timelines are kept while they are newer than the oldest kept backup or
 // inside the keep-within window.
-func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
+func MakePlan(rep *walinventory.Report, p Policy) (*Plan, error) {
 	if p.KeepLast <= 0 && p.KeepWithin <= 0 {
 		return nil, fmt.Errorf("no retention policy: set keep-last and/or keep-within (on the command line or in the config file)")
 	}
@@ -69,8 +69,8 @@ func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 	}
 	plan := &Plan{Policy: p, Timeline: rep.Timeline}
 	all := rep.Backups // oldest first
-	keep := make(map[*backup.Meta]string)
-	var current []*backup.Meta
+	keep := make(map[*catalog.Meta]string)
+	var current []*catalog.Meta
 	for _, b := range all {
 		if rep.History.Contains(b.EndTimeline, b.End()) {
 			current = append(current, b)
@@ -94,7 +94,7 @@ func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 	var windowStart time.Time
 	if p.KeepWithin > 0 {
 		windowStart = p.Now.Add(-p.KeepWithin)
-		var before *backup.Meta
+		var before *catalog.Meta
 		for _, b := range current {
 			if !b.StopTime.Before(windowStart) {
 				if _, ok := keep[b]; !ok {
@@ -111,7 +111,7 @@ func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 		}
 	}
 	// The oldest kept backup on the current timeline bounds the others.
-	var oldestKept *backup.Meta
+	var oldestKept *catalog.Meta
 	for _, b := range current {
 		if _, ok := keep[b]; ok {
 			oldestKept = b
@@ -158,7 +158,7 @@ func MakePlan(rep *archive.Report, p Policy) (*Plan, error) {
 	}
 	if inv := rep.Inventory; inv != nil && plan.haveWALCut {
 		plan.KeepWALAt = rep.SegmentName(plan.walCut)
-		consider := func(o archive.Object) {
+		consider := func(o walinventory.Object) {
 			no, ok := o.Name.SegNo(inv.SegSize)
 			if ok && no < plan.walCut {
 				plan.DeleteWAL = append(plan.DeleteWAL, o)
@@ -201,12 +201,12 @@ func Apply(ctx context.Context, s storage.Store, plan *Plan, log *slog.Logger) e
 	for _, d := range plan.Backups {
 		if !d.Keep {
 			id := d.Backup.ID
-			runs = append(runs, run{what: "backup", id: id, prefix: backup.Prefix + id + "/", first: backup.MetaKey(id),
+			runs = append(runs, run{what: "backup", id: id, prefix: catalog.Prefix + id + "/", first: catalog.MetaKey(id),
 				logMsg: "deleted backup", logArgs: []any{"backup", id, "why", d.Why}})
 		}
 	}
 	for _, id := range plan.Leftovers {
-		runs = append(runs, run{what: "incomplete backup", id: id, prefix: backup.Prefix + id + "/",
+		runs = append(runs, run{what: "incomplete backup", id: id, prefix: catalog.Prefix + id + "/",
 			logMsg: "deleted incomplete backup", logArgs: []any{"backup", id}})
 	}
 	if err := deleteRuns(ctx, s, runs, log); err != nil {

@@ -5,33 +5,33 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walinventory"
 )
 
 const seg = 16 << 20
 
-func meta(id string, tli uint32, startSeg, endSeg uint64, stop time.Time) *backup.Meta {
-	return &backup.Meta{ID: id, StartTimeline: tli, EndTimeline: tli, WalSegmentBytes: seg,
+func meta(id string, tli uint32, startSeg, endSeg uint64, stop time.Time) *catalog.Meta {
+	return &catalog.Meta{ID: id, StartTimeline: tli, EndTimeline: tli, WalSegmentBytes: seg,
 		StartLSN: wal.LSN(startSeg * seg).String(), EndLSN: wal.LSN(endSeg*seg + 100).String(),
 		StartTime: stop.Add(-time.Minute), StopTime: stop}
 }
 
-func inventory(t *testing.T, names ...string) *archive.Inventory {
-	inv := &archive.Inventory{SegSize: seg, Segments: map[uint32]map[uint64]archive.Object{}, Histories: map[uint32]archive.Object{}}
+func inventory(t *testing.T, names ...string) *walinventory.Inventory {
+	inv := &walinventory.Inventory{SegSize: seg, Segments: map[uint32]map[uint64]walinventory.Object{}, Histories: map[uint32]walinventory.Object{}}
 	for _, n := range names {
 		pn, err := wal.ParseName(n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		o := archive.Object{Name: pn, Info: storage.ObjectInfo{Key: wal.ObjectKey(pn)}}
+		o := walinventory.Object{Name: pn, Info: storage.ObjectInfo{Key: wal.ObjectKey(pn)}}
 		switch pn.Kind {
 		case wal.KindSegment:
 			no, _ := pn.SegNo(seg)
 			if inv.Segments[pn.Timeline] == nil {
-				inv.Segments[pn.Timeline] = map[uint64]archive.Object{}
+				inv.Segments[pn.Timeline] = map[uint64]walinventory.Object{}
 			}
 			inv.Segments[pn.Timeline][no] = o
 		case wal.KindHistory:
@@ -57,7 +57,7 @@ func keeps(p *Plan) string {
 
 func TestKeepLastAndWAL(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	bs := []*backup.Meta{
+	bs := []*catalog.Meta{
 		meta("20261120T000000Z", 1, 2, 3, now.Add(-96*time.Hour)),
 		meta("20261121T000000Z", 1, 5, 6, now.Add(-72*time.Hour)),
 		meta("20261122T000000Z", 1, 8, 9, now.Add(-48*time.Hour)),
@@ -67,7 +67,7 @@ func TestKeepLastAndWAL(t *testing.T) {
 		names = append(names, wal.SegmentFileName(1, i, seg))
 	}
 	names = append(names, wal.SegmentFileName(1, 4, seg)+".partial")
-	rep := &archive.Report{Timeline: 1, SegSize: seg, Backups: bs, History: wal.History{TLI: 1}, HistoryKnown: true, Inventory: inventory(t, names...)}
+	rep := &walinventory.Report{Timeline: 1, SegSize: seg, Backups: bs, History: wal.History{TLI: 1}, HistoryKnown: true, Inventory: inventory(t, names...)}
 	rep.Incomplete = []string{"20261119T000000Z", "20261123T000000Z"}
 	p, err := MakePlan(rep, Policy{KeepLast: 2, Now: now})
 	if err != nil {
@@ -107,15 +107,15 @@ func TestKeepLastAndWAL(t *testing.T) {
 // branch: they never count as the newest of timeline 2.
 func TestAbandonedTimeline(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	bs := []*backup.Meta{
+	bs := []*catalog.Meta{
 		meta("20261120T000000Z", 1, 2, 3, now.Add(-96*time.Hour)),
 		meta("20261121T000000Z", 1, 5, 6, now.Add(-72*time.Hour)),
 		meta("20261122T000000Z", 1, 9, 10, now.Add(-48*time.Hour)), // abandoned: after the switch
 		meta("20261123T000000Z", 2, 12, 13, now.Add(-24*time.Hour)),
 	}
-	backup.SortBackups(bs)
+	catalog.SortBackups(bs)
 	h, _ := wal.ParseHistory(2, []byte("1\t0/7800000\tpitr\n"))
-	rep := &archive.Report{Timeline: 2, SegSize: seg, Backups: bs, History: h, HistoryKnown: true, Inventory: inventory(t)}
+	rep := &walinventory.Report{Timeline: 2, SegSize: seg, Backups: bs, History: h, HistoryKnown: true, Inventory: inventory(t)}
 	p, err := MakePlan(rep, Policy{KeepLast: 2, Now: now})
 	if err != nil {
 		t.Fatal(err)

@@ -11,8 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgark/pgark/archive"
 	"github.com/pgark/pgark/health"
+	"github.com/pgark/pgark/walinventory"
 )
 
 func init() {
@@ -220,7 +220,7 @@ func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutpu
 		}
 	}
 	// After the probe, so that the window ends with its segment.
-	if in.Report, err = archive.Analyze(ctx, r, ids); err != nil {
+	if in.Report, err = walinventory.Analyze(ctx, r, ids); err != nil {
 		return err
 	}
 	in.Now = time.Now()

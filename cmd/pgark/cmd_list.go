@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
 )
@@ -86,7 +86,7 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, err := backup.List(ctx, r.Store)
+	l, err := catalog.List(ctx, r.Store)
 	if err != nil {
 		return err
 	}

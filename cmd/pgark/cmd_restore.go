@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/restore"
+	"github.com/pgark/pgark/restore/recoveryconf"
 	"github.com/pgark/pgark/wal"
 )
 
@@ -70,11 +72,11 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 		}
 		pgdata = abs
 	}
-	if id != "latest" && !backup.ValidID(id) {
+	if id != "latest" && !catalog.ValidID(id) {
 		return usageErrorf("%q is not a backup id (like 20261124T154500Z) or latest", id)
 	}
 	s := env.s
-	ro := backup.RecoveryOptions{
+	ro := recoveryconf.Options{
 		TargetTime:     s.str("target-time"),
 		TargetLSN:      s.str("target-lsn"),
 		TargetXID:      s.str("target-xid"),
@@ -99,9 +101,9 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 	if ro.KeepArchiving, err = s.boolean("keep-archiving"); err != nil {
 		return err
 	}
-	var tgt backup.Target
+	var tgt catalog.Target
 	if ro.TargetTime != "" {
-		if tgt.Time, err = backup.ParseTargetTime(ro.TargetTime); err != nil {
+		if tgt.Time, err = recoveryconf.ParseTargetTime(ro.TargetTime); err != nil {
 			return usageErrorf("target-time: %v", err)
 		}
 	}
@@ -110,7 +112,7 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 			return usageErrorf("target-lsn: %v", err)
 		}
 	}
-	eo := backup.ExtractOptions{PGDATA: pgdata, Log: env.log, TablespaceMap: map[uint32]string{}}
+	eo := restore.ExtractOptions{PGDATA: pgdata, Log: env.log, TablespaceMap: map[uint32]string{}}
 	if eo.Jobs, err = s.integer("jobs"); err != nil || eo.Jobs < 1 {
 		return usageErrorf("jobs: must be a whole number of at least 1")
 	}
@@ -143,7 +145,7 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	plan, err := backup.Plan(ctx, r, id, ro.TargetTimeline, tgt, ids)
+	plan, err := restore.NewPlan(ctx, r, id, ro.TargetTimeline, tgt, ids)
 	if err != nil {
 		return err
 	}
@@ -151,7 +153,7 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 	env.log.Info("restoring", "backup", m.ID, "consistent_at", m.EndLSN, "stop_time", m.StopTime.Format(time.RFC3339),
 		"timeline", plan.Timeline.TLI, "pgdata", pgdata)
 	start := time.Now()
-	if err := backup.Restore(ctx, r, plan, ids, eo, ro, env.log); err != nil {
+	if err := restore.Run(ctx, r, plan, ids, eo, ro, env.log); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "restored backup %s (PostgreSQL %d, %s) into %s in %s\n", m.ID, m.PGMajor, humanBytes(m.RawBytes), pgdata, time.Since(start).Round(time.Second))
@@ -176,7 +178,7 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 
 // restoreOwner resolves --owner; as root it is required (PostgreSQL refuses
 // to run as root, and a root-owned PGDATA would not start).
-func restoreOwner(spec string) (*backup.Owner, error) {
+func restoreOwner(spec string) (*restore.Owner, error) {
 	if spec == "" {
 		if os.Geteuid() == 0 {
 			return nil, usageErrorf("running as root: give --owner USER (the user that will run the server, usually postgres)")
@@ -189,7 +191,7 @@ func restoreOwner(spec string) (*backup.Owner, error) {
 		if err1 != nil || err2 != nil {
 			return nil, usageErrorf("owner: %q is not USER or UID:GID", spec)
 		}
-		return &backup.Owner{UID: uid, GID: gid}, nil
+		return &restore.Owner{UID: uid, GID: gid}, nil
 	}
 	u, err := user.Lookup(spec)
 	if err != nil {
@@ -197,7 +199,7 @@ func restoreOwner(spec string) (*backup.Owner, error) {
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	return &backup.Owner{UID: uid, GID: gid}, nil
+	return &restore.Owner{UID: uid, GID: gid}, nil
 }
 
 // restoreCommand builds restore_command for the restored node: this pgark's

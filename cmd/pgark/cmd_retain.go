@@ -7,10 +7,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pgark/pgark/archive"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/retention"
+	"github.com/pgark/pgark/walinventory"
 )
 
 func init() {
@@ -136,7 +136,7 @@ func planRetain(ctx context.Context, env *cmdEnv, r *repo.Repo, ids *crypto.Iden
 			return err
 		}
 	}
-	rep, err := archive.Analyze(ctx, r, ids)
+	rep, err := walinventory.Analyze(ctx, r, ids)
 	if err != nil {
 		return err
 	}

@@ -10,12 +10,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pgark/pgark/archive"
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walinventory"
 )
 
 func init() {
@@ -62,30 +62,30 @@ Exit codes:
 
 // verifyJSON is the --json schema of `pgark verify` (format 1).
 type verifyJSON struct {
-	Format              int                `json:"format"`
-	Repository          string             `json:"repository"`
-	OK                  bool               `json:"ok"`
-	Full                bool               `json:"full"`
-	Timeline            uint32             `json:"timeline"`
-	From                string             `json:"from"`
-	To                  string             `json:"to"`
-	SegmentsChecked     int                `json:"segments_checked"`
-	Gaps                []archive.Gap      `json:"gaps"`
-	MissingHistories    []uint32           `json:"missing_histories"`
-	UnreadableHistories []uint32           `json:"unreadable_histories"`
-	Window              *archive.Window    `json:"window"`
-	Backups             []verifyBackupJSON `json:"backups"`
-	WALProblems         []verifyWALProblem `json:"wal_problems"`
-	Incomplete          []string           `json:"incomplete"`
+	Format              int                  `json:"format"`
+	Repository          string               `json:"repository"`
+	OK                  bool                 `json:"ok"`
+	Full                bool                 `json:"full"`
+	Timeline            uint32               `json:"timeline"`
+	From                string               `json:"from"`
+	To                  string               `json:"to"`
+	SegmentsChecked     int                  `json:"segments_checked"`
+	Gaps                []walinventory.Gap   `json:"gaps"`
+	MissingHistories    []uint32             `json:"missing_histories"`
+	UnreadableHistories []uint32             `json:"unreadable_histories"`
+	Window              *walinventory.Window `json:"window"`
+	Backups             []verifyBackupJSON   `json:"backups"`
+	WALProblems         []verifyWALProblem   `json:"wal_problems"`
+	Incomplete          []string             `json:"incomplete"`
 	// Keys groups the verified objects by the recipients they are
 	// encrypted to (encrypted repositories only).
 	Keys []keyUseJSON `json:"keys,omitempty"`
 }
 
 type verifyBackupJSON struct {
-	ID       string           `json:"id"`
-	OK       bool             `json:"ok"`
-	Problems []backup.Problem `json:"problems"`
+	ID       string            `json:"id"`
+	OK       bool              `json:"ok"`
+	Problems []catalog.Problem `json:"problems"`
 }
 
 type verifyWALProblem struct {
@@ -121,7 +121,7 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 	if full && ids == nil && r.Config.Encrypted() {
 		return fmt.Errorf("%w: --full on an encrypted repository needs age-identity-file", errKey)
 	}
-	rep, err := archive.Analyze(ctx, r, ids)
+	rep, err := walinventory.Analyze(ctx, r, ids)
 	if err != nil {
 		return err
 	}
@@ -132,15 +132,15 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 
 	selected := rep.Backups
 	if id := env.s.str("backup"); id != "" {
-		m, err := backup.ReadMeta(ctx, r.Store, id)
+		m, err := catalog.ReadMeta(ctx, r.Store, id)
 		if err != nil {
 			return usageErrorf("%v", err)
 		}
-		selected = []*backup.Meta{m}
+		selected = []*catalog.Meta{m}
 	}
 	for _, m := range selected {
 		start := time.Now()
-		probs, err := backup.Verify(ctx, r, m, ids, full)
+		probs, err := catalog.Verify(ctx, r, m, ids, full)
 		if err != nil {
 			return err
 		}
@@ -300,7 +300,7 @@ type keyUseJSON struct {
 // keyUse groups the backups and the WAL that verify looked at by the
 // recipients they are encrypted to: backups from their metadata, WAL
 // objects from their stored metadata (one HEAD each, several at a time).
-func keyUse(ctx context.Context, r *repo.Repo, rep *archive.Report, backups []*backup.Meta, ids *crypto.Identities) ([]keyUseJSON, error) {
+func keyUse(ctx context.Context, r *repo.Repo, rep *walinventory.Report, backups []*catalog.Meta, ids *crypto.Identities) ([]keyUseJSON, error) {
 	type item struct{ name, set string }
 	var items []item
 	for _, m := range backups {

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"io"
 
-	"github.com/pgark/pgark/backup"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/dump"
 	"github.com/pgark/pgark/lock"
 	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/restore"
 	"github.com/pgark/pgark/wal"
 )
 
@@ -22,7 +22,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case isUsage(err), errors.Is(err, backup.ErrTargetInUse):
+	case isUsage(err), errors.Is(err, restore.ErrTargetInUse):
 		return exitUsage
 	case errors.As(err, new(*lock.BusyError)), errors.Is(err, lock.ErrLost):
 		return exitLocked
@@ -32,7 +32,7 @@ func exitCode(err error) int {
 		errors.Is(err, crypto.ErrBadSignature):
 		return exitKey
 	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster),
-		errors.Is(err, repo.ErrDamaged), errors.As(err, new(*backup.RefusedError)):
+		errors.Is(err, repo.ErrDamaged), errors.As(err, new(*restore.RefusedError)):
 		return exitRepository
 	case errors.Is(err, dump.ErrSelection):
 		return exitUsage

@@ -1,4 +1,4 @@
-package backup
+package restore
 
 import (
 	"archive/tar"
@@ -22,13 +22,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/internal/testenv"
+	"github.com/pgark/pgark/restore/recoveryconf"
 )
 
 // ---------------------------------------------------------------- test helpers
 
-// extTM is one crafted tar member.
-type extTM struct {
+// tm is one crafted tar member.
+type tm struct {
 	name string
 	typ  byte
 	mode int64
@@ -39,14 +41,14 @@ type extTM struct {
 	claim int64
 }
 
-func extF(name, body string) extTM {
-	return extTM{name: name, typ: tar.TypeReg, mode: 0o600, body: body}
+func fileM(name, body string) tm {
+	return tm{name: name, typ: tar.TypeReg, mode: 0o600, body: body}
 }
-func extD(name string) extTM { return extTM{name: name, typ: tar.TypeDir, mode: 0o700} }
+func dirM(name string) tm { return tm{name: name, typ: tar.TypeDir, mode: 0o700} }
 
-// extTar writes members as one tar fragment; with trailer, the end-of-archive marker
+// buildTar writes members as one tar fragment; with trailer, the end-of-archive marker
 // follows. A member with claim set ends the stream (truncated) right after its body.
-func extTar(t testing.TB, trailer bool, members ...extTM) []byte {
+func buildTar(t testing.TB, trailer bool, members ...tm) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -85,39 +87,39 @@ func extTar(t testing.TB, trailer bool, members ...extTM) []byte {
 	return buf.Bytes()
 }
 
-// extStore holds parts in memory and opens them like the repository does: the reader
+// partStore holds parts in memory and opens them like the repository does: the reader
 // checks SHA-256 and size at EOF.
-type extStore struct {
+type partStore struct {
 	mu    sync.Mutex
 	parts map[string][]byte
 	// fail, when set, may return an error for a part instead of opening it, or a number of
 	// bytes after which its reader fails (>= 0).
-	fail   func(ref ObjectRef) (int, error)
+	fail   func(ref catalog.ObjectRef) (int, error)
 	opened []string
 }
 
-func (s *extStore) add(id, archive string, parts ...[]byte) Archive {
+func (s *partStore) add(id, archive string, parts ...[]byte) catalog.Archive {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.parts == nil {
 		s.parts = map[string][]byte{}
 	}
-	a := Archive{Name: archive}
+	a := catalog.Archive{Name: archive}
 	if archive != "base.tar" {
 		oid, _ := strconv.ParseUint(strings.TrimSuffix(archive, ".tar"), 10, 32)
 		a.OID = uint32(oid)
 	}
 	for i, p := range parts {
-		key := PartKey(id, archive, i)
+		key := catalog.PartKey(id, archive, i)
 		s.parts[key] = p
 		sum := sha256.Sum256(p)
-		a.Parts = append(a.Parts, ObjectRef{Key: key, Bytes: int64(len(p)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: int64(len(p))})
+		a.Parts = append(a.Parts, catalog.ObjectRef{Key: key, Bytes: int64(len(p)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: int64(len(p))})
 		a.Bytes += int64(len(p))
 	}
 	return a
 }
 
-func (s *extStore) open(ctx context.Context, ref ObjectRef) (io.ReadCloser, error) {
+func (s *partStore) open(ctx context.Context, ref catalog.ObjectRef) (io.ReadCloser, error) {
 	s.mu.Lock()
 	b, ok := s.parts[ref.Key]
 	s.opened = append(s.opened, ref.Key)
@@ -133,24 +135,24 @@ func (s *extStore) open(ctx context.Context, ref ObjectRef) (io.ReadCloser, erro
 			return nil, err
 		}
 		if err != nil {
-			r = io.MultiReader(io.LimitReader(r, int64(after)), &extErrReader{err})
+			r = io.MultiReader(io.LimitReader(r, int64(after)), &errReader{err})
 		}
 	}
-	return extVerifying(r, ref), nil
+	return verifying(r, ref), nil
 }
 
-type extErrReader struct{ err error }
+type errReader struct{ err error }
 
-func (e *extErrReader) Read([]byte) (int, error) { return 0, e.err }
+func (e *errReader) Read([]byte) (int, error) { return 0, e.err }
 
-// extVerifying implements the PartOpener contract: SHA-256 and size checked at EOF.
-func extVerifying(r io.Reader, ref ObjectRef) io.ReadCloser {
-	return &extVerifyReader{r: r, ref: ref, h: sha256.New()}
+// verifying implements the PartOpener contract: SHA-256 and size checked at EOF.
+func verifying(r io.Reader, ref catalog.ObjectRef) io.ReadCloser {
+	return &verifyReader{r: r, ref: ref, h: sha256.New()}
 }
 
-type extVerifyReader struct {
+type verifyReader struct {
 	r   io.Reader
-	ref ObjectRef
+	ref catalog.ObjectRef
 	h   interface {
 		io.Writer
 		Sum([]byte) []byte
@@ -158,7 +160,7 @@ type extVerifyReader struct {
 	n int64
 }
 
-func (v *extVerifyReader) Read(p []byte) (int, error) {
+func (v *verifyReader) Read(p []byte) (int, error) {
 	n, err := v.r.Read(p)
 	v.h.Write(p[:n])
 	v.n += int64(n)
@@ -170,83 +172,83 @@ func (v *extVerifyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (v *extVerifyReader) Close() error { return nil }
+func (v *verifyReader) Close() error { return nil }
 
-const extTestID = "20261124T215700Z"
+const testID = "20261124T215700Z"
 
-var extControlBody = strings.Repeat("C", 8192)
+var controlBody = strings.Repeat("C", 8192)
 
-// extBaseMembers is a small but complete data directory in three parts.
-func extBaseMembers() [][]extTM {
-	return [][]extTM{
+// baseMembers is a small but complete data directory in three parts.
+func baseMembers() [][]tm {
+	return [][]tm{
 		{
-			extF("backup_label", "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nLABEL: test\n"),
-			extF("PG_VERSION", "15\n"),
-			extF("postgresql.conf", "# conf\n"),
-			extD("global"),
-			extF("global/1262", strings.Repeat("g", 8192)),
-			extD("base"),
+			fileM("backup_label", "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nLABEL: test\n"),
+			fileM("PG_VERSION", "15\n"),
+			fileM("postgresql.conf", "# conf\n"),
+			dirM("global"),
+			fileM("global/1262", strings.Repeat("g", 8192)),
+			dirM("base"),
 		},
 		{
-			extD("base/1"),
-			extF("base/1/1259", strings.Repeat("r", 100000)),
-			extF("base/1/PG_VERSION", "15\n"),
-			extD("pg_wal"),
-			extD("./pg_wal/archive_status"),
-			extD("pg_tblspc"),
-			extD("pg_notify"),
+			dirM("base/1"),
+			fileM("base/1/1259", strings.Repeat("r", 100000)),
+			fileM("base/1/PG_VERSION", "15\n"),
+			dirM("pg_wal"),
+			dirM("./pg_wal/archive_status"),
+			dirM("pg_tblspc"),
+			dirM("pg_notify"),
 		},
 		{
-			extD("pg_xact"),
-			extF("pg_xact/0000", strings.Repeat("x", 8192)),
-			extF("global/pg_control", extControlBody),
+			dirM("pg_xact"),
+			fileM("pg_xact/0000", strings.Repeat("x", 8192)),
+			fileM("global/pg_control", controlBody),
 		},
 	}
 }
 
-// extBackup builds a backup from base parts (members per part; the last gets the
+// testBackup builds a backup from base parts (members per part; the last gets the
 // trailer) and optional tablespace archives.
-func extBackup(t testing.TB, s *extStore, base [][]extTM, spcs map[uint32][][]extTM, locs map[uint32]string) *Meta {
+func testBackup(t testing.TB, s *partStore, base [][]tm, spcs map[uint32][][]tm, locs map[uint32]string) *catalog.Meta {
 	t.Helper()
-	m := &Meta{Format: MetaFormat, ID: extTestID, PGMajor: 15, PGVersionNum: 150010}
+	m := &catalog.Meta{Format: catalog.MetaFormat, ID: testID, PGMajor: 15, PGVersionNum: 150010}
 	for oid, parts := range spcs {
 		var bs [][]byte
 		for i, p := range parts {
-			bs = append(bs, extTar(t, i == len(parts)-1, p...))
+			bs = append(bs, buildTar(t, i == len(parts)-1, p...))
 		}
-		m.Archives = append(m.Archives, s.add(extTestID, fmt.Sprintf("%d.tar", oid), bs...))
-		m.Tablespaces = append(m.Tablespaces, Tablespace{OID: oid, Location: locs[oid]})
+		m.Archives = append(m.Archives, s.add(testID, fmt.Sprintf("%d.tar", oid), bs...))
+		m.Tablespaces = append(m.Tablespaces, catalog.Tablespace{OID: oid, Location: locs[oid]})
 	}
 	var bs [][]byte
 	for i, p := range base {
-		bs = append(bs, extTar(t, i == len(base)-1, p...))
+		bs = append(bs, buildTar(t, i == len(base)-1, p...))
 	}
-	m.Archives = append(m.Archives, s.add(extTestID, "base.tar", bs...))
+	m.Archives = append(m.Archives, s.add(testID, "base.tar", bs...))
 	return m
 }
 
-type extLogBuf struct {
+type logBuf struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *extLogBuf) Write(p []byte) (int, error) {
+func (l *logBuf) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *extLogBuf) String() string {
+func (l *logBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
 }
 
-func extLogger(buf *extLogBuf) *slog.Logger {
+func testLogger(buf *logBuf) *slog.Logger {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func extMode(t testing.TB, p string) fs.FileMode {
+func modeOf(t testing.TB, p string) fs.FileMode {
 	t.Helper()
 	st, err := os.Lstat(p)
 	if err != nil {
@@ -255,13 +257,13 @@ func extMode(t testing.TB, p string) fs.FileMode {
 	return st.Mode()
 }
 
-func extExists(p string) bool {
+func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
 }
 
-// extListTree lists every path below dir (relative), for "nothing was written" checks.
-func extListTree(t testing.TB, dir string) []string {
+// listTree lists every path below dir (relative), for "nothing was written" checks.
+func listTree(t testing.TB, dir string) []string {
 	t.Helper()
 	var out []string
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -282,12 +284,12 @@ func extListTree(t testing.TB, dir string) []string {
 func TestExtractBasic(t *testing.T) {
 	sandbox := t.TempDir()
 	pgdata := filepath.Join(sandbox, "new", "pgdata")
-	s := &extStore{}
-	m := extBackup(t, s, extBaseMembers(), nil, nil)
+	s := &partStore{}
+	m := testBackup(t, s, baseMembers(), nil, nil)
 	var progress []int64
-	var logs extLogBuf
+	var logs logBuf
 	err := Extract(context.Background(), m, s.open, ExtractOptions{
-		PGDATA: pgdata, Jobs: 3, Log: extLogger(&logs),
+		PGDATA: pgdata, Jobs: 3, Log: testLogger(&logs),
 		Progress: func(n int64) { progress = append(progress, n) },
 	})
 	if err != nil {
@@ -295,7 +297,7 @@ func TestExtractBasic(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"backup_label": "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nLABEL: test\n",
-		"PG_VERSION":   "15\n", "global/pg_control": extControlBody,
+		"PG_VERSION":   "15\n", "global/pg_control": controlBody,
 		"base/1/1259": strings.Repeat("r", 100000), "pg_xact/0000": strings.Repeat("x", 8192),
 	} {
 		b, err := os.ReadFile(filepath.Join(pgdata, name))
@@ -303,24 +305,24 @@ func TestExtractBasic(t *testing.T) {
 			t.Errorf("%s: %v (%d bytes)", name, err, len(b))
 		}
 	}
-	for _, gone := range []string{extMarkerName, extControlTmp} {
-		if extExists(filepath.Join(pgdata, gone)) {
+	for _, gone := range []string{markerName, controlTmp} {
+		if exists(filepath.Join(pgdata, gone)) {
 			t.Errorf("%s left behind", gone)
 		}
 	}
 	// Directories the server sends empty, created when the tar lacks them.
-	for _, d := range extEnsureDirs {
-		if m := extMode(t, filepath.Join(pgdata, d)); !m.IsDir() || m.Perm() != 0o700 {
+	for _, d := range ensureDirs {
+		if m := modeOf(t, filepath.Join(pgdata, d)); !m.IsDir() || m.Perm() != 0o700 {
 			t.Errorf("%s: mode %v, want a 0700 directory", d, m)
 		}
 	}
-	if extExists(filepath.Join(pgdata, "pg_wal/summaries")) {
+	if exists(filepath.Join(pgdata, "pg_wal/summaries")) {
 		t.Error("pg_wal/summaries created for PostgreSQL 15")
 	}
-	if m := extMode(t, pgdata); m.Perm() != 0o700 {
+	if m := modeOf(t, pgdata); m.Perm() != 0o700 {
 		t.Errorf("PGDATA mode %v, want 0700", m)
 	}
-	if m := extMode(t, filepath.Join(pgdata, "global/pg_control")); m.Perm() != 0o600 {
+	if m := modeOf(t, filepath.Join(pgdata, "global/pg_control")); m.Perm() != 0o600 {
 		t.Errorf("pg_control mode %v", m)
 	}
 	var total int64
@@ -340,14 +342,14 @@ func TestExtractBasic(t *testing.T) {
 	}
 
 	// PostgreSQL 17+: pg_wal/summaries too.
-	s2 := &extStore{}
-	m2 := extBackup(t, s2, extBaseMembers(), nil, nil)
+	s2 := &partStore{}
+	m2 := testBackup(t, s2, baseMembers(), nil, nil)
 	m2.PGMajor = 17
 	pg17 := filepath.Join(sandbox, "pg17")
 	if err := Extract(context.Background(), m2, s2.open, ExtractOptions{PGDATA: pg17, Jobs: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if m := extMode(t, filepath.Join(pg17, "pg_wal/summaries")); !m.IsDir() {
+	if m := modeOf(t, filepath.Join(pg17, "pg_wal/summaries")); !m.IsDir() {
 		t.Errorf("pg_wal/summaries: %v", m)
 	}
 }
@@ -357,15 +359,15 @@ func TestExtractRefusesNonEmpty(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(pgdata, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &extStore{}
-	m := extBackup(t, s, extBaseMembers(), nil, nil)
+	s := &partStore{}
+	m := testBackup(t, s, baseMembers(), nil, nil)
 	for _, force := range []bool{false, true} {
 		err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, Force: force})
 		if err == nil || !strings.Contains(err.Error(), "not empty") {
 			t.Fatalf("Force=%v: err = %v, want a refusal of a non-empty directory", force, err)
 		}
 	}
-	if got := extListTree(t, pgdata); len(got) != 1 {
+	if got := listTree(t, pgdata); len(got) != 1 {
 		t.Errorf("PGDATA touched: %v", got)
 	}
 	if len(s.opened) != 0 {
@@ -379,19 +381,19 @@ func TestExtractRefusesNonEmpty(t *testing.T) {
 	if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: empty, Jobs: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if m := extMode(t, empty); m.Perm() != 0o700 {
+	if m := modeOf(t, empty); m.Perm() != 0o700 {
 		t.Errorf("mode %v", m)
 	}
 }
 
 func TestExtractMarkerAndForce(t *testing.T) {
 	pgdata := filepath.Join(t.TempDir(), "pgdata")
-	s := &extStore{}
-	m := extBackup(t, s, extBaseMembers(), nil, nil)
+	s := &partStore{}
+	m := testBackup(t, s, baseMembers(), nil, nil)
 	last := m.Archives[len(m.Archives)-1].Parts[2]
 	// The last part fails just before its end: every member, pg_control included, was
 	// written; only the trailer's checksum is missing.
-	s.fail = func(ref ObjectRef) (int, error) {
+	s.fail = func(ref catalog.ObjectRef) (int, error) {
 		if ref.Key == last.Key {
 			return int(ref.Bytes) - 100, errors.New("connection reset")
 		}
@@ -401,14 +403,14 @@ func TestExtractMarkerAndForce(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "connection reset") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("interrupted Extract: err = %v", err)
 	}
-	if extExists(filepath.Join(pgdata, "global/pg_control")) {
+	if exists(filepath.Join(pgdata, "global/pg_control")) {
 		t.Fatal("global/pg_control exists after an interrupted restore: the directory is startable")
 	}
-	if !extExists(filepath.Join(pgdata, extControlTmp)) {
+	if !exists(filepath.Join(pgdata, controlTmp)) {
 		t.Error("expected pg_control under its temporary name")
 	}
-	marker, err := os.ReadFile(filepath.Join(pgdata, extMarkerName))
-	if err != nil || !strings.Contains(string(marker), extTestID) {
+	marker, err := os.ReadFile(filepath.Join(pgdata, markerName))
+	if err != nil || !strings.Contains(string(marker), testID) {
 		t.Fatalf("marker: %v %q", err, marker)
 	}
 
@@ -417,17 +419,17 @@ func TestExtractMarkerAndForce(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--force") || !strings.Contains(err.Error(), "unfinished") {
 		t.Fatalf("Extract without Force on an unfinished restore: err = %v", err)
 	}
-	var logs extLogBuf
-	if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, Force: true, Log: extLogger(&logs)}); err != nil {
+	var logs logBuf
+	if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, Force: true, Log: testLogger(&logs)}); err != nil {
 		t.Fatalf("Extract with Force: %v", err)
 	}
 	if !strings.Contains(logs.String(), "cleaning an unfinished restore") {
 		t.Errorf("Force did not log the cleaning:\n%s", logs.String())
 	}
-	if b, err := os.ReadFile(filepath.Join(pgdata, "global/pg_control")); err != nil || string(b) != extControlBody {
+	if b, err := os.ReadFile(filepath.Join(pgdata, "global/pg_control")); err != nil || string(b) != controlBody {
 		t.Fatalf("pg_control after Force: %v", err)
 	}
-	if extExists(filepath.Join(pgdata, extMarkerName)) || extExists(filepath.Join(pgdata, extControlTmp)) {
+	if exists(filepath.Join(pgdata, markerName)) || exists(filepath.Join(pgdata, controlTmp)) {
 		t.Error("marker or temporary pg_control left")
 	}
 	// A completed restore is not "unfinished": Force does not clean it.
@@ -439,9 +441,9 @@ func TestExtractMarkerAndForce(t *testing.T) {
 
 func TestExtractMissingControlOrLabel(t *testing.T) {
 	for _, drop := range []string{"global/pg_control", "backup_label"} {
-		parts := extBaseMembers()
+		parts := baseMembers()
 		for i := range parts {
-			var keep []extTM
+			var keep []tm
 			for _, mm := range parts[i] {
 				if mm.name != drop {
 					keep = append(keep, mm)
@@ -449,14 +451,14 @@ func TestExtractMissingControlOrLabel(t *testing.T) {
 			}
 			parts[i] = keep
 		}
-		s := &extStore{}
-		m := extBackup(t, s, parts, nil, nil)
+		s := &partStore{}
+		m := testBackup(t, s, parts, nil, nil)
 		pgdata := filepath.Join(t.TempDir(), "d")
 		err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2})
 		if err == nil || !strings.Contains(err.Error(), drop) {
 			t.Errorf("without %s: err = %v", drop, err)
 		}
-		if extExists(filepath.Join(pgdata, "global/pg_control")) || !extExists(filepath.Join(pgdata, extMarkerName)) {
+		if exists(filepath.Join(pgdata, "global/pg_control")) || !exists(filepath.Join(pgdata, markerName)) {
 			t.Errorf("without %s: the directory looks finished", drop)
 		}
 	}
@@ -466,66 +468,66 @@ func TestExtractHostileMembers(t *testing.T) {
 	const spc = 16385
 	cases := []struct {
 		name    string
-		members func(sandbox string) []extTM
+		members func(sandbox string) []tm
 		want    string
 	}{
-		{"dotdot", func(string) []extTM { return []extTM{extF("../x", "evil")} }, ".."},
-		{"absolute", func(sb string) []extTM { return []extTM{extF(sb+"/x", "evil")} }, "absolute"},
-		{"inner dotdot", func(string) []extTM { return []extTM{extF("a/../../x", "evil")} }, ".."},
-		{"harmless dotdot", func(string) []extTM { return []extTM{extD("a"), extF("a/../b", "evil")} }, ".."},
-		{"symlink then file through it", func(sb string) []extTM {
-			return []extTM{{name: "evil", typ: tar.TypeSymlink, mode: 0o777, link: sb}, extF("evil/x", "evil")}
+		{"dotdot", func(string) []tm { return []tm{fileM("../x", "evil")} }, ".."},
+		{"absolute", func(sb string) []tm { return []tm{fileM(sb+"/x", "evil")} }, "absolute"},
+		{"inner dotdot", func(string) []tm { return []tm{fileM("a/../../x", "evil")} }, ".."},
+		{"harmless dotdot", func(string) []tm { return []tm{dirM("a"), fileM("a/../b", "evil")} }, ".."},
+		{"symlink then file through it", func(sb string) []tm {
+			return []tm{{name: "evil", typ: tar.TypeSymlink, mode: 0o777, link: sb}, fileM("evil/x", "evil")}
 		}, "symlink"},
-		{"relative symlink", func(string) []extTM {
-			return []extTM{{name: "base/evil", typ: tar.TypeSymlink, mode: 0o777, link: "../../.."}, extF("base/evil/x", "evil")}
+		{"relative symlink", func(string) []tm {
+			return []tm{{name: "base/evil", typ: tar.TypeSymlink, mode: 0o777, link: "../../.."}, fileM("base/evil/x", "evil")}
 		}, "symlink"},
-		{"file through a tablespace link", func(sb string) []extTM {
-			return []extTM{{name: "pg_tblspc/16385", typ: tar.TypeSymlink, mode: 0o777, link: sb}, extF("pg_tblspc/16385/x", "evil")}
+		{"file through a tablespace link", func(sb string) []tm {
+			return []tm{{name: "pg_tblspc/16385", typ: tar.TypeSymlink, mode: 0o777, link: sb}, fileM("pg_tblspc/16385/x", "evil")}
 		}, "pg_tblspc"},
-		{"link of an unknown tablespace", func(sb string) []extTM {
-			return []extTM{{name: "pg_tblspc/99999", typ: tar.TypeSymlink, mode: 0o777, link: sb}}
+		{"link of an unknown tablespace", func(sb string) []tm {
+			return []tm{{name: "pg_tblspc/99999", typ: tar.TypeSymlink, mode: 0o777, link: sb}}
 		}, "pg_tblspc"},
-		{"char device", func(string) []extTM { return []extTM{{name: "null", typ: tar.TypeChar, mode: 0o600}} }, "device"},
-		{"block device", func(string) []extTM { return []extTM{{name: "sda", typ: tar.TypeBlock, mode: 0o600}} }, "device"},
-		{"fifo", func(string) []extTM { return []extTM{{name: "fifo", typ: tar.TypeFifo, mode: 0o600}} }, "FIFO"},
-		{"hard link", func(string) []extTM {
-			return []extTM{{name: "hl", typ: tar.TypeLink, mode: 0o600, link: "/etc/passwd"}}
+		{"char device", func(string) []tm { return []tm{{name: "null", typ: tar.TypeChar, mode: 0o600}} }, "device"},
+		{"block device", func(string) []tm { return []tm{{name: "sda", typ: tar.TypeBlock, mode: 0o600}} }, "device"},
+		{"fifo", func(string) []tm { return []tm{{name: "fifo", typ: tar.TypeFifo, mode: 0o600}} }, "FIFO"},
+		{"hard link", func(string) []tm {
+			return []tm{{name: "hl", typ: tar.TypeLink, mode: 0o600, link: "/etc/passwd"}}
 		}, "hard link"},
-		{"member larger than the part", func(string) []extTM {
-			return []extTM{{name: "big", typ: tar.TypeReg, mode: 0o600, body: "0123456789", claim: 1 << 30}}
+		{"member larger than the part", func(string) []tm {
+			return []tm{{name: "big", typ: tar.TypeReg, mode: 0o600, body: "0123456789", claim: 1 << 30}}
 		}, "claims"},
-		{"reserved marker name", func(string) []extTM { return []extTM{extF(extMarkerName, "x")} }, "reserved"},
-		{"reserved pg_control name", func(string) []extTM { return []extTM{extF(extControlTmp, "x")} }, "reserved"},
-		{"duplicate file", func(string) []extTM { return []extTM{extF("PG_VERSION", "14\n")} }, "exists"},
-		{"setuid", func(string) []extTM { return []extTM{{name: "s", typ: tar.TypeReg, mode: 0o4600, body: "x"}} }, "mode"},
+		{"reserved marker name", func(string) []tm { return []tm{fileM(markerName, "x")} }, "reserved"},
+		{"reserved pg_control name", func(string) []tm { return []tm{fileM(controlTmp, "x")} }, "reserved"},
+		{"duplicate file", func(string) []tm { return []tm{fileM("PG_VERSION", "14\n")} }, "exists"},
+		{"setuid", func(string) []tm { return []tm{{name: "s", typ: tar.TypeReg, mode: 0o4600, body: "x"}} }, "mode"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			sandbox := t.TempDir()
 			pgdata := filepath.Join(sandbox, "pgdata")
 			loc := filepath.Join(sandbox, "ts")
-			parts := extBaseMembers()
+			parts := baseMembers()
 			// The hostile members come in the middle part, between valid ones.
 			parts[1] = append(append(parts[1][:2:2], tc.members(sandbox)...), parts[1][2:]...)
-			s := &extStore{}
-			spcParts := map[uint32][][]extTM{spc: {{extD("PG_15_202209061"), extF("PG_15_202209061/x", "ts")}}}
-			m := extBackup(t, s, parts, spcParts, map[uint32]string{spc: loc})
+			s := &partStore{}
+			spcParts := map[uint32][][]tm{spc: {{dirM("PG_15_202209061"), fileM("PG_15_202209061/x", "ts")}}}
+			m := testBackup(t, s, parts, spcParts, map[uint32]string{spc: loc})
 			err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 3})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one about %q", err, tc.want)
 			}
 			t.Logf("refused: %v", err)
 			// Nothing outside PGDATA and the tablespace location.
-			for _, p := range extListTree(t, sandbox) {
+			for _, p := range listTree(t, sandbox) {
 				if p != "pgdata" && p != "ts" && !strings.HasPrefix(p, "pgdata/") && !strings.HasPrefix(p, "ts/") {
 					t.Errorf("written outside the targets: %s", p)
 				}
 			}
-			if extExists(filepath.Join(pgdata, "global/pg_control")) {
+			if exists(filepath.Join(pgdata, "global/pg_control")) {
 				t.Error("pg_control in place after a refused member")
 			}
 			for _, p := range []string{"big", "evil", "null", "sda", "fifo", "hl", "s", "a/b", "base/evil"} {
-				if extExists(filepath.Join(pgdata, p)) {
+				if exists(filepath.Join(pgdata, p)) {
 					t.Errorf("%s was created", p)
 				}
 			}
@@ -537,28 +539,28 @@ func TestExtractHostileTablespaceMembers(t *testing.T) {
 	const spc = 16385
 	cases := []struct {
 		name    string
-		members []extTM
+		members []tm
 		want    string
 	}{
-		{"other major", []extTM{extD("PG_14_202107181"), extF("PG_14_202107181/x", "x")}, "outside"},
-		{"top level file", []extTM{extF("x", "x")}, "outside"},
-		{"marker", []extTM{extF(extMarkerName, "x")}, "outside"},
-		{"symlink", []extTM{extD("PG_15_202209061"), {name: "PG_15_202209061/l", typ: tar.TypeSymlink, mode: 0o777, link: "/"}}, "symlink"},
-		{"dotdot", []extTM{extF("PG_15_202209061/../../x", "x")}, ".."},
+		{"other major", []tm{dirM("PG_14_202107181"), fileM("PG_14_202107181/x", "x")}, "outside"},
+		{"top level file", []tm{fileM("x", "x")}, "outside"},
+		{"marker", []tm{fileM(markerName, "x")}, "outside"},
+		{"symlink", []tm{dirM("PG_15_202209061"), {name: "PG_15_202209061/l", typ: tar.TypeSymlink, mode: 0o777, link: "/"}}, "symlink"},
+		{"dotdot", []tm{fileM("PG_15_202209061/../../x", "x")}, ".."},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			sandbox := t.TempDir()
 			loc := filepath.Join(sandbox, "ts")
-			s := &extStore{}
-			m := extBackup(t, s, extBaseMembers(), map[uint32][][]extTM{spc: {tc.members}}, map[uint32]string{spc: loc})
+			s := &partStore{}
+			m := testBackup(t, s, baseMembers(), map[uint32][][]tm{spc: {tc.members}}, map[uint32]string{spc: loc})
 			err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: filepath.Join(sandbox, "pgdata"), Jobs: 2})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one about %q", err, tc.want)
 			}
 			t.Logf("refused: %v", err)
-			for _, p := range extListTree(t, loc) {
-				if p != extMarkerName && !strings.HasPrefix(p, "PG_15_") {
+			for _, p := range listTree(t, loc) {
+				if p != markerName && !strings.HasPrefix(p, "PG_15_") {
 					t.Errorf("written in the tablespace location: %s", p)
 				}
 			}
@@ -568,7 +570,7 @@ func TestExtractHostileTablespaceMembers(t *testing.T) {
 
 func TestExtractModes(t *testing.T) {
 	t.Run("group access", func(t *testing.T) {
-		parts := extBaseMembers()
+		parts := baseMembers()
 		for i := range parts {
 			for j := range parts[i] {
 				if parts[i][j].typ == tar.TypeDir {
@@ -578,8 +580,8 @@ func TestExtractModes(t *testing.T) {
 				}
 			}
 		}
-		s := &extStore{}
-		m := extBackup(t, s, parts, nil, nil)
+		s := &partStore{}
+		m := testBackup(t, s, parts, nil, nil)
 		pgdata := filepath.Join(t.TempDir(), "pgdata")
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2}); err != nil {
 			t.Fatal(err)
@@ -589,38 +591,38 @@ func TestExtractModes(t *testing.T) {
 			"pg_stat_tmp":       0o750, // created by pgark: the data directory's mode
 			"global/pg_control": 0o640, "base/1/1259": 0o640,
 		} {
-			if got := extMode(t, filepath.Join(pgdata, p)).Perm(); got != want {
+			if got := modeOf(t, filepath.Join(pgdata, p)).Perm(); got != want {
 				t.Errorf("%s: mode %04o, want %04o", p, got, want)
 			}
 		}
 	})
 	t.Run("recorded modes kept", func(t *testing.T) {
-		parts := extBaseMembers()
-		parts[1] = append(parts[1], extTM{name: "server.key", typ: tar.TypeReg, mode: 0o400, body: "k"})
-		s := &extStore{}
-		m := extBackup(t, s, parts, nil, nil)
+		parts := baseMembers()
+		parts[1] = append(parts[1], tm{name: "server.key", typ: tar.TypeReg, mode: 0o400, body: "k"})
+		s := &partStore{}
+		m := testBackup(t, s, parts, nil, nil)
 		pgdata := filepath.Join(t.TempDir(), "pgdata")
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2}); err != nil {
 			t.Fatal(err)
 		}
-		if got := extMode(t, filepath.Join(pgdata, "server.key")).Perm(); got != 0o400 {
+		if got := modeOf(t, filepath.Join(pgdata, "server.key")).Perm(); got != 0o400 {
 			t.Errorf("server.key mode %04o, want 0400", got)
 		}
 	})
 	for _, tc := range []struct {
 		name string
-		mut  func(parts [][]extTM) [][]extTM
+		mut  func(parts [][]tm) [][]tm
 	}{
-		{"dir 0755", func(p [][]extTM) [][]extTM { p[0][3].mode = 0o755; return p }},
-		{"dir 0770", func(p [][]extTM) [][]extTM { p[0][3].mode = 0o770; return p }},
-		{"file 0644", func(p [][]extTM) [][]extTM { p[0][2].mode = 0o644; return p }},
-		{"file 0660", func(p [][]extTM) [][]extTM { p[0][2].mode = 0o660; return p }},
-		{"pg_control 0644", func(p [][]extTM) [][]extTM { p[2][2].mode = 0o644; return p }},
-		{"sticky dir", func(p [][]extTM) [][]extTM { p[1][0].mode = 0o1700; return p }},
+		{"dir 0755", func(p [][]tm) [][]tm { p[0][3].mode = 0o755; return p }},
+		{"dir 0770", func(p [][]tm) [][]tm { p[0][3].mode = 0o770; return p }},
+		{"file 0644", func(p [][]tm) [][]tm { p[0][2].mode = 0o644; return p }},
+		{"file 0660", func(p [][]tm) [][]tm { p[0][2].mode = 0o660; return p }},
+		{"pg_control 0644", func(p [][]tm) [][]tm { p[2][2].mode = 0o644; return p }},
+		{"sticky dir", func(p [][]tm) [][]tm { p[1][0].mode = 0o1700; return p }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &extStore{}
-			m := extBackup(t, s, tc.mut(extBaseMembers()), nil, nil)
+			s := &partStore{}
+			m := testBackup(t, s, tc.mut(baseMembers()), nil, nil)
 			pgdata := filepath.Join(t.TempDir(), "pgdata")
 			err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2})
 			if err == nil || !strings.Contains(err.Error(), "looser") {
@@ -634,10 +636,10 @@ func TestExtractOwner(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("chown needs root")
 	}
-	s := &extStore{}
+	s := &partStore{}
 	const spc = 16385
 	sandbox := t.TempDir()
-	m := extBackup(t, s, extBaseMembers(), map[uint32][][]extTM{spc: {{extD("PG_15_202209061"), extF("PG_15_202209061/x", "ts")}}},
+	m := testBackup(t, s, baseMembers(), map[uint32][][]tm{spc: {{dirM("PG_15_202209061"), fileM("PG_15_202209061/x", "ts")}}},
 		map[uint32]string{spc: filepath.Join(sandbox, "ts")})
 	pgdata := filepath.Join(sandbox, "pgdata")
 	if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, Owner: &Owner{UID: 4321, GID: 8765}}); err != nil {
@@ -661,24 +663,24 @@ func TestExtractOwner(t *testing.T) {
 
 func TestExtractTablespaces(t *testing.T) {
 	const spc = 16385
-	spcParts := func() map[uint32][][]extTM {
-		return map[uint32][][]extTM{spc: {
-			{extD("PG_15_202209061"), extD("PG_15_202209061/5"), extF("PG_15_202209061/5/16386", strings.Repeat("t", 20000))},
-			{extF("PG_15_202209061/5/16386_fsm", strings.Repeat("f", 24576))},
+	spcParts := func() map[uint32][][]tm {
+		return map[uint32][][]tm{spc: {
+			{dirM("PG_15_202209061"), dirM("PG_15_202209061/5"), fileM("PG_15_202209061/5/16386", strings.Repeat("t", 20000))},
+			{fileM("PG_15_202209061/5/16386_fsm", strings.Repeat("f", 24576))},
 		}}
 	}
-	withMap := func(loc string) [][]extTM {
-		parts := extBaseMembers()
-		mapBody := string(extFormatTablespaceMap([]extTablespaceMapEntry{{OID: spc, Path: loc}}))
-		parts[0] = append([]extTM{parts[0][0], extF("tablespace_map", mapBody)}, parts[0][1:]...)
+	withMap := func(loc string) [][]tm {
+		parts := baseMembers()
+		mapBody := string(formatTablespaceMap([]tablespaceMapEntry{{OID: spc, Path: loc}}))
+		parts[0] = append([]tm{parts[0][0], fileM("tablespace_map", mapBody)}, parts[0][1:]...)
 		return parts
 	}
 
 	t.Run("original location", func(t *testing.T) {
 		sandbox := t.TempDir()
 		loc := filepath.Join(sandbox, "ts")
-		s := &extStore{}
-		m := extBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
+		s := &partStore{}
+		m := testBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
 		pgdata := filepath.Join(sandbox, "pgdata")
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 4}); err != nil {
 			t.Fatal(err)
@@ -693,10 +695,10 @@ func TestExtractTablespaces(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(loc, "PG_15_202209061/5/16386")); err != nil || len(b) != 20000 {
 			t.Errorf("tablespace file: %v", err)
 		}
-		if m := extMode(t, loc); m.Perm() != 0o700 {
+		if m := modeOf(t, loc); m.Perm() != 0o700 {
 			t.Errorf("created tablespace location has mode %v", m)
 		}
-		if extExists(filepath.Join(loc, extMarkerName)) {
+		if exists(filepath.Join(loc, markerName)) {
 			t.Error("tablespace marker left")
 		}
 	})
@@ -711,8 +713,8 @@ func TestExtractTablespaces(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(live, "16386"), []byte("LIVE"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s := &extStore{}
-		m := extBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
+		s := &partStore{}
+		m := testBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
 		pgdata := filepath.Join(sandbox, "pgdata")
 		for _, force := range []bool{false, true} {
 			err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, Force: force})
@@ -720,10 +722,10 @@ func TestExtractTablespaces(t *testing.T) {
 				t.Fatalf("Force=%v: err = %v", force, err)
 			}
 		}
-		if extExists(pgdata) {
+		if exists(pgdata) {
 			t.Error("PGDATA created although the restore was refused")
 		}
-		if got := extListTree(t, loc); strings.Join(got, ",") != "PG_15_202209061,PG_15_202209061/5,PG_15_202209061/5/16386" {
+		if got := listTree(t, loc); strings.Join(got, ",") != "PG_15_202209061,PG_15_202209061/5,PG_15_202209061/5/16386" {
 			t.Errorf("the live tablespace was touched: %v", got)
 		}
 		if len(s.opened) != 0 {
@@ -747,8 +749,8 @@ func TestExtractTablespaces(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		s := &extStore{}
-		m := extBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
+		s := &partStore{}
+		m := testBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: filepath.Join(sandbox, "pgdata"), Jobs: 2}); err != nil {
 			t.Fatal(err)
 		}
@@ -758,11 +760,11 @@ func TestExtractTablespaces(t *testing.T) {
 		sandbox := t.TempDir()
 		orig := "/srv/old\\ts"
 		loc := filepath.Join(sandbox, "new ts\\with\nnewline")
-		s := &extStore{}
-		m := extBackup(t, s, withMap(orig), spcParts(), map[uint32]string{spc: orig})
+		s := &partStore{}
+		m := testBackup(t, s, withMap(orig), spcParts(), map[uint32]string{spc: orig})
 		pgdata := filepath.Join(sandbox, "pgdata")
-		var logs extLogBuf
-		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, TablespaceMap: map[uint32]string{spc: loc}, Log: extLogger(&logs)}); err != nil {
+		var logs logBuf
+		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, TablespaceMap: map[uint32]string{spc: loc}, Log: testLogger(&logs)}); err != nil {
 			t.Fatal(err)
 		}
 		b, _ := os.ReadFile(filepath.Join(pgdata, "tablespace_map"))
@@ -770,17 +772,17 @@ func TestExtractTablespaces(t *testing.T) {
 		if string(b) != want {
 			t.Errorf("tablespace_map = %q, want %q", b, want)
 		}
-		entries, err := extParseTablespaceMap(b)
+		entries, err := parseTablespaceMap(b)
 		if err != nil || len(entries) != 1 || entries[0].OID != spc || entries[0].Path != loc {
 			t.Errorf("parsed back: %+v %v", entries, err)
 		}
 		if target, _ := os.Readlink(filepath.Join(pgdata, "pg_tblspc", "16385")); target != loc {
 			t.Errorf("pg_tblspc/16385 -> %q", target)
 		}
-		if !extExists(filepath.Join(loc, "PG_15_202209061/5/16386_fsm")) {
+		if !exists(filepath.Join(loc, "PG_15_202209061/5/16386_fsm")) {
 			t.Error("tablespace not restored at the mapped location")
 		}
-		if extExists("/srv/old\\ts") {
+		if exists("/srv/old\\ts") {
 			t.Error("original location written")
 		}
 		if !strings.Contains(logs.String(), "ignore=tablespace_map") {
@@ -791,10 +793,10 @@ func TestExtractTablespaces(t *testing.T) {
 	t.Run("marker and force in a tablespace", func(t *testing.T) {
 		sandbox := t.TempDir()
 		loc := filepath.Join(sandbox, "ts")
-		s := &extStore{}
-		m := extBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
+		s := &partStore{}
+		m := testBackup(t, s, withMap(loc), spcParts(), map[uint32]string{spc: loc})
 		pgdata := filepath.Join(sandbox, "pgdata")
-		s.fail = func(ref ObjectRef) (int, error) {
+		s.fail = func(ref catalog.ObjectRef) (int, error) {
 			if strings.Contains(ref.Key, "base.tar.002") {
 				return -1, errors.New("gone")
 			}
@@ -803,8 +805,8 @@ func TestExtractTablespaces(t *testing.T) {
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 1}); err == nil {
 			t.Fatal("no error")
 		}
-		if !extExists(filepath.Join(loc, extMarkerName)) || !extExists(filepath.Join(loc, "PG_15_202209061/5/16386")) {
-			t.Fatalf("expected a marked, partly restored tablespace: %v", extListTree(t, loc))
+		if !exists(filepath.Join(loc, markerName)) || !exists(filepath.Join(loc, "PG_15_202209061/5/16386")) {
+			t.Fatalf("expected a marked, partly restored tablespace: %v", listTree(t, loc))
 		}
 		s.fail = nil
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2}); err == nil || !strings.Contains(err.Error(), "--force") {
@@ -813,15 +815,15 @@ func TestExtractTablespaces(t *testing.T) {
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, Force: true}); err != nil {
 			t.Fatal(err)
 		}
-		if extExists(filepath.Join(loc, extMarkerName)) {
+		if exists(filepath.Join(loc, markerName)) {
 			t.Error("marker left")
 		}
 	})
 
 	t.Run("bad plans", func(t *testing.T) {
 		sandbox := t.TempDir()
-		s := &extStore{}
-		m := extBackup(t, s, extBaseMembers(), spcParts(), map[uint32]string{spc: filepath.Join(sandbox, "ts")})
+		s := &partStore{}
+		m := testBackup(t, s, baseMembers(), spcParts(), map[uint32]string{spc: filepath.Join(sandbox, "ts")})
 		pgdata := filepath.Join(sandbox, "pgdata")
 		for _, tc := range []struct {
 			o    ExtractOptions
@@ -836,49 +838,49 @@ func TestExtractTablespaces(t *testing.T) {
 				t.Errorf("%+v: err = %v, want %q", tc.o, err, tc.want)
 			}
 		}
-		if extExists(pgdata) {
+		if exists(pgdata) {
 			t.Error("PGDATA created")
 		}
 	})
 }
 
 func TestExtractTablespaceMapFormat(t *testing.T) {
-	in := []extTablespaceMapEntry{{16385, "/a/b"}, {16386, "/with space/and\\back"}, {16387, "/nl\nx\rcr"}}
-	b := extFormatTablespaceMap(in)
+	in := []tablespaceMapEntry{{16385, "/a/b"}, {16386, "/with space/and\\back"}, {16387, "/nl\nx\rcr"}}
+	b := formatTablespaceMap(in)
 	if want := "16385 /a/b\n16386 /with space/and\\\\back\n16387 /nl\\\nx\\\rcr\n"; string(b) != want {
 		t.Fatalf("format = %q, want %q", b, want)
 	}
-	out, err := extParseTablespaceMap(b)
+	out, err := parseTablespaceMap(b)
 	if err != nil || fmt.Sprint(out) != fmt.Sprint(in) {
 		t.Fatalf("parse = %+v, %v", out, err)
 	}
 	for _, bad := range []string{"x /a\n", "16385\n", "0 /a\n"} {
-		if _, err := extParseTablespaceMap([]byte(bad)); err == nil {
+		if _, err := parseTablespaceMap([]byte(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
 }
 
 func TestExtractCanceled(t *testing.T) {
-	s := &extStore{}
-	m := extBackup(t, s, extBaseMembers(), nil, nil)
+	s := &partStore{}
+	m := testBackup(t, s, baseMembers(), nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	pgdata := filepath.Join(t.TempDir(), "pgdata")
 	if err := Extract(ctx, m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
 	}
-	if extExists(filepath.Join(pgdata, "global/pg_control")) {
+	if exists(filepath.Join(pgdata, "global/pg_control")) {
 		t.Error("pg_control in place")
 	}
 }
 
 // ---------------------------------------------------------------- kill -9
 
-// extKillBackup is a deterministic backup big enough for a restore to take a moment.
-func extKillBackup(t testing.TB, s *extStore) (*Meta, map[string]string) {
+// killBackup is a deterministic backup big enough for a restore to take a moment.
+func killBackup(t testing.TB, s *partStore) (*catalog.Meta, map[string]string) {
 	want := map[string]string{}
-	base := extBaseMembers()
+	base := baseMembers()
 	for _, p := range base {
 		for _, mm := range p {
 			if mm.typ == tar.TypeReg {
@@ -891,9 +893,9 @@ func extKillBackup(t testing.TB, s *extStore) (*Meta, map[string]string) {
 		body := strings.Repeat(string(rune('a'+i%26)), 64<<10+i)
 		want[name] = body
 		p := 1 + i%2 // parts 1 and 2, before pg_control
-		base[p] = append([]extTM{extF(name, body)}, base[p]...)
+		base[p] = append([]tm{fileM(name, body)}, base[p]...)
 	}
-	return extBackup(t, s, base, nil, nil), want
+	return testBackup(t, s, base, nil, nil), want
 }
 
 // TestExtractKillHelper is the child process of TestExtractKill9.
@@ -902,14 +904,14 @@ func TestExtractKillHelper(t *testing.T) {
 	if dir == "" {
 		t.Skip("helper process for TestExtractKill9")
 	}
-	s := &extStore{}
-	m, _ := extKillBackup(t, s)
-	slow := func(ctx context.Context, ref ObjectRef) (io.ReadCloser, error) {
+	s := &partStore{}
+	m, _ := killBackup(t, s)
+	slow := func(ctx context.Context, ref catalog.ObjectRef) (io.ReadCloser, error) {
 		rc, err := s.open(ctx, ref)
 		if err != nil {
 			return nil, err
 		}
-		return &extSlowReader{rc}, nil
+		return &slowReader{rc}, nil
 	}
 	if err := Extract(context.Background(), m, slow, ExtractOptions{PGDATA: dir, Jobs: 2}); err != nil {
 		t.Fatal(err)
@@ -917,9 +919,9 @@ func TestExtractKillHelper(t *testing.T) {
 	fmt.Println("EXTRACT-DONE")
 }
 
-type extSlowReader struct{ io.ReadCloser }
+type slowReader struct{ io.ReadCloser }
 
-func (r *extSlowReader) Read(p []byte) (int, error) {
+func (r *slowReader) Read(p []byte) (int, error) {
 	time.Sleep(3 * time.Millisecond)
 	return r.ReadCloser.Read(p[:min(len(p), 16<<10)])
 }
@@ -928,8 +930,8 @@ func (r *extSlowReader) Read(p []byte) (int, error) {
 // directory is either finished (pg_control in place, every file complete) or not
 // startable (no pg_control) and marked; Extract with Force then completes it.
 func TestExtractKill9(t *testing.T) {
-	s := &extStore{}
-	m, want := extKillBackup(t, s)
+	s := &partStore{}
+	m, want := killBackup(t, s)
 	sawUnfinished, sawDone := false, false
 	// The last run is not killed: it must finish on its own.
 	for _, delay := range []time.Duration{0, 30 * time.Millisecond, 80 * time.Millisecond, 150 * time.Millisecond, 250 * time.Millisecond, 400 * time.Millisecond, -1} {
@@ -956,7 +958,7 @@ func TestExtractKill9(t *testing.T) {
 			cmd.Process.Signal(syscall.SIGKILL)
 			<-done
 		}
-		control := extExists(filepath.Join(pgdata, "global/pg_control"))
+		control := exists(filepath.Join(pgdata, "global/pg_control"))
 		if control {
 			sawDone = true
 			for name, body := range want {
@@ -968,14 +970,14 @@ func TestExtractKill9(t *testing.T) {
 			continue
 		}
 		sawUnfinished = true
-		if extExists(pgdata) && len(extListTree(t, pgdata)) > 0 && !extExists(filepath.Join(pgdata, extMarkerName)) {
-			t.Fatalf("delay %v: killed restore without pg_control and without marker: %v", delay, extListTree(t, pgdata))
+		if exists(pgdata) && len(listTree(t, pgdata)) > 0 && !exists(filepath.Join(pgdata, markerName)) {
+			t.Fatalf("delay %v: killed restore without pg_control and without marker: %v", delay, listTree(t, pgdata))
 		}
 		// Force completes it.
 		if err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 2, Force: true}); err != nil {
 			t.Fatalf("delay %v: Extract --force after kill: %v", delay, err)
 		}
-		if b, err := os.ReadFile(filepath.Join(pgdata, "global/pg_control")); err != nil || string(b) != extControlBody {
+		if b, err := os.ReadFile(filepath.Join(pgdata, "global/pg_control")); err != nil || string(b) != controlBody {
 			t.Fatalf("delay %v: after Force: %v", delay, err)
 		}
 	}
@@ -1006,29 +1008,29 @@ func TestExtractNoFollow(t *testing.T) {
 	}
 	defer root.Close()
 	x := &extractor{o: ExtractOptions{}, log: slog.New(slog.DiscardHandler)}
-	tg := &extTarget{dir: target, root: root, dirs: map[string]fs.FileMode{}}
+	tg := &destDir{dir: target, root: root, dirs: map[string]fs.FileMode{}}
 	if err := x.mkdirs(tg, "a/b"); err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Errorf("mkdirs through a symlink: %v", err)
 	}
 	if err := x.writeFile(context.Background(), tg, "f", 0o600, 1, strings.NewReader("x"), make([]byte, 16)); err == nil {
 		t.Error("writeFile followed a symlink")
 	}
-	if got := extListTree(t, outside); len(got) != 0 {
+	if got := listTree(t, outside); len(got) != 0 {
 		t.Errorf("written outside: %v", got)
 	}
 }
 
 // ---------------------------------------------------------------- real PostgreSQL
 
-// extSplitRealTar cuts a tar file into n parts at member boundaries (raw byte ranges, as
+// splitRealTar cuts a tar file into n parts at member boundaries (raw byte ranges, as
 // the backup writer stores them), writes them into outDir and returns the archive entry.
-func extSplitRealTar(t *testing.T, file string, n int, outDir, name string, oid uint32) (Archive, []*tar.Header) {
+func splitRealTar(t *testing.T, file string, n int, outDir, name string, oid uint32) (catalog.Archive, []*tar.Header) {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cr := &extCounter{r: bytes.NewReader(b), x: &extractor{}}
+	cr := &counter{r: bytes.NewReader(b), x: &extractor{}}
 	tr := tar.NewReader(cr)
 	var starts []int64
 	var hdrs []*tar.Header
@@ -1047,7 +1049,7 @@ func extSplitRealTar(t *testing.T, file string, n int, outDir, name string, oid 
 		starts = append(starts, start)
 		hdrs = append(hdrs, hdr)
 	}
-	a := Archive{Name: name, OID: oid, Bytes: int64(len(b))}
+	a := catalog.Archive{Name: name, OID: oid, Bytes: int64(len(b))}
 	var cuts []int64
 	for k := 1; k < n; k++ {
 		cuts = append(cuts, starts[len(starts)*k/n])
@@ -1061,18 +1063,18 @@ func extSplitRealTar(t *testing.T, file string, n int, outDir, name string, oid 
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256(part)
-		a.Parts = append(a.Parts, ObjectRef{Key: p, Bytes: int64(len(part)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: int64(len(part))})
+		a.Parts = append(a.Parts, catalog.ObjectRef{Key: p, Bytes: int64(len(part)), SHA256: hex.EncodeToString(sum[:]), StoredBytes: int64(len(part))})
 		prev = c
 	}
 	return a, hdrs
 }
 
-type extFilePart struct {
+type filePart struct {
 	io.Reader
 	f *os.File
 }
 
-func (p *extFilePart) Close() error { return p.f.Close() }
+func (p *filePart) Close() error { return p.f.Close() }
 
 // TestExtractPostgres restores real pg_basebackup tar streams (PostgreSQL 15, with a
 // tablespace), split into parts, checks them with pg_verifybackup and starts a server
@@ -1122,21 +1124,21 @@ func TestExtractPostgres(t *testing.T) {
 	if err := os.Mkdir(partsDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	tsArch, _ := extSplitRealTar(t, filepath.Join(bb, fmt.Sprintf("%d.tar", oid)), 2, partsDir, fmt.Sprintf("%d.tar", oid), oid)
-	baseArch, baseHdrs := extSplitRealTar(t, filepath.Join(bb, "base.tar"), 3, partsDir, "base.tar", 0)
-	m := &Meta{Format: MetaFormat, ID: extTestID, PGMajor: major, PGVersionNum: 150000,
-		Tablespaces: []Tablespace{{OID: oid, Location: tsLive}},
-		Archives:    []Archive{tsArch, baseArch}}
+	tsArch, _ := splitRealTar(t, filepath.Join(bb, fmt.Sprintf("%d.tar", oid)), 2, partsDir, fmt.Sprintf("%d.tar", oid), oid)
+	baseArch, baseHdrs := splitRealTar(t, filepath.Join(bb, "base.tar"), 3, partsDir, "base.tar", 0)
+	m := &catalog.Meta{Format: catalog.MetaFormat, ID: testID, PGMajor: major, PGVersionNum: 150000,
+		Tablespaces: []catalog.Tablespace{{OID: oid, Location: tsLive}},
+		Archives:    []catalog.Archive{tsArch, baseArch}}
 
 	// Which of the directories pgark creates when missing does the server send itself?
 	sent := map[string]bool{}
 	for _, h := range baseHdrs {
 		if h.Typeflag == tar.TypeDir {
-			rel, _ := extCleanName(h.Name)
+			rel, _ := cleanName(h.Name)
 			sent[rel] = true
 		}
 	}
-	for _, d := range extEnsureDirs {
+	for _, d := range ensureDirs {
 		if !sent[d] {
 			t.Errorf("PostgreSQL %d's base.tar lacks %s/ (pgark creates it)", major, d)
 		}
@@ -1146,16 +1148,16 @@ func TestExtractPostgres(t *testing.T) {
 	}
 
 	var failKey string
-	open := func(ctx context.Context, ref ObjectRef) (io.ReadCloser, error) {
+	open := func(ctx context.Context, ref catalog.ObjectRef) (io.ReadCloser, error) {
 		f, err := os.Open(ref.Key)
 		if err != nil {
 			return nil, err
 		}
 		var r io.Reader = f
 		if ref.Key == failKey {
-			r = io.MultiReader(io.LimitReader(f, ref.Bytes-600), &extErrReader{errors.New("simulated crash")})
+			r = io.MultiReader(io.LimitReader(f, ref.Bytes-600), &errReader{errors.New("simulated crash")})
 		}
-		return &extFilePart{Reader: extVerifying(r, ref), f: f}, nil
+		return &filePart{Reader: verifying(r, ref), f: f}, nil
 	}
 	var owner *Owner
 	if os.Geteuid() == 0 {
@@ -1167,18 +1169,18 @@ func TestExtractPostgres(t *testing.T) {
 		gid, _ := strconv.Atoi(u.Gid)
 		owner = &Owner{UID: uid, GID: gid}
 	}
-	var logs extLogBuf
+	var logs logBuf
 	restored := filepath.Join(dir, "restored")
 	tsNew := filepath.Join(dir, "ts-restored")
-	opts := ExtractOptions{PGDATA: restored, Owner: owner, Jobs: 2, Log: extLogger(&logs)}
+	opts := ExtractOptions{PGDATA: restored, Owner: owner, Jobs: 2, Log: testLogger(&logs)}
 
 	// 1. The original tablespace location is live: refused, nothing written.
-	liveBefore := extListTree(t, tsLive)
+	liveBefore := listTree(t, tsLive)
 	err = Extract(ctx, m, open, opts)
 	if err == nil || !strings.Contains(err.Error(), "live tablespace") {
 		t.Fatalf("restore onto the live tablespace: err = %v", err)
 	}
-	if extExists(restored) {
+	if exists(restored) {
 		t.Fatal("PGDATA created by a refused restore")
 	}
 
@@ -1191,7 +1193,7 @@ func TestExtractPostgres(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "simulated crash") {
 		t.Fatalf("interrupted restore: err = %v", err)
 	}
-	if extExists(filepath.Join(restored, "global/pg_control")) || !extExists(filepath.Join(restored, extMarkerName)) {
+	if exists(filepath.Join(restored, "global/pg_control")) || !exists(filepath.Join(restored, markerName)) {
 		t.Fatal("interrupted restore: pg_control in place or no marker")
 	}
 	bad := testenv.StartPG(t, testenv.PGOptions{DataDir: restored, NoWait: true})
@@ -1210,7 +1212,7 @@ func TestExtractPostgres(t *testing.T) {
 	if err := Extract(ctx, m, open, opts); err != nil {
 		t.Fatalf("restore with Force: %v\n%s", err, logs.String())
 	}
-	if got := extListTree(t, tsLive); strings.Join(got, "\n") != strings.Join(liveBefore, "\n") {
+	if got := listTree(t, tsLive); strings.Join(got, "\n") != strings.Join(liveBefore, "\n") {
 		t.Errorf("the live tablespace changed:\nbefore %v\nafter %v", liveBefore, got)
 	}
 
@@ -1219,7 +1221,7 @@ func TestExtractPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteRecoveryConfig(restored, RecoveryOptions{RestoreCommand: "cp " + arch + "/%f %p"}, manifest); err != nil {
+	if err := recoveryconf.Write(restored, recoveryconf.Options{RestoreCommand: "cp " + arch + "/%f %p"}, manifest); err != nil {
 		t.Fatal(err)
 	}
 	bin, err := testenv.PGBinDir(major)

@@ -1,4 +1,4 @@
-package backup
+package restore
 
 import (
 	"archive/tar"
@@ -15,15 +15,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/manifest"
 )
 
 // Fuzzers for what restore reads from a repository: the tar streams of a
 // backup (through the whole extractor, into a scratch directory), one member
-// header at a time (validate), and backup.json. The other parsers of this
-// package have theirs beside their tests: FuzzTarScan, FuzzDemux,
-// FuzzManifest. Run one with
+// header at a time (validate), and backup.json (catalog.Meta.Check, then
+// the extractor's planning). The other parsers have theirs beside their
+// tests: FuzzTarScan (tarstream), FuzzDemux (basebackup), FuzzManifest
+// (manifest). Run one with
 //
-//	go test -run '^$' -fuzz '^FuzzExtract$' -fuzztime 3m ./backup/
+//	go test -run '^$' -fuzz '^FuzzExtract$' -fuzztime 3m ./restore/
 //
 // or all of them with `make fuzz`. Crashers are kept under testdata/fuzz.
 
@@ -41,36 +45,36 @@ func fuzzScratch(t *testing.T) string {
 }
 
 // fuzzOneTar joins members into one tar stream with its trailer.
-func fuzzOneTar(t testing.TB, members ...extTM) []byte {
-	return extTar(t, true, members...)
+func fuzzOneTar(t testing.TB, members ...tm) []byte {
+	return buildTar(t, true, members...)
 }
 
 func FuzzExtract(f *testing.F) {
-	var all []extTM
-	for _, p := range extBaseMembers() {
+	var all []tm
+	for _, p := range baseMembers() {
 		all = append(all, p...)
 	}
 	f.Add(fuzzOneTar(f, all...))
-	f.Add(fuzzOneTar(f, extF("backup_label", "L"), extD("global"), extF("global/pg_control", "C")))
-	for _, hostile := range [][]extTM{
-		{extF("../x", "evil")},
-		{extF("/tmp/x", "evil")},
-		{{name: "l", typ: tar.TypeSymlink, mode: 0o777, link: "/"}, extF("l/x", "evil")},
+	f.Add(fuzzOneTar(f, fileM("backup_label", "L"), dirM("global"), fileM("global/pg_control", "C")))
+	for _, hostile := range [][]tm{
+		{fileM("../x", "evil")},
+		{fileM("/tmp/x", "evil")},
+		{{name: "l", typ: tar.TypeSymlink, mode: 0o777, link: "/"}, fileM("l/x", "evil")},
 		{{name: "h", typ: tar.TypeLink, mode: 0o600, link: "/etc/passwd"}},
 		{{name: "c", typ: tar.TypeChar, mode: 0o600}},
 		{{name: "p", typ: tar.TypeFifo, mode: 0o600}},
-		{{name: "pg_tblspc/16385", typ: tar.TypeSymlink, mode: 0o777, link: "/"}, extF("pg_tblspc/16385/x", "evil")},
+		{{name: "pg_tblspc/16385", typ: tar.TypeSymlink, mode: 0o777, link: "/"}, fileM("pg_tblspc/16385/x", "evil")},
 		{{name: "big", typ: tar.TypeReg, mode: 0o600, body: "x", claim: 1 << 40}},
 		{{name: "s", typ: tar.TypeReg, mode: 0o4755, body: "x"}},
 	} {
-		f.Add(fuzzOneTar(f, append([]extTM{extF("backup_label", "L"), extD("global")}, hostile...)...))
+		f.Add(fuzzOneTar(f, append([]tm{fileM("backup_label", "L"), dirM("global")}, hostile...)...))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sandbox := fuzzScratch(t)
 		pgdata := filepath.Join(sandbox, "pgdata")
-		s := &extStore{}
-		m := &Meta{Format: MetaFormat, ID: extTestID, PGMajor: 15, PGVersionNum: 150010}
-		m.Archives = append(m.Archives, s.add(extTestID, "base.tar", b))
+		s := &partStore{}
+		m := &catalog.Meta{Format: catalog.MetaFormat, ID: testID, PGMajor: 15, PGVersionNum: 150010}
+		m.Archives = append(m.Archives, s.add(testID, "base.tar", b))
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		err := Extract(ctx, m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 1})
@@ -106,8 +110,8 @@ func FuzzExtract(f *testing.F) {
 		if werr != nil {
 			t.Fatal(werr)
 		}
-		control := extExists(filepath.Join(pgdata, extControl))
-		marker := extExists(filepath.Join(pgdata, extMarkerName))
+		control := exists(filepath.Join(pgdata, controlFile))
+		marker := exists(filepath.Join(pgdata, markerName))
 		if err != nil {
 			if control || !marker {
 				t.Fatalf("failed restore (%v) left pg_control %v, marker %v", err, control, marker)
@@ -117,7 +121,7 @@ func FuzzExtract(f *testing.F) {
 			}
 			return
 		}
-		if !control || marker || !extExists(filepath.Join(pgdata, "backup_label")) {
+		if !control || marker || !exists(filepath.Join(pgdata, "backup_label")) {
 			t.Fatalf("successful restore without pg_control (%v) or backup_label, or with the marker (%v)", control, marker)
 		}
 	})
@@ -137,9 +141,9 @@ func FuzzExtractValidate(f *testing.F) {
 	f.Add("x", byte(tar.TypeReg), int64(0o104600), "", false)
 	f.Fuzz(func(t *testing.T, name string, typ byte, mode int64, link string, spc bool) {
 		const oid = 16385
-		x := &extractor{byOID: map[uint32]*extTarget{}}
-		base := &extTarget{dir: "/pgdata"}
-		ts := &extTarget{oid: oid, dir: "/ts", spcMajor: "PG_15_"}
+		x := &extractor{byOID: map[uint32]*destDir{}}
+		base := &destDir{dir: "/pgdata"}
+		ts := &destDir{oid: oid, dir: "/ts", spcMajor: "PG_15_"}
 		x.byOID[oid] = ts
 		tg := base
 		if spc {
@@ -150,7 +154,7 @@ func FuzzExtractValidate(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if kind == extSkip {
+		if kind == kindSkip {
 			if rel != "" || typ != tar.TypeDir {
 				t.Fatalf("skipped %q (%q) of type %q", name, rel, typ)
 			}
@@ -163,20 +167,20 @@ func FuzzExtractValidate(f *testing.F) {
 		if j := filepath.Join(tg.dir, rel); !strings.HasPrefix(j, tg.dir+"/") {
 			t.Fatalf("%q joins to %s, outside %s", name, j, tg.dir)
 		}
-		if rel == extMarkerName || rel == extControlTmp {
+		if rel == markerName || rel == controlTmp {
 			t.Fatalf("accepted the reserved name %q", rel)
 		}
 		perm := mode & 0o7777
 		switch kind {
-		case extFile:
+		case kindFile:
 			if typ != tar.TypeReg || perm&^0o640 != 0 {
 				t.Fatalf("file %q accepted with type %q mode %o", name, typ, mode)
 			}
-		case extDir:
+		case kindDir:
 			if typ != tar.TypeDir || perm&^0o750 != 0 {
 				t.Fatalf("directory %q accepted with type %q mode %o", name, typ, mode)
 			}
-		case extSpcLink:
+		case kindSpcLink:
 			if spc || typ != tar.TypeSymlink || rel != "pg_tblspc/16385" || !filepath.IsAbs(link) {
 				t.Fatalf("tablespace link %q -> %q accepted (type %q)", name, link, typ)
 			}
@@ -185,7 +189,7 @@ func FuzzExtractValidate(f *testing.F) {
 		}
 		if spc {
 			first, _, _ := strings.Cut(rel, "/")
-			if !extSpcDirRe().MatchString(first) || !strings.HasPrefix(first, "PG_15_") {
+			if !spcDirRe().MatchString(first) || !strings.HasPrefix(first, "PG_15_") {
 				t.Fatalf("tablespace member %q outside PG_15_*", name)
 			}
 		}
@@ -195,11 +199,11 @@ func FuzzExtractValidate(f *testing.F) {
 // fuzzMetaStore serves one backup.json.
 func fuzzMeta(t testing.TB) []byte {
 	t.Helper()
-	s := &extStore{}
-	m := extBackup(t, s, extBaseMembers(), map[uint32][][]extTM{16385: {{extD("PG_15_202209061")}}}, map[uint32]string{16385: "/srv/ts"})
+	s := &partStore{}
+	m := testBackup(t, s, baseMembers(), map[uint32][][]tm{16385: {{dirM("PG_15_202209061")}}}, map[uint32]string{16385: "/srv/ts"})
 	m.StartLSN, m.EndLSN, m.StartTimeline, m.EndTimeline, m.WalSegmentBytes = "0/2000028", "0/2000138", 1, 1, 16<<20
 	m.StopTime = time.Date(2026, 11, 24, 21, 57, 0, 0, time.UTC)
-	m.Manifest = ObjectRef{Key: ManifestKey(extTestID), Bytes: 100, SHA256: strings.Repeat("0", 64)}
+	m.Manifest = catalog.ObjectRef{Key: catalog.ManifestKey(testID), Bytes: 100, SHA256: strings.Repeat("0", 64)}
 	b, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
@@ -216,26 +220,26 @@ func FuzzMeta(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"format":1,"id":"20261124T215700Z","start_lsn":"0/1","end_lsn":"0/1","start_timeline":1,"end_timeline":1,"wal_segment_size":16777216,"archives":[{"name":"base.tar"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var m Meta
+		var m catalog.Meta
 		if err := json.Unmarshal(b, &m); err != nil {
 			return
 		}
-		if err := m.check(extTestID); err != nil {
+		if err := m.Check(testID); err != nil {
 			return
 		}
 		// What check accepts is what restore may rely on.
-		if m.ID != extTestID || !ValidID(m.ID) {
+		if m.ID != testID || !catalog.ValidID(m.ID) {
 			t.Fatalf("accepted id %q", m.ID)
 		}
 		if m.Start() > m.End() || m.EndTimeline < m.StartTimeline {
 			t.Fatalf("accepted start %s (timeline %d) after end %s (timeline %d)", m.StartLSN, m.StartTimeline, m.EndLSN, m.EndTimeline)
 		}
-		if m.Manifest.Key != ManifestKey(m.ID) || m.Manifest.Bytes < 0 || m.Manifest.Bytes > MaxManifestBytes {
+		if m.Manifest.Key != catalog.ManifestKey(m.ID) || m.Manifest.Bytes < 0 || m.Manifest.Bytes > manifest.MaxBytes {
 			t.Fatalf("accepted manifest %+v", m.Manifest)
 		}
 		for _, a := range m.Archives {
 			for i, p := range a.Parts {
-				if p.Key != PartKey(m.ID, a.Name, i) {
+				if p.Key != catalog.PartKey(m.ID, a.Name, i) {
 					t.Fatalf("part %d of %s has key %q", i, a.Name, p.Key)
 				}
 				if _, err := hex.DecodeString(p.SHA256); err != nil || len(p.SHA256) != 2*sha256.Size || p.Bytes < 0 {
@@ -248,17 +252,17 @@ func FuzzMeta(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var m2 Meta
+		var m2 catalog.Meta
 		if err := json.Unmarshal(out, &m2); err != nil {
 			t.Fatal(err)
 		}
-		if err := m2.check(extTestID); err != nil {
+		if err := m2.Check(testID); err != nil {
 			t.Fatalf("written back, the metadata is refused: %v", err)
 		}
 		if out2, _ := json.Marshal(&m2); !bytes.Equal(out, out2) {
 			t.Fatalf("round trip:\n%s\n%s", out, out2)
 		}
 		// The restore planner takes it, or refuses it with an error.
-		_, _ = extNew(&m, func(context.Context, ObjectRef) (io.ReadCloser, error) { return nil, os.ErrNotExist }, ExtractOptions{PGDATA: "/nonexistent/pgdata"})
+		_, _ = newExtractor(&m, func(context.Context, catalog.ObjectRef) (io.ReadCloser, error) { return nil, os.ErrNotExist }, ExtractOptions{PGDATA: "/nonexistent/pgdata"})
 	})
 }

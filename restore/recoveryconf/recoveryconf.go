@@ -1,6 +1,4 @@
-package backup
-
-// Restore side, part 2: the recovery configuration of a restored data directory.
+package recoveryconf
 
 import (
 	"bytes"
@@ -19,8 +17,8 @@ import (
 	"unicode/utf8"
 )
 
-// RecoveryOptions configures WriteRecoveryConfig.
-type RecoveryOptions struct {
+// Options configures Write.
+type Options struct {
 	// RestoreCommand is the full command line, e.g.
 	// `'/usr/local/bin/pgark' wal-fetch --config '/etc/pgark.conf' %f %p` (built by the
 	// CLI; it never contains a secret, since postgresql.auto.conf ends up in backups).
@@ -37,15 +35,20 @@ type RecoveryOptions struct {
 	KeepArchiving                                bool   // leave archive_mode as in the backup; default: set archive_mode = off
 }
 
+// RestoreMarker is the file that package restore creates first and removes last in a
+// directory it extracts into: Write refuses a data directory that holds it (an
+// unfinished restore).
+const RestoreMarker = ".pgark-restore-in-progress"
+
 const (
-	recBlockBegin = "# --- pgark restore: begin"
-	recBlockEnd   = "# --- pgark restore: end"
-	recAutoConf   = "postgresql.auto.conf"
+	blockBegin   = "# --- pgark restore: begin"
+	blockEnd     = "# --- pgark restore: end"
+	autoConfFile = "postgresql.auto.conf"
 )
 
-// recRemoved are the settings that an earlier restore, or the source server's role, may
+// removedSettings are the settings that an earlier restore, or the source server's role, may
 // have left in postgresql.auto.conf: they are removed before pgark's block is appended.
-var recRemoved = map[string]bool{
+var removedSettings = map[string]bool{
 	"restore_command": true, "archive_cleanup_command": true, "recovery_end_command": true,
 	"recovery_target": true, "recovery_target_time": true, "recovery_target_lsn": true,
 	"recovery_target_xid": true, "recovery_target_name": true, "recovery_target_timeline": true,
@@ -53,18 +56,18 @@ var recRemoved = map[string]bool{
 	"primary_conninfo": true, "primary_slot_name": true,
 }
 
-// recArchiving are removed too unless KeepArchiving.
-var recArchiving = map[string]bool{"archive_mode": true, "archive_command": true, "archive_library": true}
+// archivingSettings are removed too unless KeepArchiving.
+var archivingSettings = map[string]bool{"archive_mode": true, "archive_command": true, "archive_library": true}
 
 // The patterns are compiled at first use, not at every start of the binary
 // (wal-push and wal-fetch run once per segment and never use them).
 var (
-	recLSNRe = lazyRE(`^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`)
-	recXIDRe = lazyRE(`^[0-9]{1,20}$`)
-	recTLIRe = lazyRE(`^[0-9]{1,10}$`)
+	lsnRe = lazyRE(`^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`)
+	xidRe = lazyRE(`^[0-9]{1,20}$`)
+	tliRe = lazyRE(`^[0-9]{1,10}$`)
 	// 2026-11-24 15:45[:00[.123]][ ]zone, with ' ' or 'T' between date and time.
-	recTimeRe = lazyRE(`^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?\s*(.*)$`)
-	recOffRe  = lazyRE(`^([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2}))?$`)
+	timeRe = lazyRE(`^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?\s*(.*)$`)
+	offRe  = lazyRE(`^([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2}))?$`)
 )
 
 func lazyRE(expr string) func() *regexp.Regexp {
@@ -73,63 +76,63 @@ func lazyRE(expr string) func() *regexp.Regexp {
 
 // Validate checks the options without touching any file. The CLI should call it before a
 // restore starts, so that a typo does not cost a whole extraction.
-func (o RecoveryOptions) Validate() error {
+func (o Options) Validate() error {
 	_, err := o.normalized()
 	return err
 }
 
-// recTarget is one setting pgark writes.
-type recTarget struct{ name, value string }
+// target is one setting pgark writes.
+type targetSetting struct{ name, value string }
 
 // normalized validates o and returns the target settings to write, in order.
-func (o RecoveryOptions) normalized() ([]recTarget, error) {
+func (o Options) normalized() ([]targetSetting, error) {
 	if strings.TrimSpace(o.RestoreCommand) == "" {
 		return nil, errors.New("recovery: no restore_command")
 	}
-	if err := recCheckValue("restore_command", o.RestoreCommand); err != nil {
+	if err := checkValue("restore_command", o.RestoreCommand); err != nil {
 		return nil, err
 	}
 	if !strings.Contains(o.RestoreCommand, "%p") {
 		return nil, fmt.Errorf("recovery: restore_command %q has no %%p (where PostgreSQL wants the file)", o.RestoreCommand)
 	}
 	n := 0
-	var target *recTarget
+	var target *targetSetting
 	if o.TargetTime != "" {
 		n++
-		t, err := recParseTargetTime(o.TargetTime)
+		t, err := ParseTargetTime(o.TargetTime)
 		if err != nil {
 			return nil, err
 		}
-		target = &recTarget{"recovery_target_time", recFormatTime(t)}
+		target = &targetSetting{"recovery_target_time", formatTime(t)}
 	}
 	if o.TargetLSN != "" {
 		n++
-		if !recLSNRe().MatchString(o.TargetLSN) {
+		if !lsnRe().MatchString(o.TargetLSN) {
 			return nil, fmt.Errorf("recovery: target LSN %q is not an LSN like 0/1A2B3C4D", o.TargetLSN)
 		}
-		target = &recTarget{"recovery_target_lsn", strings.ToUpper(o.TargetLSN)}
+		target = &targetSetting{"recovery_target_lsn", strings.ToUpper(o.TargetLSN)}
 	}
 	if o.TargetXID != "" {
 		n++
 		v, err := strconv.ParseUint(o.TargetXID, 10, 64)
-		if !recXIDRe().MatchString(o.TargetXID) || err != nil || v == 0 {
+		if !xidRe().MatchString(o.TargetXID) || err != nil || v == 0 {
 			return nil, fmt.Errorf("recovery: target XID %q is not a transaction ID (a positive decimal number)", o.TargetXID)
 		}
-		target = &recTarget{"recovery_target_xid", o.TargetXID}
+		target = &targetSetting{"recovery_target_xid", o.TargetXID}
 	}
 	if o.TargetName != "" {
 		n++
 		if len(o.TargetName) > 63 {
 			return nil, fmt.Errorf("recovery: target name %q is longer than PostgreSQL's 63 bytes", o.TargetName)
 		}
-		if err := recCheckValue("recovery_target_name", o.TargetName); err != nil {
+		if err := checkValue("recovery_target_name", o.TargetName); err != nil {
 			return nil, err
 		}
-		target = &recTarget{"recovery_target_name", o.TargetName}
+		target = &targetSetting{"recovery_target_name", o.TargetName}
 	}
 	if o.TargetImmediate {
 		n++
-		target = &recTarget{"recovery_target", "immediate"}
+		target = &targetSetting{"recovery_target", "immediate"}
 	}
 	if n > 1 {
 		return nil, errors.New("recovery: give at most one recovery target (time, LSN, XID, name or immediate)")
@@ -139,7 +142,7 @@ func (o RecoveryOptions) normalized() ([]recTarget, error) {
 	case tli == "":
 		tli = "latest"
 	case tli == "latest" || tli == "current":
-	case recTLIRe().MatchString(tli):
+	case tliRe().MatchString(tli):
 		v, err := strconv.ParseUint(tli, 10, 32)
 		if err != nil || v == 0 {
 			return nil, fmt.Errorf("recovery: target timeline %q is not \"latest\", \"current\" or a timeline number", o.TargetTimeline)
@@ -165,26 +168,26 @@ func (o RecoveryOptions) normalized() ([]recTarget, error) {
 	// come first: PostgreSQL applies settings in the order of their last occurrence, and
 	// its assign hooks (13-15 at least) fail even on an empty target once another target
 	// is set.
-	out := []recTarget{{"restore_command", o.RestoreCommand}}
+	out := []targetSetting{{"restore_command", o.RestoreCommand}}
 	for _, name := range []string{"recovery_target", "recovery_target_time", "recovery_target_lsn", "recovery_target_xid", "recovery_target_name"} {
 		if target == nil || target.name != name {
-			out = append(out, recTarget{name, ""})
+			out = append(out, targetSetting{name, ""})
 		}
 	}
 	if target != nil {
 		out = append(out, *target)
 	}
-	out = append(out, recTarget{"recovery_target_timeline", tli})
+	out = append(out, targetSetting{"recovery_target_timeline", tli})
 	if o.TargetInclusive != nil {
-		out = append(out, recTarget{"recovery_target_inclusive", strconv.FormatBool(*o.TargetInclusive)})
+		out = append(out, targetSetting{"recovery_target_inclusive", strconv.FormatBool(*o.TargetInclusive)})
 	}
 	if o.TargetAction != "" {
-		out = append(out, recTarget{"recovery_target_action", o.TargetAction})
+		out = append(out, targetSetting{"recovery_target_action", o.TargetAction})
 	}
 	return out, nil
 }
 
-func recCheckValue(name, v string) error {
+func checkValue(name, v string) error {
 	if strings.ContainsAny(v, "\n\r\x00") {
 		return fmt.Errorf("recovery: %s contains a line break or NUL byte", name)
 	}
@@ -194,17 +197,17 @@ func recCheckValue(name, v string) error {
 	return nil
 }
 
-// recParseTargetTime parses a recovery target time that names its UTC offset or zone:
+// ParseTargetTime parses a recovery target time that names its UTC offset or zone:
 // RFC 3339 ("2026-11-24T15:45:00+01:00", "...Z") or PostgreSQL's forms
 // ("2026-11-24 15:45:00+01", "2026-11-24 15:45:00.5 +0100", "2026-11-24 15:45 UTC",
 // "2026-11-24 15:45:00 Europe/Paris"). A time without one is refused: PostgreSQL would
 // read it in the restored server's TimeZone, which is rarely what the user assumed.
-func recParseTargetTime(s string) (time.Time, error) {
+func ParseTargetTime(s string) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
 	}
-	m := recTimeRe().FindStringSubmatch(s)
+	m := timeRe().FindStringSubmatch(s)
 	if m == nil {
 		return time.Time{}, fmt.Errorf("recovery: target time %q is not a date and time like 2026-11-24 15:45:00+01 or 2026-11-24T14:45:00Z", s)
 	}
@@ -222,8 +225,8 @@ func recParseTargetTime(s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("recovery: target time %q has no UTC offset or time zone, so it is ambiguous; add one, e.g. %q or %q", s, s+"+00", s+" Europe/Paris")
 	case strings.EqualFold(zone, "Z") || strings.EqualFold(zone, "UTC") || strings.EqualFold(zone, "GMT"):
 		loc = time.UTC
-	case recOffRe().MatchString(zone):
-		z := recOffRe().FindStringSubmatch(zone)
+	case offRe().MatchString(zone):
+		z := offRe().FindStringSubmatch(zone)
 		zh, zm, zs := num(z[2]), num(z[3]), num(z[4])
 		if zh > 15 || zm > 59 || zs > 59 {
 			return time.Time{}, fmt.Errorf("recovery: target time %q: bad UTC offset %q", s, zone)
@@ -249,22 +252,22 @@ func recParseTargetTime(s string) (time.Time, error) {
 	return t, nil
 }
 
-// recFormatTime writes t for PostgreSQL with a numeric offset (microsecond precision).
-func recFormatTime(t time.Time) string {
+// formatTime writes t for PostgreSQL with a numeric offset (microsecond precision).
+func formatTime(t time.Time) string {
 	return t.Format("2006-01-02 15:04:05.999999-07:00")
 }
 
-// recQuote renders a value the way ALTER SYSTEM writes it: single-quoted, with ' and \
+// quote renders a value the way ALTER SYSTEM writes it: single-quoted, with ' and \
 // doubled (the configuration file lexer reads backslash escapes inside quotes).
-func recQuote(v string) string {
+func quote(v string) string {
 	v = strings.ReplaceAll(v, `\`, `\\`)
 	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
 }
 
-// recParseLine parses one configuration line. It returns the setting's name (lower case)
+// parseLine parses one configuration line. It returns the setting's name (lower case)
 // and its value when the line is "name [=] value [# comment]"; name is "" for blank and
 // comment lines. ok is false when a name was read but the rest is not a valid value.
-func recParseLine(line string) (name, value string, ok bool) {
+func parseLine(line string) (name, value string, ok bool) {
 	s := strings.TrimLeft(line, " \t\f\v")
 	s = strings.TrimRight(s, "\r")
 	if s == "" || s[0] == '#' {
@@ -352,9 +355,9 @@ func recParseLine(line string) (name, value string, ok bool) {
 	return name, value, true
 }
 
-// recCleanAutoConf removes from postgresql.auto.conf the settings pgark is about to write
+// cleanAutoConf removes from postgresql.auto.conf the settings pgark is about to write
 // (and, unless keepArchiving, the archiving settings) and any earlier pgark block.
-func recCleanAutoConf(content string, keepArchiving bool) (string, []string) {
+func cleanAutoConf(content string, keepArchiving bool) (string, []string) {
 	var out, removed []string
 	lines := strings.Split(content, "\n")
 	if len(lines) > 0 && lines[len(lines)-1] == "" {
@@ -363,11 +366,11 @@ func recCleanAutoConf(content string, keepArchiving bool) (string, []string) {
 	inBlock := false
 	for _, line := range lines {
 		trimmed := strings.TrimSpace(line)
-		if strings.HasPrefix(trimmed, recBlockBegin) {
+		if strings.HasPrefix(trimmed, blockBegin) {
 			inBlock = true
 			continue
 		}
-		if inBlock && strings.HasPrefix(trimmed, recBlockEnd) {
+		if inBlock && strings.HasPrefix(trimmed, blockEnd) {
 			inBlock = false
 			continue
 		}
@@ -377,12 +380,12 @@ func recCleanAutoConf(content string, keepArchiving bool) (string, []string) {
 			removed = append(removed, trimmed)
 			continue
 		}
-		name, _, _ := recParseLine(line)
+		name, _, _ := parseLine(line)
 		if name == "" {
 			out = append(out, line)
 			continue
 		}
-		if recRemoved[name] || (!keepArchiving && recArchiving[name]) {
+		if removedSettings[name] || (!keepArchiving && archivingSettings[name]) {
 			removed = append(removed, name)
 			continue
 		}
@@ -395,13 +398,13 @@ func recCleanAutoConf(content string, keepArchiving bool) (string, []string) {
 	return s, removed
 }
 
-// WriteRecoveryConfig prepares a restored data directory for archive recovery: it cleans
+// Write prepares a restored data directory for archive recovery: it cleans
 // postgresql.auto.conf of earlier recovery settings (and, unless o.KeepArchiving, of
 // archive_mode/archive_command/archive_library), appends pgark's block, creates
 // recovery.signal (or standby.signal), and writes the server's backup_manifest (if
 // manifest is not nil) so that pg_verifybackup can check the directory before the first
 // start. Files it creates belong to the owner of pgdata, with its group access.
-func WriteRecoveryConfig(pgdata string, o RecoveryOptions, manifest []byte) error {
+func Write(pgdata string, o Options, manifest []byte) error {
 	settings, err := o.normalized()
 	if err != nil {
 		return err
@@ -421,7 +424,7 @@ func WriteRecoveryConfig(pgdata string, o RecoveryOptions, manifest []byte) erro
 	if _, err := root.Lstat("PG_VERSION"); err != nil {
 		return fmt.Errorf("recovery: %s is not a PostgreSQL data directory (no PG_VERSION)", pgdata)
 	}
-	if _, err := root.Lstat(extMarkerName); err == nil {
+	if _, err := root.Lstat(RestoreMarker); err == nil {
 		return fmt.Errorf("recovery: %s holds an unfinished pgark restore", pgdata)
 	}
 	if _, err := root.Lstat("postmaster.pid"); err == nil {
@@ -430,7 +433,7 @@ func WriteRecoveryConfig(pgdata string, o RecoveryOptions, manifest []byte) erro
 	if manifest != nil && !(bytes.HasPrefix(bytes.TrimLeft(manifest, " \t\r\n"), []byte("{")) && bytes.Contains(manifest, []byte(`"PostgreSQL-Backup-Manifest-Version"`))) {
 		return errors.New("recovery: the manifest given is not a PostgreSQL backup_manifest")
 	}
-	w := recWriter{root: root, dir: pgdata, mode: 0o600, uid: -1, gid: -1}
+	w := writer{root: root, dir: pgdata, mode: 0o600, uid: -1, gid: -1}
 	if st.Mode().Perm()&0o050 == 0o050 {
 		w.mode = 0o640
 	}
@@ -441,18 +444,18 @@ func WriteRecoveryConfig(pgdata string, o RecoveryOptions, manifest []byte) erro
 	// postgresql.auto.conf
 	var old []byte
 	confMode, confUID, confGID := w.mode, w.uid, w.gid
-	if cst, err := root.Lstat(recAutoConf); err == nil {
+	if cst, err := root.Lstat(autoConfFile); err == nil {
 		if !cst.Mode().IsRegular() {
-			return fmt.Errorf("recovery: %s is not a regular file", filepath.Join(pgdata, recAutoConf))
+			return fmt.Errorf("recovery: %s is not a regular file", filepath.Join(pgdata, autoConfFile))
 		}
-		f, err := root.OpenFile(recAutoConf, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		f, err := root.OpenFile(autoConfFile, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 		if err != nil {
 			return fmt.Errorf("recovery: %w", err)
 		}
 		old, err = io.ReadAll(io.LimitReader(f, 64<<20))
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("recovery: reading %s: %w", recAutoConf, err)
+			return fmt.Errorf("recovery: reading %s: %w", autoConfFile, err)
 		}
 		confMode = cst.Mode().Perm()
 		if sys, ok := cst.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
@@ -461,18 +464,18 @@ func WriteRecoveryConfig(pgdata string, o RecoveryOptions, manifest []byte) erro
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("recovery: %w", err)
 	}
-	cleaned, _ := recCleanAutoConf(string(old), o.KeepArchiving)
+	cleaned, _ := cleanAutoConf(string(old), o.KeepArchiving)
 	var sb strings.Builder
 	sb.WriteString(cleaned)
 	if cleaned != "" && !strings.HasSuffix(cleaned, "\n\n") {
 		sb.WriteString("\n")
 	}
-	fmt.Fprintf(&sb, "%s (written %s)\n", recBlockBegin, time.Now().UTC().Format("2006-01-02 15:04:05 MST"))
+	fmt.Fprintf(&sb, "%s (written %s)\n", blockBegin, time.Now().UTC().Format("2006-01-02 15:04:05 MST"))
 	sb.WriteString("# Recovery settings of this restored copy. Earlier recovery settings were removed\n" +
 		"# from this file; the empty values below also override stale ones that postgresql.conf\n" +
 		"# may hold (the last value of a setting wins, and PostgreSQL refuses two targets).\n")
 	for _, s := range settings {
-		fmt.Fprintf(&sb, "%s = %s\n", s.name, recQuote(s.value))
+		fmt.Fprintf(&sb, "%s = %s\n", s.name, quote(s.value))
 	}
 	for _, name := range []string{"primary_conninfo", "primary_slot_name", "archive_cleanup_command", "recovery_end_command"} {
 		fmt.Fprintf(&sb, "%s = ''\n", name)
@@ -484,8 +487,8 @@ func WriteRecoveryConfig(pgdata string, o RecoveryOptions, manifest []byte) erro
 			"# copy, point archive_command at another repository and set archive_mode = on.\n")
 		sb.WriteString("archive_mode = 'off'\n")
 	}
-	sb.WriteString(recBlockEnd + "\n")
-	if err := w.write(recAutoConf, []byte(sb.String()), confMode, confUID, confGID); err != nil {
+	sb.WriteString(blockEnd + "\n")
+	if err := w.write(autoConfFile, []byte(sb.String()), confMode, confUID, confGID); err != nil {
 		return err
 	}
 
@@ -506,10 +509,10 @@ func WriteRecoveryConfig(pgdata string, o RecoveryOptions, manifest []byte) erro
 			return err
 		}
 	}
-	return extSyncDir(root, ".")
+	return syncDir(root, ".")
 }
 
-type recWriter struct {
+type writer struct {
 	root     *os.Root
 	dir      string
 	mode     fs.FileMode
@@ -518,7 +521,7 @@ type recWriter struct {
 
 // write replaces name atomically: a temporary file, fsync, rename, (the caller fsyncs the
 // directory).
-func (w recWriter) write(name string, data []byte, mode fs.FileMode, uid, gid int) (err error) {
+func (w writer) write(name string, data []byte, mode fs.FileMode, uid, gid int) (err error) {
 	tmp := name + ".pgark-tmp"
 	if err := w.root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("recovery: %w", err)
@@ -556,6 +559,21 @@ func (w recWriter) write(name string, data []byte, mode fs.FileMode, uid, gid in
 	return nil
 }
 
-// ParseTargetTime parses a recovery target time as restore accepts it: RFC
-// 3339 or PostgreSQL's format, always with an explicit UTC offset.
-func ParseTargetTime(s string) (time.Time, error) { return recParseTargetTime(s) }
+func openDir(r *os.Root, rel string) (*os.File, error) {
+	return r.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+}
+
+func syncDir(r *os.Root, rel string) error {
+	f, err := openDir(r, rel)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", filepath.Join(r.Name(), rel), err)
+	}
+	return nil
+}

@@ -1,8 +1,4 @@
-package backup
-
-// manifest.go: parsing PostgreSQL's backup_manifest (versions 1 and 2),
-// verifying its Manifest-Checksum, and checking the members of a backup's tar
-// streams against it.
+package manifest
 
 import (
 	"bytes"
@@ -16,26 +12,27 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgark/pgark/tarstream"
 	"github.com/pgark/pgark/wal"
 )
 
-// MaxManifestBytes bounds the size of a backup_manifest pgark accepts. A
+// MaxBytes bounds the size of a backup_manifest pgark accepts. A
 // manifest line is about 150 bytes per file, so this allows millions of files.
-const MaxManifestBytes = 1 << 30
+const MaxBytes = 1 << 30
 
 // Manifest is a parsed backup_manifest.
 type Manifest struct {
 	Version   int    // 1 (PostgreSQL 13-16) or 2 (17+)
 	SystemID  uint64 // System-Identifier (version 2), 0 in version 1
-	Files     []ManifestFile
+	Files     []File
 	WALRanges []WALRange
 	Checksum  string // Manifest-Checksum, lower-case hex SHA-256
 
 	byPath map[string]int
 }
 
-// ManifestFile is one entry of the manifest's Files list.
-type ManifestFile struct {
+// File is one entry of the manifest's Files list.
+type File struct {
 	Path              string // relative to PGDATA; decoded from Encoded-Path when the server used it
 	Size              int64
 	LastModified      string // as the server wrote it ("2025-05-01 10:00:00 GMT")
@@ -43,43 +40,41 @@ type ManifestFile struct {
 	Checksum          string // lower-case hex
 }
 
-// (WALRange, the type of WALRanges, is declared in walwait.go.)
-
 // File returns the manifest entry for path.
-func (m *Manifest) File(path string) (ManifestFile, bool) {
+func (m *Manifest) File(path string) (File, bool) {
 	i, ok := m.byPath[path]
 	if !ok {
-		return ManifestFile{}, false
+		return File{}, false
 	}
 	return m.Files[i], true
 }
 
-// ReadManifest reads a whole backup_manifest from r (at most
-// MaxManifestBytes) and parses it; it returns the exact bytes too.
-func ReadManifest(r io.Reader) ([]byte, *Manifest, error) {
-	b, err := io.ReadAll(io.LimitReader(r, MaxManifestBytes+1))
+// Read reads a whole backup_manifest from r (at most
+// MaxBytes) and parses it; it returns the exact bytes too.
+func Read(r io.Reader) ([]byte, *Manifest, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxBytes+1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading backup_manifest: %w", err)
 	}
-	m, err := ParseManifest(b)
+	m, err := Parse(b)
 	if err != nil {
 		return b, nil, err
 	}
 	return b, m, nil
 }
 
-// VerifyManifestChecksum checks the Manifest-Checksum of a backup_manifest as
+// VerifyChecksum checks the Manifest-Checksum of a backup_manifest as
 // pg_verifybackup does: the last line must end with a newline, and the
 // SHA-256 of everything up to and including the newline before the last line
 // must equal the hex value of the Manifest-Checksum field on that last line.
-func VerifyManifestChecksum(b []byte) error {
+func VerifyChecksum(b []byte) error {
 	_, err := manifestChecksum(b)
 	return err
 }
 
 func manifestChecksum(b []byte) (string, error) {
-	if len(b) > MaxManifestBytes {
-		return "", fmt.Errorf("backup_manifest is larger than %d bytes", MaxManifestBytes)
+	if len(b) > MaxBytes {
+		return "", fmt.Errorf("backup_manifest is larger than %d bytes", MaxBytes)
 	}
 	if len(b) == 0 || b[len(b)-1] != '\n' {
 		return "", errors.New("backup_manifest: last line not newline-terminated")
@@ -141,6 +136,13 @@ func isHex(s string) bool {
 	return true
 }
 
+// WALRange is a stretch of WAL on one timeline that a backup needs (the
+// manifest's WAL-Ranges).
+type WALRange struct {
+	Timeline   uint32
+	Start, End wal.LSN
+}
+
 type rawManifest struct {
 	Version   *int               `json:"PostgreSQL-Backup-Manifest-Version"`
 	SystemID  *uint64            `json:"System-Identifier"`
@@ -167,8 +169,8 @@ type rawWALRange struct {
 // checksumHexLen is the length of a checksum in hex per algorithm.
 var checksumHexLen = map[string]int{"CRC32C": 8, "SHA224": 56, "SHA256": 64, "SHA384": 96, "SHA512": 128}
 
-// ParseManifest parses a backup_manifest and verifies its Manifest-Checksum.
-func ParseManifest(b []byte) (*Manifest, error) {
+// Parse parses a backup_manifest and verifies its Manifest-Checksum.
+func Parse(b []byte) (*Manifest, error) {
 	sum, err := manifestChecksum(b)
 	if err != nil {
 		return nil, err
@@ -211,10 +213,10 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		// the JSON means a duplicate or misplaced key.
 		return bad("Manifest-Checksum field %q does not match the checksum line", *raw.Checksum)
 	}
-	m.Files = make([]ManifestFile, 0, len(*raw.Files))
+	m.Files = make([]File, 0, len(*raw.Files))
 	m.byPath = make(map[string]int, len(*raw.Files))
 	for i, rf := range *raw.Files {
-		var f ManifestFile
+		var f File
 		switch {
 		case rf.Path != nil && rf.EncodedPath != nil:
 			return bad("file %d has both Path and Encoded-Path", i)
@@ -240,7 +242,7 @@ func ParseManifest(b []byte) (*Manifest, error) {
 			f.LastModified = *rf.LastModified
 		}
 		if rf.Algorithm != nil {
-			alg, err := canonicalChecksumAlgorithm(*rf.Algorithm)
+			alg, err := tarstream.CanonicalChecksum(*rf.Algorithm)
 			if err != nil {
 				return bad("file %q: %v", f.Path, err)
 			}
@@ -286,11 +288,11 @@ func ParseManifest(b []byte) (*Manifest, error) {
 
 // ---------------------------------------------------------------- checking
 
-// BackupFiles collects the members of a backup's tar streams, by their path
+// Files collects the members of a backup's tar streams, by their path
 // relative to PGDATA, for checking against the manifest (which arrives after
 // all archives). Members of base.tar keep their names; members of <oid>.tar
 // become pg_tblspc/<oid>/<name>.
-type BackupFiles struct {
+type Files struct {
 	alg   string
 	files map[string]seenFile
 	dups  []string
@@ -304,19 +306,19 @@ type seenFile struct {
 	archive  string
 }
 
-// NewBackupFiles returns an empty collection whose members were hashed with
-// alg (the TarScanner's algorithm; "" when they were not hashed: then
+// NewFiles returns an empty collection whose members were hashed with
+// alg (the tarstream.Scanner's algorithm; "" when they were not hashed: then
 // checksums are not compared).
-func NewBackupFiles(alg string) (*BackupFiles, error) {
-	a, err := canonicalChecksumAlgorithm(alg)
+func NewFiles(alg string) (*Files, error) {
+	a, err := tarstream.CanonicalChecksum(alg)
 	if err != nil {
 		return nil, err
 	}
-	return &BackupFiles{alg: a, files: make(map[string]seenFile)}, nil
+	return &Files{alg: a, files: make(map[string]seenFile)}, nil
 }
 
 // Len is the number of members added.
-func (f *BackupFiles) Len() int { return f.n }
+func (f *Files) Len() int { return f.n }
 
 // BackupPath returns the path relative to PGDATA of a member of archive
 // ("base.tar" or "<oid>.tar").
@@ -333,7 +335,7 @@ func BackupPath(archive, member string) (string, error) {
 }
 
 // Add records a member of archive ("base.tar" or "<oid>.tar").
-func (f *BackupFiles) Add(archive string, m Member) error {
+func (f *Files) Add(archive string, m tarstream.Member) error {
 	p, err := BackupPath(archive, m.Name)
 	if err != nil {
 		return err
@@ -392,7 +394,7 @@ func (m Mismatch) String() string {
 // TABLESPACE_MAP), and backup_manifest itself (never in a tar stream).
 // Every regular file in the archives must be in the manifest with the same
 // size and checksum, and every manifest file must be a regular file in them.
-func (m *Manifest) Check(f *BackupFiles) []Mismatch {
+func (m *Manifest) Check(f *Files) []Mismatch {
 	var out []Mismatch
 	for _, mf := range m.Files {
 		s, ok := f.files[mf.Path]
@@ -401,7 +403,7 @@ func (m *Manifest) Check(f *BackupFiles) []Mismatch {
 			continue
 		}
 		if s.typ != '0' && s.typ != '7' {
-			out = append(out, Mismatch{Kind: MismatchType, Path: mf.Path, Got: "listed in the manifest, but a " + tarTypeName(s.typ) + " in the backup"})
+			out = append(out, Mismatch{Kind: MismatchType, Path: mf.Path, Got: "listed in the manifest, but a " + tarstream.TypeName(s.typ) + " in the backup"})
 			continue
 		}
 		if s.size != mf.Size {
@@ -429,7 +431,7 @@ func (m *Manifest) Check(f *BackupFiles) []Mismatch {
 		case '0', '7':
 			out = append(out, Mismatch{Kind: MismatchExtra, Path: p, Got: fmt.Sprintf("a %d-byte file in %s", s.size, s.archive)})
 		default:
-			out = append(out, Mismatch{Kind: MismatchType, Path: p, Got: "unexpected " + tarTypeName(s.typ) + " in " + s.archive})
+			out = append(out, Mismatch{Kind: MismatchType, Path: p, Got: "unexpected " + tarstream.TypeName(s.typ) + " in " + s.archive})
 		}
 	}
 	for _, p := range f.dups {
@@ -437,27 +439,4 @@ func (m *Manifest) Check(f *BackupFiles) []Mismatch {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
-}
-
-func tarTypeName(t byte) string {
-	switch t {
-	case '0', '7':
-		return "regular file"
-	case '1':
-		return "hard link"
-	case '2':
-		return "symbolic link"
-	case '3':
-		return "character device"
-	case '4':
-		return "block device"
-	case '5':
-		return "directory"
-	case '6':
-		return "FIFO"
-	}
-	if t >= 0x20 && t < 0x7f {
-		return fmt.Sprintf("member of type %q", string(rune(t)))
-	}
-	return fmt.Sprintf("member of type 0x%02x", t)
 }

@@ -1,4 +1,4 @@
-package backup
+package restore
 
 import (
 	"archive/tar"
@@ -12,12 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/tarstream"
+	"github.com/pgark/pgark/tarstream/tarstreamtest"
 )
 
 // hostileTar writes headers as given (PAX and GNU forms included): what
-// extTar cannot express.
+// buildTar cannot express.
 func hostileTar(t *testing.T, hdrs ...*tar.Header) []byte {
 	t.Helper()
 	var buf bytes.Buffer
@@ -51,9 +54,9 @@ func paxHeader(t *testing.T, key, value string) []byte {
 		n = len(fmt.Sprint(n)) + len(body)
 	}
 	rec := fmt.Sprint(n) + body
-	b := tarscanHeader("PaxHeaders/x", 'x', []byte(fmt.Sprintf("%011o\x00", len(rec))))
+	b := tarstreamtest.Header("PaxHeaders/x", 'x', []byte(fmt.Sprintf("%011o\x00", len(rec))))
 	b = append(b, rec...)
-	return append(b, make([]byte, tarPadding(int64(len(rec))))...)
+	return append(b, make([]byte, -len(rec)&(tarstream.BlockSize-1))...)
 }
 
 // TestExtractHostileHeaders covers the header forms that carry a name or a
@@ -103,7 +106,7 @@ func TestExtractHostileHeaders(t *testing.T) {
 			b := hostileTar(t, reg("huge", tar.FormatGNU))
 			field := b[124:136]
 			copy(field, []byte{0x80, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) // 2^63-1
-			tarscanFixChecksum(b[:512])
+			tarstreamtest.FixChecksum(b[:512])
 			return b
 		}, "claims"},
 		{"sparse file", func(t *testing.T, _ string) []byte {
@@ -114,12 +117,12 @@ func TestExtractHostileHeaders(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sandbox := t.TempDir()
 			pgdata := filepath.Join(sandbox, "pgdata")
-			s := &extStore{}
+			s := &partStore{}
 			var body []byte
-			body = append(body, extTar(t, false, extF("backup_label", "L"), extD("global"))...)
+			body = append(body, buildTar(t, false, fileM("backup_label", "L"), dirM("global"))...)
 			body = append(body, tc.tar(t, sandbox)...)
-			m := &Meta{Format: MetaFormat, ID: extTestID, PGMajor: 15, PGVersionNum: 150010}
-			m.Archives = append(m.Archives, s.add(extTestID, "base.tar", body))
+			m := &catalog.Meta{Format: catalog.MetaFormat, ID: testID, PGMajor: 15, PGVersionNum: 150010}
+			m.Archives = append(m.Archives, s.add(testID, "base.tar", body))
 			err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: pgdata, Jobs: 1})
 			var re *RefusedError
 			if !errors.As(err, &re) || !strings.Contains(err.Error(), tc.want) {
@@ -129,12 +132,12 @@ func TestExtractHostileHeaders(t *testing.T) {
 				t.Errorf("multi-line error: %q", err)
 			}
 			t.Logf("refused: %v", err)
-			for _, p := range extListTree(t, sandbox) {
+			for _, p := range listTree(t, sandbox) {
 				if p != "pgdata" && !strings.HasPrefix(p, "pgdata/") {
 					t.Errorf("written outside PGDATA: %s", p)
 				}
 			}
-			if extExists(filepath.Join(pgdata, extControl)) {
+			if exists(filepath.Join(pgdata, controlFile)) {
 				t.Error("pg_control in place after a refusal")
 			}
 		})
@@ -145,24 +148,24 @@ func TestExtractHostileHeaders(t *testing.T) {
 // are *RefusedError too (the CLI maps them to exit 3), and an I/O failure of a
 // part is not (it stays a storage error).
 func TestExtractRefusalsAreRefusedErrors(t *testing.T) {
-	for _, members := range [][]extTM{
-		{extF("../x", "evil")},
+	for _, members := range [][]tm{
+		{fileM("../x", "evil")},
 		{{name: "hl", typ: tar.TypeLink, mode: 0o600, link: "/etc/passwd"}},
 		{{name: "null", typ: tar.TypeChar, mode: 0o600}},
 		{{name: "big", typ: tar.TypeReg, mode: 0o600, body: "0123456789", claim: 1 << 30}},
-		{extF("PG_VERSION", "twice")},
+		{fileM("PG_VERSION", "twice")},
 	} {
-		parts := extBaseMembers()
+		parts := baseMembers()
 		parts[1] = append(parts[1], members...)
-		s := &extStore{}
-		m := extBackup(t, s, parts, nil, nil)
+		s := &partStore{}
+		m := testBackup(t, s, parts, nil, nil)
 		err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: filepath.Join(t.TempDir(), "d"), Jobs: 2})
 		if !errors.As(err, new(*RefusedError)) {
 			t.Errorf("%q: err = %v, not a *RefusedError", members[0].name, err)
 		}
 	}
-	s := &extStore{fail: func(ref ObjectRef) (int, error) { return 100, io.ErrUnexpectedEOF }}
-	m := extBackup(t, s, extBaseMembers(), nil, nil)
+	s := &partStore{fail: func(ref catalog.ObjectRef) (int, error) { return 100, io.ErrUnexpectedEOF }}
+	m := testBackup(t, s, baseMembers(), nil, nil)
 	err := Extract(context.Background(), m, s.open, ExtractOptions{PGDATA: filepath.Join(t.TempDir(), "d"), Jobs: 1})
 	if err == nil || errors.As(err, new(*RefusedError)) {
 		t.Errorf("a failing part: err = %v, want an error that is not a refusal", err)
@@ -198,7 +201,7 @@ func (m *memStore) String() string { return "memory" }
 
 func TestReadMetaDamaged(t *testing.T) {
 	good := fuzzMeta(t)
-	if _, err := ReadMeta(context.Background(), &memStore{objs: map[string][]byte{MetaKey(extTestID): good}}, extTestID); err != nil {
+	if _, err := catalog.ReadMeta(context.Background(), &memStore{objs: map[string][]byte{catalog.MetaKey(testID): good}}, testID); err != nil {
 		t.Fatalf("good metadata: %v", err)
 	}
 	for name, raw := range map[string][]byte{
@@ -208,19 +211,19 @@ func TestReadMetaDamaged(t *testing.T) {
 		"negative uint":    bytes.Replace(good, []byte(`"end_timeline":1`), []byte(`"end_timeline":-1`), 1),
 		"null":             []byte("null"),
 		"oversized":        append(good, bytes.Repeat([]byte(" "), 2<<20)...),
-		"other id":         bytes.Replace(good, []byte(`"id":"`+extTestID+`"`), []byte(`"id":"20261124T215701Z"`), 1),
+		"other id":         bytes.Replace(good, []byte(`"id":"`+testID+`"`), []byte(`"id":"20261124T215701Z"`), 1),
 		"escaping key":     bytes.Replace(good, []byte(`/base.tar.000.pgark"`), []byte(`/../../pgark.json"`), 1),
 		"bad sha256":       bytes.Replace(good, []byte(`"sha256":"`), []byte(`"sha256":"zz`), 1),
 		"end before start": bytes.Replace(good, []byte(`"end_lsn":"0/2000138"`), []byte(`"end_lsn":"0/1"`), 1),
 		"huge manifest":    bytes.Replace(good, []byte(`"bytes":100,`), []byte(`"bytes":1099511627776,`), 1),
-		"no manifest":      bytes.Replace(good, []byte(`"key":"backups/`+extTestID+`/backup_manifest.pgark"`), []byte(`"key":""`), 1),
+		"no manifest":      bytes.Replace(good, []byte(`"key":"backups/`+testID+`/backup_manifest.pgark"`), []byte(`"key":""`), 1),
 	} {
 		if bytes.Equal(raw, good) {
 			t.Fatalf("%s: the case changes nothing", name)
 		}
-		_, err := ReadMeta(context.Background(), &memStore{objs: map[string][]byte{MetaKey(extTestID): raw}}, extTestID)
-		if !errors.Is(err, repo.ErrDamaged) || !strings.Contains(err.Error(), MetaName) || strings.Contains(err.Error(), "\n") {
-			t.Errorf("%s: err = %v, want one line naming %s that wraps repo.ErrDamaged", name, err, MetaName)
+		_, err := catalog.ReadMeta(context.Background(), &memStore{objs: map[string][]byte{catalog.MetaKey(testID): raw}}, testID)
+		if !errors.Is(err, repo.ErrDamaged) || !strings.Contains(err.Error(), catalog.MetaName) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: err = %v, want one line naming %s that wraps repo.ErrDamaged", name, err, catalog.MetaName)
 		}
 	}
 }

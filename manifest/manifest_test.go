@@ -1,4 +1,4 @@
-package backup
+package manifest
 
 import (
 	"bytes"
@@ -10,6 +10,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/pgark/pgark/tarstream"
+	"github.com/pgark/pgark/tarstream/tarstreamtest"
 )
 
 type manifestTestFile struct {
@@ -54,17 +57,17 @@ const manifestTestRange = `{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN":
 
 func manifestSample() []manifestTestFile {
 	return []manifestTestFile{
-		{path: "backup_label", size: 3, alg: "CRC32C", sum: tarscanCRC32C([]byte("abc"))},
-		{path: "base/1/1259", size: 5, alg: "CRC32C", sum: tarscanCRC32C([]byte("hello"))},
-		{path: "weird\xffname", size: 0, alg: "CRC32C", sum: tarscanCRC32C(nil), encoded: true},
-		{path: "pg_tblspc/16384/PG_15_1/5/16385", size: 2, alg: "CRC32C", sum: tarscanCRC32C([]byte("ts"))},
+		{path: "backup_label", size: 3, alg: "CRC32C", sum: tarstreamtest.CRC32C([]byte("abc"))},
+		{path: "base/1/1259", size: 5, alg: "CRC32C", sum: tarstreamtest.CRC32C([]byte("hello"))},
+		{path: "weird\xffname", size: 0, alg: "CRC32C", sum: tarstreamtest.CRC32C(nil), encoded: true},
+		{path: "pg_tblspc/16384/PG_15_1/5/16385", size: 2, alg: "CRC32C", sum: tarstreamtest.CRC32C([]byte("ts"))},
 	}
 }
 
 func TestManifestParse(t *testing.T) {
 	for _, v := range []int{1, 2} {
 		b := manifestBuild(v, 7301234567890123456, manifestSample(), manifestTestRange+",\n"+`{ "Timeline": 2, "Start-LSN": "0/3000000", "End-LSN": "1/10" }`)
-		m, err := ParseManifest(b)
+		m, err := Parse(b)
 		if err != nil {
 			t.Fatalf("v%d: %v\n%s", v, err, b)
 		}
@@ -81,7 +84,7 @@ func TestManifestParse(t *testing.T) {
 		if r := m.WALRanges[1]; r.Timeline != 2 || r.Start != 0x3000000 || r.End != 1<<32|0x10 {
 			t.Fatalf("range %+v", r)
 		}
-		if err := VerifyManifestChecksum(b); err != nil {
+		if err := VerifyChecksum(b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -111,7 +114,7 @@ func TestManifestParseErrors(t *testing.T) {
 		{"bad lsn", manifestBuild(1, 0, nil, `{ "Timeline": 1, "Start-LSN": "zz", "End-LSN": "0/2" }`), "not an LSN"},
 		{"bad json", manifestBuild(1, 0, nil, `{ "Timeline": 1,, }`), "backup_manifest"},
 	} {
-		_, err := ParseManifest(c.b)
+		_, err := Parse(c.b)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
 		}
@@ -119,40 +122,40 @@ func TestManifestParseErrors(t *testing.T) {
 }
 
 func TestManifestCheck(t *testing.T) {
-	m, err := ParseManifest(manifestBuild(1, 0, manifestSample(), manifestTestRange))
+	m, err := Parse(manifestBuild(1, 0, manifestSample(), manifestTestRange))
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, _ := NewBackupFiles("CRC32C")
-	add := func(archive string, mem Member) {
+	files, _ := NewFiles("CRC32C")
+	add := func(archive string, mem tarstream.Member) {
 		t.Helper()
 		if err := files.Add(archive, mem); err != nil {
 			t.Fatal(err)
 		}
 	}
-	reg := func(name string, data string) Member {
-		return Member{Name: name, Typeflag: '0', Size: int64(len(data)), Checksum: tarscanCRC32C([]byte(data))}
+	reg := func(name string, data string) tarstream.Member {
+		return tarstream.Member{Name: name, Typeflag: '0', Size: int64(len(data)), Checksum: tarstreamtest.CRC32C([]byte(data))}
 	}
 	add("base.tar", reg("backup_label", "abc"))
-	add("base.tar", Member{Name: "base/", Typeflag: '5'})
+	add("base.tar", tarstream.Member{Name: "base/", Typeflag: '5'})
 	add("base.tar", reg("base/1/1259", "hello"))
 	add("base.tar", reg("weird\xffname", ""))
-	add("base.tar", Member{Name: "pg_tblspc/", Typeflag: '5'})
-	add("16384.tar", Member{Name: "PG_15_1/", Typeflag: '5'})
+	add("base.tar", tarstream.Member{Name: "pg_tblspc/", Typeflag: '5'})
+	add("16384.tar", tarstream.Member{Name: "PG_15_1/", Typeflag: '5'})
 	add("16384.tar", reg("PG_15_1/5/16385", "ts"))
 	if mm := m.Check(files); len(mm) != 0 {
 		t.Fatalf("mismatches on a good backup: %v", mm)
 	}
 
-	bad, _ := NewBackupFiles("CRC32C")
+	bad, _ := NewFiles("CRC32C")
 	files = bad
-	add("base.tar", reg("backup_label", "abd"))                   // checksum
-	add("base.tar", reg("base/1/1259", "hello!"))                 // size
-	add("base.tar", reg("base/1/extra", "x"))                     // extra
-	add("base.tar", Member{Name: "weird\xffname", Typeflag: '5'}) // type
-	add("base.tar", reg("base/1/extra", "x"))                     // duplicate
-	add("base.tar", Member{Name: "pg_tblspc/16384", Typeflag: '2', Linkname: "/ts"})
-	add("base.tar", Member{Name: "fifo", Typeflag: '6'})
+	add("base.tar", reg("backup_label", "abd"))                             // checksum
+	add("base.tar", reg("base/1/1259", "hello!"))                           // size
+	add("base.tar", reg("base/1/extra", "x"))                               // extra
+	add("base.tar", tarstream.Member{Name: "weird\xffname", Typeflag: '5'}) // type
+	add("base.tar", reg("base/1/extra", "x"))                               // duplicate
+	add("base.tar", tarstream.Member{Name: "pg_tblspc/16384", Typeflag: '2', Linkname: "/ts"})
+	add("base.tar", tarstream.Member{Name: "fifo", Typeflag: '6'})
 	// pg_tblspc/16384/PG_15_1/5/16385 missing
 	got := map[MismatchKind][]string{}
 	for _, x := range m.Check(files) {
@@ -173,9 +176,9 @@ func TestManifestCheck(t *testing.T) {
 		t.Fatalf("mismatches\n got %v\nwant %v", got, want)
 	}
 
-	other, _ := NewBackupFiles("SHA256")
+	other, _ := NewFiles("SHA256")
 	files = other
-	add("base.tar", Member{Name: "backup_label", Typeflag: '0', Size: 3, Checksum: strings.Repeat("0", 64)})
+	add("base.tar", tarstream.Member{Name: "backup_label", Typeflag: '0', Size: 3, Checksum: strings.Repeat("0", 64)})
 	for _, x := range m.Check(files) {
 		if x.Path == "backup_label" && x.Kind != MismatchAlgorithm {
 			t.Fatalf("algorithm mismatch reported as %v", x)
@@ -197,14 +200,14 @@ func FuzzManifest(f *testing.F) {
 	f.Add([]byte("\n\n"))
 	f.Add([]byte("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [{\"Path\": \"../x\", \"Size\": 1}],\n\"WAL-Ranges\": [{\"Timeline\": 1, \"Start-LSN\": \"0/1\", \"End-LSN\": \"0/2\"}],\n\"Manifest-Checksum\": \"0000000000000000000000000000000000000000000000000000000000000000\"}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := ParseManifest(b)
+		m, err := Parse(b)
 		if err != nil {
 			if m != nil {
 				t.Fatal("a manifest and an error")
 			}
 			return
 		}
-		if VerifyManifestChecksum(b) != nil {
+		if VerifyChecksum(b) != nil {
 			t.Fatal("parsed a manifest whose checksum does not verify")
 		}
 		if m.Version != 1 && m.Version != 2 || len(m.WALRanges) == 0 {
@@ -233,12 +236,12 @@ func FuzzManifest(f *testing.F) {
 		for _, r := range m.WALRanges {
 			ranges = append(ranges, fmt.Sprintf(`{ "Timeline": %d, "Start-LSN": "%s", "End-LSN": "%s" }`, r.Timeline, r.Start, r.End))
 		}
-		m2, err := ParseManifest(manifestBuild(m.Version, m.SystemID, files, strings.Join(ranges, ",\n")))
+		m2, err := Parse(manifestBuild(m.Version, m.SystemID, files, strings.Join(ranges, ",\n")))
 		if err != nil {
 			t.Fatalf("the manifest written back does not parse: %v", err)
 		}
-		noTimes := func(fs []ManifestFile) []ManifestFile {
-			out := make([]ManifestFile, len(fs))
+		noTimes := func(fs []File) []File {
+			out := make([]File, len(fs))
 			for i, f := range fs {
 				f.LastModified = ""
 				out[i] = f
@@ -248,9 +251,9 @@ func FuzzManifest(f *testing.F) {
 		if m2.Version != m.Version || m2.SystemID != m.SystemID || !reflect.DeepEqual(noTimes(m2.Files), noTimes(m.Files)) || !reflect.DeepEqual(m2.WALRanges, m.WALRanges) {
 			t.Fatalf("round trip: %+v, want %+v", m2, m)
 		}
-		files2, _ := NewBackupFiles("CRC32C")
+		files2, _ := NewFiles("CRC32C")
 		for _, mf := range m.Files {
-			_ = files2.Add("base.tar", Member{Name: mf.Path, Typeflag: '0', Size: mf.Size, Checksum: mf.Checksum})
+			_ = files2.Add("base.tar", tarstream.Member{Name: mf.Path, Typeflag: '0', Size: mf.Size, Checksum: mf.Checksum})
 		}
 		for _, x := range m.Check(files2) {
 			if x.Kind != MismatchAlgorithm && x.Kind != MismatchDuplicate {

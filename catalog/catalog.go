@@ -1,13 +1,15 @@
-package backup
+package catalog
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/pgark/pgark/manifest"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
@@ -65,14 +67,8 @@ func ReadMeta(ctx context.Context, s storage.Store, id string) (*Meta, error) {
 		return nil, fmt.Errorf("%q is not a backup id (like 20261124T154500Z)", id)
 	}
 	var m Meta
-	if err := repo.ReadJSON(ctx, s, MetaKey(id), &m); err != nil {
-		if storage.IsNotFound(err) {
-			return nil, fmt.Errorf("backup %s: %w", id, ErrNoBackup)
-		}
-		return nil, fmt.Errorf("backup %s: %w", id, err)
-	}
-	if err := m.check(id); err != nil {
-		return nil, fmt.Errorf("backup %s: %w metadata %s: %w", id, repo.ErrDamaged, MetaKey(id), err)
+	if err := repo.ReadMeta(ctx, s, "backup", id, MetaKey(id), &m, ErrNoBackup); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }
@@ -80,10 +76,10 @@ func ReadMeta(ctx context.Context, s storage.Store, id string) (*Meta, error) {
 // ErrNoBackup means no usable backup matches.
 var ErrNoBackup = errors.New("no such complete backup")
 
-// check checks metadata read from the repository under backup id: restore
+// Check checks metadata read from the repository under backup id: restore
 // relies on what it accepts (object keys inside the backup, a bounded
 // manifest, well-formed LSNs and hashes).
-func (m *Meta) check(id string) error {
+func (m *Meta) Check(id string) error {
 	if m.Format != MetaFormat {
 		return fmt.Errorf("metadata format %d, this pgark reads %d", m.Format, MetaFormat)
 	}
@@ -104,7 +100,7 @@ func (m *Meta) check(id string) error {
 	if m.StartTimeline == 0 || m.EndTimeline < m.StartTimeline || !wal.ValidSegSize(m.WalSegmentBytes) {
 		return errors.New("bad timeline or segment size")
 	}
-	if m.Manifest.Key != ManifestKey(m.ID) || m.Manifest.Bytes < 0 || m.Manifest.Bytes > MaxManifestBytes || !validSHA256(m.Manifest.SHA256) {
+	if m.Manifest.Key != ManifestKey(m.ID) || m.Manifest.Bytes < 0 || m.Manifest.Bytes > manifest.MaxBytes || !validSHA256(m.Manifest.SHA256) {
 		return fmt.Errorf("bad manifest object %q (%d bytes)", m.Manifest.Key, m.Manifest.Bytes)
 	}
 	if len(m.Archives) == 0 || m.Archives[len(m.Archives)-1].Name != "base.tar" {
@@ -120,7 +116,10 @@ func (m *Meta) check(id string) error {
 	return nil
 }
 
-func validSHA256(s string) bool { return len(s) == 64 && isHex(s) }
+func validSHA256(s string) bool {
+	_, err := hex.DecodeString(s)
+	return len(s) == 64 && err == nil
+}
 
 // Start and End return the parsed LSNs (checked when the metadata was read).
 func (m *Meta) Start() wal.LSN { l, _ := wal.ParseLSN(m.StartLSN); return l }

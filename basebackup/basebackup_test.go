@@ -1,4 +1,4 @@
-package backup
+package basebackup
 
 import (
 	"archive/tar"
@@ -21,28 +21,31 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgark/pgark/internal/testenv"
+	"github.com/pgark/pgark/manifest"
+	"github.com/pgark/pgark/tarstream"
+	"github.com/pgark/pgark/tarstream/tarstreamtest"
 )
 
 // ---------------------------------------------------------------- command syntax
 
 func TestProtoCommand(t *testing.T) {
-	o := ProtocolOptions{Label: "it's", Fast: true, MaxRateKB: 64, NoWait: true, Progress: true, ManifestChecksums: "sha256"}
+	o := Options{Label: "it's", Fast: true, MaxRateKB: 64, NoWait: true, Progress: true, ManifestChecksums: "sha256"}
 	for _, c := range []struct {
 		v    int
-		o    ProtocolOptions
+		o    Options
 		want string
 	}{
 		{130012, o, `BASE_BACKUP LABEL 'it''s' PROGRESS FAST NOWAIT MAX_RATE 64 TABLESPACE_MAP MANIFEST 'yes' MANIFEST_CHECKSUMS 'SHA256'`},
-		{140018, ProtocolOptions{}, `BASE_BACKUP LABEL 'pgark base backup' TABLESPACE_MAP MANIFEST 'yes' MANIFEST_CHECKSUMS 'CRC32C'`},
+		{140018, Options{}, `BASE_BACKUP LABEL 'pgark base backup' TABLESPACE_MAP MANIFEST 'yes' MANIFEST_CHECKSUMS 'CRC32C'`},
 		{150018, o, `BASE_BACKUP (LABEL 'it''s', PROGRESS, CHECKPOINT 'fast', WAIT false, MAX_RATE 64, TABLESPACE_MAP, MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256')`},
-		{180001, ProtocolOptions{Label: "x", ManifestChecksums: "none"}, `BASE_BACKUP (LABEL 'x', CHECKPOINT 'spread', TABLESPACE_MAP, MANIFEST 'yes', MANIFEST_CHECKSUMS 'NONE')`},
+		{180001, Options{Label: "x", ManifestChecksums: "none"}, `BASE_BACKUP (LABEL 'x', CHECKPOINT 'spread', TABLESPACE_MAP, MANIFEST 'yes', MANIFEST_CHECKSUMS 'NONE')`},
 	} {
 		got, err := baseBackupCommand(c.v, c.o)
 		if err != nil || got != c.want {
 			t.Errorf("%d: %q, %v\nwant %q", c.v, got, err, c.want)
 		}
 	}
-	for _, bad := range []ProtocolOptions{
+	for _, bad := range []Options{
 		{MaxRateKB: 31}, {MaxRateKB: 1048577}, {ManifestChecksums: "MD5"},
 		{Label: "a\nb"}, {Label: strings.Repeat("x", 1024)},
 	} {
@@ -50,7 +53,7 @@ func TestProtoCommand(t *testing.T) {
 			t.Errorf("%+v accepted", bad)
 		}
 	}
-	if _, err := baseBackupCommand(120000, ProtocolOptions{}); err == nil {
+	if _, err := baseBackupCommand(120000, Options{}); err == nil {
 		t.Error("PostgreSQL 12 accepted")
 	}
 }
@@ -194,19 +197,19 @@ func protoStream(t testing.TB, legacy bool, archives []protoArchive, manifest []
 }
 
 func protoSampleArchives(t testing.TB) []protoArchive {
-	ts := tarscanBuild(t, []tarscanEntry{
-		{hdr: tar.Header{Name: "PG_15_202209061/", Typeflag: tar.TypeDir, Mode: 0o700}},
-		{hdr: tar.Header{Name: "PG_15_202209061/5/16385", Typeflag: tar.TypeReg, Mode: 0o600}, data: tarscanData(20000, 1)},
+	ts := tarstreamtest.Build(t, []tarstreamtest.Entry{
+		{Hdr: tar.Header{Name: "PG_15_202209061/", Typeflag: tar.TypeDir, Mode: 0o700}},
+		{Hdr: tar.Header{Name: "PG_15_202209061/5/16385", Typeflag: tar.TypeReg, Mode: 0o600}, Data: tarstreamtest.Data(20000, 1)},
 	})
-	base := tarscanBuild(t, []tarscanEntry{
-		{hdr: tar.Header{Name: "backup_label", Typeflag: tar.TypeReg, Mode: 0o600}, data: []byte("START WAL LOCATION: 0/2000028\n")},
-		{hdr: tar.Header{Name: "base/1/1259", Typeflag: tar.TypeReg, Mode: 0o600}, data: tarscanData(9000, 2)},
-		{hdr: tar.Header{Name: "global/pg_control", Typeflag: tar.TypeReg, Mode: 0o600}, data: tarscanData(8192, 3)},
+	base := tarstreamtest.Build(t, []tarstreamtest.Entry{
+		{Hdr: tar.Header{Name: "backup_label", Typeflag: tar.TypeReg, Mode: 0o600}, Data: []byte("START WAL LOCATION: 0/2000028\n")},
+		{Hdr: tar.Header{Name: "base/1/1259", Typeflag: tar.TypeReg, Mode: 0o600}, Data: tarstreamtest.Data(9000, 2)},
+		{Hdr: tar.Header{Name: "global/pg_control", Typeflag: tar.TypeReg, Mode: 0o600}, Data: tarstreamtest.Data(8192, 3)},
 	})
 	return []protoArchive{{name: "16385.tar", loc: "/srv/ts1", oid: 16385, data: ts}, {name: "base.tar", data: base}}
 }
 
-// protoRecorder is a StreamHandler that records everything.
+// protoRecorder is a Handler that records everything.
 type protoRecorder struct {
 	start     StartInfo
 	names     []string
@@ -249,7 +252,7 @@ func (p *protoRecorder) Manifest(r io.Reader) error {
 	return err
 }
 
-func protoRun(t testing.TB, legacy bool, msgs []pgproto3.BackendMessage, h StreamHandler) (StartInfo, EndInfo, error) {
+func protoRun(t testing.TB, legacy bool, msgs []pgproto3.BackendMessage, h Handler) (StartInfo, EndInfo, error) {
 	return runBaseBackup(context.Background(), protoNewSource(protoEncode(t, msgs)), legacy, h)
 }
 
@@ -312,7 +315,7 @@ func TestProtoDemuxErrors(t *testing.T) {
 
 	for _, legacy := range []bool{false, true} {
 		// An ErrorResponse in the middle of an archive: the reader returns it,
-		// and so does RunBaseBackup.
+		// and so does Run.
 		h := &protoRecorder{}
 		_, _, err := protoRun(t, legacy, protoStream(t, legacy, archives, manifest, []pgproto3.BackendMessage{fatal}, nil), h)
 		var se *ServerError
@@ -425,8 +428,8 @@ func TestProtoDemuxErrors(t *testing.T) {
 // (see FuzzTarScan: -fuzzminimizetime 2s helps).
 func FuzzDemux(f *testing.F) {
 	archives := []protoArchive{
-		{name: "16385.tar", loc: "/t", oid: 16385, data: tarscanBuild(f, []tarscanEntry{{hdr: tar.Header{Name: "PG/", Typeflag: tar.TypeDir}}})},
-		{name: "base.tar", data: tarscanBuild(f, []tarscanEntry{{hdr: tar.Header{Name: "backup_label", Typeflag: tar.TypeReg}, data: []byte("L")}})},
+		{name: "16385.tar", loc: "/t", oid: 16385, data: tarstreamtest.Build(f, []tarstreamtest.Entry{{Hdr: tar.Header{Name: "PG/", Typeflag: tar.TypeDir}}})},
+		{name: "base.tar", data: tarstreamtest.Build(f, []tarstreamtest.Entry{{Hdr: tar.Header{Name: "backup_label", Typeflag: tar.TypeReg}, Data: []byte("L")}})},
 	}
 	manifest := []byte("{}\n")
 	fatal := &pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01", Message: "bye"}
@@ -478,7 +481,7 @@ func FuzzDemux(f *testing.F) {
 					}
 					continue
 				}
-				if _, _, err := tarscanScan(t, a, "", 512); err != nil {
+				if _, _, err := tarstreamtest.Scan(t, a, "", 512); err != nil {
 					t.Fatalf("archive %s is not a complete tar stream: %v", h.names[i], err)
 				}
 			}
@@ -488,22 +491,22 @@ func FuzzDemux(f *testing.F) {
 
 // ---------------------------------------------------------------- real servers
 
-// protoVerifier is a StreamHandler that checks every archive with archive/tar
-// and TarScanner (and TarSplitter), and the manifest against the members.
+// protoVerifier is a Handler that checks every archive with archive/tar
+// and tarstream.Scanner (and Splitter), and the manifest against the members.
 type protoVerifier struct {
 	t       *testing.T
 	alg     string
 	legacy  bool
-	files   *BackupFiles
+	files   *manifest.Files
 	start   StartInfo
 	names   []string
 	locs    []string
-	members map[string][]Member // by archive
+	members map[string][]tarstream.Member // by archive
 	sizes   map[string]int64
 	label   string
 	tsmap   string
 	raw     []byte
-	m       *Manifest
+	m       *manifest.Manifest
 	last    uint64
 
 	mu           sync.Mutex
@@ -528,8 +531,8 @@ func (v *protoVerifier) Archive(name, loc string, r io.Reader) error {
 	defer func() { v.where = "after " + name }()
 
 	var stream bytes.Buffer
-	var scanned []Member
-	sc, err := NewTarScanner(v.alg, func(m Member) error {
+	var scanned []tarstream.Member
+	sc, err := tarstream.NewScanner(v.alg, func(m tarstream.Member) error {
 		scanned = append(scanned, m)
 		return v.files.Add(name, m)
 	})
@@ -562,7 +565,7 @@ func (v *protoVerifier) Archive(name, loc string, r io.Reader) error {
 			v.readErr = err
 			return fmt.Errorf("archive/tar on %s: %w", name, err)
 		}
-		hh := newChecksumHash(v.alg)
+		hh := tarstream.NewChecksumHash(v.alg)
 		if _, err := io.Copy(hh, tr); err != nil {
 			v.readErr = err
 			return fmt.Errorf("archive/tar on %s: %w", name, err)
@@ -599,7 +602,7 @@ func (v *protoVerifier) Archive(name, loc string, r io.Reader) error {
 		t.Errorf("%s: last member ends at %d, marker at %d", name, scanned[n-1].DataEnd, sc.EndOffset())
 	}
 	if v.members == nil {
-		v.members, v.sizes = map[string][]Member{}, map[string]int64{}
+		v.members, v.sizes = map[string][]tarstream.Member{}, map[string]int64{}
 	}
 	v.members[name] = scanned
 	v.sizes[name] = total
@@ -618,11 +621,11 @@ func (v *protoVerifier) Archive(name, loc string, r io.Reader) error {
 	}
 
 	// The splitter on the real stream: 1 MiB parts.
-	parts, infos, splitMembers, err := tarscanSplit(t, stream.Bytes(), 1<<20, 32<<10)
+	parts, infos, splitMembers, err := tarstreamtest.Split(t, stream.Bytes(), 1<<20, 32<<10)
 	if err != nil {
 		t.Errorf("%s: splitter: %v", name, err)
 	} else {
-		tarscanCheckParts(t, stream.Bytes(), 1<<20, parts, infos, splitMembers)
+		tarstreamtest.CheckParts(t, stream.Bytes(), 1<<20, parts, infos, splitMembers)
 	}
 	return nil
 }
@@ -641,7 +644,7 @@ func (v *protoVerifier) Notice(n *pgconn.Notice) {
 func (v *protoVerifier) Manifest(r io.Reader) error {
 	v.where = "inside the manifest"
 	defer func() { v.where = "after the manifest" }()
-	raw, m, err := ReadManifest(r)
+	raw, m, err := manifest.Read(r)
 	v.raw = raw
 	if err != nil {
 		return err
@@ -676,7 +679,7 @@ func protoConnect(t *testing.T, c *testenv.Cluster) (*pgconn.PgConn, int) {
 }
 
 func protoNewVerifier(t *testing.T, alg string, legacy bool) *protoVerifier {
-	files, err := NewBackupFiles(alg)
+	files, err := manifest.NewFiles(alg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -724,10 +727,10 @@ func protoRealServer(t *testing.T, major int) {
 			alg = "SHA256"
 		}
 		v := protoNewVerifier(t, alg, ver < 150000)
-		o := ProtocolOptions{Label: "pgark's test", Fast: true, Progress: major%3 != 1, ManifestChecksums: alg}
-		si, ei, err := RunBaseBackup(ctx, conn, ver, o, v)
+		o := Options{Label: "pgark's test", Fast: true, Progress: major%3 != 1, ManifestChecksums: alg}
+		si, ei, err := Run(ctx, conn, ver, o, v)
 		if err != nil {
-			t.Fatalf("RunBaseBackup: %v\nnotices:\n%s", err, v.noticesText())
+			t.Fatalf("Run: %v\nnotices:\n%s", err, v.noticesText())
 		}
 		// The connection is usable again after a complete backup.
 		if _, _, _, err := IdentifySystem(ctx, conn); err != nil {
@@ -763,7 +766,7 @@ func protoRealServer(t *testing.T, major int) {
 		if v.m == nil {
 			t.Fatal("no manifest")
 		}
-		if err := VerifyManifestChecksum(v.raw); err != nil {
+		if err := manifest.VerifyChecksum(v.raw); err != nil {
 			t.Fatal(err)
 		}
 		wantVersion := 1
@@ -773,7 +776,7 @@ func protoRealServer(t *testing.T, major int) {
 		if v.m.Version != wantVersion || (wantVersion == 2 && v.m.SystemID != sysid) {
 			t.Errorf("manifest version %d system id %d (want %d, %d)", v.m.Version, v.m.SystemID, wantVersion, sysid)
 		}
-		if len(v.m.WALRanges) != 1 || v.m.WALRanges[0] != (WALRange{Timeline: 1, Start: si.StartLSN, End: ei.EndLSN}) {
+		if len(v.m.WALRanges) != 1 || v.m.WALRanges[0] != (manifest.WALRange{Timeline: 1, Start: si.StartLSN, End: ei.EndLSN}) {
 			t.Errorf("WAL ranges %+v, backup %s-%s", v.m.WALRanges, si.StartLSN, ei.EndLSN)
 		}
 		for _, f := range v.m.Files {
@@ -793,8 +796,8 @@ func protoRealServer(t *testing.T, major int) {
 		kinds := map[string]int{}
 		for arch, ms := range v.members {
 			for _, m := range ms {
-				p, _ := BackupPath(arch, m.Name)
-				kinds[tarTypeName(m.Typeflag)]++
+				p, _ := manifest.BackupPath(arch, m.Name)
+				kinds[tarstream.TypeName(m.Typeflag)]++
 				if _, ok := v.m.File(p); !ok && !m.IsDir() {
 					notListed = append(notListed, p)
 				}
@@ -832,9 +835,9 @@ func protoRealServer(t *testing.T, major int) {
 				t.Errorf("terminated %s walsenders", n)
 			}
 		}
-		_, _, err := RunBaseBackup(ctx, conn, ver, ProtocolOptions{Fast: true}, v)
+		_, _, err := Run(ctx, conn, ver, Options{Fast: true}, v)
 		if err == nil {
-			t.Fatal("RunBaseBackup succeeded although its walsender was terminated")
+			t.Fatal("Run succeeded although its walsender was terminated")
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("hung until the timeout: %v", err)
@@ -862,10 +865,10 @@ func protoRealServer(t *testing.T, major int) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(time.Second, cancel)
 		v := protoNewVerifier(t, "CRC32C", ver < 150000)
-		_, _, err := RunBaseBackup(ctx, conn, ver, ProtocolOptions{Fast: false}, v)
+		_, _, err := Run(ctx, conn, ver, Options{Fast: false}, v)
 		took := time.Since(t1)
 		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("RunBaseBackup with a cancelled context: %v (after %v, archives %v)", err, took, v.names)
+			t.Fatalf("Run with a cancelled context: %v (after %v, archives %v)", err, took, v.names)
 		}
 		if took > 20*time.Second {
 			t.Errorf("cancel took %v", took)
@@ -901,9 +904,9 @@ func protoRealServer(t *testing.T, major int) {
 				open()
 			}
 		}
-		si, ei, err := RunBaseBackup(ctx, conn, ver, ProtocolOptions{Fast: true}, v)
+		si, ei, err := Run(ctx, conn, ver, Options{Fast: true}, v)
 		if err != nil {
-			t.Fatalf("RunBaseBackup: %v\nnotices:\n%s", err, v.noticesText())
+			t.Fatalf("Run: %v\nnotices:\n%s", err, v.noticesText())
 		}
 		notices := v.noticesText()
 		if !strings.Contains(notices, "waiting for required WAL segments to be archived") {
@@ -944,7 +947,7 @@ func protoRealServer(t *testing.T, major int) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		v := protoNewVerifier(t, "CRC32C", ver < 150000)
-		_, _, err = RunBaseBackup(ctx, conn, ver, ProtocolOptions{Fast: true}, v)
+		_, _, err = Run(ctx, conn, ver, Options{Fast: true}, v)
 		var se *ServerError
 		if !errors.As(err, &se) || !se.IsChecksumFailure() || !strings.HasPrefix(err.Error(), "page checksum failures: ") ||
 			!strings.Contains(err.Error(), rel) {

@@ -1,7 +1,5 @@
-package backup
+package basebackup
 
-// protocol.go: our own BASE_BACKUP client on pgconn (PostgreSQL 13-18).
-//
 // Wire framings (see shared/notes/base-backup-protocol.md):
 //
 //	PG15+: start LSN result set, tablespace result set, ONE CopyOutResponse whose
@@ -31,12 +29,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgark/pgark/tarstream"
 	"github.com/pgark/pgark/wal"
 )
 
-// ProtocolOptions are the BASE_BACKUP options pgark uses. TABLESPACE_MAP and
+// Options are the BASE_BACKUP options pgark uses. TABLESPACE_MAP and
 // MANIFEST 'yes' are always sent; WAL never (WAL comes from the archive).
-type ProtocolOptions struct {
+type Options struct {
 	Label             string // default "pgark base backup"; goes into backup_label
 	Fast              bool   // CHECKPOINT 'fast' (15+) / FAST (13-14); false = spread
 	MaxRateKB         int    // 0 = unlimited; else 32..1048576 (kB/s), MAX_RATE
@@ -71,12 +70,12 @@ type EndInfo struct {
 	Timeline uint32
 }
 
-// StreamHandler receives the backup as it streams. Calls are sequential: Started,
+// Handler receives the backup as it streams. Calls are sequential: Started,
 // then Archive once per tar stream, then Manifest. Progress and Notice may also
 // be called from inside the Read method of an Archive or Manifest reader (that
 // is, on the goroutine reading it, while Archive or Manifest runs): they must
 // return quickly and must not read from that reader.
-type StreamHandler interface {
+type Handler interface {
 	// Started is called once the start LSN and the tablespace list are known.
 	Started(StartInfo) error
 	// Archive is called once per tar stream, in the server's order
@@ -159,7 +158,7 @@ func quoteReplString(s string) string {
 }
 
 // baseBackupCommand builds the BASE_BACKUP command for a server version.
-func baseBackupCommand(serverVersionNum int, o ProtocolOptions) (string, error) {
+func baseBackupCommand(serverVersionNum int, o Options) (string, error) {
 	if serverVersionNum < minBaseBackupVersion {
 		return "", fmt.Errorf("PostgreSQL server version %d is not supported (pgark needs 13 or later)", serverVersionNum)
 	}
@@ -178,7 +177,7 @@ func baseBackupCommand(serverVersionNum int, o ProtocolOptions) (string, error) 
 	if o.MaxRateKB != 0 && (o.MaxRateKB < 32 || o.MaxRateKB > 1048576) {
 		return "", fmt.Errorf("MAX_RATE %d kB/s is out of range (32 to 1048576, or 0 for unlimited)", o.MaxRateKB)
 	}
-	alg, err := canonicalChecksumAlgorithm(o.ManifestChecksums)
+	alg, err := tarstream.CanonicalChecksum(o.ManifestChecksums)
 	if err != nil {
 		return "", fmt.Errorf("manifest checksums: %w", err)
 	}
@@ -228,7 +227,7 @@ type messageSource interface {
 	ReceiveMessage(ctx context.Context) (pgproto3.BackendMessage, error)
 }
 
-// RunBaseBackup sends BASE_BACKUP on conn (a physical replication connection:
+// Run sends BASE_BACKUP on conn (a physical replication connection:
 // replication=true, idle) and drives h until the server reports the end of
 // the backup. serverVersionNum is as from `SHOW server_version_num` (see
 // ServerVersionNum), e.g. 150018.
@@ -239,9 +238,9 @@ type messageSource interface {
 // are *ServerError (checksum failures: IsChecksumFailure), malformed streams
 // *ProtocolError, and handler errors are returned wrapped with the archive
 // name.
-func RunBaseBackup(ctx context.Context, conn *pgconn.PgConn, serverVersionNum int, o ProtocolOptions, h StreamHandler) (StartInfo, EndInfo, error) {
+func Run(ctx context.Context, conn *pgconn.PgConn, serverVersionNum int, o Options, h Handler) (StartInfo, EndInfo, error) {
 	if conn == nil || h == nil {
-		return StartInfo{}, EndInfo{}, errors.New("RunBaseBackup: nil connection or handler")
+		return StartInfo{}, EndInfo{}, errors.New("Run: nil connection or handler")
 	}
 	cmd, err := baseBackupCommand(serverVersionNum, o)
 	if err != nil {
@@ -259,11 +258,11 @@ func RunBaseBackup(ctx context.Context, conn *pgconn.PgConn, serverVersionNum in
 	return d.run()
 }
 
-// demux drives a StreamHandler from a message source.
+// demux drives a Handler from a message source.
 type demux struct {
 	ctx    context.Context
 	src    messageSource
-	h      StreamHandler
+	h      Handler
 	legacy bool
 
 	phase     string
@@ -279,8 +278,8 @@ type demux struct {
 var errStalled = errors.New("stream stalled")
 
 // runBaseBackup runs the protocol after the command was sent: the testable,
-// fuzzable part of RunBaseBackup.
-func runBaseBackup(ctx context.Context, src messageSource, legacy bool, h StreamHandler) (StartInfo, EndInfo, error) {
+// fuzzable part of Run.
+func runBaseBackup(ctx context.Context, src messageSource, legacy bool, h Handler) (StartInfo, EndInfo, error) {
 	d := &demux{ctx: ctx, src: src, h: h, legacy: legacy}
 	return d.run()
 }
@@ -684,7 +683,7 @@ func (d *demux) callArchive(name, loc string) error {
 		// Following the tar structure lets the reader return io.EOF right after
 		// the end-of-archive marker, so the handler can finish the last archive
 		// while the server waits for archiving; and it checks the stream.
-		r.sc, _ = NewTarScanner("", nil)
+		r.sc, _ = tarstream.NewScanner("", nil)
 	}
 	herr := d.h.Archive(name, loc, r)
 	return d.afterHandler(r, "archive "+name, herr)
@@ -726,14 +725,14 @@ type streamReader struct {
 	legacy   bool
 	manifest bool
 	name     string
-	sc       *TarScanner // PG15+ archives: finds the end-of-archive marker
-	buf      []byte      // rest of the current payload (valid until the next receive)
-	eof      bool        // no more payloads: EOF once buf is drained
-	done     bool        // the handler returned
+	sc       *tarstream.Scanner // PG15+ archives: finds the end-of-archive marker
+	buf      []byte             // rest of the current payload (valid until the next receive)
+	eof      bool               // no more payloads: EOF once buf is drained
+	done     bool               // the handler returned
 	err      error
 }
 
-var zeroTarTrailer [2 * tarBlockSize]byte
+var zeroTarTrailer [2 * tarstream.BlockSize]byte
 
 func (r *streamReader) Read(p []byte) (int, error) {
 	if r.done {

@@ -1,8 +1,4 @@
-// Package archive takes stock of a repository's WAL archive: which segments
-// and timelines it holds, whether they are continuous along the newest
-// timeline's history, and which points in time a restore can reach. verify,
-// retain and check build on it.
-package archive
+package walinventory
 
 import (
 	"context"
@@ -11,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
@@ -125,8 +121,8 @@ type Report struct {
 	Window              *Window  `json:"window"` // nil: nothing is recoverable
 	// Present are the numbers of the segments on the path from From to To
 	// that are archived, in order.
-	Present []uint64       `json:"-"`
-	Backups []*backup.Meta `json:"-"`
+	Present []uint64        `json:"-"`
+	Backups []*catalog.Meta `json:"-"`
 	// Incomplete are the ids of backups without metadata (in progress,
 	// failed, or half deleted): never used.
 	Incomplete []string    `json:"-"`
@@ -167,7 +163,7 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 	if err != nil {
 		return nil, err
 	}
-	l, err := backup.List(ctx, r.Store)
+	l, err := catalog.List(ctx, r.Store)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +218,7 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 			}
 		}
 	}
-	onPath := func(b *backup.Meta) bool { return h.Contains(b.EndTimeline, b.End()) || !ok }
+	onPath := func(b *catalog.Meta) bool { return h.Contains(b.EndTimeline, b.End()) || !ok }
 	var start uint64
 	haveStart := false
 	for _, b := range l.Backups {
@@ -365,7 +361,7 @@ func readHistory(ctx context.Context, r *repo.Repo, inv *Inventory, tli uint32, 
 	if ids == nil && r.Config.Encrypted() {
 		return wal.History{TLI: tli}, false, nil
 	}
-	h, err := backup.TimelineHistory(ctx, r, tli, ids)
+	h, err := TimelineHistory(ctx, r, tli, ids)
 	if err != nil {
 		return wal.History{TLI: tli}, false, nil
 	}

@@ -1,4 +1,4 @@
-package backup
+package catalog
 
 import (
 	"context"
@@ -7,8 +7,10 @@ import (
 	"io"
 
 	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/manifest"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/tarstream"
 )
 
 // Problem is one thing wrong with a backup: the object concerned (when there
@@ -56,17 +58,17 @@ func Verify(ctx context.Context, r *repo.Repo, m *Meta, ids *crypto.Identities, 
 		add(m.Manifest.Key, "%v", err)
 		return probs, nil
 	}
-	man, err := ParseManifest(b)
+	man, err := manifest.Parse(b)
 	if err != nil {
 		add(m.Manifest.Key, "%v", err)
 		return probs, nil
 	}
-	files, err := NewBackupFiles(m.ManifestChecksums)
+	files, err := manifest.NewFiles(m.ManifestChecksums)
 	if err != nil {
 		return probs, err
 	}
 	for _, a := range m.Archives {
-		sc, err := NewTarScanner(m.ManifestChecksums, func(mem Member) error { return files.Add(a.Name, mem) })
+		sc, err := tarstream.NewScanner(m.ManifestChecksums, func(mem tarstream.Member) error { return files.Add(a.Name, mem) })
 		if err != nil {
 			return probs, err
 		}

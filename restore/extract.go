@@ -1,11 +1,9 @@
-package backup
+package restore
 
-// Restore side, part 1: extraction of a backup's tar streams into a data directory.
-//
-// Safety rules (see the tests in extract_test.go):
+// Extraction of a backup's tar streams into a data directory. Safety rules (see the tests in extract_test.go):
 //
 //   - Only an empty or missing PGDATA is written to, or one that pgark itself marked as an
-//     unfinished restore (extMarkerName, written first, removed last); Force cleans such a
+//     unfinished restore (markerName, written first, removed last); Force cleans such a
 //     directory and starts again. Tablespace targets follow the same rule for their
 //     PG_<major>_* directories, so that a rehearsal on a production host never writes into a
 //     live tablespace.
@@ -30,6 +28,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -37,12 +36,15 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/restore/recoveryconf"
 )
 
 // PartOpener returns the plaintext of one stored part (decrypted, decompressed); the
 // caller's reader verifies the SHA-256 and size at EOF and returns an error instead of
 // io.EOF on a mismatch. Extract always reads every part to EOF, so that check runs.
-type PartOpener func(ctx context.Context, ref ObjectRef) (io.ReadCloser, error)
+type PartOpener func(ctx context.Context, ref catalog.ObjectRef) (io.ReadCloser, error)
 
 // ExtractOptions configures Extract.
 type ExtractOptions struct {
@@ -77,32 +79,32 @@ func refused(format string, args ...any) error {
 type Owner struct{ UID, GID int }
 
 const (
-	// extMarkerName marks a directory (PGDATA or a tablespace location) as an unfinished
+	// markerName marks a directory (PGDATA or a tablespace location) as an unfinished
 	// pgark restore. It is created before anything else and removed last.
-	extMarkerName = ".pgark-restore-in-progress"
-	// extControlTmp is where global/pg_control is written until the very end.
-	extControlTmp = "global/pg_control.pgark-tmp"
-	extControl    = "global/pg_control"
+	markerName = recoveryconf.RestoreMarker
+	// controlTmp is where global/pg_control is written until the very end.
+	controlTmp  = "global/pg_control.pgark-tmp"
+	controlFile = "global/pg_control"
 
-	extTablespaceMapLimit = 1 << 20 // a tablespace_map larger than this is refused
-	extCopyBuf            = 256 << 10
-	extProgressStep       = 1 << 20
+	tablespaceMapLimit = 1 << 20 // a tablespace_map larger than this is refused
+	copyBufSize        = 256 << 10
+	progressStep       = 1 << 20
 )
 
-// extEnsureDirs are the directories the server sends empty (or not at all when they are
+// ensureDirs are the directories the server sends empty (or not at all when they are
 // missing on the source); PostgreSQL needs them to start. They are created, with the data
 // directory's mode, if base.tar lacks them. pg_wal/summaries is added for PostgreSQL 17+.
-var extEnsureDirs = []string{
+var ensureDirs = []string{
 	"pg_wal", "pg_wal/archive_status",
 	"pg_tblspc",
 	"pg_stat_tmp", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_subtrans",
 }
 
-// extTarget is one directory that receives an archive: PGDATA for base.tar, a tablespace
+// destDir is one directory that receives an archive: PGDATA for base.tar, a tablespace
 // location for <oid>.tar.
-type extTarget struct {
+type destDir struct {
 	oid      uint32 // 0 for PGDATA
-	archive  *Archive
+	archive  *catalog.Archive
 	dir      string // absolute, cleaned, as the user gave it
 	root     *os.Root
 	existed  bool // the directory existed before this restore
@@ -116,13 +118,13 @@ type extTarget struct {
 }
 
 type extractor struct {
-	m     *Meta
+	m     *catalog.Meta
 	o     ExtractOptions
 	open  PartOpener
 	log   *slog.Logger
-	base  *extTarget
-	spcs  []*extTarget // sorted by OID
-	byOID map[uint32]*extTarget
+	base  *destDir
+	spcs  []*destDir // sorted by OID
+	byOID map[uint32]*destDir
 
 	progMu   sync.Mutex
 	progDone int64
@@ -141,8 +143,8 @@ type extractor struct {
 // their locations). See the package-level rules at the top of this file. On error the
 // directories are left marked as an unfinished restore and not startable; Extract with
 // Force cleans them and starts again.
-func Extract(ctx context.Context, m *Meta, open PartOpener, o ExtractOptions) error {
-	x, err := extNew(m, open, o)
+func Extract(ctx context.Context, m *catalog.Meta, open PartOpener, o ExtractOptions) error {
+	x, err := newExtractor(m, open, o)
 	if err != nil {
 		return err
 	}
@@ -166,7 +168,7 @@ func Extract(ctx context.Context, m *Meta, open PartOpener, o ExtractOptions) er
 
 // ---------------------------------------------------------------- planning and checks
 
-func extNew(m *Meta, open PartOpener, o ExtractOptions) (*extractor, error) {
+func newExtractor(m *catalog.Meta, open PartOpener, o ExtractOptions) (*extractor, error) {
 	if m == nil {
 		return nil, errors.New("restore: no backup metadata")
 	}
@@ -196,8 +198,8 @@ func extNew(m *Meta, open PartOpener, o ExtractOptions) (*extractor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	x := &extractor{m: m, o: o, open: open, log: log, byOID: map[uint32]*extTarget{}}
-	x.base = &extTarget{dir: filepath.Clean(pgdata), dirs: map[string]fs.FileMode{}, dmode: 0o700}
+	x := &extractor{m: m, o: o, open: open, log: log, byOID: map[uint32]*destDir{}}
+	x.base = &destDir{dir: filepath.Clean(pgdata), dirs: map[string]fs.FileMode{}, dmode: 0o700}
 
 	locs := map[uint32]string{}
 	for _, ts := range m.Tablespaces {
@@ -231,7 +233,7 @@ func extNew(m *Meta, open PartOpener, o ExtractOptions) (*extractor, error) {
 		if loc == "" || !filepath.IsAbs(loc) {
 			return nil, fmt.Errorf("restore: tablespace %d: location %q is not an absolute path", a.OID, loc)
 		}
-		t := &extTarget{oid: a.OID, archive: a, dir: filepath.Clean(loc), dirs: map[string]fs.FileMode{},
+		t := &destDir{oid: a.OID, archive: a, dir: filepath.Clean(loc), dirs: map[string]fs.FileMode{},
 			dmode: 0o700, spcMajor: fmt.Sprintf("PG_%d_", m.PGMajor)}
 		x.byOID[a.OID] = t
 		x.spcs = append(x.spcs, t)
@@ -271,16 +273,16 @@ func extNew(m *Meta, open PartOpener, o ExtractOptions) (*extractor, error) {
 }
 
 func (x *extractor) close() {
-	for _, t := range append([]*extTarget{x.base}, x.spcs...) {
+	for _, t := range append([]*destDir{x.base}, x.spcs...) {
 		if t.root != nil {
 			t.root.Close()
 		}
 	}
 }
 
-// extReadMarker returns the first line of dir's marker, and whether dir has one.
-func extReadMarker(dir string) (string, bool, error) {
-	p := filepath.Join(dir, extMarkerName)
+// readMarker returns the first line of dir's marker, and whether dir has one.
+func readMarker(dir string) (string, bool, error) {
+	p := filepath.Join(dir, markerName)
 	st, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", false, nil
@@ -304,7 +306,7 @@ func extReadMarker(dir string) (string, bool, error) {
 // inspect checks t.dir: it sets existed and hadMark, and returns the entries that make it
 // unusable (for PGDATA: anything but the marker; for a tablespace: non-empty
 // PG_<major>_* entries).
-func (x *extractor) inspect(t *extTarget) error {
+func (x *extractor) inspect(t *destDir) error {
 	st, err := os.Stat(t.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -321,7 +323,7 @@ func (x *extractor) inspect(t *extTarget) error {
 		return err
 	}
 	for _, e := range ents {
-		if e.Name() == extMarkerName {
+		if e.Name() == markerName {
 			continue
 		}
 		if t.oid == 0 {
@@ -343,11 +345,11 @@ func (x *extractor) inspect(t *extTarget) error {
 			t.stale = append(t.stale, e.Name())
 		}
 	}
-	_, t.hadMark, err = extReadMarker(t.dir)
+	_, t.hadMark, err = readMarker(t.dir)
 	return err
 }
 
-func extList(names []string) string {
+func listNames(names []string) string {
 	const show = 5
 	if len(names) <= show {
 		return strings.Join(names, ", ")
@@ -364,10 +366,10 @@ func (x *extractor) prepare() error {
 	}
 	if len(b.stale) > 0 {
 		if !b.hadMark {
-			return fmt.Errorf("restore: data directory %s is not empty (%s) and is not an unfinished pgark restore; pgark restores only into an empty or missing directory (%w)", b.dir, extList(b.stale), ErrTargetInUse)
+			return fmt.Errorf("restore: data directory %s is not empty (%s) and is not an unfinished pgark restore; pgark restores only into an empty or missing directory (%w)", b.dir, listNames(b.stale), ErrTargetInUse)
 		}
 		if !x.o.Force {
-			line, _, _ := extReadMarker(b.dir)
+			line, _, _ := readMarker(b.dir)
 			return fmt.Errorf("restore: data directory %s holds an unfinished pgark restore (%s); `pgark restore --force` cleans it and starts again", b.dir, line)
 		}
 	}
@@ -379,10 +381,10 @@ func (x *extractor) prepare() error {
 			continue
 		}
 		if !t.hadMark {
-			return fmt.Errorf("restore: tablespace %d location %s already holds %s, which is not empty: it may be a live tablespace; restore it elsewhere with a tablespace mapping (OID %d=DIR) (%w)", t.oid, t.dir, extList(t.stale), t.oid, ErrTargetInUse)
+			return fmt.Errorf("restore: tablespace %d location %s already holds %s, which is not empty: it may be a live tablespace; restore it elsewhere with a tablespace mapping (OID %d=DIR) (%w)", t.oid, t.dir, listNames(t.stale), t.oid, ErrTargetInUse)
 		}
 		if !x.o.Force {
-			return fmt.Errorf("restore: tablespace %d location %s holds an unfinished pgark restore (%s); `pgark restore --force` cleans it and starts again", t.oid, t.dir, extList(t.stale))
+			return fmt.Errorf("restore: tablespace %d location %s holds an unfinished pgark restore (%s); `pgark restore --force` cleans it and starts again", t.oid, t.dir, listNames(t.stale))
 		}
 	}
 
@@ -391,7 +393,7 @@ func (x *extractor) prepare() error {
 		return fmt.Errorf("restore: data directory %s: %w", b.dir, err)
 	}
 	if b.hadMark && len(b.stale) > 0 {
-		line, _, _ := extReadMarker(b.dir)
+		line, _, _ := readMarker(b.dir)
 		x.log.Warn("restore: --force: cleaning an unfinished restore", "dir", b.dir, "marker", line, "entries", len(b.stale))
 	}
 	if err := x.writeMarker(b); err != nil {
@@ -403,12 +405,12 @@ func (x *extractor) prepare() error {
 				return fmt.Errorf("restore: cleaning %s: %w", b.dir, err)
 			}
 		}
-		if err := extSyncDir(b.root, "."); err != nil {
+		if err := syncDir(b.root, "."); err != nil {
 			return err
 		}
 	}
 	// PostgreSQL refuses a data directory with looser permissions than 0750.
-	if err := extChmodDir(b.root, ".", 0o700); err != nil {
+	if err := chmodDir(b.root, ".", 0o700); err != nil {
 		return err
 	}
 	if x.o.Owner != nil {
@@ -421,7 +423,7 @@ func (x *extractor) prepare() error {
 			return fmt.Errorf("restore: tablespace %d location %s: %w", t.oid, t.dir, err)
 		}
 		if t.hadMark && len(t.stale) > 0 {
-			x.log.Warn("restore: --force: cleaning an unfinished restore", "tablespace", t.oid, "dir", t.dir, "entries", extList(t.stale))
+			x.log.Warn("restore: --force: cleaning an unfinished restore", "tablespace", t.oid, "dir", t.dir, "entries", listNames(t.stale))
 		}
 		if err := x.writeMarker(t); err != nil {
 			return fmt.Errorf("restore: tablespace %d location %s: %w", t.oid, t.dir, err)
@@ -432,7 +434,7 @@ func (x *extractor) prepare() error {
 			}
 		}
 		if len(t.stale) > 0 {
-			if err := extSyncDir(t.root, "."); err != nil {
+			if err := syncDir(t.root, "."); err != nil {
 				return err
 			}
 		}
@@ -443,7 +445,7 @@ func (x *extractor) prepare() error {
 
 // openTarget creates t.dir if missing (parents 0755, the directory itself 0700, given to
 // Owner) and opens it as an os.Root.
-func (x *extractor) openTarget(t *extTarget) error {
+func (x *extractor) openTarget(t *destDir) error {
 	if !t.existed {
 		parent := filepath.Dir(t.dir)
 		if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -457,7 +459,7 @@ func (x *extractor) openTarget(t *extTarget) error {
 				return err
 			}
 		}
-		if err := extSyncPath(parent); err != nil {
+		if err := syncPath(parent); err != nil {
 			return err
 		}
 	}
@@ -469,8 +471,8 @@ func (x *extractor) openTarget(t *extTarget) error {
 	return nil
 }
 
-func (x *extractor) writeMarker(t *extTarget) error {
-	if err := t.root.Remove(extMarkerName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+func (x *extractor) writeMarker(t *destDir) error {
+	if err := t.root.Remove(markerName); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	what := "data directory"
@@ -480,7 +482,7 @@ func (x *extractor) writeMarker(t *extTarget) error {
 	body := fmt.Sprintf("pgark restore of backup %s in progress since %s\n"+
 		"This %s is incomplete and must not be used. `pgark restore --force` cleans it and starts again.\n",
 		x.m.ID, time.Now().UTC().Format(time.RFC3339), what)
-	f, err := t.root.OpenFile(extMarkerName, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	f, err := t.root.OpenFile(markerName, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
@@ -495,27 +497,27 @@ func (x *extractor) writeMarker(t *extTarget) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return extSyncDir(t.root, ".")
+	return syncDir(t.root, ".")
 }
 
 // ---------------------------------------------------------------- extraction
 
-type extTask struct {
-	t   *extTarget
+type task struct {
+	t   *destDir
 	idx int
-	ref ObjectRef
+	ref catalog.ObjectRef
 }
 
 func (x *extractor) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var tasks []extTask
+	var tasks []task
 	for _, t := range append(slices.Clone(x.spcs), x.base) {
 		for i, p := range t.archive.Parts {
-			tasks = append(tasks, extTask{t: t, idx: i, ref: p})
+			tasks = append(tasks, task{t: t, idx: i, ref: p})
 		}
 	}
-	ch := make(chan extTask)
+	ch := make(chan task)
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var firstErr error
@@ -523,7 +525,7 @@ func (x *extractor) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, extCopyBuf)
+			buf := make([]byte, copyBufSize)
 			for task := range ch {
 				if ctx.Err() != nil {
 					continue
@@ -555,25 +557,25 @@ feed:
 	return context.Cause(ctx)
 }
 
-// extCounter counts what is read from a part and reports progress.
-type extCounter struct {
+// counter counts what is read from a part and reports progress.
+type counter struct {
 	r       io.Reader
 	n       int64
 	pending int64
 	x       *extractor
 }
 
-func (c *extCounter) Read(p []byte) (int, error) {
+func (c *counter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	c.pending += int64(n)
-	if c.pending >= extProgressStep {
+	if c.pending >= progressStep {
 		c.flush()
 	}
 	return n, err
 }
 
-func (c *extCounter) flush() {
+func (c *counter) flush() {
 	if c.pending > 0 {
 		c.x.progress(c.pending)
 		c.pending = 0
@@ -592,7 +594,7 @@ func (x *extractor) progress(n int64) {
 // part extracts one part: a sequence of complete tar members (the last part of an
 // archive ends with the end-of-archive trailer). It reads the part to EOF, so that the
 // opener's checksum and size check runs.
-func (x *extractor) part(ctx context.Context, task extTask, buf []byte) (err error) {
+func (x *extractor) part(ctx context.Context, task task, buf []byte) (err error) {
 	name := fmt.Sprintf("%s part %d (%s)", task.t.archive.Name, task.idx, task.ref.Key)
 	rc, err := x.open(ctx, task.ref)
 	if err != nil {
@@ -603,7 +605,7 @@ func (x *extractor) part(ctx context.Context, task extTask, buf []byte) (err err
 			err = fmt.Errorf("%s: %w", name, cerr)
 		}
 	}()
-	cr := &extCounter{r: rc, x: x}
+	cr := &counter{r: rc, x: x}
 	defer cr.flush()
 	tr := tar.NewReader(cr)
 	members := 0
@@ -649,12 +651,12 @@ func (x *extractor) part(ctx context.Context, task extTask, buf []byte) (err err
 	return nil
 }
 
-var extSpcDirRe = lazyRE(`^PG_[0-9]+_[0-9]+$`)
+var spcDirRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^PG_[0-9]+_[0-9]+$`) })
 
-// extCleanName validates a member name and returns it relative to the target ("" for the
+// cleanName validates a member name and returns it relative to the target ("" for the
 // target itself). It refuses absolute names, ".." components and anything that would leave
 // the target once cleaned.
-func extCleanName(name string) (string, error) {
+func cleanName(name string) (string, error) {
 	if name == "" {
 		return "", refused("empty member name")
 	}
@@ -679,20 +681,20 @@ func extCleanName(name string) (string, error) {
 	return rel, nil
 }
 
-// extMemberKind is what member() does with a validated member.
-type extMemberKind int
+// memberKind is what member() does with a validated member.
+type memberKind int
 
 const (
-	extDir extMemberKind = iota
-	extFile
-	extSpcLink // pg_tblspc/<oid> symlink (backups taken without TABLESPACE_MAP)
-	extSkip    // the target directory itself
+	kindDir memberKind = iota
+	kindFile
+	kindSpcLink // pg_tblspc/<oid> symlink (backups taken without TABLESPACE_MAP)
+	kindSkip    // the target directory itself
 )
 
 // validate checks one member and returns its relative path and what to do with it.
 // Nothing has been written for the member when it returns.
-func (x *extractor) validate(t *extTarget, hdr *tar.Header) (string, extMemberKind, error) {
-	rel, err := extCleanName(hdr.Name)
+func (x *extractor) validate(t *destDir, hdr *tar.Header) (string, memberKind, error) {
+	rel, err := cleanName(hdr.Name)
 	if err != nil {
 		return "", 0, err
 	}
@@ -722,12 +724,12 @@ func (x *extractor) validate(t *extTarget, hdr *tar.Header) (string, extMemberKi
 		if hdr.Typeflag != tar.TypeDir {
 			return "", 0, refused("member %q: not a directory", hdr.Name)
 		}
-		return "", extSkip, nil
+		return "", kindSkip, nil
 	}
 	first, rest, _ := strings.Cut(rel, "/")
 	if t.oid == 0 {
 		switch {
-		case rel == extMarkerName || rel == extControlTmp:
+		case rel == markerName || rel == controlTmp:
 			return "", 0, refused("member %q uses a name reserved by pgark", hdr.Name)
 		case first == "pg_tblspc" && rest != "":
 			oid, perr := strconv.ParseUint(rest, 10, 32)
@@ -737,9 +739,9 @@ func (x *extractor) validate(t *extTarget, hdr *tar.Header) (string, extMemberKi
 			if !filepath.IsAbs(hdr.Linkname) {
 				return "", 0, refused("member %q: tablespace link target %q is not absolute", hdr.Name, hdr.Linkname)
 			}
-			return rel, extSpcLink, nil
+			return rel, kindSpcLink, nil
 		}
-	} else if !extSpcDirRe().MatchString(first) || !strings.HasPrefix(first, t.spcMajor) {
+	} else if !spcDirRe().MatchString(first) || !strings.HasPrefix(first, t.spcMajor) {
 		return "", 0, refused("member %q of tablespace %d is outside its %s<catalog version> directory", hdr.Name, t.oid, t.spcMajor)
 	}
 	if hdr.Typeflag == tar.TypeSymlink {
@@ -749,30 +751,30 @@ func (x *extractor) validate(t *extTarget, hdr *tar.Header) (string, extMemberKi
 		if perm&^0o750 != 0 {
 			return "", 0, refused("directory %q has mode %04o, looser than PostgreSQL's 0750: refused", hdr.Name, perm)
 		}
-		return rel, extDir, nil
+		return rel, kindDir, nil
 	}
 	if perm&^0o640 != 0 {
 		return "", 0, refused("file %q has mode %04o, looser than PostgreSQL's 0640: refused", hdr.Name, perm)
 	}
-	if t.oid == 0 && rel == "tablespace_map" && hdr.Size > extTablespaceMapLimit {
+	if t.oid == 0 && rel == "tablespace_map" && hdr.Size > tablespaceMapLimit {
 		return "", 0, refused("member tablespace_map is %d bytes: refused", hdr.Size)
 	}
-	return rel, extFile, nil
+	return rel, kindFile, nil
 }
 
-func (x *extractor) member(ctx context.Context, t *extTarget, hdr *tar.Header, tr io.Reader, buf []byte) error {
+func (x *extractor) member(ctx context.Context, t *destDir, hdr *tar.Header, tr io.Reader, buf []byte) error {
 	rel, kind, err := x.validate(t, hdr)
 	if err != nil {
 		return err
 	}
 	perm := fs.FileMode(hdr.Mode & 0o777)
 	switch kind {
-	case extSkip:
+	case kindSkip:
 		return nil
-	case extSpcLink:
+	case kindSpcLink:
 		// Recreated at the end, pointing at the final location.
 		return nil
-	case extDir:
+	case kindDir:
 		if err := x.mkdirs(t, rel); err != nil {
 			return err
 		}
@@ -791,7 +793,7 @@ func (x *extractor) member(ctx context.Context, t *extTarget, hdr *tar.Header, t
 		switch rel {
 		case "tablespace_map":
 			// Rewritten at the end with the final locations.
-			b, err := io.ReadAll(io.LimitReader(tr, extTablespaceMapLimit+1))
+			b, err := io.ReadAll(io.LimitReader(tr, tablespaceMapLimit+1))
 			if err != nil {
 				return fmt.Errorf("reading tablespace_map: %w", err)
 			}
@@ -805,8 +807,8 @@ func (x *extractor) member(ctx context.Context, t *extTarget, hdr *tar.Header, t
 			}
 			x.sawTsMap, x.tsMap, x.tsMapMode = true, b, perm
 			return nil
-		case extControl:
-			rel = extControlTmp
+		case controlFile:
+			rel = controlTmp
 		}
 	}
 	if dir := path.Dir(rel); dir != "." {
@@ -821,7 +823,7 @@ func (x *extractor) member(ctx context.Context, t *extTarget, hdr *tar.Header, t
 	x.files++
 	if t.oid == 0 {
 		switch rel {
-		case extControlTmp:
+		case controlTmp:
 			x.sawControl = true
 		case "backup_label":
 			x.sawLabel = true
@@ -834,7 +836,7 @@ func (x *extractor) member(ctx context.Context, t *extTarget, hdr *tar.Header, t
 // mkdirs makes sure rel (a directory, relative to t) exists, creating missing components
 // one by one (mode 0700 until the end, Owner applied) after checking that no existing
 // component is a symlink or something other than a directory.
-func (x *extractor) mkdirs(t *extTarget, rel string) error {
+func (x *extractor) mkdirs(t *destDir, rel string) error {
 	comps := strings.Split(rel, "/")
 	for i := range comps {
 		p := strings.Join(comps[:i+1], "/")
@@ -881,7 +883,7 @@ func (x *extractor) mkdirs(t *extTarget, rel string) error {
 
 // writeFile creates rel (which must not exist) and copies size bytes from r into it, then
 // applies mode and owner and fsyncs it.
-func (x *extractor) writeFile(ctx context.Context, t *extTarget, rel string, perm fs.FileMode, size int64, r io.Reader, buf []byte) (err error) {
+func (x *extractor) writeFile(ctx context.Context, t *destDir, rel string, perm fs.FileMode, size int64, r io.Reader, buf []byte) (err error) {
 	f, err := t.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return refused("%s already exists (a member appears twice?): refused", filepath.Join(t.dir, rel))
@@ -943,7 +945,7 @@ func (x *extractor) finish() error {
 	if x.globalMode == 0o750 {
 		dataMode = 0o750 // initdb -g (group access): PostgreSQL takes the mode from PGDATA
 	}
-	ensure := slices.Clone(extEnsureDirs)
+	ensure := slices.Clone(ensureDirs)
 	if x.m.PGMajor >= 17 {
 		ensure = append(ensure, "pg_wal/summaries")
 	}
@@ -994,58 +996,58 @@ func (x *extractor) finish() error {
 			if t.dirs[d] == 0 {
 				m = t.dmode
 			}
-			if err := extChmodDir(t.root, d, m); err != nil {
+			if err := chmodDir(t.root, d, m); err != nil {
 				return err
 			}
-			if err := extSyncDir(t.root, d); err != nil {
+			if err := syncDir(t.root, d); err != nil {
 				return err
 			}
 		}
 		if t == b {
-			if err := extChmodDir(t.root, ".", dataMode); err != nil {
+			if err := chmodDir(t.root, ".", dataMode); err != nil {
 				return err
 			}
 		}
-		if err := extSyncDir(t.root, "."); err != nil {
+		if err := syncDir(t.root, "."); err != nil {
 			return err
 		}
 	}
 
 	// Everything is durable: now the directory may become startable.
-	if _, err := b.root.Lstat(extControl); err == nil {
-		return fmt.Errorf("%s exists before the end of the restore", extControl)
+	if _, err := b.root.Lstat(controlFile); err == nil {
+		return fmt.Errorf("%s exists before the end of the restore", controlFile)
 	}
-	if err := b.root.Rename(extControlTmp, extControl); err != nil {
+	if err := b.root.Rename(controlTmp, controlFile); err != nil {
 		return err
 	}
-	if err := extSyncDir(b.root, "global"); err != nil {
+	if err := syncDir(b.root, "global"); err != nil {
 		return err
 	}
 	for _, t := range x.spcs {
-		if err := t.root.Remove(extMarkerName); err != nil {
+		if err := t.root.Remove(markerName); err != nil {
 			return err
 		}
-		if err := extSyncDir(t.root, "."); err != nil {
+		if err := syncDir(t.root, "."); err != nil {
 			return err
 		}
 	}
-	if err := b.root.Remove(extMarkerName); err != nil {
+	if err := b.root.Remove(markerName); err != nil {
 		return err
 	}
-	return extSyncDir(b.root, ".")
+	return syncDir(b.root, ".")
 }
 
-// extTablespaceMapEntry is one line of tablespace_map.
-type extTablespaceMapEntry struct {
+// tablespaceMapEntry is one line of tablespace_map.
+type tablespaceMapEntry struct {
 	OID  uint32
 	Path string
 }
 
-// extParseTablespaceMap parses PostgreSQL's tablespace_map: lines "<oid> <path>", where
+// parseTablespaceMap parses PostgreSQL's tablespace_map: lines "<oid> <path>", where
 // '\n', '\r' and '\\' in the path are preceded by a backslash (xlog.c do_pg_backup_start,
 // read_tablespace_map).
-func extParseTablespaceMap(b []byte) ([]extTablespaceMapEntry, error) {
-	var out []extTablespaceMapEntry
+func parseTablespaceMap(b []byte) ([]tablespaceMapEntry, error) {
+	var out []tablespaceMapEntry
 	var line []byte
 	flush := func() error {
 		if len(line) == 0 {
@@ -1065,7 +1067,7 @@ func extParseTablespaceMap(b []byte) ([]extTablespaceMapEntry, error) {
 		if p == "" {
 			return refused("no path in tablespace_map line %q", s)
 		}
-		out = append(out, extTablespaceMapEntry{OID: uint32(oid), Path: p})
+		out = append(out, tablespaceMapEntry{OID: uint32(oid), Path: p})
 		return nil
 	}
 	for i := 0; i < len(b); i++ {
@@ -1089,8 +1091,8 @@ func extParseTablespaceMap(b []byte) ([]extTablespaceMapEntry, error) {
 	return out, nil
 }
 
-// extFormatTablespaceMap writes entries the way PostgreSQL does.
-func extFormatTablespaceMap(entries []extTablespaceMapEntry) []byte {
+// formatTablespaceMap writes entries the way PostgreSQL does.
+func formatTablespaceMap(entries []tablespaceMapEntry) []byte {
 	var sb strings.Builder
 	for _, e := range entries {
 		sb.WriteString(strconv.FormatUint(uint64(e.OID), 10))
@@ -1109,7 +1111,7 @@ func extFormatTablespaceMap(entries []extTablespaceMapEntry) []byte {
 // rewriteTablespaceMap returns tablespace_map with the final locations. When no location
 // changed, the server's bytes are kept as they are (so pg_verifybackup still matches them).
 func (x *extractor) rewriteTablespaceMap() ([]byte, error) {
-	entries, err := extParseTablespaceMap(x.tsMap)
+	entries, err := parseTablespaceMap(x.tsMap)
 	if err != nil {
 		return nil, err
 	}
@@ -1134,21 +1136,21 @@ func (x *extractor) rewriteTablespaceMap() ([]byte, error) {
 			x.log.Warn("restore: tablespace_map does not list a tablespace of the backup; its pg_tblspc symlink is created anyway", "oid", t.oid)
 		}
 	}
-	if !changed && bytes.Equal(extFormatTablespaceMap(entries), x.tsMap) {
+	if !changed && bytes.Equal(formatTablespaceMap(entries), x.tsMap) {
 		return x.tsMap, nil
 	}
 	x.log.Info("restore: tablespace_map rewritten with the new locations (pg_verifybackup will report it as modified: use --ignore=tablespace_map)")
-	return extFormatTablespaceMap(entries), nil
+	return formatTablespaceMap(entries), nil
 }
 
 // ---------------------------------------------------------------- small helpers
 
-func extOpenDir(r *os.Root, rel string) (*os.File, error) {
+func openDir(r *os.Root, rel string) (*os.File, error) {
 	return r.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 }
 
-func extSyncDir(r *os.Root, rel string) error {
-	f, err := extOpenDir(r, rel)
+func syncDir(r *os.Root, rel string) error {
+	f, err := openDir(r, rel)
 	if err != nil {
 		return err
 	}
@@ -1162,8 +1164,8 @@ func extSyncDir(r *os.Root, rel string) error {
 	return nil
 }
 
-func extChmodDir(r *os.Root, rel string, m fs.FileMode) error {
-	f, err := extOpenDir(r, rel)
+func chmodDir(r *os.Root, rel string, m fs.FileMode) error {
+	f, err := openDir(r, rel)
 	if err != nil {
 		return err
 	}
@@ -1174,8 +1176,8 @@ func extChmodDir(r *os.Root, rel string, m fs.FileMode) error {
 	return err
 }
 
-// extSyncPath fsyncs a directory given by path (the parent of a target we created).
-func extSyncPath(dir string) error {
+// syncPath fsyncs a directory given by path (the parent of a target we created).
+func syncPath(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
