@@ -37,6 +37,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgark/pgark/internal/rootdir"
+
 	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/restore/recoveryconf"
 )
@@ -405,7 +407,7 @@ func (x *extractor) prepare() error {
 				return fmt.Errorf("restore: cleaning %s: %w", b.dir, err)
 			}
 		}
-		if err := syncDir(b.root, "."); err != nil {
+		if err := rootdir.Sync(b.root, "."); err != nil {
 			return err
 		}
 	}
@@ -434,7 +436,7 @@ func (x *extractor) prepare() error {
 			}
 		}
 		if len(t.stale) > 0 {
-			if err := syncDir(t.root, "."); err != nil {
+			if err := rootdir.Sync(t.root, "."); err != nil {
 				return err
 			}
 		}
@@ -497,7 +499,7 @@ func (x *extractor) writeMarker(t *destDir) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return syncDir(t.root, ".")
+	return rootdir.Sync(t.root, ".")
 }
 
 // ---------------------------------------------------------------- extraction
@@ -999,7 +1001,7 @@ func (x *extractor) finish() error {
 			if err := chmodDir(t.root, d, m); err != nil {
 				return err
 			}
-			if err := syncDir(t.root, d); err != nil {
+			if err := rootdir.Sync(t.root, d); err != nil {
 				return err
 			}
 		}
@@ -1008,7 +1010,7 @@ func (x *extractor) finish() error {
 				return err
 			}
 		}
-		if err := syncDir(t.root, "."); err != nil {
+		if err := rootdir.Sync(t.root, "."); err != nil {
 			return err
 		}
 	}
@@ -1020,21 +1022,21 @@ func (x *extractor) finish() error {
 	if err := b.root.Rename(controlTmp, controlFile); err != nil {
 		return err
 	}
-	if err := syncDir(b.root, "global"); err != nil {
+	if err := rootdir.Sync(b.root, "global"); err != nil {
 		return err
 	}
 	for _, t := range x.spcs {
 		if err := t.root.Remove(markerName); err != nil {
 			return err
 		}
-		if err := syncDir(t.root, "."); err != nil {
+		if err := rootdir.Sync(t.root, "."); err != nil {
 			return err
 		}
 	}
 	if err := b.root.Remove(markerName); err != nil {
 		return err
 	}
-	return syncDir(b.root, ".")
+	return rootdir.Sync(b.root, ".")
 }
 
 // tablespaceMapEntry is one line of tablespace_map.
@@ -1145,27 +1147,8 @@ func (x *extractor) rewriteTablespaceMap() ([]byte, error) {
 
 // ---------------------------------------------------------------- small helpers
 
-func openDir(r *os.Root, rel string) (*os.File, error) {
-	return r.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-}
-
-func syncDir(r *os.Root, rel string) error {
-	f, err := openDir(r, rel)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", filepath.Join(r.Name(), rel), err)
-	}
-	return nil
-}
-
 func chmodDir(r *os.Root, rel string, m fs.FileMode) error {
-	f, err := openDir(r, rel)
+	f, err := rootdir.Open(r, rel)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pgark/pgark/internal/rootdir"
 )
 
 // Options configures Write.
@@ -509,7 +511,7 @@ func Write(pgdata string, o Options, manifest []byte) error {
 			return err
 		}
 	}
-	return syncDir(root, ".")
+	return rootdir.Sync(root, ".")
 }
 
 type writer struct {
@@ -555,25 +557,6 @@ func (w writer) write(name string, data []byte, mode fs.FileMode, uid, gid int) 
 	}
 	if err = w.root.Rename(tmp, name); err != nil {
 		return fmt.Errorf("recovery: %w", err)
-	}
-	return nil
-}
-
-func openDir(r *os.Root, rel string) (*os.File, error) {
-	return r.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-}
-
-func syncDir(r *os.Root, rel string) error {
-	f, err := openDir(r, rel)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", filepath.Join(r.Name(), rel), err)
 	}
 	return nil
 }
