@@ -15,68 +15,6 @@ import (
 	"github.com/pgark/pgark/health"
 )
 
-func init() {
-	commands = append(commands, &command{
-		name:    "check",
-		args:    "",
-		summary: "check archiving, backups and the recoverable window (for monitoring: Nagios exit codes, --json, --prometheus)",
-		help: `Connects to the server (--dsn, or PGHOST, PGPORT, PGUSER, PGPASSWORD,
-PGPASSFILE, ...) and the repository, and reports in one place, one line per
-check with OK, WARNING or CRITICAL:
-
-  cluster          the server is the repository's cluster (system identifier;
-                   critical), and on the repository's newest timeline (warning)
-  archive_mode     off is critical; on a standby, only "always" archives
-  archive_command  it runs pgark wal-push into this repository (--repo, or the
-                   repo line of its --config file); not, or cannot tell: warning;
-                   empty while archiving: critical
-  archiver         pg_stat_archiver: archiving is failing (the last failure is
-                   later than the last success) is critical, naming the segment
-  archive_lag      complete segments not archived yet (last archived segment to
-                   the one being written) above --max-archive-lag: warning; also
-                   the .ready files count. Never "seconds since the last archive",
-                   which alarms on an idle server
-  probe            end to end, as pgbackrest check: pg_create_restore_point(),
-                   pg_switch_wal(), then wait up to --check-timeout for that
-                   segment in the repository; timeout is critical. Each run
-                   archives one (mostly empty) segment. Skipped with --no-probe,
-                   on a standby, and when archive_mode is off
-  newest_backup    none is critical; older than --max-backup-age is a warning
-  wal_continuity   gaps in the archived WAL from the oldest backup on: warning
-  recovery_window  from the oldest backup with unbroken WAL after it to the
-                   newest archived segment; none is critical
-
-Privileges: a superuser sees everything. Otherwise grant pg_monitor (reads
-archive_command, data_directory, pg_ls_archive_statusdir()) and, for the probe,
-EXECUTE on pg_create_restore_point(text) and pg_switch_wal(). What a role cannot
-read is reported, never guessed. The .ready files are counted in the data
-directory when this host can read it (and it is the connected server's),
-else with pg_ls_archive_statusdir().
-
-On a standby the probe is skipped (a standby cannot switch WAL) and archiving
-is judged from the standby's own pg_stat_archiver when archive_mode = always.
-
---json prints one object (format 1, documented in the README); --prometheus
-prints metrics named pgark_* for node_exporter's textfile collector.
-
-Exit codes (Nagios plugin convention; not the other commands' codes):
-  0    OK
-  1    WARNING
-  2    CRITICAL
-  3    UNKNOWN: the check could not run (bad arguments or configuration, no
-       repository, cannot connect, repository unreadable)`,
-		run: runCheck,
-	})
-	cc := []string{"check"}
-	options = append(options,
-		option{"check-timeout", "60s", "check: how long the probe waits for its WAL segment to reach the repository", "duration", cc},
-		option{"max-backup-age", "0", "check: warn when the newest backup is older than this, e.g. 26h (0: not checked)", "duration", cc},
-		option{"max-archive-lag", "16", "check: warn when more complete WAL segments than this wait to be archived", "int", cc},
-		option{"no-probe", "false", "check: skip the probe (restore point, WAL switch, wait for the segment in the repository)", "bool", cc},
-		option{"prometheus", "false", "check: print Prometheus metrics (text format, for node_exporter's textfile collector)", "bool", cc},
-	)
-}
-
 // checkStatusError carries a WARNING or CRITICAL result to the exit code.
 type checkStatusError struct {
 	status  health.Status
