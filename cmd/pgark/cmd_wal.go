@@ -177,16 +177,16 @@ func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	if errors.Is(err, wal.ErrNotArchived) {
 		lvl := env.log.Info
-		if n, perr := wal.ParseName(args[0]); perr == nil && n.Kind == wal.KindHistory {
+		if n.Kind == wal.KindHistory {
 			lvl = env.log.Debug // PostgreSQL probes for future timelines
 		}
-		lvl("not in the repository", "wal", args[0])
+		lvl("not in the repository", "wal", name)
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	env.log.Info("restored", "wal", args[0], "ms", time.Since(start).Milliseconds())
+	env.log.Info("restored", "wal", name, "ms", time.Since(start).Milliseconds())
 	return nil
 }
 
@@ -259,15 +259,4 @@ func fetchExitCode(env *cmdEnv) func(error) int {
 		}
 		return exitRecoveryStop
 	}
-}
-
-// isStandby reports whether the data directory (--pgdata, else the working
-// directory, which PostgreSQL sets to it) has standby.signal.
-func isStandby(env *cmdEnv) bool {
-	dir := env.s.str("pgdata")
-	if dir == "" {
-		dir = "."
-	}
-	_, err := os.Stat(filepath.Join(dir, "standby.signal"))
-	return err == nil
 }
