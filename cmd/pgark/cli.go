@@ -111,6 +111,18 @@ func (c *cli) newRoot() *cobra.Command {
 		Short: "print pgark's version",
 		Args:  cobra.ArbitraryArgs,
 		Run:   func(*cobra.Command, []string) { fmt.Fprintf(c.stdout, "pgark %s\n", version) },
+	}, &cobra.Command{
+		Use:    "gen-docs DIR",
+		Short:  "write the Markdown reference (make docs) into DIR",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE:   func(_ *cobra.Command, args []string) error { return c.generate(args[0], markdownReference) },
+	}, &cobra.Command{
+		Use:    "gen-man DIR",
+		Short:  "write the man pages (make man) into DIR",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE:   func(_ *cobra.Command, args []string) error { return c.generate(args[0], manPages) },
 	})
 	return root
 }
