@@ -27,8 +27,9 @@ type cli struct {
 // run runs the command line args and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	c := &cli{ctx: ctx, stdout: stdout, stderr: stderr, getenv: getenv}
-	root := c.newRoot()
-	root.SetArgs(longDashes(args))
+	args = longDashes(args)
+	root := c.newRoot(args)
+	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return c.code
@@ -43,9 +44,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	return setupFailure(name)
 }
 
-// newRoot builds the command tree: cheap (no I/O, only the flag sets), since
-// every call of archive_command and restore_command builds it.
-func (c *cli) newRoot() *cobra.Command {
+// newRoot builds the command tree for the command line args. Every call of
+// archive_command and restore_command builds it, so it is kept cheap: no
+// I/O, and the options become flags only on the command that args run
+// (on every command for help, completion and the like).
+func (c *cli) newRoot(args []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:     "pgark",
 		Short:   "PostgreSQL WAL archiving and backups (zstd, age, local or S3)",
@@ -68,7 +71,7 @@ func (c *cli) newRoot() *cobra.Command {
 	root.SetHelpFunc(func(cmd *cobra.Command, args []string) {
 		switch d := commandFor(cmd); {
 		case d != nil:
-			printCommandHelp(c.stdout, d, cmd.Flags())
+			printCommandHelp(c.stdout, d)
 		case cmd == root:
 			printUsage(c.stdout)
 		case cmd.Name() == "key" && cmd.Parent() == root:
@@ -103,7 +106,6 @@ func (c *cli) newRoot() *cobra.Command {
 			c.code = c.runCommand(d, cmd.Flags(), args)
 			return nil
 		}
-		addOptions(cc.Flags(), d.name)
 		parent.AddCommand(cc)
 	}
 	root.AddCommand(&cobra.Command{
@@ -124,7 +126,31 @@ func (c *cli) newRoot() *cobra.Command {
 		Args:   cobra.ExactArgs(1),
 		RunE:   func(_ *cobra.Command, args []string) error { return c.generate(args[0], manPages) },
 	})
+	// Find routes as Execute will: leaf commands have no subcommands, so
+	// their flags play no part in finding them. Help is made from the
+	// option table; only shell completion (__complete) needs every flag.
+	cmd, _, err := root.Find(args)
+	switch {
+	case err == nil && commandFor(cmd) != nil:
+		addOptions(cmd.Flags(), commandFor(cmd).name)
+	case len(args) > 0 && strings.HasPrefix(args[0], cobra.ShellCompRequestCmd):
+		addAllOptions(root)
+	}
+	if err == nil && cmd != root && cmd.Name() != "key" {
+		// Running a command: cobra need not build its completion commands.
+		root.CompletionOptions.DisableDefaultCmd = true
+	}
 	return root
+}
+
+// addAllOptions makes the options flags on every command of the tree.
+func addAllOptions(cmd *cobra.Command) {
+	if d := commandFor(cmd); d != nil {
+		addOptions(cmd.Flags(), d.name)
+	}
+	for _, sub := range cmd.Commands() {
+		addAllOptions(sub)
+	}
 }
 
 // pgarkAnnotation is the cobra annotation that names a command's definition.
@@ -292,15 +318,12 @@ func printGroupUsage(w io.Writer, group *cobra.Command) {
 }
 
 // printCommandHelp is a command's --help: usage, summary, help text, exit
-// codes and options (fs: its flags).
-func printCommandHelp(w io.Writer, c *command, fs *pflag.FlagSet) {
+// codes and options.
+func printCommandHelp(w io.Writer, c *command) {
 	fmt.Fprintf(w, "Usage: %s\n\n%s\n\n%s\n\n", usageLine(c), c.summary, strings.TrimSpace(c.help))
 	printExitCodes(w, c)
 	fmt.Fprintf(w, "\nOptions (each also an environment variable and a config file key):\n")
 	for _, o := range commandOptions(c.name) {
-		if fs != nil && fs.Lookup(o.name) == nil {
-			continue
-		}
 		fmt.Fprintf(w, "  --%s%s\n    \t%s [%s]", o.name, valueName(o), o.help, envName(o.name))
 		if d := o.defaultFor(c.name); d != "" && d != "0" && d != "false" {
 			fmt.Fprintf(w, " (default %s)", d)

@@ -156,8 +156,9 @@ func TestPrecedenceEndToEnd(t *testing.T) {
 // TestPerCommandDefault: jobs is 2 for restore, 1 for dump and dump-restore.
 func TestPerCommandDefault(t *testing.T) {
 	for cmd, want := range map[string]string{"restore": "2", "dump": "1", "dump-restore": "1"} {
-		root := (&cli{}).newRoot()
-		c, _, err := root.Find(strings.Fields(cmd))
+		args := strings.Fields(cmd)
+		root := (&cli{}).newRoot(args)
+		c, _, err := root.Find(args)
 		if err != nil {
 			t.Fatal(err)
 		}
