@@ -11,7 +11,8 @@ import (
 	"github.com/pgark/pgark/repo"
 )
 
-// recipientOrFingerprint accepts age1... recipients and fingerprints.
+// parseKeyArgs turns age1... recipients and age-x25519: fingerprints into
+// fingerprints, with the recipient (or "" for a fingerprint) beside each.
 func parseKeyArgs(args []string) (fps, recips []string, err error) {
 	for _, a := range args {
 		if strings.HasPrefix(a, "age-x25519:") {

@@ -57,26 +57,26 @@ type exitDoc struct {
 // help, `pgark help` and docs/reference/exit-codes.md are made from.
 var exitCodes = []exitDoc{
 	{exitOK, []exitSet{exitsGeneral, exitsDump}, "success", nil},
-	{exitUsage, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "bad arguments or configuration", nil},
+	{exitUsage, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "bad arguments or configuration (including an invalid recovery target; for restore, a data directory or tablespace location that is not empty; for dump, dump-restore, a database, table or schema that the dump or server does not hold)", nil},
 	{exitRepository, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "no repository at the location, or the repository refuses the input (not a WAL file, WAL of another cluster, incompatible repository), a damaged metadata object, or a backup whose content restore refuses; dump, dump-restore: a client tool older than the server, no such dump or target", nil},
 	{exitConflict, []exitSet{exitsGeneral, exitsDump}, "different content is already archived under this name (never overwritten)", nil},
-	{exitStorage, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "storage or local I/O error (after retrying transient errors)", nil},
+	{exitStorage, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "storage or local I/O error, after retrying transient errors for retry-timeout", nil},
 	{exitKey, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "encryption or signing keys: age recipients missing, malformed or not registered in the repository (key remove: removed ones are refused); identity file missing or unreadable, or no identity matches; a signing key file or trusted-signers that cannot be used; an object whose origin signature is missing, not from a trusted signer or does not match; key generate, key generate-signing: the key file exists already or cannot be written", nil},
-	{exitLocked, []exitSet{exitsGeneral}, "another backup or retain holds the repository lock (or took it over)", lockedCmds},
-	{exitTool, []exitSet{exitsDump}, "a PostgreSQL client tool or the server failed (pg_dump, pg_dumpall, pg_restore exited non-zero, an SQL statement failed); its stderr is passed through", nil},
+	{exitLocked, []exitSet{exitsGeneral}, "another backup or retain holds the repository lock (the error names it), or took it over while this run held it", lockedCmds},
+	{exitTool, []exitSet{exitsDump}, "a PostgreSQL client tool or the server failed (pg_dump, pg_dumpall, pg_restore exited non-zero, an SQL statement failed); its stderr is passed through; a failed dump run is marked failed and never used", nil},
 
 	{exitOK, []exitSet{exitsFetch}, "DEST written and verified", nil},
 	{exitNotFound, []exitSet{exitsFetch}, `NAME is not in the repository: the store answered "does not exist" to a request made in this call (PostgreSQL then ends archive recovery, or a standby switches to streaming)`, nil},
 	{exitStorage, []exitSet{exitsFetch}, "any other failure on a standby (standby.signal in the data directory): the standby logs the error and retries (or streams) instead of shutting down on a passing outage", nil},
 	{exitRecoveryStop, []exitSet{exitsFetch}, "any other failure during archive recovery (repository unreachable after retries, damaged object, wrong key, bad command line or configuration). PostgreSQL treats a status above 125 as fatal and stops, instead of ending recovery early at the wrong point; fix the cause and start the server again, recovery resumes where it stopped", nil},
 
-	{0, []exitSet{exitsCheck}, "OK", nil},
-	{1, []exitSet{exitsCheck}, "WARNING", nil},
-	{2, []exitSet{exitsCheck}, "CRITICAL", nil},
+	{0, []exitSet{exitsCheck}, "OK: every check passed", nil},
+	{1, []exitSet{exitsCheck}, "WARNING: at least one check warns, none is critical", nil},
+	{2, []exitSet{exitsCheck}, "CRITICAL: at least one check is critical (archiving failing, archive_mode off, probe timed out, no backup, nothing restorable, wrong cluster)", nil},
 	{exitCheckUnknown, []exitSet{exitsCheck}, "UNKNOWN: the check could not run (bad arguments or configuration, no repository, cannot connect, repository unreadable)", nil},
 
 	{0, []exitSet{exitsVerify}, "everything needed for recovery is there (and, with --full, intact)", nil},
-	{1, []exitSet{exitsVerify}, "something needed for recovery is missing or damaged (see the report)", nil},
+	{1, []exitSet{exitsVerify}, "something needed for recovery is missing or damaged (see the report: gaps, missing history, damaged objects, no recoverable window)", nil},
 }
 
 // exitCodesFor is the documented exit codes of a command (of exit set
