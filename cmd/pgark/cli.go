@@ -211,6 +211,9 @@ func (c *cli) runGroup(cmd *cobra.Command, args []string) error {
 func (c *cli) runCommand(d *command, fs *pflag.FlagSet, args []string) int {
 	env := &cmdEnv{stdout: c.stdout, stderr: c.stderr, getenv: c.getenv, exitCodeFor: exitCode}
 	s, err := resolve(fs, d.name, c.getenv)
+	if err != nil && s != nil && d.setupFailed != nil {
+		d.setupFailed(c.stdout, s, err)
+	}
 	if err == nil {
 		env.s = s
 		env.log, err = newLogger(c.stderr, s)

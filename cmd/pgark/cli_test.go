@@ -268,3 +268,23 @@ func TestOptionTable(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckUnknownOnStdout: a check setting of the wrong kind is UNKNOWN
+// (3) on stdout too, in the output format asked for, as when check itself
+// refuses a setting.
+func TestCheckUnknownOnStdout(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check", "--max-archive-lag", "many"}, "PGARK CHECK UNKNOWN - max-archive-lag (--max-archive-lag)"},
+		{[]string{"check", "--prometheus", "--max-backup-age=old"}, "\npgark_check_status 3\n"},
+		{[]string{"check", "--max-backup-age=old", "--json"}, `"status":"unknown"`},
+		{[]string{"check", "--json=maybe"}, "PGARK CHECK UNKNOWN - json (--json)"},
+	} {
+		code, stdout, _ := runCLI(t, nil, c.args...)
+		if code != exitCheckUnknown || !strings.Contains(stdout, c.want) {
+			t.Errorf("pgark %v: exit %d, stdout %q; want %d and %q", c.args, code, stdout, exitCheckUnknown, c.want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
@@ -51,18 +52,38 @@ func runCheck(ctx context.Context, env *cmdEnv, args []string) error {
 	err := runCheckTo(ctx, env, args, &out)
 	var se *checkStatusError
 	if err != nil && !errors.As(err, &se) {
-		// The check could not run: say so where monitoring looks.
-		switch out {
-		case outPrometheus:
-			_ = health.WriteUnknownPrometheus(env.stdout)
-		case outJSON:
-			enc := json.NewEncoder(env.stdout)
-			_ = enc.Encode(map[string]any{"format": 1, "status": health.Unknown, "error": oneLine(err.Error())})
-		default:
-			fmt.Fprintf(env.stdout, "PGARK CHECK UNKNOWN - %s\n", oneLine(err.Error()))
-		}
+		printUnknown(env.stdout, out, err)
 	}
 	return err
+}
+
+// checkSetupFailed reports a setting of the wrong kind where monitoring
+// looks, in the output format asked for (when that setting is valid).
+func checkSetupFailed(stdout io.Writer, s *settings, err error) {
+	out := outText
+	asJSON, jerr := s.boolean("json")
+	prom, perr := s.boolean("prometheus")
+	switch {
+	case jerr != nil || perr != nil || asJSON && prom:
+	case asJSON:
+		out = outJSON
+	case prom:
+		out = outPrometheus
+	}
+	printUnknown(stdout, out, err)
+}
+
+// printUnknown says that the check could not run, and why.
+func printUnknown(stdout io.Writer, out checkOutput, err error) {
+	switch out {
+	case outPrometheus:
+		_ = health.WriteUnknownPrometheus(stdout)
+	case outJSON:
+		enc := json.NewEncoder(stdout)
+		_ = enc.Encode(map[string]any{"format": 1, "status": health.Unknown, "error": oneLine(err.Error())})
+	default:
+		fmt.Fprintf(stdout, "PGARK CHECK UNKNOWN - %s\n", oneLine(err.Error()))
+	}
 }
 
 func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutput) error {

@@ -1,6 +1,9 @@
 package main
 
-import "context"
+import (
+	"context"
+	"io"
+)
 
 // command is one pgark command. Its options are those of the option table
 // that name it (options.go); its exit codes are the rows of exitCodes for its
@@ -13,6 +16,9 @@ type command struct {
 	exits   exitSet
 	hidden  bool // started by pgark itself, not listed
 	run     func(ctx context.Context, env *cmdEnv, args []string) error
+	// setupFailed, when set, reports a setting of the wrong kind on
+	// stdout too (s: the settings as resolved, err: the first bad one).
+	setupFailed func(stdout io.Writer, s *settings, err error)
 }
 
 // commandList is every command, in the order of `pgark help`. A function,
@@ -208,8 +214,9 @@ is judged from the standby's own pg_stat_archiver when archive_mode = always.
 
 --json prints one object (format 1, documented in the README); --prometheus
 prints metrics named pgark_* for node_exporter's textfile collector.`,
-			exits: exitsCheck,
-			run:   runCheck,
+			exits:       exitsCheck,
+			run:         runCheck,
+			setupFailed: checkSetupFailed,
 		},
 		{
 			name:    "retain",

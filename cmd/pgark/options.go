@@ -328,9 +328,12 @@ func (l *listFlag) Set(v string) error {
 
 // resolve applies the precedence flag > environment > config file > default
 // to the options of cmd (those registered on fs by addOptions), and checks
-// each value against its option's kind.
+// each value against its option's kind. With a value of the wrong kind, it
+// returns the first such error and the settings all the same (check reports
+// in the output format they ask for).
 func resolve(fs *pflag.FlagSet, cmd string, getenv func(string) string) (*settings, error) {
 	s := &settings{vals: map[string]string{}, src: map[string]string{}}
+	var firstErr error
 	pick := func(name string) (string, string, bool) {
 		if f := fs.Lookup(name); f != nil && f.Changed {
 			return f.Value.String(), "--" + name, true
@@ -359,11 +362,11 @@ func resolve(fs *pflag.FlagSet, cmd string, getenv func(string) string) (*settin
 		} else {
 			s.vals[o.name], s.src[o.name] = o.defaultFor(cmd), "default"
 		}
-		if err := o.check(s.vals[o.name], s.src[o.name]); err != nil {
-			return nil, err
+		if err := o.check(s.vals[o.name], s.src[o.name]); err != nil && firstErr == nil {
+			firstErr = err
 		}
 	}
-	return s, nil
+	return s, firstErr
 }
 
 // readConfigFile reads `key = value` lines. Blank lines and lines starting
