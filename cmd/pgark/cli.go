@@ -46,8 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 
 // newRoot builds the command tree for the command line args. Every call of
 // archive_command and restore_command builds it, so it is kept cheap: no
-// I/O, and the options become flags only on the command that args run
-// (on every command for help, completion and the like).
+// I/O, and the options become flags only on the command that args run (on
+// every command only for shell completion requests).
 func (c *cli) newRoot(args []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:     "pgark",

@@ -188,6 +188,15 @@ func TestHelpAndVersion(t *testing.T) {
 			}
 		}
 	}
+	for args, want := range map[string]string{
+		"wal-fetch -h": "Usage: pgark wal-fetch", "wal-fetch -help": "Usage: pgark wal-fetch",
+		"help wal-fetch": "Usage: pgark wal-fetch", "key add --help": "Usage: pgark key add",
+		"key --help": "Usage: pgark key SUBCOMMAND",
+	} {
+		if code, out, _ := runCLI(t, nil, strings.Fields(args)...); code != exitOK || !strings.HasPrefix(out, want) {
+			t.Errorf("pgark %s: %d %.60q", args, code, out)
+		}
+	}
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		if code, out, _ := runCLI(t, nil, args...); code != exitOK || out != "pgark "+version+"\n" {
 			t.Errorf("pgark %v: %d %q", args, code, out)

@@ -82,7 +82,7 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 func newLogger(w io.Writer, s *settings) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(s.str("log-level"))); err != nil {
-		return nil, usageErrorf("log-level: %q is not debug, info, warn or error", s.str("log-level"))
+		return nil, usageErrorf("log-level (%s): %q is not debug, info, warn or error", s.src["log-level"], s.str("log-level"))
 	}
 	o := &slog.HandlerOptions{Level: lvl}
 	switch s.str("log-format") {
