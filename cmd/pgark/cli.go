@@ -210,13 +210,28 @@ func (c *cli) runGroup(cmd *cobra.Command, args []string) error {
 // to its exit status.
 func (c *cli) runCommand(d *command, fs *pflag.FlagSet, args []string) int {
 	env := &cmdEnv{stdout: c.stdout, stderr: c.stderr, getenv: c.getenv, exitCodeFor: exitCode}
-	s, err := resolve(fs, d.name, c.getenv)
-	if err != nil && s != nil && d.setupFailed != nil {
-		d.setupFailed(c.stdout, s, err)
+	if d.exitFor != nil {
+		env.exitCodeFor = d.exitFor(env)
 	}
-	if err == nil {
+	s, err := resolve(fs, d.name, c.getenv)
+	if s != nil {
 		env.s = s
-		env.log, err = newLogger(c.stderr, s)
+		log, lerr := newLogger(c.stderr, s)
+		if lerr != nil && err == nil {
+			err = lerr
+		}
+		env.log = log
+	}
+	if err != nil && env.log != nil {
+		// A setting of the wrong kind: reported, and mapped to an exit
+		// code, as the command reports its own usage errors (wal-fetch on
+		// a standby: 5, so that the standby keeps running).
+		if d.setupFailed != nil {
+			d.setupFailed(c.stdout, s, err)
+		}
+		code := env.exitCodeFor(err)
+		env.log.Error(oneLine(err.Error()), "command", d.name, "exit", code)
+		return code
 	}
 	if err != nil {
 		fmt.Fprintf(c.stderr, "pgark %s: %s\n", d.name, oneLine(err.Error()))

@@ -120,10 +120,31 @@ func TestSetupFailureStatus(t *testing.T) {
 		{nil, []string{"list", "--age-identity-file", "/k"}, exitUsage, "flag provided but not defined"},
 	} {
 		code, _, stderr := runCLI(t, c.env, c.args...)
-		if code != c.code || !strings.Contains(stderr, c.msg) {
+		// Bad values are logged (slog quotes the message), bad command
+		// lines are printed.
+		if code != c.code || !strings.Contains(strings.ReplaceAll(stderr, "\\", ""), c.msg) {
 			t.Errorf("pgark %v (env %v): exit %d, %q; want %d with %q", c.args, c.env, code, stderr, c.code, c.msg)
 		}
 		oneLineErr(t, c.args, stderr)
+	}
+}
+
+// TestFetchBadValueOnStandby: on a standby, a setting of the wrong kind is
+// 5 (the standby logs it and retries), as wal-fetch's other failures there;
+// a command line that does not parse stops it (200) as before.
+func TestFetchBadValueOnStandby(t *testing.T) {
+	pgdata := t.TempDir()
+	os.WriteFile(filepath.Join(pgdata, "standby.signal"), nil, 0o600)
+	env := map[string]string{"PGARK_PGDATA": pgdata, "PGARK_RETRY_TIMEOUT": "soon"}
+	if code, _, stderr := runCLI(t, env, "wal-fetch", seg, filepath.Join(pgdata, "d")); code != exitStorage || !strings.Contains(stderr, "retry-timeout (PGARK_RETRY_TIMEOUT)") {
+		t.Errorf("standby, bad retry-timeout: exit %d, %q; want %d", code, stderr, exitStorage)
+	}
+	if code, _, _ := runCLI(t, env, "wal-fetch", "--bogus", seg, filepath.Join(pgdata, "d")); code != exitRecoveryStop {
+		t.Errorf("standby, bad flag: exit %d, want %d", code, exitRecoveryStop)
+	}
+	delete(env, "PGARK_PGDATA")
+	if code, _, _ := runCLI(t, env, "wal-fetch", seg, filepath.Join(pgdata, "d")); code != exitRecoveryStop {
+		t.Errorf("archive recovery, bad retry-timeout: exit %d, want %d", code, exitRecoveryStop)
 	}
 }
 

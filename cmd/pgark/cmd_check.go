@@ -24,6 +24,9 @@ type checkStatusError struct {
 
 func (e *checkStatusError) Error() string { return e.summary }
 
+// checkExitCodes is check's exit code mapping (checkExitCode).
+func checkExitCodes(*cmdEnv) func(error) int { return checkExitCode }
+
 // checkExitCode maps check's outcome to the Nagios convention: 1 warning,
 // 2 critical, and 3 (unknown) for anything that kept the check from running,
 // usage errors included.
@@ -47,7 +50,6 @@ const (
 )
 
 func runCheck(ctx context.Context, env *cmdEnv, args []string) error {
-	env.exitCodeFor = checkExitCode
 	out := outText
 	err := runCheckTo(ctx, env, args, &out)
 	var se *checkStatusError

@@ -54,13 +54,17 @@ type verifyWALProblem struct {
 // errVerifyFailed is verify's "something is missing or damaged" (exit 1).
 var errVerifyFailed = errors.New("verification failed")
 
-func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
-	env.exitCodeFor = func(err error) int {
+// verifyExitCode maps verify's errors: "not restorable" is 1.
+func verifyExitCode(*cmdEnv) func(error) int {
+	return func(err error) int {
 		if errors.Is(err, errVerifyFailed) {
 			return 1
 		}
 		return exitCode(err)
 	}
+}
+
+func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) != 0 {
 		return usageErrorf("verify takes no arguments")
 	}

@@ -140,7 +140,6 @@ func walLevel(env *cmdEnv, repoLevel int) (int, error) {
 }
 
 func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
-	env.exitCodeFor = fetchExitCode(env)
 	if len(args) != 2 {
 		return usageErrorf("wal-fetch takes two arguments, the WAL file name and the destination path (restore_command = 'pgark wal-fetch %%f %%p')")
 	}

@@ -16,6 +16,9 @@ type command struct {
 	exits   exitSet
 	hidden  bool // started by pgark itself, not listed
 	run     func(ctx context.Context, env *cmdEnv, args []string) error
+	// exitFor, when set, maps the command's errors to its exit codes
+	// (default exitCode), for env (read when an error is mapped).
+	exitFor func(env *cmdEnv) func(error) int
 	// setupFailed, when set, reports a setting of the wrong kind on
 	// stdout too (s: the settings as resolved, err: the first bad one).
 	setupFailed func(stdout io.Writer, s *settings, err error)
@@ -88,8 +91,9 @@ into place. "Not found" is never remembered: it only ever comes from this
 call's own request.
 
 A SIGTERM or SIGINT ends pgark by that signal, never with status 1.`,
-			exits: exitsFetch,
-			run:   runWalFetch,
+			exits:   exitsFetch,
+			exitFor: fetchExitCode,
+			run:     runWalFetch,
 		},
 		{
 			name:    "backup",
@@ -170,8 +174,9 @@ missing or damaged:
 
 Without an identity, an encrypted repository is checked from metadata
 (sizes, switch points) only; --full needs age-identity-file.`,
-			exits: exitsVerify,
-			run:   runVerify,
+			exits:   exitsVerify,
+			exitFor: verifyExitCode,
+			run:     runVerify,
 		},
 		{
 			name:    "check",
@@ -215,6 +220,7 @@ is judged from the standby's own pg_stat_archiver when archive_mode = always.
 --json prints one object (format 1, documented in the README); --prometheus
 prints metrics named pgark_* for node_exporter's textfile collector.`,
 			exits:       exitsCheck,
+			exitFor:     checkExitCodes,
 			run:         runCheck,
 			setupFailed: checkSetupFailed,
 		},
