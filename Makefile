@@ -7,7 +7,7 @@ GO ?= go
 GOTEST_P ?= 1
 GOTEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps test test-short vet lint staticcheck bench demo clean soak fuzz
+.PHONY: all build deps test test-short vet lint staticcheck bench demo clean soak fuzz docs man
 
 all: build
 
@@ -16,6 +16,15 @@ build:
 
 deps:
 	bash .ci/deps.sh
+
+# The Markdown reference (committed; TestReferenceUpToDate fails when it is
+# stale) and the man pages (not committed), both made from cmd/pgark's
+# command list, option table and exit code table.
+docs:
+	$(GO) run ./cmd/pgark gen-docs docs/reference
+
+man:
+	$(GO) run ./cmd/pgark gen-man bin/man/man1
 
 vet:
 	$(GO) vet ./...

@@ -11,44 +11,6 @@ import (
 	"github.com/pgark/pgark/backup"
 )
 
-func init() {
-	commands = append(commands, &command{
-		name:    "backup",
-		args:    "",
-		summary: "take a full base backup over the replication protocol into the repository",
-		help: `Takes a base backup through the streaming replication protocol (no file
-system access to the database host) and streams it through zstd and age into
-the repository; nothing is staged on local disk.
-
-Connection settings follow libpq: --dsn (a connection string or URL), or
-PGHOST, PGPORT, PGUSER, PGPASSWORD, PGPASSFILE, ... The stream uses a physical
-replication connection (replication=true; pg_hba's "replication" keyword), and
-a second, normal connection runs the SQL pgark needs.
-
-Every file streamed is checked against the server's backup_manifest, and the
-backup is complete only once every WAL file it needs is confirmed in the
-repository (--archive-timeout); its metadata object is written last. A
-failed backup leaves nothing that list shows as usable.
-
-From a standby, give --primary-dsn: pgark then makes the primary switch WAL
-so that the backup's last segment gets archived.
-
-` + exitCodesHelp,
-		run: runBackup,
-	})
-	bc := []string{"backup"}
-	options = append(options,
-		option{"dsn", "", "connection string or URL of the server (backup: to back up; check: to check; dump, dump-restore: its database is where pgark connects first) (default: libpq environment)", "string", []string{"backup", "check", "dump", "dump-restore"}},
-		option{"primary-dsn", "", "for a backup from a standby: connection to the primary, to switch WAL there", "string", bc},
-		option{"checkpoint", "fast", "fast or spread: the checkpoint that starts the backup", "string", bc},
-		option{"max-rate", "", "limit the server's send rate, e.g. 50MiB (per second; 32kB to 1GB)", "size", bc},
-		option{"archive-timeout", "5m", "how long to wait for the backup's WAL to reach the repository", "duration", bc},
-		option{"stream-timeout", "10m", "fail when the server sends nothing for this long while it streams data (a stalled connection); 0: never", "duration", bc},
-		option{"backup-part-size", "1GiB", "split each tar stream into objects of at most this size, at file boundaries", "size", bc},
-		option{"label", "", "backup label (default: pgark <id>)", "string", bc},
-	)
-}
-
 func runBackup(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) != 0 {
 		return usageErrorf("backup takes no arguments (connection settings come from --dsn or the libpq environment)")

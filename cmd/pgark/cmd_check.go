@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
@@ -12,70 +13,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgark/pgark/health"
+	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/walinventory"
 )
-
-func init() {
-	commands = append(commands, &command{
-		name:    "check",
-		args:    "",
-		summary: "check archiving, backups and the recoverable window (for monitoring: Nagios exit codes, --json, --prometheus)",
-		help: `Connects to the server (--dsn, or PGHOST, PGPORT, PGUSER, PGPASSWORD,
-PGPASSFILE, ...) and the repository, and reports in one place, one line per
-check with OK, WARNING or CRITICAL:
-
-  cluster          the server is the repository's cluster (system identifier;
-                   critical), and on the repository's newest timeline (warning)
-  archive_mode     off is critical; on a standby, only "always" archives
-  archive_command  it runs pgark wal-push into this repository (--repo, or the
-                   repo line of its --config file); not, or cannot tell: warning;
-                   empty while archiving: critical
-  archiver         pg_stat_archiver: archiving is failing (the last failure is
-                   later than the last success) is critical, naming the segment
-  archive_lag      complete segments not archived yet (last archived segment to
-                   the one being written) above --max-archive-lag: warning; also
-                   the .ready files count. Never "seconds since the last archive",
-                   which alarms on an idle server
-  probe            end to end, as pgbackrest check: pg_create_restore_point(),
-                   pg_switch_wal(), then wait up to --check-timeout for that
-                   segment in the repository; timeout is critical. Each run
-                   archives one (mostly empty) segment. Skipped with --no-probe,
-                   on a standby, and when archive_mode is off
-  newest_backup    none is critical; older than --max-backup-age is a warning
-  wal_continuity   gaps in the archived WAL from the oldest backup on: warning
-  recovery_window  from the oldest backup with unbroken WAL after it to the
-                   newest archived segment; none is critical
-
-Privileges: a superuser sees everything. Otherwise grant pg_monitor (reads
-archive_command, data_directory, pg_ls_archive_statusdir()) and, for the probe,
-EXECUTE on pg_create_restore_point(text) and pg_switch_wal(). What a role cannot
-read is reported, never guessed. The .ready files are counted in the data
-directory when this host can read it (and it is the connected server's),
-else with pg_ls_archive_statusdir().
-
-On a standby the probe is skipped (a standby cannot switch WAL) and archiving
-is judged from the standby's own pg_stat_archiver when archive_mode = always.
-
---json prints one object (format 1, documented in the README); --prometheus
-prints metrics named pgark_* for node_exporter's textfile collector.
-
-Exit codes (Nagios plugin convention; not the other commands' codes):
-  0    OK
-  1    WARNING
-  2    CRITICAL
-  3    UNKNOWN: the check could not run (bad arguments or configuration, no
-       repository, cannot connect, repository unreadable)`,
-		run: runCheck,
-	})
-	cc := []string{"check"}
-	options = append(options,
-		option{"check-timeout", "60s", "check: how long the probe waits for its WAL segment to reach the repository", "duration", cc},
-		option{"max-backup-age", "0", "check: warn when the newest backup is older than this, e.g. 26h (0: not checked)", "duration", cc},
-		option{"max-archive-lag", "16", "check: warn when more complete WAL segments than this wait to be archived", "int", cc},
-		option{"no-probe", "false", "check: skip the probe (restore point, WAL switch, wait for the segment in the repository)", "bool", cc},
-		option{"prometheus", "false", "check: print Prometheus metrics (text format, for node_exporter's textfile collector)", "bool", cc},
-	)
-}
 
 // checkStatusError carries a WARNING or CRITICAL result to the exit code.
 type checkStatusError struct {
@@ -84,6 +24,9 @@ type checkStatusError struct {
 }
 
 func (e *checkStatusError) Error() string { return e.summary }
+
+// checkExitCodes is check's exit code mapping (checkExitCode).
+func checkExitCodes(*cmdEnv) func(error) int { return checkExitCode }
 
 // checkExitCode maps check's outcome to the Nagios convention: 1 warning,
 // 2 critical, and 3 (unknown) for anything that kept the check from running,
@@ -108,23 +51,42 @@ const (
 )
 
 func runCheck(ctx context.Context, env *cmdEnv, args []string) error {
-	env.exitCodeFor = checkExitCode
 	out := outText
 	err := runCheckTo(ctx, env, args, &out)
 	var se *checkStatusError
 	if err != nil && !errors.As(err, &se) {
-		// The check could not run: say so where monitoring looks.
-		switch out {
-		case outPrometheus:
-			_ = health.WriteUnknownPrometheus(env.stdout)
-		case outJSON:
-			enc := json.NewEncoder(env.stdout)
-			_ = enc.Encode(map[string]any{"format": 1, "status": health.Unknown, "error": oneLine(err.Error())})
-		default:
-			fmt.Fprintf(env.stdout, "PGARK CHECK UNKNOWN - %s\n", oneLine(err.Error()))
-		}
+		printUnknown(env.stdout, out, err)
 	}
 	return err
+}
+
+// checkSetupFailed reports a setting of the wrong kind where monitoring
+// looks, in the output format asked for (when that setting is valid).
+func checkSetupFailed(stdout io.Writer, s *settings, err error) {
+	out := outText
+	asJSON, jerr := s.boolean("json")
+	prom, perr := s.boolean("prometheus")
+	switch {
+	case jerr != nil || perr != nil || asJSON && prom:
+	case asJSON:
+		out = outJSON
+	case prom:
+		out = outPrometheus
+	}
+	printUnknown(stdout, out, err)
+}
+
+// printUnknown says that the check could not run, and why.
+func printUnknown(stdout io.Writer, out checkOutput, err error) {
+	switch out {
+	case outPrometheus:
+		_ = health.WriteUnknownPrometheus(stdout)
+	case outJSON:
+		enc := json.NewEncoder(stdout)
+		_ = enc.Encode(map[string]any{"format": 1, "status": health.Unknown, "error": storage.OneLine(err.Error())})
+	default:
+		fmt.Fprintf(stdout, "PGARK CHECK UNKNOWN - %s\n", storage.OneLine(err.Error()))
+	}
 }
 
 func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutput) error {

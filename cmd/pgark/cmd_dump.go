@@ -16,96 +16,6 @@ import (
 	"github.com/pgark/pgark/retention"
 )
 
-const dumpExitCodes = exitCodesHelp + `
-  8    a PostgreSQL client tool or the server failed (pg_dump, pg_dumpall,
-       pg_restore exited non-zero, an SQL statement failed); its stderr is
-       passed through`
-
-func init() {
-	commands = append(commands, &command{
-		name:    "dump",
-		args:    "",
-		summary: "take logical dumps (pg_dump -Fc per database, pg_dumpall --globals-only) into the repository",
-		help: `Dumps every database that accepts connections except template0 (or the
---db NAME ones, less --exclude-db NAME), each with pg_dump -Fc -Z0, plus
-pg_dumpall --globals-only for the roles and tablespaces. Each dump streams
-from the tool's stdout through zstd and age into the repository: nothing is
-staged on local disk.
-
-pg_dump and pg_dumpall are found on PATH or in --pg-bin DIR; a client older
-than the server is refused (exit 3). Connection settings follow libpq:
---dsn (a connection string or URL; its database is where pgark connects
-first) or PGHOST, PGPORT, PGUSER, PGPASSWORD, PGPASSFILE, ...
-
-One run is a unit: an id, one object per database plus the globals, and its
-metadata (dump.json) written last. A failing tool fails the run (its stderr
-is passed through): the run's objects are deleted and a failed.json marker
-is left; it is never listed as complete nor used as latest.
-
-` + dumpExitCodes,
-		run: runDump,
-	})
-	commands = append(commands, &command{
-		name:    "dump-restore",
-		args:    "DUMP|latest",
-		summary: "restore a database, tables, schemas or the roles from a logical dump",
-		help: `Restores one database of a dump run with pg_restore (--db NAME picks it
-when the run holds several; --target-db NAME restores into another one).
-
-  --create       recreate the database (pg_restore --create: also its GRANTs,
-                 ALTER DATABASE ... SET, comment, owner, encoding and locale).
-                 With --target-db, the new database gets the original encoding
-                 and locale, then the original's properties under its name.
-  (no --create)  the target must exist and be empty, unless --clean (drop the
-                 archive's objects first) or a selective restore.
-  --table T, --schema S (repeatable): a selective restore, with each table's
-                 indexes, constraints, triggers, policies, defaults, owned
-                 sequences, comments and privileges (an FK constraint only when
-                 the tables it joins are restored too).
-  --schema-only, --data-only, --no-owner, --jobs N (decrypts to a temporary
-                 file, mode 0600, removed afterwards: pg_restore needs one to
-                 work in parallel; TMPDIR picks where).
-  --list         print the archive's table of contents (with --table or
-                 --schema: the list a selective restore would use).
-  --to-file PATH write the decrypted -Fc archive (with --globals: the SQL),
-                 never replacing a file.
-  --globals      replay the roles, memberships and tablespaces: only the
-                 missing ones are created, existing ones are reported and left
-                 alone (--overwrite-roles applies the dumped definitions;
-                 --no-role-passwords leaves passwords out; --dry-run prints
-                 what would run).
-
-A database that the restore creates is dropped again if the restore fails.
-
-` + dumpExitCodes,
-		run:          runDumpRestore,
-		interspersed: true,
-	})
-	dc, drc, both := []string{"dump"}, []string{"dump-restore"}, []string{"dump", "dump-restore"}
-	options = append(options,
-		option{"db", "", "dump: a database to dump (repeatable; default: all but template0); dump-restore: the database of the dump to restore", "list", both},
-		option{"exclude-db", "", "dump: a database not to dump (repeatable)", "list", dc},
-		option{"pg-bin", "", "directory of pg_dump, pg_dumpall and pg_restore (default: PATH)", "string", both},
-		option{"lock-wait-timeout", "0", "dump: fail instead of waiting longer than this for a table lock, e.g. 30s (0: wait)", "duration", dc},
-		option{"no-role-passwords", "false", "dump: dump roles without passwords (pg_dumpall --no-role-passwords, for non-superusers); dump-restore --globals: leave passwords out", "bool", both},
-		option{"target-db", "", "dump-restore: the database to restore into (default: the dumped database's name)", "string", drc},
-		option{"create", "false", "dump-restore: create the database (with its encoding, locale and properties)", "bool", drc},
-		option{"clean", "false", "dump-restore: drop the archive's objects (with --create: the database) before restoring", "bool", drc},
-		option{"table", "", "dump-restore: restore this table (NAME or SCHEMA.NAME) and what belongs to it (repeatable)", "list", drc},
-		option{"schema", "", "dump-restore: restore this schema (repeatable)", "list", drc},
-		option{"schema-only", "false", "dump-restore: definitions only, no data", "bool", drc},
-		option{"data-only", "false", "dump-restore: data only, no definitions", "bool", drc},
-		option{"no-owner", "false", "dump-restore: do not set owners (objects belong to the connecting role)", "bool", drc},
-		option{"list", "false", "dump-restore: print the archive's table of contents, restore nothing", "bool", drc},
-		option{"to-file", "", "dump-restore: write the decrypted archive (or with --globals the SQL) to this new file", "string", drc},
-		option{"globals", "false", "dump-restore: replay the roles, memberships and tablespaces (missing ones only, unless --overwrite-roles)", "bool", drc},
-		option{"overwrite-roles", "false", "dump-restore --globals: also apply the dumped definitions (attributes, passwords, settings) of existing roles", "bool", drc},
-		option{"dumps", "false", "list: list the logical dump runs", "bool", []string{"list"}},
-		option{"keep-dumps", "0", "retain: keep the newest N complete dump runs (0: not set)", "int", []string{"retain"}},
-		option{"keep-dumps-within", "", "retain: keep the dump runs started within this period, e.g. 14d, 2w, 36h", "string", []string{"retain"}},
-	)
-}
-
 // listValues splits a repeatable option's comma-joined values.
 func listValues(v string) []string {
 	var out []string
@@ -117,11 +27,8 @@ func listValues(v string) []string {
 	return out
 }
 
-// dumpJobs is --jobs for dump and dump-restore: 1 unless set.
+// dumpJobs is --jobs for dump and dump-restore (their default is 1).
 func dumpJobs(env *cmdEnv) (int, error) {
-	if env.s.src["jobs"] == "default" {
-		return 1, nil
-	}
 	j, err := env.s.integer("jobs")
 	if err == nil && j < 1 {
 		err = usageErrorf("jobs: must be a whole number of at least 1")

@@ -17,57 +17,6 @@ import (
 	"github.com/pgark/pgark/wal"
 )
 
-func init() {
-	commands = append(commands,
-		&command{
-			name:    "init",
-			args:    "[REPO]",
-			summary: "create a repository (local directory or s3://bucket/prefix)",
-			help: `Creates a repository explicitly; pushes and backups never create one. A local
-repository path must be absolute and either missing (it is created) or an
-empty directory. An S3 prefix must hold no objects; init also checks that the
-store refuses a second conditional create (If-None-Match), and fails if it
-does not, unless --allow-head-then-put records the weaker HEAD-then-PUT mode.
-
-With age recipients configured, the repository is encrypted: their
-fingerprints are recorded, and later writes without a registered recipient
-are refused. With --pgdata, the repository is bound now to that cluster's
-system identifier and WAL segment size; otherwise the first push binds it.
-
-Run init as the user that runs PostgreSQL (for a local repository, so that
-archive_command can write there).
-
-` + exitCodesHelp,
-			run: runInit,
-		},
-		&command{
-			name:    "key generate",
-			args:    "FILE",
-			summary: "write a new age identity to FILE (0600) and print its public recipient",
-			help: `Generates an age X25519 identity, writes it to FILE with mode 0600 (refusing to
-overwrite an existing file), and prints its public recipient (age1...) on
-standard output. Give the recipient to the database hosts (push, backup);
-keep FILE off them: it is needed only to fetch and restore.`,
-			run: runKeyGenerate,
-		},
-		&command{
-			name:    "key generate-signing",
-			args:    "FILE",
-			summary: "write a new ed25519 signing key to FILE (0600) and print its public key",
-			help: `Generates an ed25519 signing key for origin authentication, writes it to FILE
-with mode 0600 (refusing to overwrite an existing file), and prints its public
-key (pgark-ed25519:...). Give FILE to the hosts that write (signing-key-file)
-and the public key to the hosts that read (trusted-signers): fetch and restore
-then refuse any object that this key did not sign, such as WAL planted by
-someone who can write to the bucket but does not hold the key.`,
-			run: runKeyGenerateSigning,
-		},
-	)
-	options = append(options,
-		option{"allow-head-then-put", "false", "accept a store without conditional writes and use HEAD-then-PUT (a concurrent writer can race)", "bool", []string{"init"}},
-	)
-}
-
 func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) > 1 {
 		return usageErrorf("init takes at most one argument, the repository")

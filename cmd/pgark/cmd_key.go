@@ -11,48 +11,8 @@ import (
 	"github.com/pgark/pgark/repo"
 )
 
-func init() {
-	commands = append(commands,
-		&command{
-			name:    "key add",
-			args:    "RECIPIENT...",
-			summary: "register age recipients (age1...) in the repository, for key rotation",
-			help: `Registers public age recipients in the repository's config (pgark.json), by a
-compare-and-swap of the config object. Hosts may then encrypt new objects to
-them (age-recipients). Existing objects are not re-encrypted: they stay
-readable with the identities they were written for; ` + "`pgark verify`" + ` lists
-which identities the retained objects need.
-
-Rotation: key add NEW; set age-recipients to NEW on every host; after the
-objects that only the OLD identity reads have expired by retention (verify
-tells), key remove OLD. A removed recipient is refused to writers at once.`,
-			run: runKeyAdd,
-		},
-		&command{
-			name:    "key remove",
-			args:    "RECIPIENT|FINGERPRINT...",
-			summary: "unregister age recipients: new objects are no longer encrypted to them",
-			help: `Removes recipients (age1... or their fingerprint, as ` + "`pgark key list`" + ` shows)
-from the repository's config. From then on, a host that still encrypts to a
-removed recipient is refused (exit 6) instead of writing data that key could
-read. The last recipient cannot be removed. Objects already written are not
-changed: keep the removed identity while ` + "`pgark verify`" + ` says retained objects
-need it.`,
-			run: runKeyRemove,
-		},
-		&command{
-			name:    "key list",
-			args:    "",
-			summary: "list the repository's registered recipients and their history",
-			help: `Lists the registered recipients' fingerprints (and the public keys when known),
-and the history of additions and removals. With age-identity-file, marks the
-recipients that the identities match. --json gives the same.`,
-			run: runKeyList,
-		},
-	)
-}
-
-// recipientOrFingerprint accepts age1... recipients and fingerprints.
+// parseKeyArgs turns age1... recipients and age-x25519: fingerprints into
+// fingerprints, with the recipient (or "" for a fingerprint) beside each.
 func parseKeyArgs(args []string) (fps, recips []string, err error) {
 	for _, a := range args {
 		if strings.HasPrefix(a, "age-x25519:") {

@@ -12,27 +12,6 @@ import (
 	"github.com/pgark/pgark/wal"
 )
 
-func init() {
-	commands = append(commands, &command{
-		name:    "list",
-		args:    "",
-		summary: "list backups and the WAL the archive covers",
-		help: `Lists complete backups, oldest first (by their recorded LSNs): id, start and
-stop time, duration, LSNs, timeline, PostgreSQL version, raw and stored size.
-Then the WAL the archive holds, per timeline. Backups that never completed
-(no metadata: in progress, or failed) are listed apart and are never used.
-
---json prints one object with a stable schema (documented in the README);
-consumers should ignore fields they do not know.
-
-` + exitCodesHelp,
-		run: runList,
-	})
-	options = append(options,
-		option{"json", "false", "print JSON (stable schema) instead of a table", "bool", []string{"list", "backup", "verify", "retain", "check", "key list", "dump"}},
-	)
-}
-
 // listJSON is the --json schema of `pgark list` (format 1).
 type listJSON struct {
 	Format     int              `json:"format"`

@@ -16,50 +16,6 @@ import (
 	"github.com/pgark/pgark/wal"
 )
 
-func init() {
-	commands = append(commands, &command{
-		name:    "restore",
-		args:    "BACKUP|latest PGDATA",
-		summary: "restore a base backup into PGDATA and set up point-in-time recovery",
-		help: `Restores a backup into PGDATA (which must be missing or empty) and writes the
-recovery configuration: restore_command = pgark wal-fetch (the absolute path
-of this pgark, the repository and config settings it needs, never a secret),
-the recovery target, and recovery.signal (standby.signal with --standby).
-
-Targets: --target-time (with an explicit UTC offset, e.g. 2026-11-24T15:45:00+01:00),
---target-lsn, --target-xid, --target-name, --target-immediate; at most one.
-Without a target, recovery replays everything archived (the latest state).
-With "latest" as BACKUP, pgark picks the newest backup that became consistent
-before a time or LSN target, on the target timeline's history.
-
-The restored node gets archive_mode = off unless --keep-archiving, so that a
-copy never pushes a diverging history into the production archive.
-global/pg_control is written last: an interrupted restore leaves a directory
-PostgreSQL refuses to start; run the same restore with --force to clean it and
-start again.
-
-` + exitCodesHelp,
-		run: runRestore,
-	})
-	rc := []string{"restore"}
-	options = append(options,
-		option{"target-time", "", "recover to this time (RFC 3339 or PostgreSQL format, with a UTC offset)", "string", rc},
-		option{"target-lsn", "", "recover to this LSN (X/X)", "string", rc},
-		option{"target-xid", "", "recover to this transaction id", "string", rc},
-		option{"target-name", "", "recover to this restore point (pg_create_restore_point)", "string", rc},
-		option{"target-immediate", "false", "stop as soon as the backup is consistent", "bool", rc},
-		option{"target-timeline", "latest", "timeline to follow: latest, current or a number", "string", rc},
-		option{"target-inclusive", "", "stop just after (true) or just before (false) the target; default PostgreSQL's (true)", "string", rc},
-		option{"target-action", "", "at the target: promote, pause or shutdown (default PostgreSQL's: pause)", "string", rc},
-		option{"jobs", "2", "restore: parts downloaded and extracted in parallel; dump: databases dumped at once (default 1); dump-restore: pg_restore jobs (default 1)", "int", []string{"restore", "dump", "dump-restore"}},
-		option{"tablespace-map", "", "OID=PATH: restore a tablespace elsewhere (comma-separated or repeated)", "list", rc},
-		option{"owner", "", "when run as root: the user (or uid:gid) that will own PGDATA and run the server", "string", rc},
-		option{"force", "false", "clean a PGDATA left by an interrupted pgark restore and start again", "bool", rc},
-		option{"standby", "false", "write standby.signal instead of recovery.signal", "bool", rc},
-		option{"keep-archiving", "false", "leave archive_mode as in the backup (the restored node will archive)", "bool", rc},
-	)
-}
-
 func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) != 2 {
 		return usageErrorf("restore takes two arguments: a backup id (or latest) and the data directory")

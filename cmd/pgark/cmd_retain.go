@@ -13,44 +13,6 @@ import (
 	"github.com/pgark/pgark/walinventory"
 )
 
-func init() {
-	commands = append(commands, &command{
-		name:    "retain",
-		args:    "",
-		summary: "delete the backups and WAL outside the retention policy (never what a kept backup needs)",
-		help: `Applies the retention policy: --keep-last N keeps the N newest backups on the
-current (newest) timeline; --keep-within PERIOD (14d, 2w, 36h) keeps everything
-needed to recover to any point in that period, which includes the newest
-backup that became consistent before the period starts. With both, a backup
-that either keeps is kept. The newest backup is always kept. The policy can
-live in the config file, so that cron runs a bare "pgark retain".
-
-Backups are ordered by their recorded LSNs and stop times, never by their
-names. Only backups on the newest timeline's history count as its newest:
-after a point-in-time restore, backups on the abandoned timeline are kept
-while they are newer than the oldest kept backup (or inside the window), and
-deleted after that.
-
-Then WAL that no kept backup needs is deleted: everything before the oldest
-kept backup's start segment, on every timeline. History files are kept.
-
-Each backup's completion marker (backup.json) is deleted first, then its
-objects, then the WAL: a run interrupted at any point leaves a repository that
-"pgark verify" accepts (a half-deleted backup is listed as incomplete and
-deleted by the next run). --dry-run prints what would go and what stays, and
-why; a real run prints the same list.
-
-` + exitCodesHelp,
-		run: runRetain,
-	})
-	rc := []string{"retain"}
-	options = append(options,
-		option{"keep-last", "0", "retain: keep the newest N backups on the current timeline (0: not set)", "int", rc},
-		option{"keep-within", "", "retain: keep what recovery to any point in this period needs, e.g. 14d, 2w, 36h", "string", rc},
-		option{"dry-run", "false", "retain: print what would be deleted and kept, delete nothing; dump-restore --globals: print what would run", "bool", []string{"retain", "dump-restore"}},
-	)
-}
-
 type retainJSON struct {
 	Format     int                `json:"format"`
 	Repository string             `json:"repository"`

@@ -18,48 +18,6 @@ import (
 	"github.com/pgark/pgark/walinventory"
 )
 
-func init() {
-	commands = append(commands, &command{
-		name:    "verify",
-		args:    "",
-		summary: "check that the archive and the backups can restore: continuity, objects, recoverable window",
-		help: `Checks everything a restore needs and exits non-zero when any of it is
-missing or damaged:
-
-- WAL continuity along the newest timeline's history: on each timeline from
-  the oldest backup's start (or the switch into it) to the switch into the
-  next, and on the newest timeline up to its newest archived segment. Missing
-  segments are listed as ranges, and timelines without a history file. A
-  timeline's last segment (before a switch) is read from the new timeline,
-  as PostgreSQL does, so switch points are never reported as gaps.
-- Backups (all, or --backup ID): every object exists with its recorded size.
-  With --full, each is downloaded, decrypted and decompressed (checked
-  against its recorded SHA-256), its tar stream walked and every file
-  checked against the stored backup_manifest.
-- WAL, with --full: every segment in range is read and checked (size,
-  SHA-256 and CRC-32C recorded at push, the header's system identifier, segment size and
-  page address).
-- The recoverable window: from the consistency point of the oldest backup
-  with unbroken WAL after it, to the end of the newest archived segment.
-
-Without an identity, an encrypted repository is checked from metadata
-(sizes, switch points) only; --full needs age-identity-file.
-
-Exit codes:
-  0  everything needed for recovery is there (and, with --full, intact)
-  1  something needed for recovery is missing or damaged (see the report)
-  2  bad arguments or configuration
-  3  no repository at the location
-  5  storage error (after retries)
-  6  encryption keys: no identity matches`,
-		run: runVerify,
-	})
-	options = append(options,
-		option{"backup", "", "verify only this backup (an id from `pgark list`)", "string", []string{"verify"}},
-		option{"full", "false", "read and check every object's content, not only its presence and size", "bool", []string{"verify"}},
-	)
-}
-
 // verifyJSON is the --json schema of `pgark verify` (format 1).
 type verifyJSON struct {
 	Format              int                  `json:"format"`
@@ -96,13 +54,17 @@ type verifyWALProblem struct {
 // errVerifyFailed is verify's "something is missing or damaged" (exit 1).
 var errVerifyFailed = errors.New("verification failed")
 
-func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
-	env.exitCodeFor = func(err error) int {
+// verifyExitCode maps verify's errors: "not restorable" is 1.
+func verifyExitCode(*cmdEnv) func(error) int {
+	return func(err error) int {
 		if errors.Is(err, errVerifyFailed) {
 			return 1
 		}
 		return exitCode(err)
 	}
+}
+
+func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) != 0 {
 		return usageErrorf("verify takes no arguments")
 	}

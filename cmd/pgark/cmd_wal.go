@@ -13,97 +13,6 @@ import (
 	"github.com/pgark/pgark/wal"
 )
 
-func init() {
-	commands = append(commands,
-		&command{
-			name:    "wal-push",
-			args:    "PATH",
-			summary: "archive one WAL file (archive_command = 'pgark wal-push %p')",
-			help: `Compresses, encrypts and stores the WAL file at PATH (a segment, .partial,
-.backup or .history file) in the repository, and exits 0 only once it is
-durably stored. Identical content already archived is success; different
-content under the same name is refused and the archived copy is kept.
-Segments are checked before they are stored: long page header, page
-address, segment and block size, and the cluster's system identifier.
-
-Push-ahead (--push-ahead, --push-jobs): a segment is pushed together with the
-next .ready segments of pg_wal/archive_status, in parallel; those are recorded
-in the spool (--spool-dir) once stored, and PostgreSQL's calls for them answer
-0 at once if the file is unchanged since (same device, inode, size, mtime and
-ctime, else same size and CRC-32C). After a call, when more segments wait,
-the next batch runs in the background (pgark wal-push-ahead, detached)
-while PostgreSQL's next calls are answered.
-
-WAL is compressed at zstd level 1 unless --wal-compression-level (or
---compression-level) says otherwise: archiving must keep up.
-
-Every failure exits with a status from 1 to 125, so that PostgreSQL counts it
-in pg_stat_archiver and retries the segment.
-
-` + exitCodesHelp,
-			run: runWalPush,
-		},
-		&command{
-			name:    "wal-fetch",
-			args:    "NAME DEST",
-			summary: "restore one WAL file (restore_command = 'pgark wal-fetch %f %p')",
-			help: `Fetches the WAL file NAME from the repository and writes it to DEST, atomically
-(temporary file, rename) and only after verifying it: authenticated
-decryption, zstd checksums, and the size and CRC-32C recorded at push (the
-SHA-256 with trusted-signers, which signs it, or for WAL pushed before the
-CRC-32C was recorded).
-Transient storage errors are retried with backoff for --retry-timeout.
-
-Prefetch (--fetch-ahead, --fetch-jobs, --spool-max-size): during recovery, a
-detached helper (pgark wal-prefetch) keeps the next segments downloaded,
-verified and decoded in the spool (--spool-dir), and later calls rename them
-into place. "Not found" is never remembered: it only ever comes from this
-call's own request.
-
-Exit codes:
-  0    DEST written and verified
-  1    NAME is not in the repository: the store answered "does not exist"
-       to a request made in this call (PostgreSQL then ends archive
-       recovery, or a standby switches to streaming)
-  200  any other failure during archive recovery (repository unreachable
-       after retries, damaged object, wrong key, bad configuration).
-       PostgreSQL treats a status above 125 as fatal and stops, instead of
-       ending recovery early at the wrong point; fix the cause and start
-       the server again, recovery resumes where it stopped
-  5    any other failure on a standby (standby.signal in the data directory):
-       the standby logs the error and retries (or streams) instead of
-       shutting down on a passing outage
-  A SIGTERM or SIGINT ends pgark by that signal, never with status 1.`,
-			run: runWalFetch,
-		},
-		&command{
-			name:    "wal-push-ahead",
-			args:    "PATH",
-			summary: "the background push-ahead batch that wal-push starts (not run by hand)",
-			help: `Pushes up to --push-ahead of the oldest .ready segments of PATH's pg_wal
-directory that have no record in the spool, --push-jobs at a time, and
-records each once it is durably stored, so that PostgreSQL's calls for them
-answer at once. wal-push starts it, detached, after a call that was
-answered or pushed, when no batch runs and more segments wait: the next
-batch is then pushed while PostgreSQL's calls are answered from the spool.
-It exits at once if another batch holds the spool. Its log is
-push-helper.log in the spool.`,
-			run: runWalPushAhead,
-		},
-		&command{
-			name:    "wal-prefetch",
-			summary: "the background helper that wal-fetch starts (not run by hand)",
-			help: `Keeps the segments that follow wal-fetch's newest request downloaded,
-verified, decrypted and decompressed in the spool (--spool-dir), within
---spool-max-size, --fetch-jobs downloads at a time. wal-fetch starts it,
-detached, when none runs for its spool; it exits, emptying the spool, when
-recovery ends (no recovery.signal or standby.signal in --pgdata) or after
-60 s without a request. Its log is helper.log in the spool.`,
-			run: runWalPrefetch,
-		},
-	)
-}
-
 func runWalPush(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) != 1 {
 		return usageErrorf("wal-push takes one argument, the WAL file's path (archive_command = 'pgark wal-push %%p')")
@@ -231,7 +140,6 @@ func walLevel(env *cmdEnv, repoLevel int) (int, error) {
 }
 
 func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
-	env.exitCodeFor = fetchExitCode(env)
 	if len(args) != 2 {
 		return usageErrorf("wal-fetch takes two arguments, the WAL file name and the destination path (restore_command = 'pgark wal-fetch %%f %%p')")
 	}
@@ -268,16 +176,16 @@ func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	if errors.Is(err, wal.ErrNotArchived) {
 		lvl := env.log.Info
-		if n, perr := wal.ParseName(args[0]); perr == nil && n.Kind == wal.KindHistory {
+		if n.Kind == wal.KindHistory {
 			lvl = env.log.Debug // PostgreSQL probes for future timelines
 		}
-		lvl("not in the repository", "wal", args[0])
+		lvl("not in the repository", "wal", name)
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	env.log.Info("restored", "wal", args[0], "ms", time.Since(start).Milliseconds())
+	env.log.Info("restored", "wal", name, "ms", time.Since(start).Milliseconds())
 	return nil
 }
 
@@ -350,15 +258,4 @@ func fetchExitCode(env *cmdEnv) func(error) int {
 		}
 		return exitRecoveryStop
 	}
-}
-
-// isStandby reports whether the data directory (--pgdata, else the working
-// directory, which PostgreSQL sets to it) has standby.signal.
-func isStandby(env *cmdEnv) bool {
-	dir := env.s.str("pgdata")
-	if dir == "" {
-		dir = "."
-	}
-	_, err := os.Stat(filepath.Join(dir, "standby.signal"))
-	return err == nil
 }

@@ -9,15 +9,6 @@ import (
 	"github.com/pgark/pgark/repo"
 )
 
-// lockedCmds take the repository lock: they never run at the same time.
-var lockedCmds = []string{"backup", "retain"}
-
-func init() {
-	options = append(options,
-		option{"lock-wait", "0s", "backup, retain: how long to wait for the repository lock when another backup or retain holds it (0: fail at once)", "duration", lockedCmds},
-	)
-}
-
 // withRepoLock takes the repository lock for command, runs fn with a
 // context that is canceled if the lock is lost, and releases the lock.
 func withRepoLock(ctx context.Context, env *cmdEnv, r *repo.Repo, command string, fn func(ctx context.Context) error) error {

@@ -3,25 +3,50 @@ package main
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 // option is one setting. Every setting has a flag (--name), an environment
 // variable (PGARK_NAME with '-' as '_') and a key in the config file (name).
-// Precedence: flag, then environment, then config file, then default.
+// Precedence: flag, then environment, then config file, then default. Its
+// value is checked against its kind when it is resolved, so that a bad value
+// is a usage error naming where it came from, whichever command reads it.
 type option struct {
 	name string
+	kind optKind
 	def  string
+	// defs are the defaults of the commands whose default differs from def.
+	defs map[string]string
+	// enum are the accepted values of an optEnum (and "" when def is "").
+	enum []string
 	help string
-	kind string   // "string", "bool", "int", "duration", "size"
 	cmds []string // the commands that take it; none = every command
+}
+
+// optKind is what an option's value must be.
+type optKind int
+
+const (
+	optString   optKind = iota
+	optBool             // true or false; the flag alone means true
+	optInt              // a whole number
+	optDuration         // a Go duration such as 30s or 5m, not negative
+	optSize             // bytes, with an optional unit: 8MiB, 16MB, 1048576
+	optEnum             // one of enum
+	optList             // a repeatable flag; the values are joined with commas
+)
+
+func (k optKind) String() string {
+	return [...]string{"string", "bool", "int", "duration", "size", "enum", "list"}[k]
 }
 
 // forCommand reports whether the option applies to the command.
@@ -29,53 +54,170 @@ func (o option) forCommand(cmd string) bool {
 	if cmd == "wal-push-ahead" {
 		cmd = "wal-push" // its background batch takes the same settings
 	}
-	if len(o.cmds) == 0 {
-		return true
+	return len(o.cmds) == 0 || slices.Contains(o.cmds, cmd)
+}
+
+// defaultFor is the option's default for the command.
+func (o option) defaultFor(cmd string) string {
+	if v, ok := o.defs[cmd]; ok {
+		return v
 	}
-	for _, c := range o.cmds {
-		if c == cmd {
-			return true
+	return o.def
+}
+
+// check reports whether v is a value of the option's kind; src names where v
+// came from. Empty values are checked when they are used (an unset default).
+func (o option) check(v, src string) error {
+	if v == "" {
+		return nil
+	}
+	var err error
+	switch o.kind {
+	case optBool:
+		if _, err = strconv.ParseBool(v); err != nil {
+			return usageErrorf("%s (%s): %q is not true or false", o.name, src, v)
+		}
+	case optInt:
+		if _, err = strconv.Atoi(v); err != nil {
+			return usageErrorf("%s (%s): %q is not a whole number", o.name, src, v)
+		}
+	case optDuration:
+		if d, err := time.ParseDuration(v); err != nil || d < 0 {
+			return usageErrorf("%s (%s): %q is not a duration such as 30s or 5m", o.name, src, v)
+		}
+	case optSize:
+		if _, err = parseSize(v); err != nil {
+			return usageErrorf("%s (%s): %v", o.name, src, err)
+		}
+	case optEnum:
+		if !slices.Contains(o.enum, v) {
+			return usageErrorf("%s (%s): %q is not %s", o.name, src, v, orList(o.enum))
 		}
 	}
-	return false
+	return nil
+}
+
+// orList joins values as "a, b or c".
+func orList(v []string) string {
+	if len(v) < 2 {
+		return strings.Join(v, "")
+	}
+	return strings.Join(v[:len(v)-1], ", ") + " or " + v[len(v)-1]
 }
 
 // Command groups for option scopes.
 var (
-	repoCmds  = []string{"init", "wal-push", "wal-fetch", "wal-prefetch", "backup", "list", "restore", "verify", "retain", "check", "key add", "key remove", "key list", "dump", "dump-restore"}
-	writeCmds = []string{"init", "wal-push", "backup", "dump"}
-	readCmds  = []string{"wal-fetch", "wal-prefetch", "restore", "verify", "check", "key list", "dump-restore"}
-	spoolCmds = []string{"wal-push", "wal-fetch", "wal-prefetch"}
-	fetchCmds = []string{"wal-fetch", "wal-prefetch"}
+	repoCmds   = []string{"init", "wal-push", "wal-fetch", "wal-prefetch", "backup", "list", "restore", "verify", "retain", "check", "key add", "key remove", "key list", "dump", "dump-restore"}
+	writeCmds  = []string{"init", "wal-push", "backup", "dump"}
+	readCmds   = []string{"wal-fetch", "wal-prefetch", "restore", "verify", "check", "key list", "dump-restore"}
+	spoolCmds  = []string{"wal-push", "wal-fetch", "wal-prefetch"}
+	fetchCmds  = []string{"wal-fetch", "wal-prefetch"}
+	lockedCmds = []string{"backup", "retain"} // they take the repository lock: never at the same time
 )
 
+// options is every setting of every command: the one definition from which
+// flags, environment variables, config keys, help and the reference are made.
 var options = []option{
-	{"config", "", "config file (key = value lines, keys are these option names)", "string", nil},
-	{"repo", "", "repository: an absolute local directory path, or s3://bucket/prefix", "string", repoCmds},
-	{"s3-endpoint", "", "S3 endpoint URL for S3-compatible stores (e.g. http://127.0.0.1:9000)", "string", repoCmds},
-	{"s3-region", "", "S3 region (default: the AWS chain's, e.g. AWS_REGION, else us-east-1)", "string", repoCmds},
-	{"s3-force-path-style", "false", "path-style S3 addressing (MinIO and most S3-compatible stores)", "bool", repoCmds},
-	{"s3-request-checksum", "when_supported", "SDK request checksums: when_supported (AWS default) or when_required (for stores that reject trailing checksums)", "string", repoCmds},
-	{"s3-part-size", "8MiB", "multipart upload part size (5MiB to 5GiB)", "size", repoCmds},
-	{"s3-read-timeout", "2m", "fail (and retry) an S3 request whose connection stays silent this long", "duration", repoCmds},
-	{"compression", "", "compression for new objects: zstd or none (default: the repository's)", "string", writeCmds},
-	{"compression-level", "0", "zstd level 1-22 (default: the repository's; 3 at init); wal-push uses wal-compression-level unless only this one is set", "int", writeCmds},
-	{"wal-compression-level", "0", "wal-push: zstd level 1-22 for WAL (default: compression-level when that is set, else 1, which keeps up with heavy write loads: on pgbench WAL it stores 1-2% more than level 3 for 30% less CPU)", "int", []string{"wal-push"}},
-	{"age-recipients", "", "age public recipients (age1...), comma-separated, for writing", "string", writeCmds},
-	{"age-recipients-file", "", "file with age public recipients, one per line, for writing", "string", writeCmds},
-	{"age-identity-file", "", "age identity file (private keys) for reading encrypted objects", "string", readCmds},
-	{"signing-key-file", "", "ed25519 signing key (pgark key generate-signing): sign what is written, so that readers with trusted-signers can prove its origin", "string", []string{"wal-push", "backup", "dump"}},
-	{"trusted-signers", "", "signing public keys (pgark-ed25519:...), comma-separated: when set, reads refuse any object not signed by one of them", "string", readCmds},
-	{"retry-timeout", "60s", "total time to retry transient storage errors before failing", "duration", repoCmds},
-	{"pgdata", "", "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)", "string", []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}},
-	{"spool-dir", "", "local directory for push-ahead records and prefetched WAL, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)", "string", spoolCmds},
-	{"push-ahead", "8", "wal-push: also push up to this many of the next .ready segments in parallel, so that PostgreSQL's next calls answer at once (0: off)", "int", []string{"wal-push"}},
-	{"push-jobs", "2", "wal-push: pushes at once when pushing ahead", "int", []string{"wal-push"}},
-	{"fetch-ahead", "8", "wal-fetch: keep this many of the next segments downloaded, verified and decoded in the spool by a background helper (0: off)", "int", fetchCmds},
-	{"fetch-jobs", "2", "wal-fetch: downloads at once when fetching ahead", "int", fetchCmds},
-	{"spool-max-size", "512MiB", "wal-fetch: at most this many bytes of prefetched WAL in the spool", "size", fetchCmds},
-	{"log-level", "info", "log level: debug, info, warn, error", "string", nil},
-	{"log-format", "text", "log format: text or json", "string", nil},
+	// Every command.
+	{name: "config", help: "config file (key = value lines, keys are these option names)"},
+	{name: "log-level", def: "info", help: "log level: debug, info, warn, error"},
+	{name: "log-format", kind: optEnum, def: "text", enum: []string{"text", "json"}, help: "log format: text or json"},
+
+	// The repository.
+	{name: "repo", cmds: repoCmds, help: "repository: an absolute local directory path, or s3://bucket/prefix"},
+	{name: "s3-endpoint", cmds: repoCmds, help: "S3 endpoint URL for S3-compatible stores (e.g. http://127.0.0.1:9000)"},
+	{name: "s3-region", cmds: repoCmds, help: "S3 region (default: the AWS chain's, e.g. AWS_REGION, else us-east-1)"},
+	{name: "s3-force-path-style", kind: optBool, def: "false", cmds: repoCmds, help: "path-style S3 addressing (MinIO and most S3-compatible stores)"},
+	{name: "s3-request-checksum", kind: optEnum, def: "when_supported", enum: []string{"when_supported", "when_required"}, cmds: repoCmds, help: "SDK request checksums: when_supported (AWS default) or when_required (for stores that reject trailing checksums)"},
+	{name: "s3-part-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "multipart upload part size (5MiB to 5GiB)"},
+	{name: "s3-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "fail (and retry) an S3 request whose connection stays silent this long"},
+	{name: "retry-timeout", kind: optDuration, def: "60s", cmds: repoCmds, help: "total time to retry transient storage errors before failing"},
+	{name: "lock-wait", kind: optDuration, def: "0s", cmds: lockedCmds, help: "backup, retain: how long to wait for the repository lock when another backup or retain holds it (0: fail at once)"},
+
+	// Compression, encryption and signatures.
+	{name: "compression", cmds: writeCmds, help: "compression for new objects: zstd or none (default: the repository's)"},
+	{name: "compression-level", kind: optInt, def: "0", cmds: writeCmds, help: "zstd level 1-22 (default: the repository's; 3 at init); wal-push uses wal-compression-level unless only this one is set"},
+	{name: "wal-compression-level", kind: optInt, def: "0", cmds: []string{"wal-push"}, help: "wal-push: zstd level 1-22 for WAL (default: compression-level when that is set, else 1, which keeps up with heavy write loads: on pgbench WAL it stores 1-2% more than level 3 for 30% less CPU)"},
+	{name: "age-recipients", cmds: writeCmds, help: "age public recipients (age1...), comma-separated, for writing"},
+	{name: "age-recipients-file", cmds: writeCmds, help: "file with age public recipients, one per line, for writing"},
+	{name: "age-identity-file", cmds: readCmds, help: "age identity file (private keys) for reading encrypted objects"},
+	{name: "signing-key-file", cmds: []string{"wal-push", "backup", "dump"}, help: "ed25519 signing key (pgark key generate-signing): sign what is written, so that readers with trusted-signers can prove its origin"},
+	{name: "trusted-signers", cmds: readCmds, help: "signing public keys (pgark-ed25519:...), comma-separated: when set, reads refuse any object not signed by one of them"},
+
+	// init.
+	{name: "allow-head-then-put", kind: optBool, def: "false", cmds: []string{"init"}, help: "accept a store without conditional writes and use HEAD-then-PUT (a concurrent writer can race)"},
+
+	// WAL push and fetch, their spools.
+	{name: "pgdata", cmds: []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}, help: "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)"},
+	{name: "spool-dir", cmds: spoolCmds, help: "local directory for push-ahead records and prefetched WAL, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
+	{name: "push-ahead", kind: optInt, def: "8", cmds: []string{"wal-push"}, help: "wal-push: also push up to this many of the next .ready segments in parallel, so that PostgreSQL's next calls answer at once (0: off)"},
+	{name: "push-jobs", kind: optInt, def: "2", cmds: []string{"wal-push"}, help: "wal-push: pushes at once when pushing ahead"},
+	{name: "fetch-ahead", kind: optInt, def: "8", cmds: fetchCmds, help: "wal-fetch: keep this many of the next segments downloaded, verified and decoded in the spool by a background helper (0: off)"},
+	{name: "fetch-jobs", kind: optInt, def: "2", cmds: fetchCmds, help: "wal-fetch: downloads at once when fetching ahead"},
+	{name: "spool-max-size", kind: optSize, def: "512MiB", cmds: fetchCmds, help: "wal-fetch: at most this many bytes of prefetched WAL in the spool"},
+
+	// Output.
+	{name: "json", kind: optBool, def: "false", cmds: []string{"list", "backup", "verify", "retain", "check", "key list", "dump"}, help: "print JSON (stable schema) instead of a table"},
+
+	// backup (dsn also check, dump, dump-restore).
+	{name: "dsn", cmds: []string{"backup", "check", "dump", "dump-restore"}, help: "connection string or URL of the server (backup: to back up; check: to check; dump, dump-restore: its database is where pgark connects first) (default: libpq environment)"},
+	{name: "primary-dsn", cmds: []string{"backup"}, help: "for a backup from a standby: connection to the primary, to switch WAL there"},
+	{name: "checkpoint", kind: optEnum, def: "fast", enum: []string{"fast", "spread"}, cmds: []string{"backup"}, help: "fast or spread: the checkpoint that starts the backup"},
+	{name: "max-rate", kind: optSize, cmds: []string{"backup"}, help: "limit the server's send rate, e.g. 50MiB (per second; 32kB to 1GB)"},
+	{name: "archive-timeout", kind: optDuration, def: "5m", cmds: []string{"backup"}, help: "how long to wait for the backup's WAL to reach the repository"},
+	{name: "stream-timeout", kind: optDuration, def: "10m", cmds: []string{"backup"}, help: "fail when the server sends nothing for this long while it streams data (a stalled connection); 0: never"},
+	{name: "backup-part-size", kind: optSize, def: "1GiB", cmds: []string{"backup"}, help: "split each tar stream into objects of at most this size, at file boundaries"},
+	{name: "label", cmds: []string{"backup"}, help: "backup label (default: pgark <id>)"},
+
+	// restore.
+	{name: "target-time", cmds: []string{"restore"}, help: "recover to this time (RFC 3339 or PostgreSQL format, with a UTC offset)"},
+	{name: "target-lsn", cmds: []string{"restore"}, help: "recover to this LSN (X/X)"},
+	{name: "target-xid", cmds: []string{"restore"}, help: "recover to this transaction id"},
+	{name: "target-name", cmds: []string{"restore"}, help: "recover to this restore point (pg_create_restore_point)"},
+	{name: "target-immediate", kind: optBool, def: "false", cmds: []string{"restore"}, help: "stop as soon as the backup is consistent"},
+	{name: "target-timeline", def: "latest", cmds: []string{"restore"}, help: "timeline to follow: latest, current or a number"},
+	{name: "target-inclusive", cmds: []string{"restore"}, help: "stop just after (true) or just before (false) the target; default PostgreSQL's (true)"},
+	{name: "target-action", cmds: []string{"restore"}, help: "at the target: promote, pause or shutdown (default PostgreSQL's: pause)"},
+	{name: "jobs", kind: optInt, def: "2", defs: map[string]string{"dump": "1", "dump-restore": "1"}, cmds: []string{"restore", "dump", "dump-restore"}, help: "restore: parts downloaded and extracted in parallel; dump: databases dumped at once; dump-restore: pg_restore jobs"},
+	{name: "tablespace-map", kind: optList, cmds: []string{"restore"}, help: "OID=PATH: restore a tablespace elsewhere (comma-separated or repeated)"},
+	{name: "owner", cmds: []string{"restore"}, help: "when run as root: the user (or uid:gid) that will own PGDATA and run the server"},
+	{name: "force", kind: optBool, def: "false", cmds: []string{"restore"}, help: "clean a PGDATA left by an interrupted pgark restore and start again"},
+	{name: "standby", kind: optBool, def: "false", cmds: []string{"restore"}, help: "write standby.signal instead of recovery.signal"},
+	{name: "keep-archiving", kind: optBool, def: "false", cmds: []string{"restore"}, help: "leave archive_mode as in the backup (the restored node will archive)"},
+
+	// list, verify, retain, check.
+	{name: "dumps", kind: optBool, def: "false", cmds: []string{"list"}, help: "list: list the logical dump runs"},
+	{name: "backup", cmds: []string{"verify"}, help: "verify only this backup (an id from `pgark list`)"},
+	{name: "full", kind: optBool, def: "false", cmds: []string{"verify"}, help: "read and check every object's content, not only its presence and size"},
+	{name: "keep-last", kind: optInt, def: "0", cmds: []string{"retain"}, help: "retain: keep the newest N backups on the current timeline (0: not set)"},
+	{name: "keep-within", cmds: []string{"retain"}, help: "retain: keep what recovery to any point in this period needs, e.g. 14d, 2w, 36h"},
+	{name: "keep-dumps", kind: optInt, def: "0", cmds: []string{"retain"}, help: "retain: keep the newest N complete dump runs (0: not set)"},
+	{name: "keep-dumps-within", cmds: []string{"retain"}, help: "retain: keep the dump runs started within this period, e.g. 14d, 2w, 36h"},
+	{name: "dry-run", kind: optBool, def: "false", cmds: []string{"retain", "dump-restore"}, help: "retain: print what would be deleted and kept, delete nothing; dump-restore --globals: print what would run"},
+	{name: "check-timeout", kind: optDuration, def: "60s", cmds: []string{"check"}, help: "check: how long the probe waits for its WAL segment to reach the repository"},
+	{name: "max-backup-age", kind: optDuration, def: "0", cmds: []string{"check"}, help: "check: warn when the newest backup is older than this, e.g. 26h (0: not checked)"},
+	{name: "max-archive-lag", kind: optInt, def: "16", cmds: []string{"check"}, help: "check: warn when more complete WAL segments than this wait to be archived"},
+	{name: "no-probe", kind: optBool, def: "false", cmds: []string{"check"}, help: "check: skip the probe (restore point, WAL switch, wait for the segment in the repository)"},
+	{name: "prometheus", kind: optBool, def: "false", cmds: []string{"check"}, help: "check: print Prometheus metrics (text format, for node_exporter's textfile collector)"},
+
+	// dump, dump-restore.
+	{name: "db", kind: optList, cmds: []string{"dump", "dump-restore"}, help: "dump: a database to dump (repeatable; default: all but template0); dump-restore: the database of the dump to restore"},
+	{name: "exclude-db", kind: optList, cmds: []string{"dump"}, help: "dump: a database not to dump (repeatable)"},
+	{name: "pg-bin", cmds: []string{"dump", "dump-restore"}, help: "directory of pg_dump, pg_dumpall and pg_restore (default: PATH)"},
+	{name: "lock-wait-timeout", kind: optDuration, def: "0", cmds: []string{"dump"}, help: "dump: fail instead of waiting longer than this for a table lock, e.g. 30s (0: wait)"},
+	{name: "no-role-passwords", kind: optBool, def: "false", cmds: []string{"dump", "dump-restore"}, help: "dump: dump roles without passwords (pg_dumpall --no-role-passwords, for non-superusers); dump-restore --globals: leave passwords out"},
+	{name: "target-db", cmds: []string{"dump-restore"}, help: "dump-restore: the database to restore into (default: the dumped database's name)"},
+	{name: "create", kind: optBool, def: "false", cmds: []string{"dump-restore"}, help: "dump-restore: create the database (with its encoding, locale and properties)"},
+	{name: "clean", kind: optBool, def: "false", cmds: []string{"dump-restore"}, help: "dump-restore: drop the archive's objects (with --create: the database) before restoring"},
+	{name: "table", kind: optList, cmds: []string{"dump-restore"}, help: "dump-restore: restore this table (NAME or SCHEMA.NAME) and what belongs to it (repeatable)"},
+	{name: "schema", kind: optList, cmds: []string{"dump-restore"}, help: "dump-restore: restore this schema (repeatable)"},
+	{name: "schema-only", kind: optBool, def: "false", cmds: []string{"dump-restore"}, help: "dump-restore: definitions only, no data"},
+	{name: "data-only", kind: optBool, def: "false", cmds: []string{"dump-restore"}, help: "dump-restore: data only, no definitions"},
+	{name: "no-owner", kind: optBool, def: "false", cmds: []string{"dump-restore"}, help: "dump-restore: do not set owners (objects belong to the connecting role)"},
+	{name: "list", kind: optBool, def: "false", cmds: []string{"dump-restore"}, help: "dump-restore: print the archive's table of contents, restore nothing"},
+	{name: "to-file", cmds: []string{"dump-restore"}, help: "dump-restore: write the decrypted archive (or with --globals the SQL) to this new file"},
+	{name: "globals", kind: optBool, def: "false", cmds: []string{"dump-restore"}, help: "dump-restore: replay the roles, memberships and tablespaces (missing ones only, unless --overwrite-roles)"},
+	{name: "overwrite-roles", kind: optBool, def: "false", cmds: []string{"dump-restore"}, help: "dump-restore --globals: also apply the dumped definitions (attributes, passwords, settings) of existing roles"},
 }
 
 func envName(opt string) string {
@@ -143,47 +285,39 @@ func parseSize(s string) (int64, error) {
 	return v * mult, nil
 }
 
-// addOptions registers every option as a flag on fs and returns the flag
-// values, to be resolved after parsing.
-func addOptions(fs *flag.FlagSet, cmd string) map[string]*string {
-	m := map[string]*string{}
+// addOptions registers the command's options as flags on fs. Values are
+// kept as given and checked by resolve, so that every source of a value gets
+// the same check and message.
+func addOptions(fs *pflag.FlagSet, cmd string) {
 	for _, o := range options {
 		if !o.forCommand(cmd) {
 			continue
 		}
-		help := o.help + " [" + envName(o.name) + "]"
-		if o.def != "" && o.def != "0" && o.def != "false" {
-			help += " (default " + o.def + ")"
+		switch o.kind {
+		case optBool:
+			// --json alone, or --json=false.
+			fs.Var(&strFlag{kind: "bool"}, o.name, o.help)
+			fs.Lookup(o.name).NoOptDefVal = "true"
+		case optList:
+			fs.Var(&listFlag{}, o.name, o.help)
+		default:
+			fs.Var(&strFlag{kind: o.kind.String()}, o.name, o.help)
 		}
-		if o.kind == "bool" {
-			v := &boolFlag{}
-			fs.Var(v, o.name, help)
-			m[o.name] = &v.val
-			continue
-		}
-		if o.kind == "list" {
-			v := &listFlag{}
-			fs.Var(v, o.name, help)
-			m[o.name] = &v.joined
-			continue
-		}
-		m[o.name] = fs.String(o.name, "", help)
 	}
-	return m
 }
 
-// boolFlag is a flag that may stand alone (--json) or take a value
-// (--json=false); the value is checked when it is used.
-type boolFlag struct{ val string }
+// strFlag is a flag's value as given on the command line.
+type strFlag struct{ val, kind string }
 
-func (b *boolFlag) String() string     { return b.val }
-func (b *boolFlag) Set(v string) error { b.val = v; return nil }
-func (b *boolFlag) IsBoolFlag() bool   { return true }
+func (f *strFlag) String() string     { return f.val }
+func (f *strFlag) Set(v string) error { f.val = v; return nil }
+func (f *strFlag) Type() string       { return f.kind }
 
 // listFlag is a repeatable flag; its values are joined with commas.
 type listFlag struct{ joined string }
 
 func (l *listFlag) String() string { return l.joined }
+func (l *listFlag) Type() string   { return "list" }
 func (l *listFlag) Set(v string) error {
 	if l.joined != "" {
 		l.joined += ","
@@ -192,14 +326,17 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
-// resolve applies the precedence flag > environment > config file > default.
-func resolve(fs *flag.FlagSet, flags map[string]*string, getenv func(string) string) (*settings, error) {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+// resolve applies the precedence flag > environment > config file > default
+// to the options of cmd (those registered on fs by addOptions), and checks
+// each value against its option's kind. With a value of the wrong kind, it
+// returns the first such error and the settings all the same (check reports
+// in the output format they ask for).
+func resolve(fs *pflag.FlagSet, cmd string, getenv func(string) string) (*settings, error) {
 	s := &settings{vals: map[string]string{}, src: map[string]string{}}
+	var firstErr error
 	pick := func(name string) (string, string, bool) {
-		if set[name] {
-			return *flags[name], "--" + name, true
+		if f := fs.Lookup(name); f != nil && f.Changed {
+			return f.Value.String(), "--" + name, true
 		}
 		if v := getenv(envName(name)); v != "" {
 			return v, envName(name), true
@@ -215,7 +352,7 @@ func resolve(fs *flag.FlagSet, flags map[string]*string, getenv func(string) str
 		s.vals["config"], s.src["config"] = path, src
 	}
 	for _, o := range options {
-		if o.name == "config" || flags[o.name] == nil {
+		if o.name == "config" || !o.forCommand(cmd) {
 			continue
 		}
 		if v, src, ok := pick(o.name); ok {
@@ -223,10 +360,13 @@ func resolve(fs *flag.FlagSet, flags map[string]*string, getenv func(string) str
 		} else if v, ok := file[o.name]; ok {
 			s.vals[o.name], s.src[o.name] = v, "config file"
 		} else {
-			s.vals[o.name], s.src[o.name] = o.def, "default"
+			s.vals[o.name], s.src[o.name] = o.defaultFor(cmd), "default"
+		}
+		if err := o.check(s.vals[o.name], s.src[o.name]); err != nil && firstErr == nil {
+			firstErr = err
 		}
 	}
-	return s, nil
+	return s, firstErr
 }
 
 // readConfigFile reads `key = value` lines. Blank lines and lines starting

@@ -3,25 +3,24 @@ package main
 import (
 	"bytes"
 	"context"
-	"flag"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 func TestPrecedence(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "pgark.conf")
 	os.WriteFile(conf, []byte("# comment\nrepo = /from/file\ns3-region = \"eu-west-1\"\nretry-timeout = 5s\nage-identity-file = /k\n"), 0o644)
 	env := map[string]string{"PGARK_CONFIG": conf, "PGARK_S3_REGION": "us-east-2"}
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	flags := addOptions(fs, "wal-push")
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	addOptions(fs, "wal-push")
 	if err := fs.Parse([]string{"--retry-timeout", "7s"}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := resolve(fs, flags, func(k string) string { return env[k] })
+	s, err := resolve(fs, "wal-push", func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +36,11 @@ func TestPrecedence(t *testing.T) {
 	}
 	// age-identity-file is a known key (shared config files) but not a
 	// wal-push option: accepted in the file, not applied.
-	if _, ok := flags["age-identity-file"]; ok {
+	if fs.Lookup("age-identity-file") != nil {
 		t.Error("wal-push takes age-identity-file")
+	}
+	if _, ok := s.vals["age-identity-file"]; ok {
+		t.Error("age-identity-file from the config file applied to wal-push")
 	}
 }
 
@@ -102,13 +104,12 @@ func TestWALLevel(t *testing.T) {
 	} {
 		conf := filepath.Join(t.TempDir(), "pgark.conf")
 		os.WriteFile(conf, []byte(c.file), 0o644)
-		fs := flag.NewFlagSet("x", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		flags := addOptions(fs, "wal-push")
+		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+		addOptions(fs, "wal-push")
 		if err := fs.Parse(c.args); err != nil {
 			t.Fatal(err)
 		}
-		s, err := resolve(fs, flags, func(k string) string { return map[string]string{"PGARK_CONFIG": conf}[k] })
+		s, err := resolve(fs, "wal-push", func(k string) string { return map[string]string{"PGARK_CONFIG": conf}[k] })
 		if err != nil {
 			t.Fatal(err)
 		}

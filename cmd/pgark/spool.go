@@ -36,6 +36,13 @@ func pgdataDir(env *cmdEnv) string {
 	return dir
 }
 
+// isStandby reports whether the data directory (pgdataDir) has
+// standby.signal.
+func isStandby(env *cmdEnv) bool {
+	_, err := os.Stat(filepath.Join(pgdataDir(env), "standby.signal"))
+	return err == nil
+}
+
 // spoolBase is the directory under which spools live: --spool-dir, else the
 // user's cache directory, never inside the data directory (base backups and
 // pg_rewind copy what is there into clones).
