@@ -5,11 +5,12 @@
 # restores the backup into a new data directory and recovers to just before the drop; the
 # restored server shows the lost rows back. `pgark check` and `pgark list` along the way.
 # Everything lives in a temp dir, removed at the end (KEEP=1 keeps it).
-# PG_BIN selects the PostgreSQL server binaries (default: the newest /usr/lib/postgresql/*/bin).
+# PG_BIN selects the PostgreSQL server binaries (default: the newest /usr/lib/postgresql/*/bin),
+# PGARK_BIN the pgark binary (default: bin/pgark, from make build).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-pgark_src="$here/bin/pgark"
+pgark_src="${PGARK_BIN:-$here/bin/pgark}"
 [ -x "$pgark_src" ] || { echo "demo: build first (make build)" >&2; exit 1; }
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$PG_BIN/initdb" ] || { echo "demo: no PostgreSQL server binaries found; run make deps or set PG_BIN" >&2; exit 1; }
