@@ -33,7 +33,7 @@ var transientFaults = []faultproxy.Kind{faultproxy.Err500, faultproxy.SlowDown,
 // archivedWatcher checks, while the archiver runs, that every segment that
 // pg_stat_archiver reports archived is in the bucket (read directly, not
 // through the proxy).
-func archivedWatcher(t *testing.T, c *testenv.Cluster, client *s3.Client, bucket, prefix string) (stop func() (checked int, missing []string)) {
+func archivedWatcher(t *testing.T, c *testenv.Cluster, client *s3.Client, bucket, prefix string) (count func() int, stop func() (checked int, missing []string)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		wg      sync.WaitGroup
@@ -66,7 +66,12 @@ func archivedWatcher(t *testing.T, c *testenv.Cluster, client *s3.Client, bucket
 			}
 		}
 	}()
-	return func() (int, []string) {
+	count = func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return checked
+	}
+	return count, func() (int, []string) {
 		cancel()
 		wg.Wait()
 		return checked, missing
@@ -140,9 +145,13 @@ func TestFaultsArchiveRecoverBackup(t *testing.T) {
 	mustOK(t, pgark(t, direct, "backup", "--config", conf, "--dsn", c.DSN()))
 
 	// Archive under faults.
-	stop := archivedWatcher(t, c, srv.S3Client(), "faults", "db/")
+	count, stop := archivedWatcher(t, c, srv.S3Client(), "faults", "db/")
 	proxy.Set(faultproxy.Faults{Rate: 0.2, Kinds: allFaults, Stall: 5 * time.Second})
 	c.Pgbench(t, "-c", "2", "-j", "2", "-T", fmt.Sprint(seconds))
+	// On a slow machine, load on until the watcher has seen enough reports.
+	for deadline := time.Now().Add(10 * time.Minute); count() < 5 && time.Now().Before(deadline); {
+		c.Pgbench(t, "-c", "2", "-j", "2", "-T", "5")
+	}
 	archiveFaults := proxy.String()
 	proxy.Set(faultproxy.Faults{})
 	last := waitArchivedAll(t, c, 5*time.Minute)
