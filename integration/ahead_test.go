@@ -73,7 +73,8 @@ func TestPushAheadBacklog(t *testing.T) {
 	start := time.Now()
 	c.Exec(t, "ALTER SYSTEM RESET archive_command")
 	c.Exec(t, "SELECT pg_reload_conf()")
-	c.WaitFor(t, 5*time.Minute, func() bool { return readyCount(t, c) == 0 })
+	// pg_stat_archiver counts a segment just after its .ready file goes.
+	c.WaitFor(t, 5*time.Minute, func() bool { return readyCount(t, c) == 0 && a.stats(t).archived-before >= len(names) })
 	drained := time.Since(start)
 	s := a.stats(t)
 	if s.failed != 0 || s.archived-before < len(names) {
@@ -162,7 +163,9 @@ func TestPushAheadUnderLoad(t *testing.T) {
 	load := time.Since(loadStart)
 	segs := written()
 	waitStart := time.Now()
-	c.WaitFor(t, 5*time.Minute, func() bool { return readyCount(t, c) == 0 })
+	c.WaitFor(t, 5*time.Minute, func() bool {
+		return readyCount(t, c) == 0 && a.stats(t).archived-before.archived >= segs
+	})
 	catchUp := time.Since(waitStart)
 	peak := stopSampling()
 	s := a.stats(t)
