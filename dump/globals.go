@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/pgark/pgark/storage"
 )
@@ -238,12 +239,16 @@ func PlanGlobals(script string, ex Existing, o GlobalsOptions) (*GlobalsPlan, er
 	return p, nil
 }
 
-// oneLine is storage.OneLine cut to 120 bytes, for report lines and errors
-// that quote SQL statements.
+// oneLine is storage.OneLine cut to at most 120 bytes, at a character
+// boundary, for report lines and errors that quote SQL statements.
 func oneLine(s string) string {
 	s = storage.OneLine(s)
 	if len(s) > 120 {
-		s = s[:120] + "..."
+		cut := 120
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
 	return s
 }

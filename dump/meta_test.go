@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage/local"
@@ -41,5 +42,18 @@ func TestReadMetaDamaged(t *testing.T) {
 	_, err = ReadMeta(ctx, s, other)
 	if !errors.Is(err, repo.ErrDamaged) || !strings.Contains(err.Error(), MetaName) || !strings.Contains(err.Error(), "names run") {
 		t.Fatalf("other id: %v", err)
+	}
+}
+
+// oneLine folds a statement onto one line and cuts it at 120 bytes without
+// splitting a character.
+func TestOneLineCut(t *testing.T) {
+	if got := oneLine("CREATE ROLE\n\t alice"); got != "CREATE ROLE alice" {
+		t.Errorf("oneLine folded to %q", got)
+	}
+	long := strings.Repeat("a", 119) + "é" + strings.Repeat("b", 10) // é spans bytes 119-120
+	got := oneLine(long)
+	if !utf8.ValidString(got) || got != strings.Repeat("a", 119)+"..." {
+		t.Errorf("oneLine cut to %q", got)
 	}
 }

@@ -230,28 +230,24 @@ func (c *cli) runCommand(d *command, fs *pflag.FlagSet, args []string) int {
 		}
 		env.log = log
 	}
-	if err != nil && env.log != nil {
-		// A setting of the wrong kind: reported, and mapped to an exit
-		// code, as the command reports its own usage errors (wal-fetch on
-		// a standby: 5, so that the standby keeps running).
-		if d.setupFailed != nil {
-			d.setupFailed(c.stdout, s, err)
-		}
-		code := env.exitCodeFor(err)
-		env.log.Error(storage.OneLine(err.Error()), "command", d.name, "exit", code)
-		return code
-	}
-	if err != nil {
+	if err != nil && env.log == nil {
 		fmt.Fprintf(c.stderr, "pgark %s: %s\n", d.name, storage.OneLine(err.Error()))
 		return setupFailure(d.name)
 	}
-	start := time.Now()
-	err = d.run(c.ctx, env, args)
-	if f := c.getenv("PGARK_RUSAGE_LOG"); f != "" {
-		logRusage(f, d.name, start, err)
-	}
 	if err == nil {
-		return exitOK
+		start := time.Now()
+		err = d.run(c.ctx, env, args)
+		if f := c.getenv("PGARK_RUSAGE_LOG"); f != "" {
+			logRusage(f, d.name, start, err)
+		}
+		if err == nil {
+			return exitOK
+		}
+	} else if d.setupFailed != nil {
+		// A setting of the wrong kind: reported, and mapped to an exit code
+		// below, as the command maps its own usage errors (wal-fetch on a
+		// standby: 5, so that the standby keeps running).
+		d.setupFailed(c.stdout, s, err)
 	}
 	code := env.exitCodeFor(err)
 	if code != exitNotFound {
