@@ -196,6 +196,39 @@ func incrementalChain(t *testing.T, major int) {
 	}
 	rs.Stop(t)
 
+	// list shows each backup's type and parent.
+	var l struct {
+		Backups []struct {
+			ID          string `json:"id"`
+			Type        string `json:"type"`
+			Parent      string `json:"parent"`
+			StoredBytes int64  `json:"stored_bytes"`
+		} `json:"backups"`
+	}
+	if err := json.Unmarshal([]byte(mustOK(t, pgark(t, nil, "list", "--config", s.conf, "--json")).stdout), &l); err != nil || len(l.Backups) != 4 {
+		t.Fatalf("list --json: %v %+v", err, l)
+	}
+	for i, want := range []backupOut{full, inc1, inc2, diff} {
+		if got := l.Backups[i]; got.ID != want.ID || got.Type != want.Type || got.Parent != want.Parent || got.StoredBytes != want.StoredBytes {
+			t.Errorf("list: %+v, want %+v", got, want)
+		}
+	}
+	// retain keeps the chain of what it keeps, and says why.
+	var plan struct {
+		Backups []struct {
+			ID   string `json:"id"`
+			Keep bool   `json:"keep"`
+			Why  string `json:"why"`
+		} `json:"backups"`
+	}
+	out := mustOK(t, pgark(t, s.readEnv, "retain", "--config", s.conf, "--keep-last", "1", "--dry-run", "--json")).stdout
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || len(plan.Backups) != 4 {
+		t.Fatalf("retain --dry-run --json: %v\n%s", err, out)
+	}
+	if b := plan.Backups; !b[0].Keep || b[1].Keep || b[2].Keep || !b[3].Keep || !strings.Contains(b[0].Why, "parent of kept backup "+diff.ID) {
+		t.Fatalf("retain --keep-last 1 with a chain: %s", out)
+	}
+
 	// A damaged part of the full backup: its incremental backups cannot be
 	// restored, and restore says so (exit 3).
 	parts, _ := filepath.Glob(filepath.Join(s.repoDir, "backups", full.ID, "base.tar.*.pgark"))
@@ -206,8 +239,22 @@ func incrementalChain(t *testing.T, major int) {
 		t.Fatal(err)
 	}
 	r := pgark(t, s.readEnv, "restore", "--config", s.conf, "--owner", "postgres", inc2.ID, filepath.Join(s.shared, "never"))
-	if r.code != 3 {
+	if r.code != 3 || !strings.Contains(r.stderr, full.ID) {
 		t.Fatalf("restore of an incremental backup whose full part is gone: %s", r)
+	}
+	// verify names every backup that the damage makes unrestorable.
+	r = pgark(t, s.readEnv, "verify", "--config", s.conf, "--json")
+	var v verifyOut
+	if err := json.Unmarshal([]byte(r.stdout), &v); r.code != 1 || err != nil || v.OK {
+		t.Fatalf("verify after the damage: %v %s", err, r)
+	}
+	for _, b := range v.Backups {
+		if b.OK {
+			t.Errorf("verify: backup %s OK, but its chain starts with the damaged %s", b.ID, full.ID)
+		}
+		if b.ID != full.ID && !strings.Contains(fmt.Sprint(b.Problems), "needs backup "+full.ID) {
+			t.Errorf("verify: backup %s problems %+v do not name %s", b.ID, b.Problems, full.ID)
+		}
 	}
 }
 
