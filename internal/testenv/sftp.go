@@ -57,6 +57,19 @@ func SFTPBinPath() string {
 // $PGARK_TEST_REQUIRE=1). Its log is shown when the test fails.
 func SFTPStart(t testing.TB) *SFTPServer {
 	t.Helper()
+	return SFTPStartWith(t, SFTPOptions{})
+}
+
+// SFTPOptions configures SFTPStartWith.
+type SFTPOptions struct {
+	// InternalSFTPArgs are arguments of sshd's internal-sftp, e.g.
+	// "-P remove,rmdir" to refuse requests as a restricted login would.
+	InternalSFTPArgs string
+}
+
+// SFTPStartWith is SFTPStart with options.
+func SFTPStartWith(t testing.TB, o SFTPOptions) *SFTPServer {
+	t.Helper()
 	EndToEnd(t)
 	bin := SFTPBinPath()
 	if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
@@ -96,7 +109,7 @@ func SFTPStart(t testing.TB) *SFTPServer {
 	var lastErr error
 	for range 3 {
 		port := FreePort(t)
-		lastErr = s.start(t, bin, port)
+		lastErr = s.start(t, bin, port, o)
 		if lastErr == nil {
 			t.Cleanup(func() {
 				s.stop()
@@ -133,7 +146,7 @@ func writeKey(t testing.TB, file string) ssh.PublicKey {
 	return sp
 }
 
-func (s *SFTPServer) start(t testing.TB, bin string, port int) error {
+func (s *SFTPServer) start(t testing.TB, bin string, port int, o SFTPOptions) error {
 	s.Port = port
 	conf := filepath.Join(s.base, "sshd_config")
 	cfg := strings.Join([]string{
@@ -153,7 +166,7 @@ func (s *SFTPServer) start(t testing.TB, bin string, port int) error {
 		"MaxStartups 100",
 		"MaxSessions 100",
 		"Subsystem sftp internal-sftp",
-		"ForceCommand internal-sftp",
+		strings.TrimSpace("ForceCommand internal-sftp " + o.InternalSFTPArgs),
 		"LogLevel VERBOSE",
 		"",
 	}, "\n")

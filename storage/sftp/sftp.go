@@ -387,7 +387,9 @@ func (s *Store) writeTemp(ctx context.Context, c *conn, key, dir string, header 
 			c.sftp.Remove(tmp)
 		}
 	}()
-	if err := f.Chmod(fileMode); err != nil {
+	// Best effort: a login whose sftp-server refuses setstat (a
+	// restricted push host) keeps the server's umask.
+	if err := f.Chmod(fileMode); err != nil && !isStatus(err) {
 		return "", 0, s.check(c, s.wrapErr("put", key, err, false))
 	}
 	if _, err := f.Write(header); err != nil {

@@ -437,3 +437,39 @@ func writeTestKey(t *testing.T, file string) {
 		t.Fatal(err)
 	}
 }
+
+// TestRestrictedPushLogin: under a login whose sftp-server refuses removes,
+// renames and mode changes (docs/sftp.md's push host), writes and reads
+// work, and deletes are permission errors that remove nothing.
+func TestRestrictedPushLogin(t *testing.T) {
+	srv := testenv.SFTPStartWith(t, testenv.SFTPOptions{InternalSFTPArgs: "-P remove,rmdir,rename,posix-rename,setstat,fsetstat,lsetstat"})
+	s := newStore(t, srv)
+	ctx := t.Context()
+	if err := s.Put(ctx, "wal/a/seg", strings.NewReader("payload"), storage.PutOptions{Size: 7}); err != nil {
+		t.Fatalf("Put under a restricted login: %v", err)
+	}
+	err := s.Put(ctx, "wal/a/seg", strings.NewReader("other"), storage.PutOptions{Size: 5})
+	if !storage.IsExists(err) {
+		t.Fatalf("second Put: %v, want ErrExists", err)
+	}
+	rc, _, err := s.Get(ctx, "wal/a/seg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "payload" {
+		t.Fatalf("Get = %q", b)
+	}
+	err = s.Delete(ctx, "wal/a/seg")
+	if err == nil || !storage.IsPermanent(err) || storage.IsNotFound(err) {
+		t.Fatalf("Delete under a restricted login: %v, want a permission error", err)
+	}
+	if _, err := s.Stat(ctx, "wal/a/seg"); err != nil {
+		t.Fatalf("the object is gone after a refused Delete: %v", err)
+	}
+	var keys []string
+	if err := s.List(ctx, "", func(oi storage.ObjectInfo) error { keys = append(keys, oi.Key); return nil }); err != nil || len(keys) != 1 {
+		t.Fatalf("List = %q, %v", keys, err)
+	}
+}
