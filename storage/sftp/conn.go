@@ -229,9 +229,11 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 	deadline, _ := dctx.Deadline()
 	nc.SetDeadline(deadline)
 	stop := context.AfterFunc(dctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	// The deadline (and ctx) bound the handshake and the start of the
+	// SFTP session; then keepalives watch the connection.
 	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, s.sshCfg)
-	stop()
 	if err != nil {
+		stop()
 		nc.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -245,13 +247,17 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		}
 		return nil, e
 	}
-	nc.SetDeadline(time.Time{})
 	client := ssh.NewClient(sc, chans, reqs)
 	sc2, err := sftp.NewClient(client, sftp.UseConcurrentWrites(true), sftp.UseFstat(true))
+	stop()
 	if err != nil {
 		client.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, fmt.Errorf("start the sftp subsystem on %s: %w", s, err)
 	}
+	nc.SetDeadline(time.Time{})
 	c := &conn{ssh: client, sftp: sc2, done: make(chan struct{})}
 	go s.keepAlive(c)
 	return c, nil

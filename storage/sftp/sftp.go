@@ -537,7 +537,6 @@ type dirEntry struct {
 	name  string
 	isDir bool
 	sort  string // name, plus "/" for directories: sorts like full keys
-	size  int64
 }
 
 // listWorkers is how many headers List reads at once (over one connection:

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -471,5 +472,92 @@ func TestRestrictedPushLogin(t *testing.T) {
 	var keys []string
 	if err := s.List(ctx, "", func(oi storage.ObjectInfo) error { keys = append(keys, oi.Key); return nil }); err != nil || len(keys) != 1 {
 		t.Fatalf("List = %q, %v", keys, err)
+	}
+}
+
+// BenchmarkPutGetSegment pushes and fetches 16 MiB WAL-segment-sized
+// objects over loopback (informational: no network latency).
+func BenchmarkPutGetSegment(b *testing.B) {
+	srv := testenv.SFTPStart(b)
+	cfg, err := ParseURL(srv.URL(srv.NewDir(b)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.IdentityFile, cfg.KnownHostsFile = srv.IdentityFile, srv.KnownHosts
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	data := make([]byte, 16<<20)
+	rand.Read(data)
+	b.Run("put", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for i := 0; b.Loop(); i++ {
+			if err := s.Put(ctx, fmt.Sprintf("wal/p%08d", i), bytes.NewReader(data), storage.PutOptions{Size: int64(len(data))}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	if err := s.Put(ctx, "wal/seg", bytes.NewReader(data), storage.PutOptions{Size: int64(len(data))}); err != nil {
+		b.Fatal(err)
+	}
+	// What each archive_command call pays first: connect, authenticate,
+	// start the SFTP session, and one Stat.
+	b.Run("connect-stat", func(b *testing.B) {
+		for b.Loop() {
+			s2, err := New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s2.Stat(ctx, "wal/seg"); err != nil {
+				b.Fatal(err)
+			}
+			s2.Close()
+		}
+	})
+	b.Run("get", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			rc, _, err := s.Get(ctx, "wal/seg")
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, rc)
+			rc.Close()
+			if err != nil || n != int64(len(data)) {
+				b.Fatalf("read %d bytes: %v", n, err)
+			}
+		}
+	})
+}
+
+// TestServerDown: a server that does not answer is a retryable error, not
+// "not found".
+func TestServerDown(t *testing.T) {
+	srv := testenv.SFTPStart(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	cfg, err := ParseURL(srv.URL("/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.IdentityFile, cfg.KnownHostsFile = srv.IdentityFile, srv.KnownHosts
+	cfg.Dial = func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Stat(t.Context(), "k")
+	if err == nil || storage.IsPermanent(err) || storage.IsNotFound(err) {
+		t.Fatalf("Stat with the server down: %v, want a retryable error", err)
 	}
 }

@@ -74,7 +74,7 @@ func (s *Store) Swap(ctx context.Context, key string, data []byte, ifVersion str
 	}
 	defer g.release()
 
-	cur, err := s.readFile(c, "swap", key, 1<<30)
+	cur, err := s.readFile(c, "swap", key, 64<<20)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return "", fmt.Errorf("swap %s: %w", s.describe(key), storage.ErrChanged)
