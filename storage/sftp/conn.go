@@ -224,7 +224,7 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		nc, err = d.DialContext(dctx, "tcp", addr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", s, err)
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	deadline, _ := dctx.Deadline()
 	nc.SetDeadline(deadline)
@@ -238,7 +238,7 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		e := fmt.Errorf("ssh to %s: %w", s, err)
+		e := fmt.Errorf("ssh to %s@%s: %w", s.cfg.User, addr, err)
 		msg := err.Error()
 		var hk hostKeyError
 		if errors.As(err, &hk) || strings.Contains(msg, "unable to authenticate") || strings.Contains(msg, "host key") ||
@@ -255,7 +255,7 @@ func (s *Store) dial(ctx context.Context) (*conn, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("start the sftp subsystem on %s: %w", s, err)
+		return nil, fmt.Errorf("start the sftp subsystem on %s: %w", addr, err)
 	}
 	nc.SetDeadline(time.Time{})
 	c := &conn{ssh: client, sftp: sc2, done: make(chan struct{})}
