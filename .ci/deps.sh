@@ -316,7 +316,8 @@ fi
 
 # ---------------------------------------------------------------- OpenSSH server (SFTP tests)
 # The SFTP store's tests start their own sshd (internal/testenv/sftp.go) on loopback with a
-# generated config and keys; they never use the system's sshd service or its configuration.
+# generated config and keys; they never use the system's sshd service or its configuration
+# (which Debian's package may start on a machine whose init system runs services).
 apt_ensure openssh-server openssh-sftp-server
 
 log "ok: PostgreSQL 15 (/usr/lib/postgresql/15), $(for v in "${NPM_VERSIONS[@]}"; do printf '%s ' "${v%%.*}"; done)in $CACHE/pg, client tools $(for v in "${PGCLIENT_VERSIONS[@]}"; do printf '%s ' "${v#*:}"; done)in $CACHE/pgclient, versitygw in $CACHE/bin"
