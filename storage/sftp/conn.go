@@ -11,7 +11,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -405,16 +404,4 @@ func (s *Store) wrapErr(op, key string, err error, notFound bool) error {
 
 func (s *Store) describe(key string) string {
 	return fmt.Sprintf("%q in %s", key, s)
-}
-
-// Store is a repository in a directory of an SFTP server.
-type Store struct {
-	cfg    Config
-	sshCfg *ssh.ClientConfig
-	root   string
-
-	mu      sync.Mutex
-	conn    *conn
-	dirSync bool // the server lets us open and fsync directories
-	probed  bool
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/storage/objfile"
@@ -35,6 +36,18 @@ const (
 	extFsync       = "fsync@openssh.com"
 	extPosixRename = "posix-rename@openssh.com"
 )
+
+// Store is a repository in a directory of an SFTP server.
+type Store struct {
+	cfg    Config
+	sshCfg *ssh.ClientConfig
+	root   string
+
+	mu      sync.Mutex
+	conn    *conn
+	dirSync bool // the server lets us open and fsync directories
+	probed  bool
+}
 
 var _ storage.Store = (*Store)(nil)
 
