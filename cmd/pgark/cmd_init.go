@@ -61,7 +61,12 @@ func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 		if err := checkEmpty(ctx, st); err != nil {
 			return err
 		}
-		if opts.WriteMode, err = probeS3(ctx, env, loc); err != nil {
+		if loc.sftp != nil {
+			opts.WriteMode, err = probeSFTP(ctx, env, loc)
+		} else {
+			opts.WriteMode, err = probeS3(ctx, env, loc)
+		}
+		if err != nil {
 			return err
 		}
 	}
