@@ -283,3 +283,62 @@ func TestIncrementalFallback(t *testing.T) {
 		})
 	}
 }
+
+// TestIncrementalKill9: incremental backups killed at random moments are
+// never listed and leave their parents untouched: after the kills every
+// listed backup's chain is whole, the next incremental backup completes,
+// verify passes and the backup restores to its state.
+func TestIncrementalKill9(t *testing.T) {
+	testenv.NeedPG(t, 17)
+	n := killLoops()
+	s := setupIncremental(t, 17, map[string]string{"summarize_wal": "on"})
+	c := s.c
+	c.Pgbench(t, "-i", "-s", "5", "-q")
+	c.Exec(t, "CREATE TABLE marks(id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+	s.backup(t, "full")
+	args := []string{"backup", "--config", s.conf, "--dsn", c.DSN(), "--backup-type", "incr"}
+	d := timed(t, nil, args...)
+	kills := 0
+	for i := range n {
+		c.Pgbench(t, "-t", "50", "-c", "2", "-n")
+		c.Exec(t, fmt.Sprintf("INSERT INTO marks(id) VALUES (%d)", i+1))
+		if killAt(t, nil, d, args...) {
+			kills++
+		}
+	}
+	c.Exec(t, fmt.Sprintf("INSERT INTO marks(id) VALUES (%d)", n+1))
+	last := s.backup(t, "incr")
+	if last.Type != "incr" {
+		t.Fatalf("the incremental backup after the kills: %+v", last)
+	}
+	want := s.state(t)
+	var l struct {
+		Backups []struct {
+			ID     string `json:"id"`
+			Parent string `json:"parent"`
+		} `json:"backups"`
+	}
+	if err := json.Unmarshal([]byte(mustOK(t, pgark(t, nil, "list", "--config", s.conf, "--json")).stdout), &l); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, b := range l.Backups {
+		if b.Parent != "" && !ids[b.Parent] {
+			t.Fatalf("backup %s is listed, its parent %s is not", b.ID, b.Parent)
+		}
+		ids[b.ID] = true
+	}
+	if len(l.Backups) < 3 || len(l.Backups) > 2+n-kills+1 {
+		t.Fatalf("%d backups listed after %d kills of %d runs", len(l.Backups), kills, n)
+	}
+	(&archiveSetup{c: c}).switchAndWait(t)
+	if r := pgark(t, s.readEnv, "verify", "--config", s.conf); r.code != 0 {
+		t.Fatalf("verify after the kills: %s", r)
+	}
+	got, rs := s.restoreAndCheck(t, 17, "after-kills", "--target-immediate", "--target-action", "promote", last.ID)
+	if got != want {
+		t.Fatalf("restored %q, want %q", got, want)
+	}
+	rs.Stop(t)
+	t.Logf("incr: %d of %d runs killed mid-way; %d backups listed", kills, n, len(l.Backups))
+}
