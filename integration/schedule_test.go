@@ -41,13 +41,15 @@ func unitCommand(t *testing.T, name, inst, confDir string) []string {
 // the postgres user with systemd's PATH and a config file written as
 // /etc/pgark/CLUSTER.conf would be, against a real archiving cluster and a
 // local repository: two backups and two dump runs are listed, retention
-// keeps the newest of each, and check reports OK.
+// keeps the newest of each, and check reports OK, also in its
+// prometheus-file.
 func TestScheduledUnits(t *testing.T) {
 	testenv.EndToEnd(t)
 	const inst = "main"
 	dir := testenv.SharedDir(t)
 	repoDir := filepath.Join(dir, "repo")
 	confPath := filepath.Join(dir, inst+".conf")
+	promFile := filepath.Join(dir, "pgark-"+inst+".prom")
 	// The packaged example with this test's settings in place of its own.
 	conf := fmt.Sprintf(`# /etc/pgark/%s.conf
 repo = %s
@@ -55,7 +57,8 @@ pg-bin = %s
 keep-last = 1
 keep-dumps = 1
 max-backup-age = 192h
-`, inst, repoDir, testenv.ClientBinDir)
+prometheus-file = %s
+`, inst, repoDir, testenv.ClientBinDir, promFile)
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -112,5 +115,8 @@ max-backup-age = 192h
 	r := unit("pgark-check@.service")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "PGARK CHECK OK") {
 		t.Fatalf("pgark-check@%s: %s", inst, r)
+	}
+	if m := string(readFile(t, promFile)); !strings.Contains(m, "pgark_check_status 0\n") || !strings.Contains(m, "pgark_backups 1\n") {
+		t.Fatalf("prometheus-file after pgark-check@%s:\n%s", inst, m)
 	}
 }

@@ -25,12 +25,6 @@ type buildInfo struct {
 }
 
 func currentBuild() buildInfo {
-	orUnknown := func(s string) string {
-		if s == "" {
-			return "unknown"
-		}
-		return s
-	}
 	return buildInfo{Version: version, Commit: orUnknown(commit), BuildDate: orUnknown(buildDate),
 		Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 }
