@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
@@ -24,9 +25,28 @@ type buildInfo struct {
 	Platform  string `json:"platform"`
 }
 
+// currentBuild is what the linker stamped in; what it did not, the Go
+// toolchain's build information supplies where it can: the module version
+// of `go install ...@v1.2.3`, the commit and time of a build in a git
+// checkout (`go build`).
 func currentBuild() buildInfo {
-	return buildInfo{Version: version, Commit: orUnknown(commit), BuildDate: orUnknown(buildDate),
+	b := buildInfo{Version: version, Commit: commit, BuildDate: buildDate,
 		Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if b.Version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			b.Version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision" && b.Commit == "":
+				b.Commit = s.Value
+			case s.Key == "vcs.time" && b.BuildDate == "":
+				b.BuildDate = s.Value + " (commit time)"
+			}
+		}
+	}
+	b.Commit, b.BuildDate = orUnknown(b.Commit), orUnknown(b.BuildDate)
+	return b
 }
 
 // versionCommand is `pgark version [--json]`. Its output is printed by our
