@@ -94,6 +94,10 @@ clean:
 DIST ?= dist
 DIST_ARCHES ?= amd64 arm64
 NFPM ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+# The package version, ordered as dpkg and rpm compare: v1.2.3 -> 1.2.3,
+# v1.2.3-rc1 -> 1.2.3~rc1 (before 1.2.3), v1.2.3-4-gabcdef0 (4 commits after
+# the tag) -> 1.2.3+git4.abcdef0 (after it), -dirty -> +dirty.
+PKG_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v//; s/-([0-9]+)-g([0-9a-f]+)/+git\1.\2/; s/-dirty$$/+dirty/; s/-/~/g')
 
 dist:
 	rm -rf $(DIST) && mkdir -p $(DIST)/build/man $(DIST)/build/completions
@@ -105,7 +109,7 @@ dist:
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w $(STAMP)" \
 			-o $(DIST)/pgark-$(VERSION)-linux-$$arch ./cmd/pgark; \
 		for pkg in deb rpm; do \
-			PGARK_BIN=$(DIST)/pgark-$(VERSION)-linux-$$arch PGARK_BUILD=$(DIST)/build PGARK_VERSION=$(VERSION) PGARK_ARCH=$$arch \
+			PGARK_BIN=$(DIST)/pgark-$(VERSION)-linux-$$arch PGARK_BUILD=$(DIST)/build PGARK_VERSION=$(PKG_VERSION) PGARK_ARCH=$$arch \
 				$(NFPM) package --config packaging/nfpm.yaml --packager $$pkg --target $(DIST)/; \
 		done; \
 	done

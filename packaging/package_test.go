@@ -72,6 +72,15 @@ func TestPackages(t *testing.T) {
 			t.Fatalf("%s exists: this test installs and purges the package; move it away first", p)
 		}
 	}
+	// Package versions order as dpkg and rpm compare them.
+	for v, want := range map[string]string{
+		"v1.2.3": "1.2.3", "v1.2.3-rc1": "1.2.3~rc1", "v1.2.3-4-gabcdef0-dirty": "1.2.3+git4.abcdef0+dirty", "0.0.0-dev": "0.0.0~dev",
+	} {
+		out := run(t, "..", nil, "make", "-s", "-n", "dist", "VERSION="+v, "DIST_ARCHES=amd64")
+		if !strings.Contains(out, "PGARK_VERSION="+want+" ") {
+			t.Errorf("make dist VERSION=%s: package version is not %s:\n%s", v, want, out)
+		}
+	}
 	dist := t.TempDir()
 	run(t, "..", nil, "make", "dist", "DIST="+dist, "VERSION="+testVersion, "DIST_ARCHES=amd64 arm64")
 
