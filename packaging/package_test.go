@@ -160,6 +160,8 @@ func TestPackages(t *testing.T) {
 		}
 	}
 
+	verifyDropIns(t)
+
 	// Remove: the binary goes, the config stays.
 	if err := os.WriteFile("/etc/pgark/pgark.conf", []byte("# edited by the DBA\nrepo = /srv/x\n"), 0o640); err != nil {
 		t.Fatal(err)
@@ -270,4 +272,44 @@ func readFile(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// verifyDropIns runs systemd-analyze verify on installed units with the
+// drop-ins that the Scheduling chapter documents, found through
+// SYSTEMD_UNIT_PATH (nothing is written under /etc): they must load without
+// a complaint. A drop-in with an unknown key proves that they are read.
+func verifyDropIns(t *testing.T) {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(p, body string) {
+		p = filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("pgark-.service.d/paths.conf", "[Service]\nReadWritePaths=/srv/pgark\n")
+	write("pgark-.service.d/after.conf", "[Unit]\nAfter=postgresql-15.service\n")
+	write("pgark-failure@.service.d/override.conf", "[Service]\nExecStart=\nExecStart=/bin/echo \"%i failed on %H\"\n")
+	write("pgark-backup@.timer.d/override.conf", "[Timer]\nOnCalendar=\nOnCalendar=Sat *-*-* 22:00:00\n")
+	verify := func(units ...string) string {
+		cmd := exec.Command("systemd-analyze", append([]string{"verify", "--man=no"}, units...)...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=notice", "SYSTEMD_UNIT_PATH="+dir+":")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("%v: %s", err, out)
+		}
+		return string(bytes.TrimSpace(out))
+	}
+	units := []string{"pgark-backup@main.service", "pgark-backup@main.timer", "pgark-check@main.service", "pgark-failure@pgark-backup@main.service.service"}
+	if out := verify(units...); out != "" {
+		t.Errorf("systemd-analyze verify with the documented drop-ins: %s", out)
+	}
+	write("pgark-.service.d/zz-bogus.conf", "[Service]\nBogusKey=1\n")
+	if out := verify("pgark-check@main.service"); !strings.Contains(out, "BogusKey") {
+		t.Errorf("a drop-in with an unknown key passed systemd-analyze verify: the drop-ins are not read (%q)", out)
+	}
 }
