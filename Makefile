@@ -100,9 +100,11 @@ NFPM ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
 PKG_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v//; s/-([0-9]+)-g([0-9a-f]+)/+git\1.\2/; s/-dirty$$/+dirty/; s/-/~/g')
 
 dist:
-	rm -rf $(DIST) && mkdir -p $(DIST)/build/man $(DIST)/build/completions
-	$(GO) run ./cmd/pgark gen-man $(DIST)/build/man && gzip -9n $(DIST)/build/man/*.1
+	@test -n "$(DIST)" || { echo "make dist: DIST is empty"; exit 2; }
+	rm -rf $(DIST)/build $(DIST)/pgark[-_]* $(DIST)/SHA256SUMS
+	mkdir -p $(DIST)/build/man $(DIST)/build/completions
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(STAMP)" -o $(DIST)/build/pgark-host ./cmd/pgark
+	$(DIST)/build/pgark-host gen-man $(DIST)/build/man && gzip -9n $(DIST)/build/man/*.1
 	for sh in bash zsh fish; do $(DIST)/build/pgark-host completion $$sh > $(DIST)/build/completions/pgark.$$sh || exit 1; done
 	rm $(DIST)/build/pgark-host
 	set -e; for arch in $(DIST_ARCHES); do \

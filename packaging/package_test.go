@@ -3,12 +3,14 @@ package packaging
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -259,6 +261,15 @@ func checkInstalled(t *testing.T) {
 		if fi.Mode().Perm() != want.mode || st.Uid != 0 || g.Name != want.group {
 			t.Errorf("%s: mode %o uid %d group %s, want %o root:%s", p, fi.Mode().Perm(), st.Uid, g.Name, want.mode, want.group)
 		}
+	}
+	// The man pages carry the release's version.
+	zr, err := gzip.NewReader(bytes.NewReader(readFile(t, "/usr/share/man/man1/pgark.1.gz")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, err := io.ReadAll(zr)
+	if err != nil || !strings.Contains(string(man), `"pgark `+strings.ReplaceAll(testVersion, "-", `\-`)+`"`) {
+		t.Errorf("pgark(1) lacks the version %s (%v): %.200s", testVersion, err, man)
 	}
 	if b := readFile(t, "/etc/pgark/pgark.conf"); !bytes.Equal(b, readFile(t, "pgark.conf.example")) {
 		t.Error("/etc/pgark/pgark.conf is not packaging/pgark.conf.example")
