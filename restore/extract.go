@@ -1131,7 +1131,7 @@ func (x *extractor) applyIncremental(ctx context.Context, t *destDir, rel string
 			return err
 		}
 	}
-	if err := f.Sync(); err != nil {
+	if err := x.syncFile(f); err != nil {
 		return err
 	}
 	x.mu.Lock()
@@ -1260,7 +1260,45 @@ func (x *extractor) writeFile(ctx context.Context, t *destDir, rel string, perm 
 			return err
 		}
 	}
+	return x.syncFile(f)
+}
+
+// syncFile fsyncs a file written by the last backup of the chain. The
+// files of earlier backups may still be replaced or changed: finish
+// fsyncs those that stay, once.
+func (x *extractor) syncFile(f *os.File) error {
+	if x.layer < len(x.chain)-1 {
+		return nil
+	}
 	return f.Sync()
+}
+
+// syncEarlier fsyncs, after a chain's last backup, every file that an
+// earlier backup wrote and the last one left as it was.
+func (x *extractor) syncEarlier() error {
+	if len(x.chain) < 2 {
+		return nil
+	}
+	for t, seen := range x.seen {
+		err := fs.WalkDir(t.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() || seen[p] || p == markerName {
+				return err
+			}
+			f, err := t.root.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			serr := f.Sync()
+			if cerr := f.Close(); serr == nil {
+				serr = cerr
+			}
+			return serr
+		})
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", t.dir, err)
+		}
+	}
+	return nil
 }
 
 // ---------------------------------------------------------------- the end
@@ -1271,6 +1309,9 @@ func (x *extractor) writeFile(ctx context.Context, t *destDir, rel string, perm 
 // are removed last.
 func (x *extractor) finish() error {
 	b := x.base
+	if err := x.syncEarlier(); err != nil {
+		return err
+	}
 	dataMode := fs.FileMode(0o700)
 	if x.globalMode == 0o750 {
 		dataMode = 0o750 // initdb -g (group access): PostgreSQL takes the mode from PGDATA
