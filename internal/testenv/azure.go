@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -149,6 +150,12 @@ func (s *AzureServer) stop() {
 func (s *AzureServer) Log() string {
 	b, _ := os.ReadFile(s.log)
 	return string(b)
+}
+
+// BaseURL returns the server's URL without the account (for a proxy in
+// front of it: the endpoint through it is its URL + "/" + Account).
+func (s *AzureServer) BaseURL() string {
+	return strings.TrimSuffix(s.Endpoint, "/"+s.Account)
 }
 
 // ConnectionString returns a connection string for the server.
