@@ -21,10 +21,7 @@ func encodeMetaKey(k string) string {
 // decodeMetaKey is the inverse of encodeMetaKey; names are lower-cased
 // first (the service and the SDK may change their case).
 func decodeMetaKey(name string) string {
-	name = strings.ToLower(name)
-	if strings.HasPrefix(name, "_") {
-		name = name[1:]
-	}
+	name = strings.TrimPrefix(strings.ToLower(name), "_")
 	return strings.ReplaceAll(name, "_", "-")
 }
 
