@@ -316,7 +316,7 @@ fi
 log "ok: PostgreSQL 15 (/usr/lib/postgresql/15), $(for v in "${NPM_VERSIONS[@]}"; do printf '%s ' "${v%%.*}"; done)in $CACHE/pg, client tools $(for v in "${PGCLIENT_VERSIONS[@]}"; do printf '%s ' "${v#*:}"; done)in $CACHE/pgclient, versitygw in $CACHE/bin"
 
 # ---------------------------------------------------------------- Azurite (Azure Blob test server)
-# npm azurite, pinned (3.36 and later need Node.js 21+; Debian 12's is 18), into
+# npm azurite, pinned (3.36 and later declare Node.js 21+; 3.35.0 runs on Node.js 20), into
 # $CACHE/azurite; the tests start node_modules/.bin/azurite-blob.
 AZURITE_VERSION="3.35.0"
 AZURITE_DIR="$CACHE/azurite"
