@@ -31,9 +31,12 @@ const (
 	MaxBlockSize = 4000 << 20
 	// maxBlocks is the service's limit on the blocks of one blob.
 	maxBlocks = 50000
-	// concurrency is the number of blocks of one Put in flight; memory
-	// use of a Put is about this many blocks.
+	// concurrency is the number of blocks of one Put in flight; a Put
+	// holds at most one more block in memory (the one being read).
 	concurrency = 2
+	// blocksPerStep: with an unknown object size the block size doubles
+	// after every blocksPerStep blocks, so that 50,000 blocks reach far.
+	blocksPerStep = 1000
 
 	// DefaultReadTimeout is the default of Config.ReadTimeout.
 	DefaultReadTimeout = 2 * time.Minute
@@ -65,7 +68,8 @@ type Config struct {
 	SASToken string
 	// BlockSize is the size of the blocks of a staged upload, default 8
 	// MiB. An object that fits in one block goes up with one Put Blob;
-	// a Put holds about two blocks in memory.
+	// a Put holds at most three blocks in memory. With an unknown object
+	// size it doubles after every 1000 blocks.
 	BlockSize int64
 	// ReadTimeout fails a request whose connection delivers no data for
 	// this long. Default DefaultReadTimeout.
@@ -498,81 +502,6 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return nil
 	}
 	return err
-}
-
-// blockSizeFor returns the block size for an object of size bytes (-1:
-// unknown): the configured size, or larger when the object would not fit
-// in the service's 50,000 blocks.
-func (s *Store) blockSizeFor(size int64) int64 {
-	bs := s.blockSize
-	if size > 0 {
-		bs = max(bs, (size+maxBlocks-1)/maxBlocks)
-		bs = (bs + 1<<20 - 1) &^ (1<<20 - 1)
-	}
-	return min(bs, MaxBlockSize)
-}
-
-// Put stores r under key, create-only. An object that fits in one block goes
-// up with one Put Blob; a larger one as staged blocks, at most two in
-// flight, committed by a Put Block List. Both carry If-None-Match: *. The
-// object appears only when the commit succeeds.
-func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) error {
-	if err := storage.ValidKey(key); err != nil {
-		return err
-	}
-	if err := storage.ValidMeta(opts.Meta); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("put %s: %w", s.url(key), err)
-	}
-	body := &checkedReader{r: storage.ContextReader(ctx, r), size: opts.Size}
-	_, err := s.blob(key).UploadStream(ctx, body, &blockblob.UploadStreamOptions{
-		BlockSize:        s.blockSizeFor(opts.Size),
-		Concurrency:      concurrency,
-		HTTPHeaders:      &blob.HTTPHeaders{BlobContentType: ptr("application/octet-stream")},
-		Metadata:         encodeMeta(opts.Meta),
-		AccessConditions: ifNoneMatch(),
-	})
-	if err != nil {
-		if body.err != nil && errors.Is(err, body.err) {
-			return fmt.Errorf("put %s: reading the data: %w", s.url(key), err)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("put %s: %w", s.url(key), ctx.Err())
-		}
-		return s.mapErr("put", opWrite, key, err)
-	}
-	return nil
-}
-
-// checkedReader fails instead of ending when the reader yields another
-// number of bytes than size (when size >= 0), so that the upload fails
-// before its commit. err is the error it returned.
-type checkedReader struct {
-	r    io.Reader
-	size int64
-	n    int64
-	err  error
-}
-
-func (c *checkedReader) Read(p []byte) (int, error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	switch {
-	case c.size >= 0 && c.n > c.size:
-		err = fmt.Errorf("the reader yielded more than the expected %d bytes", c.size)
-		n = 0
-	case err == io.EOF && c.size >= 0 && c.n != c.size:
-		err = fmt.Errorf("the reader yielded %d bytes, expected %d", c.n, c.size)
-	case err == nil || err == io.EOF:
-		return n, err
-	}
-	c.err = err
-	return n, err
 }
 
 func ptr[T any](v T) *T { return &v }

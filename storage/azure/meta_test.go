@@ -48,3 +48,30 @@ func TestParseURL(t *testing.T) {
 		}
 	}
 }
+
+func TestBlockSizeFor(t *testing.T) {
+	s := &Store{blockSize: DefaultBlockSize}
+	// Unknown size: 50,000 blocks reach more than 100 TiB, each block
+	// within the service's limit.
+	var total int64
+	for num := range maxBlocks {
+		bs := s.blockSizeFor(-1, num)
+		if bs < DefaultBlockSize || bs > MaxBlockSize {
+			t.Fatalf("block %d: size %d", num, bs)
+		}
+		total += bs
+	}
+	if total < 100<<40 {
+		t.Errorf("unknown size: 50,000 blocks hold only %d bytes", total)
+	}
+	if s.blockSizeFor(-1, 0) != DefaultBlockSize || s.blockSizeFor(-1, 999) != DefaultBlockSize || s.blockSizeFor(-1, 1000) != 2*DefaultBlockSize {
+		t.Error("unknown size: the block size must double after every 1000 blocks")
+	}
+	// Known size: one size that fits the object in 50,000 blocks.
+	for _, size := range []int64{0, 1, DefaultBlockSize, 1 << 40, 50 << 40} {
+		bs := s.blockSizeFor(size, 0)
+		if bs < DefaultBlockSize || bs > MaxBlockSize || (size+bs-1)/bs > maxBlocks {
+			t.Errorf("size %d: block size %d", size, bs)
+		}
+	}
+}
