@@ -61,11 +61,15 @@ func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 		if err := checkEmpty(ctx, st); err != nil {
 			return err
 		}
-		probe := probeS3
-		if loc.azureContainer != "" {
-			probe = probeAzure
+		switch {
+		case loc.sftp != nil:
+			opts.WriteMode, err = probeSFTP(ctx, env, loc)
+		case loc.azureContainer != "":
+			opts.WriteMode, err = probeAzure(ctx, env, loc)
+		default:
+			opts.WriteMode, err = probeS3(ctx, env, loc)
 		}
-		if opts.WriteMode, err = probe(ctx, env, loc); err != nil {
+		if err != nil {
 			return err
 		}
 	}

@@ -218,7 +218,8 @@ On a standby the probe is skipped (a standby cannot switch WAL) and archiving
 is judged from the standby's own pg_stat_archiver when archive_mode = always.
 
 --json prints one object (format 1, documented in the README); --prometheus
-prints metrics named pgark_* for node_exporter's textfile collector.`,
+prints metrics named pgark_* for node_exporter's textfile collector;
+--prometheus-file FILE writes them to FILE atomically, beside any output.`,
 			exits:       exitsCheck,
 			exitFor:     checkExitCodes,
 			run:         runCheck,

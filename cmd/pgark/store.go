@@ -14,6 +14,7 @@ import (
 	"github.com/pgark/pgark/storage/local"
 	"github.com/pgark/pgark/storage/retry"
 	"github.com/pgark/pgark/storage/s3"
+	"github.com/pgark/pgark/storage/sftp"
 )
 
 // location is a parsed --repo value.
@@ -24,6 +25,7 @@ type location struct {
 	// azureContainer is the container of an azure:// repository (with
 	// prefix).
 	azureContainer string
+	sftp           *sftp.Config // for SFTP: the address part (see store_sftp.go)
 }
 
 func parseLocation(s string) (location, error) {
@@ -42,9 +44,15 @@ func parseLocation(s string) (location, error) {
 			return location{}, usageErrorf("repo: %v", err)
 		}
 		return location{azureContainer: c, prefix: p}, nil
+	case strings.HasPrefix(s, "sftp://"):
+		c, err := sftp.ParseURL(s)
+		if err != nil {
+			return location{}, usageErrorf("repo: %v", err)
+		}
+		return location{sftp: &c}, nil
 	case strings.Contains(s, "://"):
 		scheme, _, _ := strings.Cut(s, "://")
-		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path, s3://bucket/prefix or azure://container/prefix)", scheme, s)
+		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path, s3://bucket/prefix, azure://container/prefix or sftp://user@host/path)", scheme, s)
 	case !filepath.IsAbs(s):
 		// archive_command runs in PGDATA: a relative path would put the
 		// repository inside the data directory, and into every backup.
@@ -69,6 +77,12 @@ func openStore(ctx context.Context, env *cmdEnv, loc location, writeMode string)
 			return nil, err
 		}
 		st = as
+	} else if loc.sftp != nil {
+		ss, err := openSFTP(env, loc)
+		if err != nil {
+			return nil, err
+		}
+		st = ss
 	} else {
 		cfg, err := s3Config(env, loc)
 		if err != nil {
