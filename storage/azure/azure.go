@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -313,6 +314,7 @@ func (s *Store) mapErr(op string, kind opKind, key string, err error) error {
 		return nil
 	}
 	what := op + " " + s.url(key)
+	err = redactURL(err)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -347,6 +349,22 @@ func (s *Store) mapErr(op string, kind opKind, key string, err error) error {
 		return &storage.PermanentError{Err: fmt.Errorf("%s: %w", what, err)}
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// redactURL drops the query string from the URL that a transport error
+// (*url.Error) names: with a SAS token it holds the signature. The SDK's
+// own answers (azcore.ResponseError) name the URL without its query.
+func redactURL(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	u, perr := url.Parse(ue.URL)
+	if perr != nil {
+		return &url.Error{Op: ue.Op, URL: "(URL not shown)", Err: ue.Err}
+	}
+	u.RawQuery, u.Fragment = "", ""
+	return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
 }
 
 // Stat returns the object's size and metadata (Get Blob Properties).

@@ -55,13 +55,13 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 	case err == nil:
 		return unsupported("a second Put Blob with If-None-Match: * to the same name succeeded")
 	case !is412(err) && errorCode(respErr(err)) != "BlobAlreadyExists":
-		return unsupported(fmt.Sprintf("a second Put Blob with If-None-Match: * failed with an unexpected error: %v", err))
+		return unsupported(fmt.Sprintf("a second Put Blob with If-None-Match: * failed with an unexpected error: %v", redactURL(err)))
 	}
 	switch err := put("pgark conditional replace probe\n", `"0x8DEADBEEF000000"`); {
 	case err == nil:
 		return unsupported("a Put Blob with If-Match on a wrong ETag replaced the blob (the repository lock needs If-Match)")
 	case !is412(err):
-		return unsupported(fmt.Sprintf("a Put Blob with If-Match on a wrong ETag failed with an unexpected error: %v", err))
+		return unsupported(fmt.Sprintf("a Put Blob with If-Match on a wrong ETag failed with an unexpected error: %v", redactURL(err)))
 	}
 	id := base64.StdEncoding.EncodeToString([]byte("pgark-probe-block-0000"))
 	data := []byte("pgark conditional block list probe\n")
@@ -73,7 +73,7 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 	case err == nil:
 		return unsupported("a Put Block List with If-None-Match: * replaced an existing blob")
 	case !is412(err) && errorCode(respErr(err)) != "BlobAlreadyExists":
-		return unsupported(fmt.Sprintf("a Put Block List with If-None-Match: * onto an existing blob failed with an unexpected error: %v", err))
+		return unsupported(fmt.Sprintf("a Put Block List with If-None-Match: * onto an existing blob failed with an unexpected error: %v", redactURL(err)))
 	}
 	return nil
 }

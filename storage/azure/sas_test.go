@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +93,31 @@ func TestPushHostSAS(t *testing.T) {
 	err = ro.Put(ctx, "new", strings.NewReader("x"), storage.PutOptions{Size: 1})
 	if err == nil || storage.IsExists(err) || !storage.IsPermanent(err) {
 		t.Fatalf("Put with a read-only SAS: %v, want a permanent error", err)
+	}
+}
+
+// TestSASNotInErrors checks that a connection error does not show the SAS
+// token's signature (Go's transport errors name the whole URL).
+func TestSASNotInErrors(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	s := mustNew(t, Config{Container: "backups", Endpoint: "http://" + addr + "/acct", SASToken: "sv=2024-01-01&sp=r&sig=SECRETSIGNATURE", Retries: -1})
+	_, err = s.Stat(t.Context(), "obj")
+	if err == nil {
+		t.Fatal("Stat against a closed port succeeded")
+	}
+	if strings.Contains(err.Error(), "SECRETSIGNATURE") {
+		t.Fatalf("the error shows the SAS signature: %v", err)
+	}
+	if storage.IsPermanent(err) {
+		t.Errorf("a connection error is permanent: %v", err)
+	}
+	err = s.Put(t.Context(), "obj", strings.NewReader("x"), storage.PutOptions{Size: 1})
+	if err == nil || strings.Contains(err.Error(), "SECRETSIGNATURE") {
+		t.Fatalf("Put: %v", err)
 	}
 }
