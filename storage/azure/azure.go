@@ -186,9 +186,6 @@ func New(cfg Config) (*Store, error) {
 			RetryDelay:    200 * time.Millisecond,
 			MaxRetryDelay: 5 * time.Second,
 		},
-		// The SDK logs nothing unless a listener is set; keep request
-		// URLs (with SAS signatures) out of its telemetry header.
-		Telemetry: policy.TelemetryOptions{Disabled: true},
 	}}
 
 	endpoint := strings.TrimSuffix(cfg.Endpoint, "/")
