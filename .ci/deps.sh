@@ -325,3 +325,25 @@ fi
 apt_ensure openssh-server openssh-sftp-server
 
 log "ok: PostgreSQL 15 (/usr/lib/postgresql/15), $(for v in "${NPM_VERSIONS[@]}"; do printf '%s ' "${v%%.*}"; done)in $CACHE/pg, client tools $(for v in "${PGCLIENT_VERSIONS[@]}"; do printf '%s ' "${v#*:}"; done)in $CACHE/pgclient, versitygw in $CACHE/bin"
+
+# ---------------------------------------------------------------- Azurite (Azure Blob test server)
+# npm azurite, pinned (3.36 and later declare Node.js 21+; 3.35.0 runs on Node.js 20), into
+# $CACHE/azurite; the tests start node_modules/.bin/azurite-blob.
+AZURITE_VERSION="3.35.0"
+AZURITE_DIR="$CACHE/azurite"
+if [[ "$(cat "$AZURITE_DIR/.version" 2>/dev/null)" != "azurite@$AZURITE_VERSION" || ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]]; then
+	need_writable
+	command -v npm >/dev/null || die "npm not found"
+	log "installing azurite@$AZURITE_VERSION into $AZURITE_DIR"
+	tmp="$(mktemp -d "$CACHE/.tmp-azurite-XXXXXX")"
+	CLEANUP+=("$tmp")
+	retry 3 npm install --silent --no-audit --no-fund --omit=dev --prefix "$tmp" "azurite@$AZURITE_VERSION" >/dev/null ||
+		die "npm install azurite@$AZURITE_VERSION failed"
+	got="$("$tmp/node_modules/.bin/azurite-blob" --version)" || die "azurite@$AZURITE_VERSION does not run on node $(node --version): $got"
+	[[ "$got" == "$AZURITE_VERSION" ]] || die "expected azurite $AZURITE_VERSION, got: $got"
+	echo "azurite@$AZURITE_VERSION" >"$tmp/.version"
+	chmod -R a+rX "$tmp"
+	rm -rf "$AZURITE_DIR"
+	mv "$tmp" "$AZURITE_DIR"
+	log "installed azurite $AZURITE_VERSION in $AZURITE_DIR"
+fi

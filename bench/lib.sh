@@ -22,7 +22,11 @@
 #                             every request; sets proxy_http, proxy_tls_port. s3_key,
 #                             s3_secret, s3_region, bucket and s3env (the environment of a
 #                             pgark on S3) are set when this file is sourced
-#   pgark_conf VARIANT        (local|s3) writes $w/pgark-VARIANT.conf (spool, push-ahead and
+#   start_azure               Azurite's blob service ($azurite) on loopback with a container,
+#                             behind a second $w/latencyproxy adding $AZURE_DELAY; sets
+#                             azproxy_http and azenv (the environment of a pgark on Azure);
+#                             needs $w/azcontainer (built by the caller)
+#   pgark_conf VARIANT        (local|s3|azure) writes $w/pgark-VARIANT.conf (spool, push-ahead and
 #                             prefetch settings when $ahead is 1) and runs pgark init
 #   pgbr_conf KIND            (plain|cipher|async|s3) writes $w/pgbr-KIND.conf for the
 #                             cluster in $w/data and runs stanza-create (the cluster must run)
@@ -175,6 +179,33 @@ start_s3() {
 	note "S3: versitygw on 127.0.0.1:$s3port, latencyproxy (+$S3_DELAY) at $proxy_http and https://127.0.0.1:$proxy_tls_port; one request through it: $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.1f", (b - a) * 1000}') ms"
 }
 
+# ---------------------------------------------------------------- Azure: Azurite behind latencyproxy
+az_account=devstoreaccount1
+az_key=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==
+azenv=() # set by start_azure
+start_azure() {
+	local azport
+	azport=$(free_port)
+	"$azurite" --blobHost 127.0.0.1 --blobPort "$azport" --inMemoryPersistence --skipApiVersionCheck \
+		--disableTelemetry --silent >"$w/azurite.log" 2>&1 &
+	cleanup_pids+=($!)
+	"$w/latencyproxy" -listen 127.0.0.1:0 -tls-listen 127.0.0.1:0 -target "http://127.0.0.1:$azport" \
+		-delay "$AZURE_DELAY" >"$w/latencyproxy-azure.out" 2>"$w/latencyproxy-azure.log" &
+	cleanup_pids+=($!)
+	for _ in $(seq 300); do
+		curl -s -o /dev/null "http://127.0.0.1:$azport/$az_account?comp=list" && [[ $(wc -l <"$w/latencyproxy-azure.out") == 2 ]] && break
+		sleep 0.1
+	done
+	curl -s -o /dev/null "http://127.0.0.1:$azport/$az_account?comp=list" ||
+		die "Azurite does not answer on 127.0.0.1:$azport: $(tail -5 "$w/azurite.log")"
+	[[ $(wc -l <"$w/latencyproxy-azure.out") == 2 ]] || die "latencyproxy (Azure) did not start: $(tail -5 "$w/latencyproxy-azure.log")"
+	azproxy_http=$(sed -n 1p "$w/latencyproxy-azure.out")
+	AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=$az_account;AccountKey=$az_key;BlobEndpoint=http://127.0.0.1:$azport/$az_account;" \
+		"$w/azcontainer" "$bucket" || die "creating the container on Azurite failed"
+	azenv=(AZURE_STORAGE_ACCOUNT="$az_account" AZURE_STORAGE_KEY="$az_key")
+	note "Azure: Azurite on 127.0.0.1:$azport, latencyproxy (+$AZURE_DELAY) at $azproxy_http"
+}
+
 pgark_conf() { # VARIANT: writes $w/pgark-VARIANT.conf and runs pgark init
 	{
 		case $1 in
@@ -184,6 +215,10 @@ pgark_conf() { # VARIANT: writes $w/pgark-VARIANT.conf and runs pgark init
 			echo "s3-endpoint = $proxy_http"
 			echo "s3-force-path-style = true"
 			echo "s3-region = $s3_region"
+			;;
+		azure)
+			echo "repo = azure://$bucket/pgark"
+			echo "azure-endpoint = $azproxy_http/$az_account"
 			;;
 		esac
 		echo "age-recipients = $recipient"
@@ -197,7 +232,7 @@ pgark_conf() { # VARIANT: writes $w/pgark-VARIANT.conf and runs pgark init
 			echo "fetch-jobs = $FETCH_JOBS"
 		fi
 	} | pg tee "$w/pgark-$1.conf" >/dev/null
-	pg env -i PATH="$PATH" HOME="$w" "${s3env[@]}" "$w/pgark" init --config "$w/pgark-$1.conf" --log-level warn >/dev/null ||
+	pg env -i PATH="$PATH" HOME="$w" "${s3env[@]}" "${azenv[@]}" "$w/pgark" init --config "$w/pgark-$1.conf" --log-level warn >/dev/null ||
 		die "pgark init ($1) failed"
 }
 

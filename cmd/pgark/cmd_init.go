@@ -61,9 +61,12 @@ func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 		if err := checkEmpty(ctx, st); err != nil {
 			return err
 		}
-		if loc.sftp != nil {
+		switch {
+		case loc.sftp != nil:
 			opts.WriteMode, err = probeSFTP(ctx, env, loc)
-		} else {
+		case loc.azureContainer != "":
+			opts.WriteMode, err = probeAzure(ctx, env, loc)
+		default:
 			opts.WriteMode, err = probeS3(ctx, env, loc)
 		}
 		if err != nil {

@@ -84,6 +84,7 @@ func FuzzParseLocation(f *testing.F) {
 		"/var/lib/pgark/repo", "/var/lib/../pgark//repo/", "relative/repo", "", "s3://bucket/prefix",
 		"s3://bucket", "s3://my.bucket/a/b/", "s3://bucket/a/../b", "s3:///x", "s3://b/p?x=1",
 		"gs://bucket/x", "file:///tmp/x", "/", "s3://bucket//a", "S3://bucket/x", "s3://bu\x00cket/x",
+		"azure://container/a/b", "azure://container", "azure://Container/x", "azure://c/x",
 	} {
 		f.Add(s)
 	}
@@ -92,6 +93,18 @@ func FuzzParseLocation(f *testing.F) {
 		if err != nil {
 			if !isUsage(err) {
 				t.Fatalf("%q: not a usage error: %v", s, err)
+			}
+			return
+		}
+		if loc.azureContainer != "" {
+			// Azure: the container alone, and the URL written back means
+			// the same location.
+			if loc.local != "" || loc.bucket != "" || !strings.HasPrefix(s, "azure://") {
+				t.Fatalf("%q: %+v", s, loc)
+			}
+			u := "azure://" + loc.azureContainer + "/" + loc.prefix
+			if loc2, err := parseLocation(u); err != nil || loc2 != loc {
+				t.Fatalf("%q: round trip via %q: %+v -> %+v, %v", s, u, loc, loc2, err)
 			}
 			return
 		}

@@ -124,13 +124,20 @@ var options = []option{
 	{name: "log-format", kind: optEnum, def: "text", enum: []string{"text", "json"}, help: "log format: text or json"},
 
 	// The repository.
-	{name: "repo", cmds: repoCmds, help: "repository: an absolute local directory path, s3://bucket/prefix or sftp://user@host[:port]/path"},
+	{name: "repo", cmds: repoCmds, help: "repository: an absolute local directory path, s3://bucket/prefix, azure://container/prefix or sftp://user@host[:port]/path"},
 	{name: "s3-endpoint", cmds: repoCmds, help: "S3 endpoint URL for S3-compatible stores (e.g. http://127.0.0.1:9000)"},
 	{name: "s3-region", cmds: repoCmds, help: "S3 region (default: the AWS chain's, e.g. AWS_REGION, else us-east-1)"},
 	{name: "s3-force-path-style", kind: optBool, def: "false", cmds: repoCmds, help: "path-style S3 addressing (MinIO and most S3-compatible stores)"},
 	{name: "s3-request-checksum", kind: optEnum, def: "when_supported", enum: []string{"when_supported", "when_required"}, cmds: repoCmds, help: "SDK request checksums: when_supported (AWS default) or when_required (for stores that reject trailing checksums)"},
 	{name: "s3-part-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "multipart upload part size (5MiB to 5GiB)"},
 	{name: "s3-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "fail (and retry) an S3 request whose connection stays silent this long"},
+	// Azure Blob Storage (azure://container/prefix).
+	{name: "azure-endpoint", cmds: repoCmds, help: "Azure blob service URL (default https://ACCOUNT.blob.core.windows.net; Azurite: http://127.0.0.1:10000/devstoreaccount1)"},
+	{name: "azure-account", cmds: repoCmds, help: "Azure storage account name (default: AZURE_STORAGE_ACCOUNT)"},
+	{name: "azure-account-key-file", cmds: repoCmds, help: "file holding the Azure storage account key (default: AZURE_STORAGE_KEY; without a key, SAS token or connection string: the default Azure credential chain)"},
+	{name: "azure-sas-token-file", cmds: repoCmds, help: "file holding an Azure SAS token (default: AZURE_STORAGE_SAS_TOKEN)"},
+	{name: "azure-block-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "Azure block size of staged uploads (1MiB to 4000MiB); smaller objects go up in one request"},
+	{name: "azure-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "fail (and retry) an Azure request whose connection stays silent this long"},
 	// SFTP (sftp://user@host[:port]/path; see store_sftp.go).
 	{name: "sftp-identity-file", cmds: repoCmds, help: "SFTP: the private key that logs in (default: ~/.ssh/id_ed25519, id_ecdsa or id_rsa, the first that exists; no passphrase)"},
 	{name: "sftp-known-hosts", cmds: repoCmds, help: "SFTP: known_hosts file that must list the server's host key (default: ~/.ssh/known_hosts); unknown hosts are refused"},

@@ -89,6 +89,9 @@ func repoID(env *cmdEnv) (string, error) {
 	if loc.local != "" {
 		return "file://" + loc.local, nil
 	}
+	if loc.azureContainer != "" {
+		return fmt.Sprintf("azure://%s/%s@%s", loc.azureContainer, loc.prefix, env.s.str("azure-endpoint")), nil
+	}
 	if loc.sftp != nil {
 		return loc.sftp.URL(), nil
 	}

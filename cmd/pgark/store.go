@@ -10,6 +10,7 @@ import (
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/storage/azure"
 	"github.com/pgark/pgark/storage/local"
 	"github.com/pgark/pgark/storage/retry"
 	"github.com/pgark/pgark/storage/s3"
@@ -21,7 +22,10 @@ type location struct {
 	local  string // absolute directory path, for a local repository
 	bucket string // for S3
 	prefix string
-	sftp   *sftp.Config // for SFTP: the address part (see store_sftp.go)
+	// azureContainer is the container of an azure:// repository (with
+	// prefix).
+	azureContainer string
+	sftp           *sftp.Config // for SFTP: the address part (see store_sftp.go)
 }
 
 func parseLocation(s string) (location, error) {
@@ -34,6 +38,12 @@ func parseLocation(s string) (location, error) {
 			return location{}, usageErrorf("repo: %v", err)
 		}
 		return location{bucket: b, prefix: p}, nil
+	case strings.HasPrefix(s, "azure://"):
+		c, p, err := azure.ParseURL(s)
+		if err != nil {
+			return location{}, usageErrorf("repo: %v", err)
+		}
+		return location{azureContainer: c, prefix: p}, nil
 	case strings.HasPrefix(s, "sftp://"):
 		c, err := sftp.ParseURL(s)
 		if err != nil {
@@ -42,7 +52,7 @@ func parseLocation(s string) (location, error) {
 		return location{sftp: &c}, nil
 	case strings.Contains(s, "://"):
 		scheme, _, _ := strings.Cut(s, "://")
-		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path, s3://bucket/prefix or sftp://user@host/path)", scheme, s)
+		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path, s3://bucket/prefix, azure://container/prefix or sftp://user@host/path)", scheme, s)
 	case !filepath.IsAbs(s):
 		// archive_command runs in PGDATA: a relative path would put the
 		// repository inside the data directory, and into every backup.
@@ -61,6 +71,12 @@ func openStore(ctx context.Context, env *cmdEnv, loc location, writeMode string)
 			return nil, fmt.Errorf("open local repository: %w", err)
 		}
 		st = ls
+	} else if loc.azureContainer != "" {
+		as, err := openAzure(env, loc)
+		if err != nil {
+			return nil, err
+		}
+		st = as
 	} else if loc.sftp != nil {
 		ss, err := openSFTP(env, loc)
 		if err != nil {

@@ -66,6 +66,10 @@ func CheckDeps() error {
 	if fi, err := os.Stat(S3BinPath()); err != nil || fi.IsDir() {
 		errs = append(errs, fmt.Errorf("testenv: S3 test server %s not found", S3BinPath()))
 	}
+	// The Azure Blob test server (Azurite).
+	if fi, err := os.Stat(AzuriteBinPath()); err != nil || fi.IsDir() {
+		errs = append(errs, fmt.Errorf("testenv: Azure test server (Azurite) %s not found", AzuriteBinPath()))
+	}
 	// The SFTP store's test server (OpenSSH's sshd).
 	if fi, err := os.Stat(SFTPBinPath()); err != nil || fi.IsDir() {
 		errs = append(errs, fmt.Errorf("testenv: SFTP test server %s not found (apt package openssh-server)", SFTPBinPath()))
