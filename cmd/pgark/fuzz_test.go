@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -85,6 +86,7 @@ func FuzzParseLocation(f *testing.F) {
 		"s3://bucket", "s3://my.bucket/a/b/", "s3://bucket/a/../b", "s3:///x", "s3://b/p?x=1",
 		"gs://bucket/x", "file:///tmp/x", "/", "s3://bucket//a", "S3://bucket/x", "s3://bu\x00cket/x",
 		"azure://container/a/b", "azure://container", "azure://Container/x", "azure://c/x",
+		"sftp://backup@host/srv/pgark", "sftp://u@[::1]:2222/p", "sftp://host/p", "sftp://u@h:0/p", "sftp://u@h/../p",
 	} {
 		f.Add(s)
 	}
@@ -93,6 +95,19 @@ func FuzzParseLocation(f *testing.F) {
 		if err != nil {
 			if !isUsage(err) {
 				t.Fatalf("%q: not a usage error: %v", s, err)
+			}
+			return
+		}
+		if loc.sftp != nil {
+			// SFTP: a host, a port and an absolute, clean path; parsing
+			// is deterministic.
+			c := loc.sftp
+			if loc.local != "" || loc.bucket != "" || loc.azureContainer != "" || !strings.HasPrefix(s, "sftp://") ||
+				c.Host == "" || c.Port < 0 || c.Port > 65535 || !strings.HasPrefix(c.Path, "/") || path.Clean(c.Path) != c.Path {
+				t.Fatalf("%q: %+v %+v", s, loc, *c)
+			}
+			if loc2, err := parseLocation(s); err != nil || loc2.sftp.User != c.User || loc2.sftp.Host != c.Host || loc2.sftp.Port != c.Port || loc2.sftp.Path != c.Path {
+				t.Fatalf("%q: parsed twice: %+v, %v", s, loc2, err)
 			}
 			return
 		}
