@@ -1,8 +1,13 @@
 package integration
 
 import (
+	"archive/tar"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/internal/testenv"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage/local"
 )
 
 // incrSetup is a cluster archiving into an encrypted local repository,
@@ -190,6 +199,8 @@ func incrementalChain(t *testing.T, major int) {
 		}
 		rs.Stop(t)
 	}
+	combineCheck(t, s, major, []string{full.ID, inc1.ID, inc2.ID})
+
 	got, rs := s.restoreAndCheck(t, major, "pitr", "--target-time", pitTime, "--target-action", "promote", "latest")
 	if got != pitState {
 		t.Fatalf("restore to %s: %q, want %q", pitTime, got, pitState)
@@ -341,4 +352,155 @@ func TestIncrementalKill9(t *testing.T) {
 	}
 	rs.Stop(t)
 	t.Logf("incr: %d of %d runs killed mid-way; %d backups listed", kills, n, len(l.Backups))
+}
+
+// combineCheck restores the last backup of chain with pgark (not started)
+// and compares it, file for file and byte for byte, with what
+// pg_combinebackup of the same major builds from the same stored pieces:
+// each backup's parts, decrypted and extracted as they are, with its
+// backup_manifest.
+func combineCheck(t *testing.T, s *incrSetup, major int, chain []string) {
+	t.Helper()
+	combine, ok := testenv.ClientTool(t, major, "pg_combinebackup")
+	if !ok {
+		t.Skipf("no PostgreSQL %d pg_combinebackup", major)
+	}
+	ctx := context.Background()
+	st, err := local.New(s.repoDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := crypto.LoadIdentities(strings.TrimPrefix(s.readEnv[0], "PGARK_AGE_IDENTITY_FILE="))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, id := range chain {
+		m, err := catalog.ReadMeta(ctx, st, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(s.shared, "pieces-"+id)
+		for _, a := range m.Archives {
+			if a.Name != "base.tar" {
+				t.Fatalf("backup %s has a tablespace; this check handles base.tar only", id)
+			}
+			for _, p := range a.Parts {
+				rc, err := r.OpenVerified(ctx, p.Key, p.Bytes, p.SHA256, ids)
+				if err != nil {
+					t.Fatal(err)
+				}
+				untar(t, rc, dir)
+				rc.Close()
+			}
+		}
+		man, err := catalog.FetchManifest(ctx, r, m, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "backup_manifest"), man, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, dir)
+	}
+	combined := filepath.Join(s.shared, "combined")
+	if out, err := exec.Command(combine, append([]string{"-o", combined, "--no-sync"}, dirs...)...).CombinedOutput(); err != nil {
+		t.Fatalf("pg_combinebackup: %v\n%s", err, out)
+	}
+	restored := filepath.Join(s.shared, "restored-for-combine")
+	mustOK(t, pgark(t, s.readEnv, "restore", "--config", s.conf, "--owner", "postgres", chain[len(chain)-1], restored))
+	want, got := filesUnderDir(t, combined), filesUnderDir(t, restored)
+	// pgark's own additions: the recovery settings, and the directories
+	// PostgreSQL needs that the backup may lack.
+	skip := map[string]bool{"backup_manifest": true, "postgresql.auto.conf": true, "recovery.signal": true}
+	compared := 0
+	for p, w := range want {
+		if skip[p] {
+			continue
+		}
+		g, ok := got[p]
+		switch {
+		case !ok:
+			t.Errorf("%s: in pg_combinebackup's output, not in pgark's restore", p)
+		case !bytes.Equal(g, w):
+			t.Errorf("%s: pgark's restore (%d bytes) differs from pg_combinebackup's (%d bytes)", p, len(g), len(w))
+		default:
+			compared++
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok && !skip[p] && !strings.HasSuffix(p, "/") {
+			t.Errorf("%s: in pgark's restore, not in pg_combinebackup's output", p)
+		}
+	}
+	if compared < 100 {
+		t.Fatalf("only %d files compared", compared)
+	}
+	t.Logf("pgark's restore of %s equals pg_combinebackup of the stored pieces: %d files", chain[len(chain)-1], compared)
+}
+
+// untar extracts a tar stream of regular files and directories into dir.
+func untar(t *testing.T, r io.Reader, dir string) {
+	t.Helper()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(h.Name))
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(f, tr); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+	}
+}
+
+// filesUnderDir reads every regular file under dir (directories as "name/").
+func filesUnderDir(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	m := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		switch {
+		case rel == ".":
+		case d.IsDir():
+			m[rel+"/"] = nil
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			m[rel] = b
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
