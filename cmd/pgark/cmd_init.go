@@ -61,7 +61,11 @@ func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 		if err := checkEmpty(ctx, st); err != nil {
 			return err
 		}
-		if opts.WriteMode, err = probeS3(ctx, env, loc); err != nil {
+		if loc.gcs {
+			if opts.WriteMode, err = probeGCS(ctx, env, loc); err != nil {
+				return err
+			}
+		} else if opts.WriteMode, err = probeS3(ctx, env, loc); err != nil {
 			return err
 		}
 	}

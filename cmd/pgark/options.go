@@ -124,13 +124,17 @@ var options = []option{
 	{name: "log-format", kind: optEnum, def: "text", enum: []string{"text", "json"}, help: "log format: text or json"},
 
 	// The repository.
-	{name: "repo", cmds: repoCmds, help: "repository: an absolute local directory path, or s3://bucket/prefix"},
+	{name: "repo", cmds: repoCmds, help: "repository: an absolute local directory path, s3://bucket/prefix or gs://bucket/prefix"},
 	{name: "s3-endpoint", cmds: repoCmds, help: "S3 endpoint URL for S3-compatible stores (e.g. http://127.0.0.1:9000)"},
 	{name: "s3-region", cmds: repoCmds, help: "S3 region (default: the AWS chain's, e.g. AWS_REGION, else us-east-1)"},
 	{name: "s3-force-path-style", kind: optBool, def: "false", cmds: repoCmds, help: "path-style S3 addressing (MinIO and most S3-compatible stores)"},
 	{name: "s3-request-checksum", kind: optEnum, def: "when_supported", enum: []string{"when_supported", "when_required"}, cmds: repoCmds, help: "SDK request checksums: when_supported (AWS default) or when_required (for stores that reject trailing checksums)"},
 	{name: "s3-part-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "multipart upload part size (5MiB to 5GiB)"},
 	{name: "s3-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "fail (and retry) an S3 request whose connection stays silent this long"},
+	// Google Cloud Storage (gs://bucket/prefix).
+	{name: "gcs-credentials-file", cmds: repoCmds, help: "GCS: service-account JSON key file (default: application default credentials; none with STORAGE_EMULATOR_HOST)"},
+	{name: "gcs-endpoint", cmds: repoCmds, help: "GCS: JSON API endpoint URL for private endpoints, e.g. https://storage-myendpoint.p.googleapis.com/storage/v1/ (default: Google's, or STORAGE_EMULATOR_HOST)"},
+	{name: "gcs-chunk-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "GCS: resumable upload chunk size, a multiple of 256KiB (memory per upload); smaller objects go up in one request"},
 	{name: "retry-timeout", kind: optDuration, def: "60s", cmds: repoCmds, help: "total time to retry transient storage errors before failing"},
 	{name: "lock-wait", kind: optDuration, def: "0s", cmds: lockedCmds, help: "backup, retain: how long to wait for the repository lock when another backup or retain holds it (0: fail at once)"},
 

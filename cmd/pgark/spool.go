@@ -89,6 +89,9 @@ func repoID(env *cmdEnv) (string, error) {
 	if loc.local != "" {
 		return "file://" + loc.local, nil
 	}
+	if loc.gcs {
+		return fmt.Sprintf("gs://%s/%s@%s", loc.bucket, loc.prefix, env.s.str("gcs-endpoint")), nil
+	}
 	return fmt.Sprintf("s3://%s/%s@%s", loc.bucket, loc.prefix, env.s.str("s3-endpoint")), nil
 }
 

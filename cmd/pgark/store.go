@@ -10,6 +10,7 @@ import (
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/storage/gcs"
 	"github.com/pgark/pgark/storage/local"
 	"github.com/pgark/pgark/storage/retry"
 	"github.com/pgark/pgark/storage/s3"
@@ -18,8 +19,9 @@ import (
 // location is a parsed --repo value.
 type location struct {
 	local  string // absolute directory path, for a local repository
-	bucket string // for S3
+	bucket string // for S3 and GCS
 	prefix string
+	gcs    bool // gs://bucket/prefix
 }
 
 func parseLocation(s string) (location, error) {
@@ -32,9 +34,15 @@ func parseLocation(s string) (location, error) {
 			return location{}, usageErrorf("repo: %v", err)
 		}
 		return location{bucket: b, prefix: p}, nil
+	case strings.HasPrefix(s, "gs://"):
+		b, p, err := gcs.ParseURL(s)
+		if err != nil {
+			return location{}, usageErrorf("repo: %v", err)
+		}
+		return location{bucket: b, prefix: p, gcs: true}, nil
 	case strings.Contains(s, "://"):
 		scheme, _, _ := strings.Cut(s, "://")
-		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path or s3://bucket/prefix)", scheme, s)
+		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path, s3://bucket/prefix or gs://bucket/prefix)", scheme, s)
 	case !filepath.IsAbs(s):
 		// archive_command runs in PGDATA: a relative path would put the
 		// repository inside the data directory, and into every backup.
@@ -53,6 +61,12 @@ func openStore(ctx context.Context, env *cmdEnv, loc location, writeMode string)
 			return nil, fmt.Errorf("open local repository: %w", err)
 		}
 		st = ls
+	} else if loc.gcs {
+		gs, err := openGCS(ctx, env, loc)
+		if err != nil {
+			return nil, err
+		}
+		st = gs
 	} else {
 		cfg, err := s3Config(env, loc)
 		if err != nil {

@@ -1,0 +1,28 @@
+// Package gcs implements storage.Store on Google Cloud Storage with the
+// official client (cloud.google.com/go/storage, JSON API).
+//
+// Keys of the Store live below Config.Prefix in the bucket. Every promise of
+// storage.Store rests on object generations:
+//
+//   - Put is create-only: the upload carries the precondition
+//     ifGenerationMatch=0 ("the object does not exist"), so the store refuses
+//     to replace an existing object (412 → storage.ErrExists). Objects that
+//     fit in one chunk go up in one request; larger ones in a resumable
+//     upload of Config.ChunkSize chunks, whose precondition is checked when
+//     the upload is finalised. A Put that fails (the reader fails, the
+//     context is cancelled, the size is wrong) cancels the upload before it
+//     is finalised, so nothing appears under the key.
+//   - ReadSmall returns the object's generation as its version, and Swap
+//     replaces an object only with ifGenerationMatch=<generation>: a real
+//     compare-and-swap (412 → storage.ErrChanged).
+//   - "Not found" is only the store's answer that the object does not exist
+//     (storage.ErrObjectNotExist). A missing bucket, a 401 or a 403 is a
+//     storage.PermanentError.
+//   - Metadata travels as the object's custom metadata.
+//
+// Transient errors (429, 5xx, connection failures) are returned as plain
+// errors for the retry decorator (storage/retry); the client itself also
+// retries idempotent requests (all of pgark's writes are conditional, hence
+// idempotent) a few times, and retries a failed chunk of a resumable upload
+// from where the server stopped.
+package gcs
