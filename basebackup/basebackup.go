@@ -17,6 +17,7 @@ package basebackup
 // message, and ends the backup (the connection is then unusable).
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -47,6 +48,10 @@ type Options struct {
 	// checkpoint and the waits between archives are never timed: they may
 	// legitimately be long and silent.
 	StallTimeout time.Duration
+	// Incremental asks for a block-level incremental backup (INCREMENTAL,
+	// PostgreSQL 17+) against the manifest uploaded on the same connection
+	// with UploadManifest.
+	Incremental bool
 }
 
 // TablespaceInfo is one row of the server's tablespace list.
@@ -148,8 +153,11 @@ var errArchiveReaderDone = errors.New("base backup stream reader used after its 
 
 const (
 	minBaseBackupVersion = 130000
-	maxLabelBytes        = 1023 // MAXPGPATH - 1
-	defaultLabel         = "pgark base backup"
+	// MinIncrementalVersion is the first server version with UPLOAD_MANIFEST
+	// and BASE_BACKUP (INCREMENTAL).
+	minIncrementalVersion = 170000
+	maxLabelBytes         = 1023 // MAXPGPATH - 1
+	defaultLabel          = "pgark base backup"
 )
 
 // quoteReplString quotes s for the replication grammar: '...' with ' doubled.
@@ -215,6 +223,12 @@ func baseBackupCommand(serverVersionNum int, o Options) (string, error) {
 		opts = append(opts, "MAX_RATE "+strconv.Itoa(o.MaxRateKB))
 	}
 	opts = append(opts, "TABLESPACE_MAP", "MANIFEST 'yes'", "MANIFEST_CHECKSUMS "+quoteReplString(alg))
+	if o.Incremental {
+		if serverVersionNum < minIncrementalVersion {
+			return "", fmt.Errorf("PostgreSQL %d has no block-level incremental backup (17 and later have)", serverVersionNum/10000)
+		}
+		opts = append(opts, "INCREMENTAL")
+	}
 	if legacy {
 		return "BASE_BACKUP " + strings.Join(opts, " "), nil
 	}
@@ -871,6 +885,30 @@ func IdentifySystem(ctx context.Context, conn *pgconn.PgConn) (sysid uint64, tim
 		return 0, 0, 0, fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
 	}
 	return sysid, uint32(tli), xlogpos, nil
+}
+
+// MinIncrementalVersion is the first server_version_num with block-level
+// incremental backups.
+const MinIncrementalVersion = minIncrementalVersion
+
+// UploadManifest sends the parent backup's backup_manifest, byte-exact as
+// the server wrote it, on a replication connection (PostgreSQL 17+): the
+// next BASE_BACKUP with Options.Incremental on the same connection is taken
+// against it. The server checks the manifest's checksum, its system
+// identifier and that its WAL summaries reach back to the parent's start;
+// its refusal is a *ServerError.
+func UploadManifest(ctx context.Context, conn *pgconn.PgConn, serverVersionNum int, manifest []byte) error {
+	if serverVersionNum < minIncrementalVersion {
+		return fmt.Errorf("PostgreSQL %d has no block-level incremental backup (17 and later have)", serverVersionNum/10000)
+	}
+	if _, err := conn.CopyFrom(ctx, bytes.NewReader(manifest), "UPLOAD_MANIFEST"); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			return &ServerError{Phase: "uploading the parent's backup_manifest", Err: pe}
+		}
+		return fmt.Errorf("UPLOAD_MANIFEST: %w", err)
+	}
+	return nil
 }
 
 // ServerVersionNum returns `SHOW server_version_num` (e.g. 150018); SHOW works

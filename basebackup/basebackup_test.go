@@ -39,6 +39,7 @@ func TestProtoCommand(t *testing.T) {
 		{140018, Options{}, `BASE_BACKUP LABEL 'pgark base backup' TABLESPACE_MAP MANIFEST 'yes' MANIFEST_CHECKSUMS 'CRC32C'`},
 		{150018, o, `BASE_BACKUP (LABEL 'it''s', PROGRESS, CHECKPOINT 'fast', WAIT false, MAX_RATE 64, TABLESPACE_MAP, MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256')`},
 		{180001, Options{Label: "x", ManifestChecksums: "none"}, `BASE_BACKUP (LABEL 'x', CHECKPOINT 'spread', TABLESPACE_MAP, MANIFEST 'yes', MANIFEST_CHECKSUMS 'NONE')`},
+		{170000, Options{Label: "x", Incremental: true}, `BASE_BACKUP (LABEL 'x', CHECKPOINT 'spread', TABLESPACE_MAP, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', INCREMENTAL)`},
 	} {
 		got, err := baseBackupCommand(c.v, c.o)
 		if err != nil || got != c.want {
@@ -959,4 +960,99 @@ func protoRealServer(t *testing.T, major int) {
 		t.Logf("PG %d: %v (phase %q), took %v", major, err, se.Phase, time.Since(t1).Round(time.Millisecond))
 	})
 	t.Logf("PG %d: all subtests took %v", major, time.Since(t0).Round(time.Millisecond))
+}
+
+// TestIncrementalRealServers: UPLOAD_MANIFEST of a full backup's manifest,
+// then BASE_BACKUP (INCREMENTAL) on PostgreSQL 17 and 18: the stream holds
+// INCREMENTAL.* files that match the server's manifest, and backup_label
+// names the parent's start. The server's refusals (no uploaded manifest, a
+// damaged manifest, summaries off) come back as *ServerError.
+func TestIncrementalRealServers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL servers")
+	}
+	if _, err := baseBackupCommand(160000, Options{Incremental: true}); err == nil {
+		t.Error("INCREMENTAL accepted for PostgreSQL 16")
+	}
+	for _, major := range []int{17, 18} {
+		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			testenv.NeedPG(t, major)
+			c := testenv.StartPG(t, testenv.PGOptions{Major: major, Conf: map[string]string{"summarize_wal": "on", "autovacuum": "off"}})
+			c.Exec(t, "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g")
+			// Hint bits set now, not by the first read after the full backup
+			// (with data checksums, PostgreSQL 18's default, that read logs
+			// every page).
+			c.Exec(t, "VACUUM FREEZE big")
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			conn, ver := protoConnect(t, c)
+			full := protoNewVerifier(t, "CRC32C", false)
+			fsi, _, err := Run(ctx, conn, ver, Options{Fast: true}, full)
+			if err != nil {
+				t.Fatalf("full backup: %v", err)
+			}
+
+			// Without an uploaded manifest the server refuses.
+			conn2, _ := protoConnect(t, c)
+			_, _, err = Run(ctx, conn2, ver, Options{Fast: true, Incremental: true}, protoNewVerifier(t, "CRC32C", false))
+			var se *ServerError
+			if !errors.As(err, &se) || !strings.Contains(se.Error(), "UPLOAD_MANIFEST") {
+				t.Fatalf("incremental without a manifest: %v", err)
+			}
+			// A manifest with one byte changed fails its checksum.
+			conn3, _ := protoConnect(t, c)
+			bad := bytes.Clone(full.raw)
+			bad[len(bad)/2] ^= 1
+			if err := UploadManifest(ctx, conn3, ver, bad); !errors.As(err, &se) {
+				t.Fatalf("damaged manifest: %v", err)
+			}
+
+			c.Exec(t, "UPDATE big SET v = 'changed' WHERE id % 1000 = 0")
+			conn4, _ := protoConnect(t, c)
+			if err := UploadManifest(ctx, conn4, ver, full.raw); err != nil {
+				t.Fatalf("UPLOAD_MANIFEST: %v", err)
+			}
+			inc := protoNewVerifier(t, "CRC32C", false)
+			if _, _, err := Run(ctx, conn4, ver, Options{Fast: true, Incremental: true}, inc); err != nil {
+				t.Fatalf("incremental backup: %v", err)
+			}
+			for _, x := range inc.m.Check(inc.files) {
+				t.Errorf("manifest mismatch: %s", x)
+			}
+			n := 0
+			var incBytes, fullBytes int64
+			for _, m := range inc.members["base.tar"] {
+				if strings.Contains(m.Name, "/INCREMENTAL.") {
+					n++
+				}
+				incBytes += m.Size
+			}
+			for _, m := range full.members["base.tar"] {
+				fullBytes += m.Size
+			}
+			if n < 100 {
+				t.Errorf("%d INCREMENTAL files in the incremental backup", n)
+			}
+			if incBytes*4 > fullBytes {
+				t.Errorf("the incremental holds %d bytes of files, the full %d: not a block-level increment", incBytes, fullBytes)
+			}
+			if !strings.Contains(inc.label, "INCREMENTAL FROM LSN: "+fsi.StartLSN.String()) {
+				t.Errorf("backup_label does not name the parent's start %s:\n%s", fsi.StartLSN, inc.label)
+			}
+			t.Logf("full %d bytes of files, incremental %d, %d INCREMENTAL files", fullBytes, incBytes, n)
+
+			// With summaries off, the server names the setting.
+			c.Exec(t, "ALTER SYSTEM SET summarize_wal = off")
+			c.Exec(t, "SELECT pg_reload_conf()")
+			c.WaitFor(t, time.Minute, func() bool { return c.QueryRow(t, "SHOW summarize_wal") == "off" })
+			conn5, _ := protoConnect(t, c)
+			if err := UploadManifest(ctx, conn5, ver, inc.raw); err != nil {
+				t.Fatalf("UPLOAD_MANIFEST: %v", err)
+			}
+			_, _, err = Run(ctx, conn5, ver, Options{Fast: true, Incremental: true}, protoNewVerifier(t, "CRC32C", false))
+			if !errors.As(err, &se) || !strings.Contains(se.Error(), "summar") {
+				t.Fatalf("incremental with summarize_wal off: %v", err)
+			}
+		})
+	}
 }
