@@ -36,6 +36,7 @@ func TestStores(t *testing.T) {
 			"s3-force-path-style": "true",
 		}})
 	})
+	t.Run("gcs", storesGCS)
 }
 
 // storeScenario runs, through the built binary and as PostgreSQL and a DBA

@@ -66,6 +66,10 @@ func CheckDeps() error {
 	if fi, err := os.Stat(S3BinPath()); err != nil || fi.IsDir() {
 		errs = append(errs, fmt.Errorf("testenv: S3 test server %s not found", S3BinPath()))
 	}
+	// The GCS test server (storage/gcs).
+	if fi, err := os.Stat(GCSBinPath()); err != nil || fi.IsDir() {
+		errs = append(errs, fmt.Errorf("testenv: GCS test server %s not found", GCSBinPath()))
+	}
 	return errors.Join(errs...)
 }
 
