@@ -135,6 +135,7 @@ var options = []option{
 	{name: "gcs-credentials-file", cmds: repoCmds, help: "GCS: service-account JSON key file (default: application default credentials; none with STORAGE_EMULATOR_HOST)"},
 	{name: "gcs-endpoint", cmds: repoCmds, help: "GCS: JSON API endpoint URL for private endpoints, e.g. https://storage-myendpoint.p.googleapis.com/storage/v1/ (default: Google's, or STORAGE_EMULATOR_HOST)"},
 	{name: "gcs-chunk-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "GCS: resumable upload chunk size, a multiple of 256KiB (memory per upload); smaller objects go up in one request"},
+	{name: "gcs-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "GCS: fail (and retry) a request whose connection makes no progress this long"},
 	{name: "retry-timeout", kind: optDuration, def: "60s", cmds: repoCmds, help: "total time to retry transient storage errors before failing"},
 	{name: "lock-wait", kind: optDuration, def: "0s", cmds: lockedCmds, help: "backup, retain: how long to wait for the repository lock when another backup or retain holds it (0: fail at once)"},
 

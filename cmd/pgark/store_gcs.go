@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage/gcs"
@@ -24,6 +25,12 @@ func gcsConfig(env *cmdEnv, loc location) (gcs.Config, error) {
 		return cfg, usageErrorf("gcs-chunk-size: %d bytes is not a multiple of 256KiB between 256KiB and 1GiB", chunk)
 	}
 	cfg.ChunkSize = int(chunk)
+	if cfg.ReadTimeout, err = env.s.duration("gcs-read-timeout"); err != nil {
+		return cfg, err
+	}
+	if cfg.ReadTimeout < time.Second {
+		return cfg, usageErrorf("gcs-read-timeout: at least 1s")
+	}
 	return cfg, nil
 }
 

@@ -56,6 +56,10 @@ type Config struct {
 	// default DefaultChunkSize. An object smaller than one chunk is
 	// uploaded in a single request.
 	ChunkSize int
+	// ReadTimeout fails a request whose connection makes no progress for
+	// this long, reading or writing: a stalled server or network path.
+	// Default DefaultReadTimeout.
+	ReadTimeout time.Duration
 }
 
 // Store is a repository in a GCS bucket.
@@ -148,17 +152,20 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if chunk < ChunkAlign || chunk > MaxChunkSize || chunk%ChunkAlign != 0 {
 		return nil, fmt.Errorf("gcs store: chunk size %d is not a multiple of 256 KiB between 256 KiB and 1 GiB", chunk)
 	}
-	opts := []option.ClientOption{option.WithTelemetryDisabled()}
+	timeout := cfg.ReadTimeout
+	if timeout <= 0 {
+		timeout = DefaultReadTimeout
+	}
+	hc, err := httpClient(ctx, cfg, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("gcs store: %w", err)
+	}
+	// The HTTP client carries the credentials (see httpClient).
+	opts := []option.ClientOption{option.WithHTTPClient(hc), option.WithTelemetryDisabled(), gcs.WithJSONReads()}
 	if cfg.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(cfg.Endpoint))
 	}
-	switch {
-	case cfg.Anonymous:
-		opts = append(opts, option.WithoutAuthentication())
-	case cfg.CredentialsFile != "":
-		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, cfg.CredentialsFile))
-	}
-	client, err := gcs.NewClient(ctx, append(opts, gcs.WithJSONReads())...)
+	client, err := gcs.NewClient(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("gcs store: creating the client: %w", err)
 	}

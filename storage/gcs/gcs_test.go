@@ -9,7 +9,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/pgark/pgark/internal/faultproxy"
 	"github.com/pgark/pgark/internal/testenv"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/storage/storagetest"
@@ -183,4 +185,49 @@ func TestNewValidation(t *testing.T) {
 	if got := s.String(); got != "gs://bkt/a/b" {
 		t.Errorf("String() = %q", got)
 	}
+}
+
+// TestStalledServer: a connection that goes silent fails the request after
+// the read timeout (a retryable error), and a read of a body that stalls
+// fails with a storage.ReadError, instead of hanging a wal-fetch forever.
+func TestStalledServer(t *testing.T) {
+	srv := testenv.GCSStart(t)
+	bucket := newBucket(t, srv)
+	proxy := faultproxy.StartTCP(t, srv.Host)
+	cfg := Config{Bucket: bucket, Endpoint: "http://" + proxy.Addr + "/storage/v1/", Anonymous: true, ReadTimeout: time.Second}
+	s := mustNew(t, cfg)
+	ctx := t.Context()
+	data := make([]byte, 4<<20)
+	if err := s.Put(ctx, "big", bytes.NewReader(data), storage.PutOptions{Size: int64(len(data))}); err != nil {
+		t.Fatal(err)
+	}
+
+	rc, _, err := s.Get(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.ReadFull(rc, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Stall(true)
+	start := time.Now()
+	_, err = io.Copy(io.Discard, rc)
+	if !storage.IsReadError(err) {
+		t.Errorf("read of a stalled body: %v, want a ReadError", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("read of a stalled body failed after %v", d)
+	}
+
+	start = time.Now()
+	_, err = s.Stat(ctx, "big")
+	if err == nil || storage.IsNotFound(err) || storage.IsPermanent(err) {
+		t.Errorf("Stat against a stalled server: %v (want a retryable error)", err)
+	}
+	// The client retries (3 attempts), each bounded by the read timeout.
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("Stat against a stalled server took %v", d)
+	}
+	proxy.Stall(false)
 }
