@@ -83,7 +83,7 @@ func FuzzParseLocation(f *testing.F) {
 	for _, s := range []string{
 		"/var/lib/pgark/repo", "/var/lib/../pgark//repo/", "relative/repo", "", "s3://bucket/prefix",
 		"s3://bucket", "s3://my.bucket/a/b/", "s3://bucket/a/../b", "s3:///x", "s3://b/p?x=1",
-		"gs://bucket/x", "file:///tmp/x", "/", "s3://bucket//a", "S3://bucket/x", "s3://bu\x00cket/x",
+		"gs://bucket/x", "gs://b", "gs://my-bucket/a//b/", "gs://Bucket/x", "gs://bucket/../x", "file:///tmp/x", "/", "s3://bucket//a", "S3://bucket/x", "s3://bu\x00cket/x",
 	} {
 		f.Add(s)
 	}
@@ -108,10 +108,14 @@ func FuzzParseLocation(f *testing.F) {
 			}
 			return
 		}
-		// S3: a bucket name without separators; a prefix without empty, "."
-		// or ".." segments or a leading or trailing slash; and the URL
-		// written back means the same location.
-		if !strings.HasPrefix(s, "s3://") || strings.ContainsAny(loc.bucket, "/?#\x00") {
+		// S3 and GCS: a bucket name without separators; a prefix without
+		// empty, "." or ".." segments or a leading or trailing slash; and the
+		// URL written back means the same location.
+		scheme := "s3://"
+		if loc.gcs {
+			scheme = "gs://"
+		}
+		if !strings.HasPrefix(s, scheme) || strings.ContainsAny(loc.bucket, "/?#\x00") {
 			t.Fatalf("%q: bucket %q", s, loc.bucket)
 		}
 		if loc.prefix != "" {
@@ -124,7 +128,7 @@ func FuzzParseLocation(f *testing.F) {
 				}
 			}
 		}
-		u := "s3://" + loc.bucket + "/" + loc.prefix
+		u := scheme + loc.bucket + "/" + loc.prefix
 		if loc2, err := parseLocation(u); err != nil || loc2 != loc {
 			t.Fatalf("%q: round trip via %q: %+v -> %+v, %v", s, u, loc, loc2, err)
 		}

@@ -100,7 +100,7 @@ func validBucket(b string) error {
 	if b == "" {
 		return errors.New("no bucket name")
 	}
-	if len(b) < 3 || len(b) > 222 {
+	if len(b) < 3 || len(b) > 222 || (len(b) > 63 && !strings.Contains(b, ".")) {
 		return fmt.Errorf("bucket name %q must have 3 to 63 characters (222 with dots)", b)
 	}
 	for _, c := range []byte(b) {
