@@ -147,3 +147,37 @@ func getRetrying(t *testing.T, s storage.Store, key string) []byte {
 	t.Fatalf("Get(%s): 20 reads failed, the last: %v", key, lastErr)
 	return nil
 }
+
+// TestForbidden: a 403 is a permanent error and never "not found", for
+// every operation.
+func TestForbidden(t *testing.T) {
+	srv := testenv.GCSStart(t)
+	bucket := newBucket(t, srv)
+	proxy := faultproxy.Start(t, "http://"+srv.Host)
+	s := mustNew(t, Config{Bucket: bucket, Endpoint: proxy.URL + "/storage/v1/", Anonymous: true})
+	ctx := t.Context()
+	if err := s.Put(ctx, "k", bytes.NewReader([]byte("x")), storage.PutOptions{Size: 1}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Set(faultproxy.Faults{Rate: 1, Kinds: []faultproxy.Kind{faultproxy.Forbidden}})
+	check := func(what string, err error) {
+		t.Helper()
+		var pe *storage.PermanentError
+		if err == nil || storage.IsNotFound(err) || !errors.As(err, &pe) {
+			t.Errorf("%s answered 403: %v, want a permanent error that is not ErrNotFound", what, err)
+		}
+	}
+	for _, key := range []string{"k", "missing"} {
+		_, err := s.Stat(ctx, key)
+		check("Stat("+key+")", err)
+		_, _, err = s.Get(ctx, key)
+		check("Get("+key+")", err)
+		_, _, err = s.ReadSmall(ctx, key, 10)
+		check("ReadSmall("+key+")", err)
+		check("Delete("+key+")", s.Delete(ctx, key))
+	}
+	check("Put", s.Put(ctx, "new", bytes.NewReader([]byte("x")), storage.PutOptions{Size: 1}))
+	_, err := s.Swap(ctx, "lock", []byte("{}"), "")
+	check("Swap", err)
+	check("List", s.List(ctx, "", func(storage.ObjectInfo) error { return nil }))
+}

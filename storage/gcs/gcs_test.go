@@ -140,10 +140,8 @@ func checkPermanent(t *testing.T, what string, err error) {
 // TestServerDown: a refused connection is a transient error (retried by
 // the decorator), not "not found" and not permanent.
 func TestServerDown(t *testing.T) {
-	srv := testenv.GCSStart(t)
-	cfg := testConfig(srv, "pgark-any", "")
-	cfg.Endpoint = "http://127.0.0.1:1/storage/v1/"
-	s := mustNew(t, cfg)
+	testenv.EndToEnd(t) // no server: nothing listens on port 1
+	s := mustNew(t, Config{Bucket: "pgark-any", Endpoint: "http://127.0.0.1:1/storage/v1/", Anonymous: true})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	_, err := s.Stat(ctx, "k")
