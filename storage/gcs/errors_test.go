@@ -2,8 +2,10 @@ package gcs
 
 import (
 	"fmt"
+	"net/http"
 	"testing"
 
+	"cloud.google.com/go/auth"
 	gcs "cloud.google.com/go/storage"
 	"google.golang.org/api/googleapi"
 
@@ -38,5 +40,19 @@ func TestMapErrBucket(t *testing.T) {
 	}
 	if err := s.mapErr("put", opWrite, "k", &googleapi.Error{Code: 412}); !storage.IsExists(err) {
 		t.Errorf("412 on a create: %v, want ErrExists", err)
+	}
+}
+
+// TestMapErrToken: a token endpoint that refuses the key is permanent; one
+// that fails for a while is retried.
+func TestMapErrToken(t *testing.T) {
+	s := &Store{name: "bkt"}
+	refused := &auth.Error{Response: &http.Response{StatusCode: 400}, Body: []byte(`{"error":"invalid_grant"}`)}
+	if err := s.mapErr("get", opRead, "k", fmt.Errorf("wrapped: %w", refused)); !storage.IsPermanent(err) || storage.IsNotFound(err) {
+		t.Errorf("refused token: %v, want a permanent error", err)
+	}
+	unavailable := &auth.Error{Response: &http.Response{StatusCode: 503}}
+	if err := s.mapErr("get", opRead, "k", unavailable); storage.IsPermanent(err) {
+		t.Errorf("token endpoint unavailable: %v, want a retryable error", err)
 	}
 }

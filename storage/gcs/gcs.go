@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"cloud.google.com/go/auth"
 	gcs "cloud.google.com/go/storage"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
@@ -258,18 +259,23 @@ func (s *Store) mapErr(op string, kind opKind, key string, err error) error {
 		return &storage.PermanentError{Err: fmt.Errorf("%s: access denied (check the credentials and their IAM roles): %w", what, err)}
 	case status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests:
 		return &storage.PermanentError{Err: fmt.Errorf("%s: %w", what, err)}
-	case isCredentialsError(err):
-		return &storage.PermanentError{Err: fmt.Errorf("%s: %w", what, err)}
+	case tokenRefused(err):
+		return &storage.PermanentError{Err: fmt.Errorf("%s: the credentials were refused: %w", what, err)}
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// isCredentialsError recognises failures to find or load credentials, which
-// no retry fixes.
-func isCredentialsError(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "could not find default credentials") ||
-		strings.Contains(msg, "credentials: ")
+// tokenRefused reports whether the token endpoint refused the credentials
+// (a 4xx other than 408 and 429: a revoked or malformed key), which no
+// retry fixes. Other token failures, such as an unreachable metadata
+// server, are retried.
+func tokenRefused(err error) bool {
+	var ae *auth.Error
+	if !errors.As(err, &ae) || ae.Response == nil {
+		return false
+	}
+	sc := ae.Response.StatusCode
+	return sc >= 400 && sc < 500 && !ae.Temporary()
 }
 
 // Stat returns the object's size and metadata.
