@@ -38,7 +38,10 @@
 #   SEGMENTS=24       timed segments per tool (one more is taken for the warm-up)
 #   DRAIN_SEGMENTS=100  segments of the drain and recovery runs (0: none)
 #   S3=1              also the drain and recovery on S3 (needs versitygw: make deps)
-#   S3_DELAY=20ms     latency latencyproxy adds to every S3 request
+#   S3_DELAY=20ms     latency latencyproxy adds to every S3 (and GCS) request
+#   GCS=0             GCS=1: also the drain and recovery of pgark alone on GCS: fake-gcs-server
+#                     (in memory) behind latencyproxy (needs fake-gcs-server: make deps).
+#                     Informational: an emulator is not the cloud
 #   PUSH_AHEAD=8 PUSH_JOBS=2 FETCH_AHEAD=8 FETCH_JOBS=2   pgark's settings for those runs
 #   SCALE=20          pgbench -i scale
 #   PGBENCH_SECONDS=20  first pgbench run; more 10 s runs follow (up to PGBENCH_MAX_SECONDS=600
@@ -252,6 +255,8 @@ SEGMENTS=${SEGMENTS:-24}
 DRAIN_SEGMENTS=${DRAIN_SEGMENTS:-100}
 S3=${S3:-1}
 S3_DELAY=${S3_DELAY:-20ms}
+GCS=${GCS:-0}
+fakegcs=${PGARK_FAKE_GCS_SERVER:-${PGARK_CACHE:-/opt/pgark-cache}/bin/fake-gcs-server}
 SCALE=${SCALE:-20}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-20}
 PGBENCH_MAX_SECONDS=${PGBENCH_MAX_SECONDS:-600}
@@ -266,7 +271,8 @@ unset "${!PGARK_@}" "${!PGBACKREST_@}"
 [[ $DRAIN_SEGMENTS =~ ^[0-9]+$ ]] || die "DRAIN_SEGMENTS must be a number (0: no drain/recovery runs)"
 ((SEGMENTS <= 1000 && DRAIN_SEGMENTS <= 1000)) || die "SEGMENTS and DRAIN_SEGMENTS must be at most 1000"
 [[ $S3 == 0 || $S3 == 1 ]] || die "S3 must be 0 or 1"
-((DRAIN_SEGMENTS)) || S3=0
+[[ $GCS == 0 || $GCS == 1 ]] || die "GCS must be 0 or 1"
+((DRAIN_SEGMENTS)) || S3=0 GCS=0
 [[ $S3_DELAY =~ ^[0-9]+(ms|s)$ ]] || die "S3_DELAY must be a duration such as 20ms"
 pin=()
 if [[ -n ${CPUS-} ]]; then
@@ -280,11 +286,13 @@ done
 [[ -x $PG_BIN/initdb && -x $PG_BIN/pgbench ]] || die "no PostgreSQL server binaries in $PG_BIN (apt-get install postgresql-15)"
 ((S3 == 0)) || [[ -x $versitygw ]] ||
 	die "S3 test server $versitygw not found: run make deps (bash .ci/deps.sh), or S3=0 to skip the S3 runs"
+((GCS == 0)) || [[ -x $fakegcs ]] ||
+	die "GCS test server $fakegcs not found: run make deps (bash .ci/deps.sh), or GCS=0"
 command -v go >/dev/null 2>&1 || [[ ! -x /usr/local/go/bin/go ]] || PATH=$PATH:/usr/local/go/bin
 
 # Commands the benchmark needs, installed from Debian when missing (as root).
 declare -A pkg_of=([pgbackrest]=pgbackrest [age]=age [zstd]=zstd [/usr/bin/time]=time [cmp]=diffutils)
-((S3 == 0)) || pkg_of[curl]=curl
+((S3 == 0 && GCS == 0)) || pkg_of[curl]=curl
 install_missing
 check_pgbackrest
 
@@ -341,6 +349,7 @@ tps=$(grep -o 'tps = [0-9.]*' "$w/pgbench-run.log" | tail -1 | awk '{printf "%.0
 
 # ---------------------------------------------------------------- S3: versitygw behind latencyproxy
 ((S3 == 0)) || start_s3
+((GCS == 0)) || start_gcs
 
 # pgark repositories for the drain and recovery runs (new, empty: the per-segment table
 # already pushed some of these segments to $w/repo-pgark), local and S3.
@@ -348,6 +357,7 @@ variants=()
 if ((DRAIN_SEGMENTS)); then
 	variants=(local)
 	((S3 == 0)) || variants+=(s3)
+	((GCS == 0)) || variants+=(gcs)
 	for v in "${variants[@]}"; do pgark_conf "$v"; done
 fi
 
@@ -357,7 +367,7 @@ fi
 pgbr_conf plain
 pgbr_conf cipher
 for v in "${variants[@]}"; do
-	case $v in local) pgbr_conf async ;; s3) pgbr_conf s3 ;; esac
+	case $v in local) pgbr_conf async ;; s3) pgbr_conf s3 ;; esac # none on GCS
 done
 
 mapfile -t completed < <(completed)
@@ -398,7 +408,7 @@ pg env -i PATH="$PATH" HOME="$w" LC_ALL=C TMPDIR="$w" bash "$w/wal.sh" --measure
 # links to the segments and a copy of the cluster's global/pg_control, and reports the
 # loop's wall time, the CPU of every process it started (detached helpers included: it is
 # their subreaper and waits for them) and the peak size of the tool's spool.
-declare -A spooldir=([pgark-local]="$w/spool-pgark-local" [pgark-s3]="$w/spool-pgark-s3"
+declare -A spooldir=([pgark-local]="$w/spool-pgark-local" [pgark-s3]="$w/spool-pgark-s3" [pgark-gcs]="$w/spool-pgark-gcs"
 	[pgbr-local]="$w/spool-pgbr-async" [pgbr-s3]="$w/spool-pgbr-s3")
 fakedata() { # DIR [drain]: a data directory with global/pg_control; for drain, the segments, .ready
 	pg mkdir -m 700 "$1" "$1/global" "$1/pg_wal" "$1/pg_wal/archive_status"
@@ -413,6 +423,7 @@ walsim_run() {
 	shift 4
 	local -a env=(PATH="$PATH" HOME="$w" LC_ALL=C TMPDIR="$w")
 	[[ $name == *-s3-* ]] && env+=("${s3env[@]}")
+	[[ $name == *-gcs-* ]] && env+=("${gcsenv[@]}")
 	sync
 	runs+=("$name")
 	if ! "${pin[@]}" "${as_pg[@]}" env -i "${env[@]}" "$w/walsim" "$mode" -pgdata "$dir" -out "$r/$name" -log "$r/$name.log" \
@@ -459,7 +470,7 @@ if ((DRAIN_SEGMENTS)); then
 	drain_load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 	for v in "${variants[@]}"; do
 		# cp has no S3 path: the S3 table shows the local cp. The order rotates per variant.
-		case $v in local) dtools=(pgark pgbr cp) ;; s3) dtools=(pgbr pgark) ;; esac
+		case $v in local) dtools=(pgark pgbr cp) ;; s3) dtools=(pgbr pgark) ;; gcs) dtools=(pgark) ;; esac
 		note "drain ($v): $DRAIN_SEGMENTS segments x ${#dtools[@]} tools"
 		for t in "${dtools[@]}"; do
 			d="$w/drain-$v-$t"
@@ -589,18 +600,22 @@ else
 fi
 echo "pgBackRest: archive-async=y, process-max=2, compress zst-3, aes-256-cbc, archive-get-queue-max 128MiB (default)"
 ((S3)) && echo "S3:         versitygw (posix) on 127.0.0.1 behind bench/latencyproxy adding $S3_DELAY to every request (HTTP for pgark, HTTPS for pgBackRest)"
+((GCS)) && echo "GCS:        fake-gcs-server (in memory) on 127.0.0.1 behind bench/latencyproxy adding $S3_DELAY to every request; pgark alone (informational: an emulator)"
 echo "verified:   every segment every tool restored is byte-identical to the original (cmp)"
-echo "load:       load average before/after these runs: $drain_load_before / $drain_load_after; run order: local pgark, pgBackRest, cp$( ((S3)) && echo "; S3 pgBackRest, pgark")"
+echo "load:       load average before/after these runs: $drain_load_before / $drain_load_after; run order: local pgark, pgBackRest, cp$( ((S3)) && echo "; S3 pgBackRest, pgark")$( ((GCS)) && echo "; GCS pgark")"
 declare -A dw dc rw rc sp
 for v in "${variants[@]}"; do
 	echo
 	case $v in
 	local) echo "local repository" ;;
 	s3) echo "S3 + $S3_DELAY per request" ;;
+	gcs) echo "GCS (fake-gcs-server) + $S3_DELAY per request: pgark alone" ;;
 	esac
 	row2 "" "drain s" "drain CPU s" "recovery s" "recovery CPU s" "spool MiB" "stored MiB"
 	declare -A st=()
-	for t in pgark pgbr cp; do
+	vtools=(pgark pgbr cp)
+	[[ $v == gcs ]] && vtools=(pgark cp) # no pgBackRest run on GCS
+	for t in "${vtools[@]}"; do
 		src=$v
 		[[ $t == cp ]] && src=local
 		dw[$t]=$(secs "$(get "drain-$src-$t" wall_s)")
@@ -612,10 +627,10 @@ for v in "${variants[@]}"; do
 		st[$t]="-"
 		[[ -s $r/stored-$src-$t ]] && st[$t]=$(awk -v b="$(cat "$r/stored-$src-$t")" 'BEGIN {printf "%.0f", b / 1048576}')
 		name=${dlabel[$t]}
-		[[ $t == cp && $v == s3 ]] && name="cp (local disk, as above)"
+		[[ $t == cp && $v != local ]] && name="cp (local disk, as above)"
 		row2 "$name" "${dw[$t]}" "${dc[$t]}" "${rw[$t]}" "${rc[$t]}" "${sp[$t]}" "${st[$t]}"
 	done
-	for b in pgbr cp; do
+	for b in "${vtools[@]:1}"; do
 		row2 "pgark / $([[ $b == pgbr ]] && echo "pgBackRest async" || echo cp)" \
 			"$(ratio "${dw[pgark]}" "${dw[$b]}")" "$(ratio "${dc[pgark]}" "${dc[$b]}")" \
 			"$(ratio "${rw[pgark]}" "${rw[$b]}")" "$(ratio "${rc[pgark]}" "${rc[$b]}")" "" \
@@ -624,7 +639,7 @@ for v in "${variants[@]}"; do
 	printf "per call, median / max ms:"
 	for m in drain recovery; do
 		printf " %s" "$m"
-		for t in pgark pgbr cp; do
+		for t in "${vtools[@]}"; do
 			src=$v
 			[[ $t == cp ]] && src=local
 			printf " %s %s%s" "$t" "$(callstat "$r/$m-$src-$t.times")" "$([[ $t == cp ]] && echo ";" || echo ",")"
@@ -633,7 +648,7 @@ for v in "${variants[@]}"; do
 	echo
 	goal=$(awk -v a="${rw[pgark]}" -v b="${rw[cp]}" 'BEGIN {print (b > 0 && a / b < 1.5) ? "met" : "NOT met"}')
 	dgoal=$(awk -v a="${dw[pgark]}" -v b="${dw[pgbr]}" 'BEGIN {print (b > 0 && a <= b) ? "met" : "NOT met"}')
-	echo "goal, pgark drain no slower than pgBackRest async: $dgoal ($(ratio "${dw[pgark]}" "${dw[pgbr]}")x)"
+	[[ $v == gcs ]] || echo "goal, pgark drain no slower than pgBackRest async: $dgoal ($(ratio "${dw[pgark]}" "${dw[pgbr]}")x)"
 	echo "goal, pgark recovery under 1.5x cp: $goal ($(ratio "${rw[pgark]}" "${rw[cp]}")x)"
 done
 cat <<EOF
