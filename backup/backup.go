@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgark/pgark/basebackup"
 	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/manifest"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
@@ -44,6 +45,24 @@ type Config struct {
 	Version       string                  // pgark's
 	FromHost      string
 	Log           *slog.Logger
+
+	// Type is catalog.TypeFull (or ""), TypeIncr or TypeDiff. An
+	// incremental or differential backup with no usable parent is a full
+	// one (Meta.Fallback says why), or fails with ErrNoParent when
+	// RequireParent is set.
+	Type          string
+	RequireParent bool
+	MaxChain      int // incremental backups after a full one, at most, in one chain
+	// ManifestCache is a local directory where completed backups' manifests
+	// are kept for the next incremental backup ("" for none); Identities
+	// read a parent's manifest from an encrypted repository when there is
+	// no local copy (nil for none).
+	ManifestCache string
+	Identities    *crypto.Identities
+	// Reconnect opens a new replication connection, for a full backup after
+	// the server refused an incremental one (its error leaves the first
+	// connection unusable). Nil: no fallback after such a refusal.
+	Reconnect func(ctx context.Context) (*pgconn.PgConn, error)
 }
 
 // ErrManifestMismatch means the streamed files differ from the server's
@@ -57,17 +76,22 @@ type serverInfo struct {
 	segSize       uint32
 	dataChecksums bool
 	sysid         uint64
+	summarizeWAL  bool
+	blockSize     int
+	segBlocks     uint32
 }
 
 func queryServer(ctx context.Context, c *pgconn.PgConn) (serverInfo, error) {
 	var si serverInfo
 	res, err := c.Exec(ctx, `SELECT current_setting('server_version_num'), pg_is_in_recovery()::text,
 		(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), current_setting('data_checksums'),
-		(SELECT system_identifier::text FROM pg_control_system())`).ReadAll()
+		(SELECT system_identifier::text FROM pg_control_system()),
+		coalesce((SELECT setting FROM pg_settings WHERE name = 'summarize_wal'), 'off'),
+		current_setting('block_size'), (SELECT setting FROM pg_settings WHERE name = 'segment_size')`).ReadAll()
 	if err != nil {
 		return si, fmt.Errorf("query server settings: %w", err)
 	}
-	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 5 {
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 8 {
 		return si, errors.New("query server settings: unexpected result")
 	}
 	row := res[0].Rows[0]
@@ -77,6 +101,10 @@ func queryServer(ctx context.Context, c *pgconn.PgConn) (serverInfo, error) {
 	si.segSize = uint32(seg)
 	si.dataChecksums = string(row[3]) == "on"
 	si.sysid, _ = strconv.ParseUint(string(row[4]), 10, 64)
+	si.summarizeWAL = string(row[5]) == "on"
+	si.blockSize, _ = strconv.Atoi(string(row[6]))
+	segBlocks, _ := strconv.ParseUint(string(row[7]), 10, 32)
+	si.segBlocks = uint32(segBlocks)
 	if si.versionNum < 130000 {
 		return si, fmt.Errorf("PostgreSQL %d is not supported (13 to 18 are)", si.versionNum/10000)
 	}
@@ -111,7 +139,7 @@ func Run(ctx context.Context, c Config) (*catalog.Meta, error) {
 	if err != nil {
 		return nil, err
 	}
-	sysid, _, _, err := basebackup.IdentifySystem(ctx, c.Replication)
+	sysid, tli, _, err := basebackup.IdentifySystem(ctx, c.Replication)
 	if err != nil {
 		return nil, err
 	}
@@ -124,27 +152,80 @@ func Run(ctx context.Context, c Config) (*catalog.Meta, error) {
 	if si.inRecovery && c.SwitchPrimary == nil {
 		log.Warn("backing up a standby without --primary-dsn: the last WAL segment is archived only when the primary switches segments; the backup fails after --archive-timeout otherwise")
 	}
+	c.Log = log
+	var parent parentChoice
+	switch c.Type {
+	case "", catalog.TypeFull:
+		c.Type = catalog.TypeFull
+	case catalog.TypeIncr, catalog.TypeDiff:
+		parent = chooseParent(ctx, &c, si, tli)
+		if parent.meta == nil {
+			if c.RequireParent {
+				return nil, fmt.Errorf("%w for a %s backup: %s", ErrNoParent, c.Type, parent.why)
+			}
+			log.Warn("taking a full backup instead", "requested", c.Type, "reason", parent.why)
+		}
+	default:
+		return nil, fmt.Errorf("unknown backup type %q (full, incr or diff)", c.Type)
+	}
+	m, err := attempt(ctx, c, si, sysid, parent)
+	var se *basebackup.ServerError
+	if err != nil && parent.meta != nil && errors.As(err, &se) && strings.HasPrefix(se.Phase, startPhase) && c.Reconnect != nil && !c.RequireParent {
+		// The server refused the incremental backup (WAL summaries that do
+		// not reach back to the parent, most often): a full one instead.
+		why := fmt.Sprintf("the server refused an incremental backup on backup %s: %s", parent.meta.ID, se.Err.Message)
+		log.Warn("taking a full backup instead", "requested", c.Type, "reason", why)
+		// The caller closes the first connection; this one is ours.
+		if c.Replication, err = c.Reconnect(ctx); err != nil {
+			return nil, fmt.Errorf("replication connection for the full backup: %w", err)
+		}
+		defer c.Replication.Close(context.Background())
+		m, err = attempt(ctx, c, si, sysid, parentChoice{why: why})
+	}
+	if err != nil {
+		if parent.meta != nil && errors.As(err, &se) && strings.HasPrefix(se.Phase, startPhase) {
+			return nil, fmt.Errorf("%w (summarize_wal must be on since the parent backup %s started, and wal_summary_keep_time must reach back to it)", err, parent.meta.ID)
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// startPhase is the ServerError phase of a refusal before any data.
+const startPhase = "starting the backup"
+
+// attempt takes one backup, incremental on parent.meta when set.
+func attempt(ctx context.Context, c Config, si serverInfo, sysid uint64, parent parentChoice) (*catalog.Meta, error) {
 	start := time.Now().UTC()
 	id, err := newBackupID(ctx, c.Repo.Store, start)
 	if err != nil {
 		return nil, err
 	}
-	h := &handler{ctx: ctx, c: &c, log: log, id: id, meta: &catalog.Meta{
+	h := &handler{ctx: ctx, c: &c, log: c.Log, id: id, parent: parent.meta, meta: &catalog.Meta{
 		Format: catalog.MetaFormat, ID: id, Label: c.Label, Pgark: c.Version, FromHost: c.FromHost,
 		FromStandby: si.inRecovery, SystemID: strconv.FormatUint(sysid, 10), PGVersionNum: si.versionNum,
 		PGMajor: si.versionNum / 10000, WalSegmentBytes: si.segSize, DataChecksums: si.dataChecksums,
 		ManifestChecksums: "CRC32C", Tablespaces: []catalog.Tablespace{},
 		Recipients: c.Codec.Recipients.Fingerprints(),
+		Type:       catalog.TypeFull, BlockSize: si.blockSize, SegmentBlocks: si.segBlocks,
+		Fallback: parent.why,
 	}}
+	if parent.meta != nil {
+		h.meta.Type, h.meta.Parent, h.meta.Fallback = c.Type, parent.meta.ID, ""
+		if err := basebackup.UploadManifest(ctx, c.Replication, si.versionNum, parent.manifest); err != nil {
+			return nil, fmt.Errorf("incremental backup on backup %s: %w", parent.meta.ID, err)
+		}
+	}
 	h.files, err = manifest.NewFiles("CRC32C")
 	if err != nil {
 		return nil, err
 	}
 	m, err := h.run(ctx, si)
 	if err != nil {
-		h.cleanup(log)
+		h.cleanup(c.Log)
 		return nil, err
 	}
+	cacheManifest(&c, m, h.rawManifest)
 	return m, nil
 }
 
@@ -171,16 +252,18 @@ func newBackupID(ctx context.Context, s storage.Store, t time.Time) (string, err
 }
 
 type handler struct {
-	ctx     context.Context
-	c       *Config
-	log     *slog.Logger
-	id      string
-	meta    *catalog.Meta
-	files   *manifest.Files
-	start   basebackup.StartInfo
-	parsed  *manifest.Manifest
-	written []string // keys written, for cleanup
-	total   int64
+	ctx         context.Context
+	c           *Config
+	log         *slog.Logger
+	id          string
+	meta        *catalog.Meta
+	parent      *catalog.Meta // nil for a full backup
+	files       *manifest.Files
+	rawManifest []byte
+	start       basebackup.StartInfo
+	parsed      *manifest.Manifest
+	written     []string // keys written, for cleanup
+	total       int64
 }
 
 func (h *handler) run(ctx context.Context, si serverInfo) (*catalog.Meta, error) {
@@ -192,6 +275,7 @@ func (h *handler) run(ctx context.Context, si serverInfo) (*catalog.Meta, error)
 		// server wait without limit; this also makes the end time accurate.
 		NoWait:       true,
 		StallTimeout: c.StallTimeout,
+		Incremental:  h.parent != nil,
 	}
 	startInfo, end, err := basebackup.Run(ctx, c.Replication, si.versionNum, po, h)
 	if err != nil {
@@ -315,7 +399,7 @@ func (h *handler) Manifest(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("backup_manifest: %w", err)
 	}
-	h.parsed = parsed
+	h.parsed, h.rawManifest = parsed, b
 	key := catalog.ManifestKey(h.id)
 	h.written = append(h.written, key)
 	u := startPartUpload(h.ctx, h.c.Repo.Store, key, h.c.Codec)

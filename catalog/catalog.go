@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -61,6 +62,17 @@ func List(ctx context.Context, s storage.Store) (*Listing, error) {
 	return l, nil
 }
 
+// Lookup returns the complete backup id of the listing (ErrNoBackup when
+// the listing has none: missing or incomplete).
+func (l *Listing) Lookup(id string) (*Meta, error) {
+	for _, m := range l.Backups {
+		if m.ID == id {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNoBackup, id)
+}
+
 // ReadMeta reads and checks one backup's metadata.
 func ReadMeta(ctx context.Context, s storage.Store, id string) (*Meta, error) {
 	if !ValidID(id) {
@@ -103,6 +115,21 @@ func (m *Meta) Check(id string) error {
 	if m.Manifest.Key != ManifestKey(m.ID) || m.Manifest.Bytes < 0 || m.Manifest.Bytes > manifest.MaxBytes || !validSHA256(m.Manifest.SHA256) {
 		return fmt.Errorf("bad manifest object %q (%d bytes)", m.Manifest.Key, m.Manifest.Bytes)
 	}
+	switch m.Kind() {
+	case TypeFull:
+		if m.Parent != "" {
+			return fmt.Errorf("a full backup with a parent (%q)", m.Parent)
+		}
+	case TypeIncr, TypeDiff:
+		if !ValidID(m.Parent) || m.Parent == m.ID {
+			return fmt.Errorf("an incremental backup with a bad parent %q", m.Parent)
+		}
+	default:
+		return fmt.Errorf("unknown backup type %q", m.Type)
+	}
+	if m.BlockSize < 0 || m.BlockSize > 32768 || m.SegmentBlocks > 1<<31 {
+		return fmt.Errorf("bad block size %d or segment size %d", m.BlockSize, m.SegmentBlocks)
+	}
 	if len(m.Archives) == 0 || m.Archives[len(m.Archives)-1].Name != "base.tar" {
 		return errors.New("no base.tar archive")
 	}
@@ -119,6 +146,45 @@ func (m *Meta) Check(id string) error {
 func validSHA256(s string) bool {
 	_, err := hex.DecodeString(s)
 	return len(s) == 64 && err == nil
+}
+
+// MaxChain bounds the backups of one chain (a full one and the incremental
+// ones on it) that pgark follows.
+const MaxChain = 1000
+
+// ErrBrokenChain is wrapped when an incremental backup's parents cannot be
+// followed to a full backup: one is missing, damaged or inconsistent.
+var ErrBrokenChain = errors.New("broken backup chain")
+
+// Chain returns the backups m is rebuilt from, the full backup first and m
+// last, reading parents with get (ReadMeta, or a lookup in a listing). It
+// checks that each link is consistent: the same cluster and major, a parent
+// that started before its child, a full backup at the root.
+func Chain(m *Meta, get func(id string) (*Meta, error)) ([]*Meta, error) {
+	chain := []*Meta{m}
+	seen := map[string]bool{m.ID: true}
+	for cur := m; cur.Kind() != TypeFull; {
+		if len(chain) >= MaxChain {
+			return nil, fmt.Errorf("%w: backup %s has more than %d backups in its chain", ErrBrokenChain, m.ID, MaxChain)
+		}
+		p, err := get(cur.Parent)
+		if err != nil {
+			return nil, fmt.Errorf("%w: backup %s needs its parent %s: %w", ErrBrokenChain, cur.ID, cur.Parent, err)
+		}
+		switch {
+		case seen[p.ID]:
+			return nil, fmt.Errorf("%w: backup %s is its own ancestor", ErrBrokenChain, p.ID)
+		case p.SystemID != cur.SystemID || p.PGMajor != cur.PGMajor:
+			return nil, fmt.Errorf("%w: backup %s (cluster %s, PostgreSQL %d) has parent %s of cluster %s, PostgreSQL %d", ErrBrokenChain, cur.ID, cur.SystemID, cur.PGMajor, p.ID, p.SystemID, p.PGMajor)
+		case p.Start() >= cur.Start():
+			return nil, fmt.Errorf("%w: backup %s starts at %s, not after its parent %s (%s)", ErrBrokenChain, cur.ID, cur.StartLSN, p.ID, p.StartLSN)
+		}
+		seen[p.ID] = true
+		chain = append(chain, p)
+		cur = p
+	}
+	slices.Reverse(chain)
+	return chain, nil
 }
 
 // Start and End return the parsed LSNs (checked when the metadata was read).

@@ -60,6 +60,21 @@ type Meta struct {
 	WalSegmentBytes uint32 `json:"wal_segment_size"`
 	DataChecksums   bool   `json:"data_checksums"`
 
+	// Type is "full", "incr" or "diff" ("" in metadata written before
+	// incremental backups existed: full). Parent is the backup an
+	// incremental one was taken against: its files are this backup's
+	// starting point.
+	Type   string `json:"type,omitempty"`
+	Parent string `json:"parent,omitempty"`
+	// Fallback says why a backup asked for as incremental or differential
+	// is a full one (no usable parent, or the server refused).
+	Fallback string `json:"fallback,omitempty"`
+	// BlockSize and SegmentBlocks are the server's block_size and
+	// segment_size in blocks (0 when not recorded: 8192 and 131072), which
+	// incremental files are read with.
+	BlockSize     int    `json:"block_size,omitempty"`
+	SegmentBlocks uint32 `json:"segment_blocks,omitempty"`
+
 	Tablespaces []Tablespace `json:"tablespaces"` // not including the data directory
 	Archives    []Archive    `json:"archives"`    // base.tar last, as the server sent it
 
@@ -79,6 +94,21 @@ type Meta struct {
 	// Recipients are the fingerprints of the age recipients the backup's
 	// objects are encrypted to: one of their identities reads it.
 	Recipients []string `json:"recipients,omitempty"`
+}
+
+// Backup types.
+const (
+	TypeFull = "full"
+	TypeIncr = "incr"
+	TypeDiff = "diff"
+)
+
+// Kind is the backup's type, "full" for metadata that predates types.
+func (m *Meta) Kind() string {
+	if m.Type == "" {
+		return TypeFull
+	}
+	return m.Type
 }
 
 // Tablespace is one tablespace of the backed-up cluster.

@@ -20,6 +20,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -40,7 +41,10 @@ import (
 	"github.com/pgark/pgark/internal/rootdir"
 
 	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/incremental"
 	"github.com/pgark/pgark/restore/recoveryconf"
+	"github.com/pgark/pgark/tarstream"
+	"github.com/pgark/pgark/wal"
 )
 
 // PartOpener returns the plaintext of one stored part (decrypted, decompressed); the
@@ -120,25 +124,42 @@ type destDir struct {
 }
 
 type extractor struct {
-	m     *catalog.Meta
-	o     ExtractOptions
-	open  PartOpener
-	log   *slog.Logger
-	base  *destDir
-	spcs  []*destDir // sorted by OID
-	byOID map[uint32]*destDir
+	m      *catalog.Meta   // the backup restored (the last of the chain)
+	chain  []*catalog.Meta // the backups it is rebuilt from, full first; chain[len-1] == m
+	layer  int             // index in chain of the backup being extracted
+	limits incremental.Limits
+	o      ExtractOptions
+	open   PartOpener
+	log    *slog.Logger
+	base   *destDir
+	spcs   []*destDir // sorted by OID
+	byOID  map[uint32]*destDir
 
 	progMu   sync.Mutex
 	progDone int64
 
 	mu         sync.Mutex // guards what follows, set while reading base.tar
-	sawControl bool
-	sawLabel   bool
+	sawControl bool       // in the current layer
+	sawLabel   bool       // in the current layer
 	tsMap      []byte
 	tsMapMode  fs.FileMode
-	sawTsMap   bool
+	sawTsMap   bool // in the current layer
 	globalMode fs.FileMode
 	files      int
+	// seen holds, per target, what the current layer wrote (files, under
+	// their final names, and directories): after a layer of a chain, what
+	// it does not hold is removed.
+	seen    map[*destDir]map[string]bool
+	rebuilt map[string]Rebuilt // by manifest path: files the last layer rebuilt from an incremental file
+	applied int                // incremental files applied, all layers
+}
+
+// Rebuilt is a file rebuilt from an incremental file: its size and its
+// checksum in the backup manifest's algorithm, for the manifest written
+// into the restored directory.
+type Rebuilt struct {
+	Size     int64
+	Checksum string
 }
 
 // Extract restores the tar streams of backup m into o.PGDATA (and its tablespaces into
@@ -146,25 +167,158 @@ type extractor struct {
 // directories are left marked as an unfinished restore and not startable; Extract with
 // Force cleans them and starts again.
 func Extract(ctx context.Context, m *catalog.Meta, open PartOpener, o ExtractOptions) error {
+	_, err := ExtractChain(ctx, []*catalog.Meta{m}, open, o)
+	return err
+}
+
+// ExtractChain restores the last backup of chain (as from catalog.Chain:
+// a full backup first, each next one incremental on the one before it).
+// The backups are extracted in order into the same directories: a file of
+// a later backup replaces the earlier one, an incremental file is applied
+// in place to the file its parent left, and what a later backup does not
+// hold is removed, so that the result holds exactly the last backup's
+// files, rebuilt. It returns the files the last backup rebuilt from
+// incremental files, for its manifest.
+func ExtractChain(ctx context.Context, chain []*catalog.Meta, open PartOpener, o ExtractOptions) (map[string]Rebuilt, error) {
+	if len(chain) == 0 {
+		return nil, errors.New("restore: no backup to extract")
+	}
+	for i, b := range chain {
+		switch {
+		case i == 0 && b.Kind() != catalog.TypeFull:
+			return nil, fmt.Errorf("restore: backup %s is incremental: its chain must start with a full backup", b.ID)
+		case i > 0 && (b.Kind() == catalog.TypeFull || b.Parent != chain[i-1].ID):
+			return nil, fmt.Errorf("restore: backup %s is not built on backup %s", b.ID, chain[i-1].ID)
+		}
+	}
+	m := chain[len(chain)-1]
 	x, err := newExtractor(m, open, o)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer x.close()
+	x.chain = chain
+	x.limits = incremental.Limits{BlockSize: m.BlockSize, SegmentBlocks: m.SegmentBlocks}
+	if x.limits.BlockSize == 0 {
+		x.limits.BlockSize = 8192
+	}
+	if x.limits.SegmentBlocks == 0 {
+		x.limits.SegmentBlocks = incremental.DefaultSegmentBlocks
+	}
 	start := time.Now()
 	if err := x.prepare(); err != nil {
-		return err
+		return nil, err
 	}
-	x.log.Info("restore: extracting backup", "backup", m.ID, "pgdata", x.base.dir,
-		"tablespaces", len(x.spcs), "jobs", x.o.Jobs)
-	if err := x.run(ctx); err != nil {
+	fail := func(err error) error {
 		return fmt.Errorf("restore of backup %s into %s failed: %w (the directory is marked as an unfinished restore and cannot be started; `pgark restore --force` cleans it and starts again)", m.ID, x.base.dir, err)
 	}
-	if err := x.finish(); err != nil {
-		return fmt.Errorf("restore of backup %s into %s failed while finishing: %w", m.ID, x.base.dir, err)
+	for i, b := range chain {
+		x.layer = i
+		x.log.Info("restore: extracting backup", "backup", b.ID, "type", b.Kind(), "layer", i+1, "of", len(chain),
+			"pgdata", x.base.dir, "tablespaces", len(x.spcs), "jobs", x.o.Jobs)
+		if err := x.runLayer(ctx, b); err != nil {
+			return nil, fail(err)
+		}
 	}
-	x.log.Info("restore: extraction complete", "backup", m.ID, "pgdata", x.base.dir,
-		"files", x.files, "bytes", x.progDone, "elapsed", time.Since(start).Round(time.Millisecond))
+	if err := x.finish(); err != nil {
+		return nil, fmt.Errorf("restore of backup %s into %s failed while finishing: %w", m.ID, x.base.dir, err)
+	}
+	x.log.Info("restore: extraction complete", "backup", m.ID, "pgdata", x.base.dir, "backups", len(chain),
+		"files", x.files, "incremental_files", x.applied, "bytes", x.progDone, "elapsed", time.Since(start).Round(time.Millisecond))
+	return x.rebuilt, nil
+}
+
+// runLayer extracts one backup of the chain and checks that it was whole;
+// after a layer other than the first, it removes what that backup does not
+// hold.
+func (x *extractor) runLayer(ctx context.Context, b *catalog.Meta) error {
+	x.sawControl, x.sawLabel, x.sawTsMap = false, false, false
+	x.seen = map[*destDir]map[string]bool{}
+	for _, t := range append(slices.Clone(x.spcs), x.base) {
+		x.seen[t] = map[string]bool{}
+	}
+	if x.layer == len(x.chain)-1 {
+		x.rebuilt = map[string]Rebuilt{}
+	}
+	var tasks []task
+	for i := range b.Archives {
+		a := &b.Archives[i]
+		t := x.base
+		if a.Name != "base.tar" {
+			if t = x.byOID[a.OID]; t == nil {
+				// A tablespace dropped before the last backup: nothing of it stays.
+				continue
+			}
+		}
+		for j, p := range a.Parts {
+			tasks = append(tasks, task{t: t, idx: j, ref: p, archive: a.Name})
+		}
+	}
+	if err := x.run(ctx, tasks); err != nil {
+		return err
+	}
+	if !x.sawControl {
+		return refused("backup %s: base.tar has no global/pg_control: the backup is incomplete", b.ID)
+	}
+	if !x.sawLabel {
+		return refused("backup %s: base.tar has no backup_label: the backup is incomplete (starting without it would corrupt the cluster silently)", b.ID)
+	}
+	if x.layer == 0 {
+		return nil
+	}
+	return x.prune()
+}
+
+// prune removes from every target what the current layer did not write.
+func (x *extractor) prune() error {
+	for t, seen := range x.seen {
+		var gone []string
+		err := fs.WalkDir(t.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			switch {
+			case p == ".":
+				return nil
+			case p == markerName:
+				return nil
+			case t.oid != 0 && !strings.Contains(p, "/") && !strings.HasPrefix(p, t.spcMajor):
+				// Not ours: another major's tablespace directory, or anything else.
+				if d.IsDir() {
+					return fs.SkipDir
+				}
+				return nil
+			case seen[p]:
+				return nil
+			}
+			gone = append(gone, p)
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", t.dir, err)
+		}
+		for _, p := range gone {
+			if err := t.root.RemoveAll(p); err != nil {
+				return fmt.Errorf("removing %s, which the newer backup does not hold: %w", filepath.Join(t.dir, p), err)
+			}
+			t.mu.Lock()
+			for d := range t.dirs {
+				if d == p || strings.HasPrefix(d, p+"/") {
+					delete(t.dirs, d)
+				}
+			}
+			t.mu.Unlock()
+			if err := rootdir.Sync(t.root, path.Dir(p)); err != nil {
+				return err
+			}
+		}
+		if len(gone) > 0 {
+			x.log.Debug("restore: removed what the newer backup does not hold", "dir", t.dir, "entries", len(gone))
+		}
+	}
 	return nil
 }
 
@@ -505,20 +659,15 @@ func (x *extractor) writeMarker(t *destDir) error {
 // ---------------------------------------------------------------- extraction
 
 type task struct {
-	t   *destDir
-	idx int
-	ref catalog.ObjectRef
+	t       *destDir
+	idx     int
+	ref     catalog.ObjectRef
+	archive string
 }
 
-func (x *extractor) run(ctx context.Context) error {
+func (x *extractor) run(ctx context.Context, tasks []task) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var tasks []task
-	for _, t := range append(slices.Clone(x.spcs), x.base) {
-		for i, p := range t.archive.Parts {
-			tasks = append(tasks, task{t: t, idx: i, ref: p})
-		}
-	}
 	ch := make(chan task)
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
@@ -597,7 +746,7 @@ func (x *extractor) progress(n int64) {
 // archive ends with the end-of-archive trailer). It reads the part to EOF, so that the
 // opener's checksum and size check runs.
 func (x *extractor) part(ctx context.Context, task task, buf []byte) (err error) {
-	name := fmt.Sprintf("%s part %d (%s)", task.t.archive.Name, task.idx, task.ref.Key)
+	name := fmt.Sprintf("%s part %d (%s)", task.archive, task.idx, task.ref.Key)
 	rc, err := x.open(ctx, task.ref)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
@@ -649,7 +798,7 @@ func (x *extractor) part(ctx context.Context, task task, buf []byte) (err error)
 	if task.ref.Bytes > 0 && cr.n != task.ref.Bytes {
 		return fmt.Errorf("%s: read %d bytes, the backup records %d", name, cr.n, task.ref.Bytes)
 	}
-	x.log.Debug("restore: part extracted", "archive", task.t.archive.Name, "part", task.idx, "members", members, "bytes", cr.n)
+	x.log.Debug("restore: part extracted", "archive", task.archive, "part", task.idx, "members", members, "bytes", cr.n)
 	return nil
 }
 
@@ -691,6 +840,7 @@ const (
 	kindFile
 	kindSpcLink // pg_tblspc/<oid> symlink (backups taken without TABLESPACE_MAP)
 	kindSkip    // the target directory itself
+	kindIncr    // INCREMENTAL.<file>: applied to <file> (PostgreSQL 17+ chains)
 )
 
 // validate checks one member and returns its relative path and what to do with it.
@@ -758,6 +908,15 @@ func (x *extractor) validate(t *destDir, hdr *tar.Header) (string, memberKind, e
 	if perm&^0o640 != 0 {
 		return "", 0, refused("file %q has mode %04o, looser than PostgreSQL's 0640: refused", hdr.Name, perm)
 	}
+	if target, ok := incremental.Target(rel); ok {
+		if x.layer == 0 || x.m.PGMajor < 17 {
+			return "", 0, refused("member %q is an incremental file in backup %s, which is not a PostgreSQL 17+ incremental backup: refused", hdr.Name, x.chain[x.layer].ID)
+		}
+		if _, err := cleanName(target); err != nil {
+			return "", 0, err
+		}
+		return target, kindIncr, nil
+	}
 	if t.oid == 0 && rel == "tablespace_map" && hdr.Size > tablespaceMapLimit {
 		return "", 0, refused("member tablespace_map is %d bytes: refused", hdr.Size)
 	}
@@ -780,6 +939,7 @@ func (x *extractor) member(ctx context.Context, t *destDir, hdr *tar.Header, tr 
 		if err := x.mkdirs(t, rel); err != nil {
 			return err
 		}
+		x.markSeen(t, rel)
 		t.mu.Lock()
 		t.dirs[rel] = fs.ModeDir | perm
 		t.mu.Unlock()
@@ -789,6 +949,9 @@ func (x *extractor) member(ctx context.Context, t *destDir, hdr *tar.Header, tr 
 			x.mu.Unlock()
 		}
 		return nil
+	}
+	if kind == kindIncr {
+		return x.applyIncremental(ctx, t, rel, perm, hdr.Size, tr, buf)
 	}
 	// A regular file.
 	if t.oid == 0 {
@@ -808,15 +971,16 @@ func (x *extractor) member(ctx context.Context, t *destDir, hdr *tar.Header, tr 
 				return refused("tablespace_map appears twice")
 			}
 			x.sawTsMap, x.tsMap, x.tsMapMode = true, b, perm
+			x.seen[t][rel] = true
 			return nil
 		case controlFile:
 			rel = controlTmp
+		case "backup_label":
+			return x.writeLabel(ctx, t, perm, hdr.Size, tr, buf)
 		}
 	}
-	if dir := path.Dir(rel); dir != "." {
-		if err := x.mkdirs(t, dir); err != nil {
-			return err
-		}
+	if err := x.claim(t, rel); err != nil {
+		return err
 	}
 	if err := x.writeFile(ctx, t, rel, perm, hdr.Size, tr, buf); err != nil {
 		return err
@@ -831,6 +995,176 @@ func (x *extractor) member(ctx context.Context, t *destDir, hdr *tar.Header, tr 
 			x.sawLabel = true
 		}
 	}
+	x.mu.Unlock()
+	return nil
+}
+
+// markSeen records that the current layer holds rel in t.
+func (x *extractor) markSeen(t *destDir, rel string) {
+	x.mu.Lock()
+	x.seen[t][rel] = true
+	x.mu.Unlock()
+}
+
+// claim prepares rel for a regular file of the current layer: it must not
+// have been written by this layer already (a member twice), its parent
+// directories exist, and the file an earlier layer wrote there is removed.
+func (x *extractor) claim(t *destDir, rel string) error {
+	x.mu.Lock()
+	dup := x.seen[t][rel]
+	x.seen[t][rel] = true
+	x.mu.Unlock()
+	if dup {
+		return refused("%s already exists: it appears twice in backup %s: refused", filepath.Join(t.dir, rel), x.chain[x.layer].ID)
+	}
+	if dir := path.Dir(rel); dir != "." {
+		if err := x.mkdirs(t, dir); err != nil {
+			return err
+		}
+	}
+	if x.layer == 0 {
+		return nil
+	}
+	st, err := t.root.Lstat(rel)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case st.IsDir():
+		return t.root.RemoveAll(rel)
+	default:
+		return t.root.Remove(rel)
+	}
+}
+
+// writeLabel writes backup_label without its INCREMENTAL FROM lines, after
+// checking that they name the start of the previous backup of the chain.
+func (x *extractor) writeLabel(ctx context.Context, t *destDir, perm fs.FileMode, size int64, r io.Reader, buf []byte) error {
+	const limit = 64 << 10
+	if size > limit {
+		return refused("backup_label is %d bytes: refused", size)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return fmt.Errorf("backup_label: %w", err)
+	}
+	out, from, inc, err := incremental.StripLabel(b)
+	if err != nil {
+		return refused("%v", err)
+	}
+	cur := x.chain[x.layer]
+	switch {
+	case x.layer == 0 && inc:
+		return refused("backup %s is recorded as full, but its backup_label says it is incremental", cur.ID)
+	case x.layer > 0 && !inc:
+		return refused("backup %s is recorded as incremental, but its backup_label has no INCREMENTAL FROM lines", cur.ID)
+	case x.layer > 0:
+		parent := x.chain[x.layer-1]
+		lsn, err := wal.ParseLSN(from.LSN)
+		if err != nil || lsn != parent.Start() || from.Timeline != parent.StartTimeline {
+			return refused("backup %s was taken against a backup that started at %s on timeline %d, not against %s (%s, timeline %d)", cur.ID, from.LSN, from.Timeline, parent.ID, parent.StartLSN, parent.StartTimeline)
+		}
+	}
+	if err := x.claim(t, "backup_label"); err != nil {
+		return err
+	}
+	if err := x.writeFile(ctx, t, "backup_label", perm, int64(len(out)), bytes.NewReader(out), buf); err != nil {
+		return err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.files++
+	x.sawLabel = true
+	if inc && x.layer == len(x.chain)-1 {
+		x.rebuilt["backup_label"] = Rebuilt{Size: int64(len(out)), Checksum: checksumHex(x.m.ManifestChecksums, out)}
+	}
+	return nil
+}
+
+// checksumHex is b's checksum as the manifest writes it ("" for NONE).
+func checksumHex(alg string, b []byte) string {
+	h := tarstream.NewChecksumHash(alg)
+	if h == nil {
+		return ""
+	}
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// applyIncremental applies the incremental file for rel (read from r, size
+// bytes) to the file an earlier layer left there.
+func (x *extractor) applyIncremental(ctx context.Context, t *destDir, rel string, perm fs.FileMode, size int64, r io.Reader, buf []byte) (err error) {
+	x.mu.Lock()
+	dup := x.seen[t][rel]
+	x.seen[t][rel] = true
+	x.mu.Unlock()
+	if dup {
+		return refused("%s already exists: it appears twice in backup %s: refused", filepath.Join(t.dir, rel), x.chain[x.layer].ID)
+	}
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	f, err := t.root.OpenFile(rel, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: backup %s changes %s, which backup %s does not hold", catalog.ErrBrokenChain, x.chain[x.layer].ID, rel, x.chain[x.layer-1].ID)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return refused("%s is not a regular file", filepath.Join(t.dir, rel))
+	}
+	if _, err := incremental.Apply(f, r, size, x.limits, buf); err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if x.o.Owner != nil {
+		if err := f.Chown(x.o.Owner.UID, x.o.Owner.GID); err != nil {
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	x.mu.Lock()
+	x.applied++
+	x.files++
+	x.mu.Unlock()
+	if x.layer != len(x.chain)-1 {
+		return nil
+	}
+	// The last backup's manifest lists INCREMENTAL.<name>: the restored
+	// directory's manifest lists the rebuilt file, with its checksum.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	var w io.Writer = io.Discard
+	h := tarstream.NewChecksumHash(x.m.ManifestChecksums)
+	if h != nil {
+		w = h
+	}
+	n, err := io.CopyBuffer(w, f, buf)
+	if err != nil {
+		return fmt.Errorf("%s: checksum of the rebuilt file: %w", rel, err)
+	}
+	mp := rel
+	if t.oid != 0 {
+		mp = fmt.Sprintf("pg_tblspc/%d/%s", t.oid, rel)
+	}
+	sum := ""
+	if h != nil {
+		sum = hex.EncodeToString(h.Sum(nil))
+	}
+	x.mu.Lock()
+	x.rebuilt[mp] = Rebuilt{Size: n, Checksum: sum}
 	x.mu.Unlock()
 	return nil
 }
@@ -937,12 +1271,6 @@ func (x *extractor) writeFile(ctx context.Context, t *destDir, rel string, perm 
 // are removed last.
 func (x *extractor) finish() error {
 	b := x.base
-	if !x.sawControl {
-		return refused("base.tar has no global/pg_control: the backup is incomplete")
-	}
-	if !x.sawLabel {
-		return refused("base.tar has no backup_label: the backup is incomplete (starting without it would corrupt the cluster silently)")
-	}
 	dataMode := fs.FileMode(0o700)
 	if x.globalMode == 0o750 {
 		dataMode = 0o750 // initdb -g (group access): PostgreSQL takes the mode from PGDATA

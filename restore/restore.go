@@ -9,8 +9,11 @@ import (
 
 	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/incremental"
+	"github.com/pgark/pgark/manifest"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/restore/recoveryconf"
+	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
 	"github.com/pgark/pgark/walinventory"
 )
@@ -18,7 +21,8 @@ import (
 // Plan is the outcome of choosing what to restore.
 type Plan struct {
 	Backup   *catalog.Meta
-	Timeline wal.History // the timeline recovery will follow
+	Chain    []*catalog.Meta // the backups Backup is rebuilt from, the full one first and Backup last
+	Timeline wal.History     // the timeline recovery will follow
 }
 
 // NewPlan chooses the backup to restore. id is a backup ID or "latest";
@@ -74,23 +78,30 @@ func NewPlan(ctx context.Context, r *repo.Repo, id, timeline string, t catalog.T
 		if t.LSN != 0 && named.End() > t.LSN {
 			return nil, fmt.Errorf("the target LSN %s lies before backup %s becomes consistent (%s)", t.LSN, named.ID, named.EndLSN)
 		}
-		return signedPlan(ctx, r, named, h)
+		return signedPlan(ctx, r, l, named, h)
 	}
 	m, err := catalog.Choose(l.Backups, h, t)
 	if err != nil {
 		return nil, err
 	}
-	return signedPlan(ctx, r, m, h)
+	return signedPlan(ctx, r, l, m, h)
 }
 
-// signedPlan checks the chosen backup's origin signature when the
-// repository has trusted signers: its metadata records the size and
-// SHA-256 of every part and of the manifest, so the signature covers them.
-func signedPlan(ctx context.Context, r *repo.Repo, m *catalog.Meta, h wal.History) (*Plan, error) {
-	if err := r.VerifyJSONSignature(ctx, catalog.MetaKey(m.ID)); err != nil {
-		return nil, fmt.Errorf("backup %s: %w", m.ID, err)
+// signedPlan follows the chosen backup's chain to its full backup and
+// checks each backup's origin signature when the repository has trusted
+// signers: the metadata records the size and SHA-256 of every part and of
+// the manifest, so the signature covers them.
+func signedPlan(ctx context.Context, r *repo.Repo, l *catalog.Listing, m *catalog.Meta, h wal.History) (*Plan, error) {
+	chain, err := catalog.Chain(m, l.Lookup)
+	if err != nil {
+		return nil, err
 	}
-	return &Plan{Backup: m, Timeline: h}, nil
+	for _, b := range chain {
+		if err := r.VerifyJSONSignature(ctx, catalog.MetaKey(b.ID)); err != nil {
+			return nil, fmt.Errorf("backup %s: %w", b.ID, err)
+		}
+	}
+	return &Plan{Backup: m, Chain: chain, Timeline: h}, nil
 }
 
 // PartOpenerFor opens parts from the repository, verified against the
@@ -104,16 +115,89 @@ func PartOpenerFor(r *repo.Repo, ids *crypto.Identities) PartOpener {
 // Run extracts the planned backup into o.PGDATA and writes the recovery
 // configuration.
 func Run(ctx context.Context, r *repo.Repo, p *Plan, ids *crypto.Identities, eo ExtractOptions, ro recoveryconf.Options, log *slog.Logger) error {
-	manifest, err := catalog.FetchManifest(ctx, r, p.Backup, ids)
+	raw, err := catalog.FetchManifest(ctx, r, p.Backup, ids)
 	if err != nil {
 		return err
 	}
-	if err := Extract(ctx, p.Backup, PartOpenerFor(r, ids), eo); err != nil {
+	chain := p.Chain
+	if len(chain) == 0 {
+		chain = []*catalog.Meta{p.Backup}
+	}
+	if err := checkParts(ctx, r, chain); err != nil {
 		return err
 	}
-	if err := recoveryconf.Write(eo.PGDATA, ro, manifest); err != nil {
+	rebuilt, err := ExtractChain(ctx, chain, PartOpenerFor(r, ids), eo)
+	if err != nil {
+		return err
+	}
+	if len(chain) > 1 {
+		if raw, err = RebuiltManifest(raw, rebuilt); err != nil {
+			return fmt.Errorf("restore of backup %s: %w", p.Backup.ID, err)
+		}
+	}
+	if err := recoveryconf.Write(eo.PGDATA, ro, raw); err != nil {
 		return fmt.Errorf("write recovery configuration: %w", err)
 	}
 	log.Info("restored", "backup", p.Backup.ID, "pgdata", eo.PGDATA, "timeline", p.Timeline.TLI)
 	return nil
+}
+
+// checkParts makes sure, before anything is written, that every part of
+// every backup of the chain is in the repository: a restore that would
+// fail half-way on a missing part of a parent fails now, naming it.
+func checkParts(ctx context.Context, r *repo.Repo, chain []*catalog.Meta) error {
+	last := chain[len(chain)-1]
+	for _, b := range chain {
+		for _, a := range b.Archives {
+			for _, p := range a.Parts {
+				_, err := r.Store.Stat(ctx, p.Key)
+				switch {
+				case storage.IsNotFound(err) && b == last:
+					return fmt.Errorf("%w: backup %s: its part %s is missing", repo.ErrDamaged, b.ID, p.Key)
+				case storage.IsNotFound(err):
+					return fmt.Errorf("%w: backup %s needs backup %s, whose part %s is missing (%w)", catalog.ErrBrokenChain, last.ID, b.ID, p.Key, repo.ErrDamaged)
+				case err != nil:
+					return fmt.Errorf("backup %s: %s: %w", b.ID, p.Key, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// RebuiltManifest turns an incremental backup's backup_manifest into the
+// manifest of the directory rebuilt from its chain: each INCREMENTAL.<name>
+// entry becomes <name> with the rebuilt file's size and checksum, and
+// backup_label's entry describes the label without its INCREMENTAL FROM
+// lines, so that pg_verifybackup checks the rebuilt directory.
+func RebuiltManifest(raw []byte, rebuilt map[string]Rebuilt) ([]byte, error) {
+	m, err := manifest.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	used := 0
+	for i, f := range m.Files {
+		target, ok := incremental.Target(f.Path)
+		if !ok {
+			// backup_label, without its INCREMENTAL FROM lines.
+			if rb, found := rebuilt[f.Path]; found {
+				m.Files[i].Size, m.Files[i].Checksum = rb.Size, rb.Checksum
+				used++
+			}
+			continue
+		}
+		rb, found := rebuilt[target]
+		if !found {
+			return nil, fmt.Errorf("the manifest lists %s, but no file was rebuilt from it", f.Path)
+		}
+		m.Files[i].Path, m.Files[i].Size, m.Files[i].Checksum = target, rb.Size, rb.Checksum
+		if rb.Checksum == "" {
+			m.Files[i].ChecksumAlgorithm = ""
+		}
+		used++
+	}
+	if used != len(rebuilt) {
+		return nil, fmt.Errorf("%d files were rebuilt from incremental files, the manifest lists %d", len(rebuilt), used)
+	}
+	return manifest.Marshal(m)
 }

@@ -129,6 +129,28 @@ func MakePlan(rep *walinventory.Report, p Policy) (*Plan, error) {
 			keep[b] = fmt.Sprintf("on abandoned timeline %d, newer than the oldest kept backup", b.EndTimeline)
 		}
 	}
+	// An incremental backup is restored from its whole chain: its parents
+	// stay while it does.
+	byID := make(map[string]*catalog.Meta, len(all))
+	for _, b := range all {
+		byID[b.ID] = b
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		b := all[i]
+		if _, ok := keep[b]; !ok {
+			continue
+		}
+		for child, n := b, 0; child.Parent != "" && n < catalog.MaxChain; n++ {
+			parent := byID[child.Parent]
+			if parent == nil {
+				break // a broken chain: verify reports it
+			}
+			if _, ok := keep[parent]; !ok {
+				keep[parent] = fmt.Sprintf("the parent of kept backup %s (incremental backups need their chain)", child.ID)
+			}
+			child = parent
+		}
+	}
 	for _, b := range all {
 		why, ok := keep[b]
 		if !ok {
@@ -198,7 +220,10 @@ func MakePlan(rep *walinventory.Report, p Policy) (*Plan, error) {
 // incomplete backups, then the WAL.
 func Apply(ctx context.Context, s storage.Store, plan *Plan, log *slog.Logger) error {
 	var runs []run
-	for _, d := range plan.Backups {
+	// Newest first: an interrupted run never leaves a listed incremental
+	// backup whose parent it already deleted.
+	for i := len(plan.Backups) - 1; i >= 0; i-- {
+		d := plan.Backups[i]
 		if !d.Keep {
 			id := d.Backup.ID
 			runs = append(runs, run{what: "backup", id: id, prefix: catalog.Prefix + id + "/", first: catalog.MetaKey(id),

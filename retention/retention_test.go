@@ -148,3 +148,37 @@ func TestParseDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestChainsKept: a kept incremental backup keeps its whole chain, with a
+// reason that names it; a chain no kept backup needs goes, and deletion
+// runs newest first.
+func TestChainsKept(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	full1 := meta("20261118T000000Z", 1, 2, 3, now.Add(-144*time.Hour))
+	inc1 := meta("20261119T000000Z", 1, 5, 6, now.Add(-120*time.Hour))
+	inc1.Type, inc1.Parent = catalog.TypeIncr, full1.ID
+	full2 := meta("20261120T000000Z", 1, 8, 9, now.Add(-96*time.Hour))
+	inc2 := meta("20261121T000000Z", 1, 11, 12, now.Add(-72*time.Hour))
+	inc2.Type, inc2.Parent = catalog.TypeIncr, full2.ID
+	inc3 := meta("20261122T000000Z", 1, 14, 15, now.Add(-48*time.Hour))
+	inc3.Type, inc3.Parent = catalog.TypeIncr, inc2.ID
+	diff := meta("20261123T000000Z", 1, 17, 18, now.Add(-24*time.Hour))
+	diff.Type, diff.Parent = catalog.TypeDiff, full2.ID
+	rep := &walinventory.Report{Timeline: 1, SegSize: seg, Backups: []*catalog.Meta{full1, inc1, full2, inc2, inc3, diff},
+		History: wal.History{TLI: 1}, HistoryKnown: true}
+	p, err := MakePlan(rep, Policy{KeepLast: 2, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// inc3 and diff by policy; full2 and inc2 as their chain.
+	if k := keeps(p); k != "DDKKKK" {
+		t.Fatalf("keep-last 2 with chains: %s", k)
+	}
+	if why := p.Backups[3].Why; !strings.Contains(why, "parent of kept backup "+inc3.ID) {
+		t.Fatalf("inc2 kept because %q", why)
+	}
+	p, _ = MakePlan(rep, Policy{KeepLast: 1, Now: now})
+	if k := keeps(p); k != "DDKDDK" {
+		t.Fatalf("keep-last 1 with chains: %s", k)
+	}
+}

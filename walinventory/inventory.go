@@ -282,6 +282,9 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 		if !onPath(b) || (haveGap && bs <= lastGap) || be > end || bs < start {
 			continue
 		}
+		if _, err := catalog.Chain(b, l.Lookup); err != nil {
+			continue // an incremental backup whose chain is broken restores nothing
+		}
 		last := inv.Segments[tlFor(end)][end]
 		rep.Window = &Window{
 			FromBackup: b.ID, FromTime: b.StopTime, FromLSN: b.EndLSN,

@@ -111,12 +111,7 @@ func (c *cli) newRoot(args []string) *cobra.Command {
 		}
 		parent.AddCommand(cc)
 	}
-	root.AddCommand(&cobra.Command{
-		Use:   "version",
-		Short: "print pgark's version",
-		Args:  cobra.ArbitraryArgs,
-		Run:   func(*cobra.Command, []string) { fmt.Fprintf(c.stdout, "pgark %s\n", version) },
-	}, &cobra.Command{
+	root.AddCommand(c.versionCommand(), &cobra.Command{
 		Use:    "gen-docs DIR",
 		Short:  "write the Markdown reference (make docs) into DIR",
 		Hidden: true,
@@ -325,7 +320,7 @@ func printUsage(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "  %-20s %s\n", "completion SHELL", "print a completion script for bash, zsh or fish")
-	fmt.Fprintf(w, "  %-20s %s\n", "version", "print pgark's version")
+	fmt.Fprintf(w, "  %-20s %s\n", "version", "print pgark's version, commit and build date")
 	fmt.Fprintf(w, "\nOptions may come before or after the arguments; -- ends them.\nRun `pgark COMMAND --help` for a command's options and exit codes.\n")
 }
 

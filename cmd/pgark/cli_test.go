@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -218,10 +220,20 @@ func TestHelpAndVersion(t *testing.T) {
 			t.Errorf("pgark %s: %d %.60q", args, code, out)
 		}
 	}
-	for _, args := range [][]string{{"version"}, {"--version"}} {
-		if code, out, _ := runCLI(t, nil, args...); code != exitOK || out != "pgark "+version+"\n" {
-			t.Errorf("pgark %v: %d %q", args, code, out)
-		}
+	if code, out, _ := runCLI(t, nil, "--version"); code != exitOK || out != "pgark "+version+"\n" {
+		t.Errorf("pgark --version: %d %q", code, out)
+	}
+	if code, out, _ := runCLI(t, nil, "version"); code != exitOK || !strings.HasPrefix(out, "pgark "+version+"\ncommit: ") ||
+		!strings.Contains(out, runtime.GOOS+"/"+runtime.GOARCH) || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("pgark version: %d %q", code, out)
+	}
+	var b buildInfo
+	if code, out, _ := runCLI(t, nil, "version", "--json"); code != exitOK || json.Unmarshal([]byte(out), &b) != nil ||
+		b.Version != version || b.Commit == "" || b.BuildDate == "" || b.Platform != runtime.GOOS+"/"+runtime.GOARCH {
+		t.Errorf("pgark version --json: %d %q", code, out)
+	}
+	if code, _, _ := runCLI(t, nil, "version", "extra"); code != exitUsage {
+		t.Errorf("pgark version extra: exit %d, want %d", code, exitUsage)
 	}
 	for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}} {
 		if code, out, _ := runCLI(t, nil, args...); code != exitOK || !strings.Contains(out, "wal-fetch") || strings.Contains(out, "wal-prefetch") {

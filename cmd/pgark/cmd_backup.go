@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 )
 
 func runBackup(ctx context.Context, env *cmdEnv, args []string) error {
@@ -50,6 +52,28 @@ func runBackup(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	cfg.Type = s.str("backup-type")
+	if cfg.RequireParent, err = s.boolean("require-parent"); err != nil {
+		return err
+	}
+	if cfg.MaxChain, err = s.integer("max-chain"); err != nil {
+		return err
+	}
+	if cfg.MaxChain < 0 || cfg.MaxChain > catalog.MaxChain-1 {
+		return usageErrorf("max-chain: %d is outside 0 to %d", cfg.MaxChain, catalog.MaxChain-1)
+	}
+	if cfg.Type != catalog.TypeFull {
+		if cfg.Identities, err = identities(env); err != nil {
+			return err
+		}
+		base, err := spoolBase(env)
+		if err != nil {
+			return err
+		}
+		if base != "" {
+			cfg.ManifestCache = filepath.Join(base, "manifests")
+		}
+	}
 
 	sqlCfg, err := pgconn.ParseConfig(s.str("dsn"))
 	if err != nil {
@@ -84,6 +108,7 @@ func takeBackup(ctx context.Context, env *cmdEnv, cfg backup.Config, sqlCfg, rep
 		return fmt.Errorf("replication connection to %s (pg_hba.conf needs a \"replication\" entry, the role the REPLICATION attribute, and max_wal_senders a free slot): %w", cfg.FromHost, err)
 	}
 	defer cfg.Replication.Close(context.Background())
+	cfg.Reconnect = func(ctx context.Context) (*pgconn.PgConn, error) { return pgconn.ConnectConfig(ctx, replCfg) }
 	if p := s.str("primary-dsn"); p != "" {
 		cfg.SwitchPrimary = func(ctx context.Context) error { return switchPrimary(ctx, p) }
 	}
@@ -101,8 +126,15 @@ func takeBackup(ctx context.Context, env *cmdEnv, cfg backup.Config, sqlCfg, rep
 	if asJSON {
 		return printJSON(env.stdout, m)
 	}
-	fmt.Fprintf(env.stdout, "backup %s complete: %s of PostgreSQL %d in %s, %s stored, LSN %s to %s on timeline %d, %d files checked against the server's manifest\n",
-		m.ID, humanBytes(m.RawBytes), m.PGMajor, time.Since(start).Round(time.Second), humanBytes(m.StoredBytes), m.StartLSN, m.EndLSN, m.EndTimeline, m.Files)
+	kind := m.Kind()
+	if m.Parent != "" {
+		kind += " on " + m.Parent
+	}
+	fmt.Fprintf(env.stdout, "backup %s (%s) complete: %s of PostgreSQL %d in %s, %s stored, LSN %s to %s on timeline %d, %d files checked against the server's manifest\n",
+		m.ID, kind, humanBytes(m.RawBytes), m.PGMajor, time.Since(start).Round(time.Second), humanBytes(m.StoredBytes), m.StartLSN, m.EndLSN, m.EndTimeline, m.Files)
+	if m.Fallback != "" {
+		fmt.Fprintf(env.stdout, "a full backup instead of %s: %s\n", cfg.Type, m.Fallback)
+	}
 	return nil
 }
 

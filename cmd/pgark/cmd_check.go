@@ -56,6 +56,7 @@ func runCheck(ctx context.Context, env *cmdEnv, args []string) error {
 	var se *checkStatusError
 	if err != nil && !errors.As(err, &se) {
 		printUnknown(env.stdout, out, err)
+		writeUnknownPromFile(env.s, env.log)
 	}
 	return err
 }
@@ -74,6 +75,7 @@ func checkSetupFailed(stdout io.Writer, s *settings, err error) {
 		out = outPrometheus
 	}
 	printUnknown(stdout, out, err)
+	writeUnknownPromFile(s, nil)
 }
 
 // printUnknown says that the check could not run, and why.
@@ -198,6 +200,11 @@ func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutpu
 	}
 	if err != nil {
 		return fmt.Errorf("write the report: %w", err)
+	}
+	if file := s.str("prometheus-file"); file != "" {
+		if err := writePromFile(file, func(w io.Writer) error { return health.WritePrometheus(w, res) }); err != nil {
+			return err
+		}
 	}
 	if res.Status == health.Warning {
 		env.log.Warn(res.Summary()) // critical is logged by run, as an error

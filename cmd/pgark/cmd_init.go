@@ -61,11 +61,15 @@ func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 		if err := checkEmpty(ctx, st); err != nil {
 			return err
 		}
-		if loc.gcs {
-			if opts.WriteMode, err = probeGCS(ctx, env, loc); err != nil {
-				return err
-			}
-		} else if opts.WriteMode, err = probeS3(ctx, env, loc); err != nil {
+		switch {
+		case loc.gcs:
+			opts.WriteMode, err = probeGCS(ctx, env, loc)
+		case loc.sftp != nil:
+			opts.WriteMode, err = probeSFTP(ctx, env, loc)
+		default:
+			opts.WriteMode, err = probeS3(ctx, env, loc)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -23,6 +23,8 @@ type listJSON struct {
 
 type listBackupJSON struct {
 	ID              string    `json:"id"`
+	Type            string    `json:"type"`             // full, incr or diff
+	Parent          string    `json:"parent,omitempty"` // the backup an incr or diff was taken against
 	Label           string    `json:"label"`
 	StartTime       time.Time `json:"start_time"`
 	StopTime        time.Time `json:"stop_time"`
@@ -32,7 +34,7 @@ type listBackupJSON struct {
 	Timeline        uint32    `json:"timeline"`
 	PGVersionNum    int       `json:"pg_version_num"`
 	RawBytes        int64     `json:"raw_bytes"`
-	StoredBytes     int64     `json:"stored_bytes"`
+	StoredBytes     int64     `json:"stored_bytes"` // what this backup alone added to the repository
 	FromStandby     bool      `json:"from_standby"`
 	WALFirst        string    `json:"wal_first"`
 	WALLast         string    `json:"wal_last"`
@@ -79,7 +81,7 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	for _, m := range l.Backups {
 		out.Backups = append(out.Backups, listBackupJSON{
-			ID: m.ID, Label: m.Label, StartTime: m.StartTime, StopTime: m.StopTime,
+			ID: m.ID, Type: m.Kind(), Parent: m.Parent, Label: m.Label, StartTime: m.StartTime, StopTime: m.StopTime,
 			DurationSeconds: m.StopTime.Sub(m.StartTime).Round(time.Second).Seconds(),
 			StartLSN:        m.StartLSN, EndLSN: m.EndLSN, Timeline: m.EndTimeline, PGVersionNum: m.PGVersionNum,
 			RawBytes: m.RawBytes, StoredBytes: m.StoredBytes, FromStandby: m.FromStandby,
@@ -90,9 +92,13 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 		return printJSON(env.stdout, out)
 	}
 	w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "BACKUP\tSTART (UTC)\tSTOP (UTC)\tDURATION\tLSN\tTL\tPG\tSIZE\tSTORED\n")
+	fmt.Fprintf(w, "BACKUP\tTYPE\tPARENT\tSTART (UTC)\tSTOP (UTC)\tDURATION\tLSN\tTL\tPG\tSIZE\tSTORED\n")
 	for _, b := range out.Backups {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s-%s\t%d\t%d\t%s\t%s\n", b.ID,
+		parent := b.Parent
+		if parent == "" {
+			parent = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s-%s\t%d\t%d\t%s\t%s\n", b.ID, b.Type, parent,
 			b.StartTime.UTC().Format("2006-01-02 15:04:05"), b.StopTime.UTC().Format("2006-01-02 15:04:05"),
 			time.Duration(b.DurationSeconds)*time.Second, b.StartLSN, b.EndLSN, b.Timeline, b.PGVersionNum/10000,
 			humanBytes(b.RawBytes), humanBytes(b.StoredBytes))

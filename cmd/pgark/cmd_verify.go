@@ -42,6 +42,8 @@ type verifyJSON struct {
 
 type verifyBackupJSON struct {
 	ID       string            `json:"id"`
+	Type     string            `json:"type"`
+	Parent   string            `json:"parent,omitempty"`
 	OK       bool              `json:"ok"`
 	Problems []catalog.Problem `json:"problems"`
 }
@@ -92,14 +94,20 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 		UnreadableHistories: nonNil(rep.UnreadableHistories), Window: rep.Window,
 		Backups: []verifyBackupJSON{}, WALProblems: []verifyWALProblem{}, Incomplete: nonNil(rep.Incomplete)}
 
+	listed := &catalog.Listing{Backups: rep.Backups}
 	selected := rep.Backups
 	if id := env.s.str("backup"); id != "" {
 		m, err := catalog.ReadMeta(ctx, r.Store, id)
 		if err != nil {
 			return usageErrorf("%v", err)
 		}
+		// The backup and the chain it is restored from.
 		selected = []*catalog.Meta{m}
+		if chain, err := catalog.Chain(m, listed.Lookup); err == nil {
+			selected = chain
+		}
 	}
+	ownOK := map[string]bool{}
 	for _, m := range selected {
 		start := time.Now()
 		probs, err := catalog.Verify(ctx, r, m, ids, full)
@@ -107,7 +115,30 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 			return err
 		}
 		env.log.Debug("backup verified", "backup", m.ID, "problems", len(probs), "ms", time.Since(start).Milliseconds())
-		out.Backups = append(out.Backups, verifyBackupJSON{ID: m.ID, OK: len(probs) == 0, Problems: nonNil(probs)})
+		ownOK[m.ID] = len(probs) == 0
+		out.Backups = append(out.Backups, verifyBackupJSON{ID: m.ID, Type: m.Kind(), Parent: m.Parent, Problems: probs})
+	}
+	// An incremental backup restores only with its whole chain: a missing
+	// or damaged parent makes every descendant unrestorable.
+	for i, m := range selected {
+		if m.Parent == "" {
+			continue
+		}
+		chain, err := catalog.Chain(m, listed.Lookup)
+		if err != nil {
+			out.Backups[i].Problems = append(out.Backups[i].Problems, catalog.Problem{Backup: m.ID, What: err.Error()})
+			continue
+		}
+		for _, a := range chain[:len(chain)-1] {
+			if ok, checked := ownOK[a.ID]; checked && !ok {
+				out.Backups[i].Problems = append(out.Backups[i].Problems, catalog.Problem{Backup: m.ID,
+					What: fmt.Sprintf("not restorable: it needs backup %s (its chain), which is damaged", a.ID)})
+			}
+		}
+	}
+	for i := range out.Backups {
+		out.Backups[i].OK = len(out.Backups[i].Problems) == 0
+		out.Backups[i].Problems = nonNil(out.Backups[i].Problems)
 	}
 
 	if full && rep.Inventory != nil && rep.From != "" {

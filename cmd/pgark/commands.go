@@ -31,7 +31,7 @@ func commandList() []*command {
 		{
 			name:    "init",
 			args:    "[REPO]",
-			summary: "create a repository (local directory, s3://bucket/prefix or gs://bucket/prefix)",
+			summary: "create a repository (local directory, s3://, gs:// or sftp:// URL)",
 			help: `Creates a repository explicitly; pushes and backups never create one. A local
 repository path must be absolute and either missing (it is created) or an
 empty directory. An S3 prefix must hold no objects; init also checks that the
@@ -221,7 +221,8 @@ On a standby the probe is skipped (a standby cannot switch WAL) and archiving
 is judged from the standby's own pg_stat_archiver when archive_mode = always.
 
 --json prints one object (format 1, documented in the README); --prometheus
-prints metrics named pgark_* for node_exporter's textfile collector.`,
+prints metrics named pgark_* for node_exporter's textfile collector;
+--prometheus-file FILE writes them to FILE atomically, beside any output.`,
 			exits:       exitsCheck,
 			exitFor:     checkExitCodes,
 			run:         runCheck,

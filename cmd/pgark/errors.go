@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 
+	"github.com/pgark/pgark/backup"
+	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/dump"
 	"github.com/pgark/pgark/lock"
@@ -32,7 +34,7 @@ func exitCode(err error) int {
 		errors.Is(err, crypto.ErrBadSignature):
 		return exitKey
 	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster),
-		errors.Is(err, repo.ErrDamaged), errors.As(err, new(*restore.RefusedError)):
+		errors.Is(err, repo.ErrDamaged), errors.As(err, new(*restore.RefusedError)), errors.Is(err, catalog.ErrBrokenChain), errors.Is(err, backup.ErrNoParent):
 		return exitRepository
 	case errors.Is(err, dump.ErrSelection):
 		return exitUsage

@@ -56,7 +56,7 @@ func mdCommands() []byte {
 	for _, c := range commandList() {
 		fmt.Fprintf(&b, "- [pgark %s](#%s)%s: %s\n", c.name, anchor("pgark "+c.name), hiddenNote(c), c.summary)
 	}
-	b.WriteString("- `pgark completion bash|zsh|fish`: print a shell completion script\n- `pgark version`: print the version\n")
+	b.WriteString("- `pgark completion bash|zsh|fish`: print a shell completion script\n- `pgark version [--json]`: print the version, commit, build date, Go version and platform\n")
 	for _, c := range commandList() {
 		fmt.Fprintf(&b, "\n## pgark %s\n\n```\n%s\n```\n\n%s%s.\n\n```text\n%s\n```\n\n", c.name, usageLine(c), upperFirst(c.summary), hiddenNote(c), strings.TrimSpace(c.help))
 		fmt.Fprintf(&b, "### %s\n\n| Code | Meaning |\n|---:|---|\n", strings.TrimSuffix(exitCodesTitle(c.exits), ":"))
@@ -235,7 +235,7 @@ func manPages() map[string][]byte {
 	for _, c := range commandList() {
 		fmt.Fprintf(&b, ".TP\n.B pgark %s\n%s%s. See\n.BR pgark-%s (1).\n", roff(c.name), roff(c.summary), roff(hiddenNote(c)), roff(strings.ReplaceAll(c.name, " ", "-")))
 	}
-	b.WriteString(".TP\n.B pgark completion bash|zsh|fish\nprint a shell completion script.\n.TP\n.B pgark version\nprint the version.\n")
+	b.WriteString(".TP\n.B pgark completion bash|zsh|fish\nprint a shell completion script.\n.TP\n.B pgark version [--json]\nprint the version, commit, build date, Go version and platform.\n")
 	files["pgark.1"] = append([]byte(nil), b.Bytes()...)
 	for _, c := range commandList() {
 		b.Reset()

@@ -124,7 +124,7 @@ var options = []option{
 	{name: "log-format", kind: optEnum, def: "text", enum: []string{"text", "json"}, help: "log format: text or json"},
 
 	// The repository.
-	{name: "repo", cmds: repoCmds, help: "repository: an absolute local directory path, s3://bucket/prefix or gs://bucket/prefix"},
+	{name: "repo", cmds: repoCmds, help: "repository: an absolute local directory path, s3://bucket/prefix, gs://bucket/prefix or sftp://user@host[:port]/path"},
 	{name: "s3-endpoint", cmds: repoCmds, help: "S3 endpoint URL for S3-compatible stores (e.g. http://127.0.0.1:9000)"},
 	{name: "s3-region", cmds: repoCmds, help: "S3 region (default: the AWS chain's, e.g. AWS_REGION, else us-east-1)"},
 	{name: "s3-force-path-style", kind: optBool, def: "false", cmds: repoCmds, help: "path-style S3 addressing (MinIO and most S3-compatible stores)"},
@@ -136,6 +136,9 @@ var options = []option{
 	{name: "gcs-endpoint", cmds: repoCmds, help: "GCS: JSON API endpoint URL for private endpoints, e.g. https://storage-myendpoint.p.googleapis.com/storage/v1/ (default: Google's, or STORAGE_EMULATOR_HOST)"},
 	{name: "gcs-chunk-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "GCS: resumable upload chunk size, a multiple of 256KiB (memory per upload); smaller objects go up in one request"},
 	{name: "gcs-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "GCS: fail (and retry) a request whose connection makes no progress this long"},
+	// SFTP (sftp://user@host[:port]/path; see store_sftp.go).
+	{name: "sftp-identity-file", cmds: repoCmds, help: "SFTP: the private key that logs in (default: ~/.ssh/id_ed25519, id_ecdsa or id_rsa, the first that exists; no passphrase)"},
+	{name: "sftp-known-hosts", cmds: repoCmds, help: "SFTP: known_hosts file that must list the server's host key (default: ~/.ssh/known_hosts); unknown hosts are refused"},
 	{name: "retry-timeout", kind: optDuration, def: "60s", cmds: repoCmds, help: "total time to retry transient storage errors before failing"},
 	{name: "lock-wait", kind: optDuration, def: "0s", cmds: lockedCmds, help: "backup, retain: how long to wait for the repository lock when another backup or retain holds it (0: fail at once)"},
 
@@ -145,7 +148,7 @@ var options = []option{
 	{name: "wal-compression-level", kind: optInt, def: "0", cmds: []string{"wal-push"}, help: "wal-push: zstd level 1-22 for WAL (default: compression-level when that is set, else 1, which keeps up with heavy write loads: on pgbench WAL it stores 1-2% more than level 3 for 30% less CPU)"},
 	{name: "age-recipients", cmds: writeCmds, help: "age public recipients (age1...), comma-separated, for writing"},
 	{name: "age-recipients-file", cmds: writeCmds, help: "file with age public recipients, one per line, for writing"},
-	{name: "age-identity-file", cmds: readCmds, help: "age identity file (private keys) for reading encrypted objects"},
+	{name: "age-identity-file", cmds: append([]string{"backup"}, readCmds...), help: "age identity file (private keys) for reading encrypted objects"},
 	{name: "signing-key-file", cmds: []string{"wal-push", "backup", "dump"}, help: "ed25519 signing key (pgark key generate-signing): sign what is written, so that readers with trusted-signers can prove its origin"},
 	{name: "trusted-signers", cmds: readCmds, help: "signing public keys (pgark-ed25519:...), comma-separated: when set, reads refuse any object not signed by one of them"},
 
@@ -154,7 +157,7 @@ var options = []option{
 
 	// WAL push and fetch, their spools.
 	{name: "pgdata", cmds: []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}, help: "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)"},
-	{name: "spool-dir", cmds: spoolCmds, help: "local directory for push-ahead records and prefetched WAL, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
+	{name: "spool-dir", cmds: append([]string{"backup"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL and (backup) copies of backup manifests for incremental backups, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
 	{name: "push-ahead", kind: optInt, def: "8", cmds: []string{"wal-push"}, help: "wal-push: also push up to this many of the next .ready segments in parallel, so that PostgreSQL's next calls answer at once (0: off)"},
 	{name: "push-jobs", kind: optInt, def: "2", cmds: []string{"wal-push"}, help: "wal-push: pushes at once when pushing ahead"},
 	{name: "fetch-ahead", kind: optInt, def: "8", cmds: fetchCmds, help: "wal-fetch: keep this many of the next segments downloaded, verified and decoded in the spool by a background helper (0: off)"},
@@ -173,6 +176,9 @@ var options = []option{
 	{name: "stream-timeout", kind: optDuration, def: "10m", cmds: []string{"backup"}, help: "fail when the server sends nothing for this long while it streams data (a stalled connection); 0: never"},
 	{name: "backup-part-size", kind: optSize, def: "1GiB", cmds: []string{"backup"}, help: "split each tar stream into objects of at most this size, at file boundaries"},
 	{name: "label", cmds: []string{"backup"}, help: "backup label (default: pgark <id>)"},
+	{name: "backup-type", kind: optEnum, def: "full", enum: []string{"full", "incr", "diff"}, cmds: []string{"backup"}, help: "full; incr: only what changed since the newest backup; diff: since the newest full backup. Incremental backups need PostgreSQL 17+ with summarize_wal = on; without a usable parent a full backup is taken and the output says why (see require-parent)"},
+	{name: "max-chain", kind: optInt, def: "10", cmds: []string{"backup"}, help: "incr, diff: at most this many incremental backups follow a full one; the next backup is a full one (restore reads every backup of a chain); 0: always full"},
+	{name: "require-parent", kind: optBool, def: "false", cmds: []string{"backup"}, help: "incr, diff: fail (exit 3) instead of taking a full backup when there is no usable parent"},
 
 	// restore.
 	{name: "target-time", cmds: []string{"restore"}, help: "recover to this time (RFC 3339 or PostgreSQL format, with a UTC offset)"},
@@ -204,6 +210,7 @@ var options = []option{
 	{name: "max-archive-lag", kind: optInt, def: "16", cmds: []string{"check"}, help: "check: warn when more complete WAL segments than this wait to be archived"},
 	{name: "no-probe", kind: optBool, def: "false", cmds: []string{"check"}, help: "check: skip the probe (restore point, WAL switch, wait for the segment in the repository)"},
 	{name: "prometheus", kind: optBool, def: "false", cmds: []string{"check"}, help: "check: print Prometheus metrics (text format, for node_exporter's textfile collector)"},
+	{name: "prometheus-file", cmds: []string{"check"}, help: "check: also write the Prometheus metrics to this file, atomically (for node_exporter's textfile collector; the report still goes to stdout)"},
 
 	// dump, dump-restore.
 	{name: "db", kind: optList, cmds: []string{"dump", "dump-restore"}, help: "dump: a database to dump (repeatable; default: all but template0); dump-restore: the database of the dump to restore"},

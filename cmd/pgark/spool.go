@@ -92,6 +92,9 @@ func repoID(env *cmdEnv) (string, error) {
 	if loc.gcs {
 		return fmt.Sprintf("gs://%s/%s@%s", loc.bucket, loc.prefix, env.s.str("gcs-endpoint")), nil
 	}
+	if loc.sftp != nil {
+		return loc.sftp.URL(), nil
+	}
 	return fmt.Sprintf("s3://%s/%s@%s", loc.bucket, loc.prefix, env.s.str("s3-endpoint")), nil
 }
 

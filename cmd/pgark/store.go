@@ -14,6 +14,7 @@ import (
 	"github.com/pgark/pgark/storage/local"
 	"github.com/pgark/pgark/storage/retry"
 	"github.com/pgark/pgark/storage/s3"
+	"github.com/pgark/pgark/storage/sftp"
 )
 
 // location is a parsed --repo value.
@@ -21,7 +22,8 @@ type location struct {
 	local  string // absolute directory path, for a local repository
 	bucket string // for S3 and GCS
 	prefix string
-	gcs    bool // gs://bucket/prefix
+	gcs    bool         // gs://bucket/prefix
+	sftp   *sftp.Config // for SFTP: the address part (see store_sftp.go)
 }
 
 func parseLocation(s string) (location, error) {
@@ -40,9 +42,15 @@ func parseLocation(s string) (location, error) {
 			return location{}, usageErrorf("repo: %v", err)
 		}
 		return location{bucket: b, prefix: p, gcs: true}, nil
+	case strings.HasPrefix(s, "sftp://"):
+		c, err := sftp.ParseURL(s)
+		if err != nil {
+			return location{}, usageErrorf("repo: %v", err)
+		}
+		return location{sftp: &c}, nil
 	case strings.Contains(s, "://"):
 		scheme, _, _ := strings.Cut(s, "://")
-		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path, s3://bucket/prefix or gs://bucket/prefix)", scheme, s)
+		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path, s3://bucket/prefix, gs://bucket/prefix or sftp://user@host/path)", scheme, s)
 	case !filepath.IsAbs(s):
 		// archive_command runs in PGDATA: a relative path would put the
 		// repository inside the data directory, and into every backup.
@@ -67,6 +75,12 @@ func openStore(ctx context.Context, env *cmdEnv, loc location, writeMode string)
 			return nil, err
 		}
 		st = gs
+	} else if loc.sftp != nil {
+		ss, err := openSFTP(env, loc)
+		if err != nil {
+			return nil, err
+		}
+		st = ss
 	} else {
 		cfg, err := s3Config(env, loc)
 		if err != nil {

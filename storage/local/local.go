@@ -2,7 +2,8 @@
 // directory.
 //
 // A key "a/b/c" is the file root/a/b/c. Each object file starts with a small
-// header that holds the object's metadata, followed by the payload:
+// header that holds the object's metadata (storage/objfile's format, shared
+// with the SFTP store), followed by the payload:
 //
 //	magic   8 bytes  "PGARKOB\x01"
 //	length  4 bytes  big-endian length of the JSON that follows (<= 64 KiB)
@@ -34,10 +35,6 @@ package local
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,15 +46,14 @@ import (
 	"syscall"
 
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/storage/objfile"
 )
 
 const (
-	// magic starts every object file.
-	magic = "PGARKOB\x01"
-	// maxMetaLen bounds the JSON metadata in a header.
-	maxMetaLen = 64 << 10
-	// fixedHeaderLen is the magic plus the length field.
-	fixedHeaderLen = len(magic) + 4
+	// The object file format is storage/objfile's (shared with the SFTP
+	// store).
+	magic          = objfile.Magic
+	fixedHeaderLen = objfile.FixedHeaderLen
 	// tmpPrefix starts the names of temporary files (never listed); no
 	// key may have a segment that starts with it (storage.ValidKey).
 	tmpPrefix = storage.TempPrefix
@@ -139,54 +135,20 @@ func (s *Store) corrupt(key, what string) error {
 }
 
 // encodeHeader returns the header for meta.
-func encodeHeader(meta map[string]string) ([]byte, error) {
-	var js []byte
-	if len(meta) > 0 {
-		var err error
-		if js, err = json.Marshal(meta); err != nil {
-			return nil, err
-		}
-	}
-	if len(js) > maxMetaLen {
-		return nil, &storage.PermanentError{Err: fmt.Errorf("metadata too large (%d bytes, at most %d)", len(js), maxMetaLen)}
-	}
-	h := make([]byte, fixedHeaderLen, fixedHeaderLen+len(js))
-	copy(h, magic)
-	binary.BigEndian.PutUint32(h[len(magic):], uint32(len(js)))
-	return append(h, js...), nil
-}
+func encodeHeader(meta map[string]string) ([]byte, error) { return objfile.EncodeHeader(meta) }
 
 // readHeader reads the header from the start of f, leaving f positioned at
 // the payload. It returns the metadata and the header length.
 func (s *Store) readHeader(key string, f *os.File) (map[string]string, int64, error) {
-	var fixed [fixedHeaderLen]byte
-	if _, err := io.ReadFull(f, fixed[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, 0, s.corrupt(key, "file shorter than the header")
+	meta, hlen, err := objfile.ReadHeader(f)
+	if err != nil {
+		var ce *objfile.CorruptError
+		if errors.As(err, &ce) {
+			return nil, 0, s.corrupt(key, ce.What)
 		}
 		return nil, 0, s.wrapErr("read", key, err, false)
 	}
-	if string(fixed[:len(magic)]) != magic {
-		return nil, 0, s.corrupt(key, "bad magic")
-	}
-	n := binary.BigEndian.Uint32(fixed[len(magic):])
-	if n > maxMetaLen {
-		return nil, 0, s.corrupt(key, fmt.Sprintf("metadata length %d exceeds %d", n, maxMetaLen))
-	}
-	meta := map[string]string{}
-	if n > 0 {
-		js := make([]byte, n)
-		if _, err := io.ReadFull(f, js); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, 0, s.corrupt(key, "truncated metadata")
-			}
-			return nil, 0, s.wrapErr("read", key, err, false)
-		}
-		if err := json.Unmarshal(js, &meta); err != nil {
-			return nil, 0, s.corrupt(key, "bad metadata: "+err.Error())
-		}
-	}
-	return meta, int64(fixedHeaderLen) + int64(n), nil
+	return meta, hlen, nil
 }
 
 // open opens key and reads its header. The file is positioned at the
@@ -417,10 +379,7 @@ func (s *Store) writeTemp(ctx context.Context, key, dir string, header []byte, r
 }
 
 // version names one stored version of an object: a hash of its file.
-func version(file []byte) string {
-	h := sha256.Sum256(file)
-	return hex.EncodeToString(h[:16])
-}
+func version(file []byte) string { return objfile.Version(file) }
 
 // ReadSmall reads a small object whole, with its version.
 func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error) {
@@ -698,19 +657,15 @@ func (s *Store) listInfo(key string) (storage.ObjectInfo, error) {
 	if err != nil {
 		return storage.ObjectInfo{}, s.wrapErr("list", key, err, false)
 	}
-	var fixed [fixedHeaderLen]byte
-	if _, err := io.ReadFull(f, fixed[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return storage.ObjectInfo{}, s.corrupt(key, "file shorter than the header")
+	_, hlen, err := objfile.ReadFixed(f)
+	if err != nil {
+		var ce *objfile.CorruptError
+		if errors.As(err, &ce) {
+			return storage.ObjectInfo{}, s.corrupt(key, ce.What)
 		}
 		return storage.ObjectInfo{}, s.wrapErr("list", key, err, false)
 	}
-	if string(fixed[:len(magic)]) != magic {
-		return storage.ObjectInfo{}, s.corrupt(key, "bad magic")
-	}
-	n := binary.BigEndian.Uint32(fixed[len(magic):])
-	hlen := int64(fixedHeaderLen) + int64(n)
-	if n > maxMetaLen || fi.Size() < hlen {
+	if fi.Size() < hlen {
 		return storage.ObjectInfo{}, s.corrupt(key, "bad metadata length")
 	}
 	return storage.ObjectInfo{Key: key, Size: fi.Size() - hlen, ModTime: fi.ModTime()}, nil
