@@ -7,18 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"maps"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
-
-	"cloud.google.com/go/auth"
-	gcs "cloud.google.com/go/storage"
-	"google.golang.org/api/googleapi"
-	"google.golang.org/api/iterator"
-	"google.golang.org/api/option"
 
 	"github.com/pgark/pgark/storage"
 )
@@ -31,8 +26,8 @@ const (
 	ChunkAlign = 256 << 10
 	// MaxChunkSize bounds Config.ChunkSize (memory per Put).
 	MaxChunkSize = 1 << 30
-	// maxAttempts bounds the client's own retries of one request; the
-	// retry decorator retries what is left.
+	// maxAttempts bounds the client's own tries of one request; the retry
+	// decorator retries what is left.
 	maxAttempts = 3
 )
 
@@ -48,8 +43,9 @@ type Config struct {
 	// talks to that emulator without credentials.
 	CredentialsFile string
 	// Endpoint is a custom JSON API endpoint such as
-	// "http://127.0.0.1:4443/storage/v1/" (tests, private endpoints).
-	// Empty: Google's, or STORAGE_EMULATOR_HOST's.
+	// "http://127.0.0.1:4443/storage/v1/" (tests, private endpoints);
+	// uploads go to "/upload" followed by its path. Empty: Google's, or
+	// STORAGE_EMULATOR_HOST's.
 	Endpoint string
 	// Anonymous sends no credentials (an emulator at Endpoint).
 	Anonymous bool
@@ -65,8 +61,7 @@ type Config struct {
 
 // Store is a repository in a GCS bucket.
 type Store struct {
-	client    *gcs.Client
-	bucket    *gcs.BucketHandle
+	cl        *client
 	name      string // bucket name
 	prefix    string // "" or ending in '/'
 	chunkSize int
@@ -157,31 +152,27 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if timeout <= 0 {
 		timeout = DefaultReadTimeout
 	}
-	hc, err := httpClient(ctx, cfg, timeout)
+	api, upload, anonymous, err := endpoints(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("gcs store: %w", err)
 	}
-	// The HTTP client carries the credentials (see httpClient).
-	opts := []option.ClientOption{option.WithHTTPClient(hc), option.WithTelemetryDisabled(), gcs.WithJSONReads()}
-	if cfg.Endpoint != "" {
-		opts = append(opts, option.WithEndpoint(cfg.Endpoint))
-	}
-	client, err := gcs.NewClient(ctx, opts...)
+	hc, err := httpClient(ctx, cfg, anonymous, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("gcs store: creating the client: %w", err)
+		return nil, fmt.Errorf("gcs store: %w", err)
 	}
-	client.SetRetry(gcs.WithMaxAttempts(maxAttempts))
 	return &Store{
-		client:    client,
-		bucket:    client.Bucket(cfg.Bucket),
+		cl:        &client{hc: hc, api: api, upload: upload, bucket: cfg.Bucket},
 		name:      cfg.Bucket,
 		prefix:    prefix,
 		chunkSize: chunk,
 	}, nil
 }
 
-// Close releases the client's resources.
-func (s *Store) Close() error { return s.client.Close() }
+// Close releases the idle connections.
+func (s *Store) Close() error {
+	s.cl.hc.CloseIdleConnections()
+	return nil
+}
 
 // String returns "gs://bucket/prefix" ("gs://bucket" without a prefix).
 func (s *Store) String() string {
@@ -193,8 +184,6 @@ func (s *Store) String() string {
 
 func (s *Store) url(key string) string { return "gs://" + s.name + "/" + s.prefix + key }
 
-func (s *Store) obj(key string) *gcs.ObjectHandle { return s.bucket.Object(s.prefix + key) }
-
 // opKind tells mapErr how to read a 404 and a 412.
 type opKind int
 
@@ -204,31 +193,15 @@ const (
 	opOther               // List: a 404 is the bucket's
 )
 
-// apiStatus returns the HTTP status of a JSON API error, or 0.
-func apiStatus(err error) int {
-	var ae *googleapi.Error
-	if errors.As(err, &ae) {
-		return ae.Code
-	}
-	return 0
-}
-
 // bucketMissing reports whether a 404 is about the bucket: GCS answers an
 // object request in a missing bucket with 404 "The specified bucket does not
 // exist.", a missing object with "No such object: ...".
 func bucketMissing(err error) bool {
-	if errors.Is(err, gcs.ErrBucketNotExist) {
-		return true
-	}
-	var ae *googleapi.Error
+	var ae *apiError
 	if !errors.As(err, &ae) {
 		return false
 	}
-	msg := strings.ToLower(ae.Message + " " + ae.Body)
-	for _, e := range ae.Errors {
-		msg += " " + strings.ToLower(e.Message)
-	}
-	return strings.Contains(msg, "bucket does not exist")
+	return strings.Contains(strings.ToLower(ae.Message), "bucket does not exist")
 }
 
 // mapErr turns a client error into a store error.
@@ -241,7 +214,7 @@ func (s *Store) mapErr(op string, kind opKind, key string, err error) error {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	status := apiStatus(err)
-	notFound := errors.Is(err, gcs.ErrObjectNotExist) || status == http.StatusNotFound
+	notFound := status == http.StatusNotFound
 	switch {
 	case notFound && (kind != opRead || bucketMissing(err)):
 		// Uploads and listings name the bucket only: their 404 is the
@@ -265,63 +238,74 @@ func (s *Store) mapErr(op string, kind opKind, key string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// tokenRefused reports whether the token endpoint refused the credentials
-// (a 4xx other than 408 and 429: a revoked or malformed key), which no
-// retry fixes. Other token failures, such as an unreachable metadata
-// server, are retried.
-func tokenRefused(err error) bool {
-	var ae *auth.Error
-	if !errors.As(err, &ae) || ae.Response == nil {
-		return false
-	}
-	sc := ae.Response.StatusCode
-	return sc >= 400 && sc < 500 && !ae.Temporary()
-}
-
 // Stat returns the object's size and metadata.
 func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
 	if err := storage.ValidKey(key); err != nil {
 		return storage.ObjectInfo{}, err
 	}
-	attrs, err := s.obj(key).Attrs(ctx)
+	o, err := s.cl.stat(ctx, s.prefix+key)
 	if err != nil {
 		return storage.ObjectInfo{}, s.mapErr("stat", opRead, key, err)
 	}
-	return s.info(key, attrs), nil
+	return s.info(key, o), nil
 }
 
-func (s *Store) info(key string, a *gcs.ObjectAttrs) storage.ObjectInfo {
-	meta := make(map[string]string, len(a.Metadata))
-	maps.Copy(meta, a.Metadata)
-	return storage.ObjectInfo{Key: key, Size: a.Size, ModTime: a.Updated, Meta: meta}
+func (s *Store) info(key string, o *object) storage.ObjectInfo {
+	meta := make(map[string]string, len(o.Metadata))
+	maps.Copy(meta, o.Metadata)
+	return storage.ObjectInfo{Key: key, Size: o.Size, ModTime: o.Updated, Meta: meta}
 }
 
-// Get opens the object: its attributes (with the metadata), then a read of
-// that generation, so that data and metadata belong together.
+// Get opens the object: its metadata, then a read of that generation, so
+// that data and metadata belong together.
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.ObjectInfo, error) {
 	if err := storage.ValidKey(key); err != nil {
 		return nil, storage.ObjectInfo{}, err
 	}
-	attrs, err := s.obj(key).Attrs(ctx)
+	o, err := s.cl.stat(ctx, s.prefix+key)
 	if err != nil {
 		return nil, storage.ObjectInfo{}, s.mapErr("get", opRead, key, err)
 	}
-	r, err := s.obj(key).Generation(attrs.Generation).NewReader(ctx)
+	resp, err := s.cl.media(ctx, s.prefix+key, o.Generation, 0, -1)
 	if err != nil {
 		return nil, storage.ObjectInfo{}, s.mapErr("get", opRead, key, err)
 	}
-	return &bodyReader{rc: r, what: "get " + s.url(key)}, s.info(key, attrs), nil
+	return newBodyReader(resp, "get "+s.url(key), true), s.info(key, o), nil
 }
 
-// bodyReader names the object in read errors and marks them as such.
+// bodyReader names the object in read errors and marks them as such. On a
+// whole object, it checks the CRC-32C that GCS gives (X-Goog-Hash) at the
+// end.
 type bodyReader struct {
 	rc   io.ReadCloser
 	what string
+	want string // expected CRC-32C, base64; "" not checked
+	crc  uint32
+}
+
+func newBodyReader(resp *http.Response, what string, whole bool) *bodyReader {
+	b := &bodyReader{rc: resp.Body, what: what}
+	if whole && resp.StatusCode == http.StatusOK && !resp.Uncompressed && resp.Header.Get("Content-Encoding") == "" {
+		for _, v := range resp.Header.Values("X-Goog-Hash") {
+			for h := range strings.SplitSeq(v, ",") {
+				if c, ok := strings.CutPrefix(strings.TrimSpace(h), "crc32c="); ok {
+					b.want = c
+				}
+			}
+		}
+	}
+	return b
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF {
+	if b.want != "" {
+		b.crc = crc32.Update(b.crc, castagnoli, p[:n])
+	}
+	switch {
+	case err == io.EOF && b.want != "" && crcString(b.crc) != b.want:
+		err = &storage.ReadError{Err: fmt.Errorf("%s: reading: the data's CRC-32C %s differs from the object's %s", b.what, crcString(b.crc), b.want)}
+	case err != nil && err != io.EOF:
 		err = &storage.ReadError{Err: fmt.Errorf("%s: reading: %w", b.what, err)}
 	}
 	return n, err
@@ -343,8 +327,8 @@ func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) 
 		return rc, err
 	}
 	if length == 0 || offset > 0 {
-		// The client reads a range at the end as empty; the contract
-		// wants an error there, so the size decides first.
+		// A range at the end reads as empty; the contract wants an error
+		// there, so the size decides first.
 		info, err := s.Stat(ctx, key)
 		if err != nil {
 			return nil, err
@@ -359,39 +343,45 @@ func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) 
 			return nil, &storage.PermanentError{Err: fmt.Errorf("get range %s: offset %d is at or beyond the object's size %d", s.url(key), offset, info.Size)}
 		}
 	}
-	r, err := s.obj(key).NewRangeReader(ctx, offset, length)
+	resp, err := s.cl.media(ctx, s.prefix+key, 0, offset, length)
 	if err != nil {
 		return nil, s.mapErr("get range", opRead, key, err)
 	}
-	return &bodyReader{rc: r, what: "get range " + s.url(key)}, nil
+	b := newBodyReader(resp, "get range "+s.url(key), false)
+	if resp.StatusCode == http.StatusOK {
+		// The whole object, the Range header ignored: cut the range out.
+		if _, err := io.CopyN(io.Discard, b, offset); err != nil {
+			b.Close()
+			return nil, err
+		}
+		if length > 0 {
+			return struct {
+				io.Reader
+				io.Closer
+			}{io.LimitReader(b, length), b}, nil
+		}
+	}
+	return b, nil
 }
 
 // List calls fn for every object whose key starts with prefix, in lexical
 // order (GCS lists by name). Keys are relative to the Store's prefix.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
-	q := &gcs.Query{Prefix: s.prefix + prefix}
-	if err := q.SetAttrSelection([]string{"Name", "Size", "Updated"}); err != nil {
-		return fmt.Errorf("list %s: %w", s.url(prefix), err)
-	}
-	it := s.bucket.Objects(ctx, q)
-	for {
-		a, err := it.Next()
-		if err == iterator.Done {
-			return nil
-		}
-		if err != nil {
-			return s.mapErr("list", opOther, prefix, err)
-		}
-		key, ok := strings.CutPrefix(a.Name, s.prefix)
+	var fnErr error
+	err := s.cl.list(ctx, s.prefix+prefix, func(o *object) error {
+		key, ok := strings.CutPrefix(o.Name, s.prefix)
 		if !ok || storage.ValidKey(key) != nil {
 			// "Folder" placeholders and other names that no backend
 			// accepts: not the repository's.
-			continue
+			return nil
 		}
-		if err := fn(storage.ObjectInfo{Key: key, Size: a.Size, ModTime: a.Updated}); err != nil {
-			return err
-		}
+		fnErr = fn(storage.ObjectInfo{Key: key, Size: o.Size, ModTime: o.Updated})
+		return fnErr
+	})
+	if err != nil && fnErr == nil {
+		return s.mapErr("list", opOther, prefix, err)
 	}
+	return err
 }
 
 // Delete removes the object; a missing object is not an error.
@@ -399,7 +389,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := storage.ValidKey(key); err != nil {
 		return err
 	}
-	err := s.mapErr("delete", opRead, key, s.obj(key).Delete(ctx))
+	err := s.mapErr("delete", opRead, key, s.cl.remove(ctx, s.prefix+key))
 	if storage.IsNotFound(err) {
 		return nil
 	}
@@ -423,10 +413,10 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Put stores r under key, create-only (ifGenerationMatch=0). The data
-// streams through the client's writer: one request for an object smaller
-// than a chunk, else a resumable upload chunk by chunk. Any failure cancels
-// the upload before it is finalised.
+// Put stores r under key, create-only (ifGenerationMatch=0): one request
+// for an object that fits in a chunk, else a resumable upload chunk by
+// chunk. A failure before the last chunk leaves the upload unfinished, so
+// nothing appears under key.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.PutOptions) error {
 	if err := storage.ValidKey(key); err != nil {
 		return err
@@ -437,40 +427,34 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %s: %w", s.url(key), err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	w := s.obj(key).If(gcs.Conditions{DoesNotExist: true}).NewWriter(wctx)
-	w.ChunkSize = s.chunkSize
-	w.ContentType = "application/octet-stream"
-	if len(opts.Meta) > 0 {
-		w.Metadata = maps.Clone(opts.Meta)
-	}
 	src := &countingReader{r: storage.ContextReader(ctx, r)}
 	var in io.Reader = src
+	bufSize := s.chunkSize
 	if opts.Size >= 0 {
 		// One byte more than announced, to notice a longer reader.
 		in = io.LimitReader(src, opts.Size+1)
-	}
-	// io.Copy's buffer, not r's WriteTo: Put must not use r after it
-	// returns, and the writer copies what it is given.
-	_, err := io.CopyBuffer(w, onlyReader{in}, make([]byte, 64<<10))
-	abort := func(e error) error {
-		cancel() // before Close: the upload is never finalised
-		w.Close()
-		return e
-	}
-	switch {
-	case src.err != nil:
-		return abort(fmt.Errorf("put %s: reading the data: %w", s.url(key), src.err))
-	case err != nil:
-		if ctx.Err() != nil {
-			return abort(fmt.Errorf("put %s: %w", s.url(key), ctx.Err()))
+		if opts.Size+1 < int64(bufSize) {
+			bufSize = int(opts.Size) + 1
 		}
-		return abort(s.mapErr("put", opWrite, key, err))
-	case opts.Size >= 0 && src.n != opts.Size:
-		return abort(fmt.Errorf("put %s: the reader yielded %d bytes or more, expected %d", s.url(key), src.n, opts.Size))
 	}
-	if err := w.Close(); err != nil {
+	check := func() error {
+		switch {
+		case src.err != nil:
+			return fmt.Errorf("put %s: reading the data: %w", s.url(key), src.err)
+		case ctx.Err() != nil:
+			return fmt.Errorf("put %s: %w", s.url(key), ctx.Err())
+		case opts.Size >= 0 && src.n != opts.Size:
+			return fmt.Errorf("put %s: the reader yielded %d bytes or more, expected %d", s.url(key), src.n, opts.Size)
+		}
+		return nil
+	}
+	o := newObject{Name: s.prefix + key, ContentType: "application/octet-stream", Metadata: maps.Clone(opts.Meta)}
+	_, err := s.upload(ctx, o, in, bufSize, 0, check)
+	if err != nil {
+		var le *localError
+		if errors.As(err, &le) {
+			return le.err
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("put %s: %w", s.url(key), ctx.Err())
 		}
@@ -479,35 +463,126 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 	return nil
 }
 
-// onlyReader hides every method but Read.
-type onlyReader struct{ r io.Reader }
+// localError is an error of the data's source, or of its check: not the
+// store's.
+type localError struct{ err error }
 
-func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// upload writes in to o with ifGenerationMatch=ifGen. It reads bufSize bytes
+// (a chunk, or less for a smaller object of known size); if the data ends
+// there, it goes up in one request, else in a resumable upload of
+// s.chunkSize chunks. check is called once the data has been read whole,
+// before the upload is finalised: its error aborts the upload.
+func (s *Store) upload(ctx context.Context, o newObject, in io.Reader, bufSize int, ifGen int64, check func() error) (*object, error) {
+	buf := make([]byte, bufSize)
+	n, eof, err := fill(in, buf)
+	if err != nil {
+		return nil, &localError{firstErr(check(), err)}
+	}
+	var peek [1]byte
+	if !eof {
+		// A full buffer: one byte more tells whether there is more.
+		m, e, err := fill(in, peek[:])
+		if err != nil {
+			return nil, &localError{firstErr(check(), err)}
+		}
+		eof = m == 0 && e
+	}
+	if eof {
+		if err := check(); err != nil {
+			return nil, &localError{err}
+		}
+		return s.cl.insert(ctx, o, buf[:n], ifGen)
+	}
+	if bufSize != s.chunkSize {
+		// More data than announced.
+		return nil, &localError{firstErr(check(), errors.New("more data than announced"))}
+	}
+	session, err := s.cl.startResumable(ctx, o, ifGen)
+	if err != nil {
+		return nil, err
+	}
+	var offset int64
+	var crc uint32
+	for {
+		// buf[:n] is a full chunk, and peek holds the next byte.
+		crc = crc32.Update(crc, castagnoli, buf[:n])
+		if _, err := s.cl.putChunk(ctx, session, buf[:n], offset, -1, ""); err != nil {
+			return nil, err
+		}
+		offset += int64(n)
+		buf[0] = peek[0]
+		m, eof, err := fill(in, buf[1:])
+		if err != nil {
+			return nil, &localError{firstErr(check(), err)}
+		}
+		n = 1 + m
+		if !eof {
+			m, e, err := fill(in, peek[:])
+			if err != nil {
+				return nil, &localError{firstErr(check(), err)}
+			}
+			eof = m == 0 && e
+		}
+		if eof {
+			if err := check(); err != nil {
+				return nil, &localError{err}
+			}
+			crc = crc32.Update(crc, castagnoli, buf[:n])
+			total := offset + int64(n)
+			return s.cl.putChunk(ctx, session, buf[:n], offset, total, crcString(crc))
+		}
+	}
+}
+
+// fill reads into buf until it is full or the data ends (eof).
+func fill(r io.Reader, buf []byte) (n int, eof bool, err error) {
+	n, err = io.ReadFull(r, buf)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return n, true, nil
+	}
+	return n, false, err
+}
+
+func firstErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
 
 // ReadSmall reads a small object whole, with its generation as the version.
 func (s *Store) ReadSmall(ctx context.Context, key string, limit int64) ([]byte, string, error) {
 	if err := storage.ValidKey(key); err != nil {
 		return nil, "", err
 	}
-	r, err := s.obj(key).NewReader(ctx)
+	resp, err := s.cl.media(ctx, s.prefix+key, 0, 0, -1)
 	if err != nil {
 		return nil, "", s.mapErr("read", opRead, key, err)
 	}
-	defer r.Close()
-	if r.Attrs.Size > limit {
-		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: %d bytes, more than the %d expected: %w", s.url(key), r.Attrs.Size, limit, storage.ErrTooLarge)}
+	body := newBodyReader(resp, "read "+s.url(key), true)
+	defer body.Close()
+	size := resp.ContentLength
+	if v, err := strconv.ParseInt(resp.Header.Get("X-Goog-Stored-Content-Length"), 10, 64); err == nil {
+		size = v
 	}
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if size > limit {
+		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: %d bytes, more than the %d expected: %w", s.url(key), size, limit, storage.ErrTooLarge)}
+	}
+	data, err := io.ReadAll(io.LimitReader(body, limit+1))
 	if err != nil {
 		return nil, "", &storage.ReadError{Err: fmt.Errorf("read %s: %w", s.url(key), err)}
 	}
 	if int64(len(data)) > limit {
 		return nil, "", &storage.PermanentError{Err: fmt.Errorf("read %s: more than the %d bytes expected: %w", s.url(key), limit, storage.ErrTooLarge)}
 	}
-	if r.Attrs.Generation == 0 {
+	gen, err := strconv.ParseInt(resp.Header.Get("X-Goog-Generation"), 10, 64)
+	if err != nil || gen <= 0 {
 		return data, "", nil // a compare-and-swap caller refuses it (storage.ErrNoVersion)
 	}
-	return data, strconv.FormatInt(r.Attrs.Generation, 10), nil
+	return data, strconv.FormatInt(gen, 10), nil
 }
 
 // Swap creates key with ifGenerationMatch=0 (ifVersion "") or replaces it
@@ -516,45 +591,26 @@ func (s *Store) Swap(ctx context.Context, key string, data []byte, ifVersion str
 	if err := storage.ValidKey(key); err != nil {
 		return "", err
 	}
-	cond := gcs.Conditions{DoesNotExist: true}
+	var gen int64
 	if ifVersion != "" {
-		gen, err := strconv.ParseInt(ifVersion, 10, 64)
+		var err error
+		gen, err = strconv.ParseInt(ifVersion, 10, 64)
 		if err != nil || gen <= 0 {
 			// Not a version this store handed out: it cannot be current.
 			return "", fmt.Errorf("swap %s: version %q is not a GCS generation: %w", s.url(key), ifVersion, storage.ErrChanged)
 		}
-		cond = gcs.Conditions{GenerationMatch: gen}
 	}
-	attrs, err := s.write(ctx, s.obj(key).If(cond), data, "application/json")
+	o, err := s.cl.insert(ctx, newObject{Name: s.prefix + key, ContentType: "application/json"}, data, gen)
 	if err != nil {
 		if ifVersion != "" && apiStatus(err) == http.StatusPreconditionFailed {
 			return "", fmt.Errorf("swap %s: %w", s.url(key), storage.ErrChanged)
 		}
 		return "", s.mapErr("swap", opWrite, key, err)
 	}
-	if attrs == nil || attrs.Generation == 0 {
+	if o.Generation == 0 {
 		return "", &storage.PermanentError{Err: fmt.Errorf("swap %s: the store returned no generation, which locks need", s.url(key))}
 	}
-	return strconv.FormatInt(attrs.Generation, 10), nil
-}
-
-// write uploads small data in one request and returns the new object's
-// attributes.
-func (s *Store) write(ctx context.Context, o *gcs.ObjectHandle, data []byte, contentType string) (*gcs.ObjectAttrs, error) {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	w := o.NewWriter(wctx)
-	w.ChunkSize = 0 // one request: the data is in memory
-	w.ContentType = contentType
-	if _, err := w.Write(data); err != nil {
-		cancel()
-		w.Close()
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	return w.Attrs(), nil
+	return strconv.FormatInt(o.Generation, 10), nil
 }
 
 // ProbeConditionalWrites checks, on a probe object below the prefix, that
@@ -567,22 +623,23 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	key := ".pgark-probe-" + hex.EncodeToString(rnd[:])
-	o := s.obj(key)
+	name := s.prefix + key
 	url := s.url(key)
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		o.Delete(dctx)
+		s.cl.remove(dctx, name)
 	}()
 	unsupported := func(what string) error {
 		return fmt.Errorf("probe of %s: %s; the store does not keep generation preconditions, "+
 			"so concurrent writers could replace each other's objects", url, what)
 	}
-	created, err := s.write(ctx, o.If(gcs.Conditions{DoesNotExist: true}), []byte("pgark conditional write probe\n"), "text/plain")
+	o := newObject{Name: name, ContentType: "text/plain"}
+	created, err := s.cl.insert(ctx, o, []byte("pgark conditional write probe\n"), 0)
 	if err != nil {
 		return s.mapErr("probe: put", opWrite, key, err)
 	}
-	_, err = s.write(ctx, o.If(gcs.Conditions{DoesNotExist: true}), []byte("pgark second write\n"), "text/plain")
+	_, err = s.cl.insert(ctx, o, []byte("pgark second write\n"), 0)
 	switch {
 	case err == nil:
 		return unsupported("a second upload with ifGenerationMatch=0 replaced the object")
@@ -591,11 +648,9 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 	}
 
 	// A resumable upload (more than one chunk) onto the existing object.
-	w := o.If(gcs.Conditions{DoesNotExist: true}).NewWriter(ctx)
-	w.ChunkSize = ChunkAlign
-	_, werr := w.Write(make([]byte, 2*ChunkAlign+1))
-	cerr := w.Close()
-	switch err := errors.Join(werr, cerr); {
+	small := &Store{cl: s.cl, name: s.name, prefix: s.prefix, chunkSize: ChunkAlign}
+	_, err = small.upload(ctx, o, bytes.NewReader(make([]byte, 2*ChunkAlign+1)), ChunkAlign, 0, func() error { return nil })
+	switch {
 	case err == nil:
 		return unsupported("a resumable upload with ifGenerationMatch=0 replaced the object")
 	case apiStatus(err) != http.StatusPreconditionFailed:
@@ -603,21 +658,21 @@ func (s *Store) ProbeConditionalWrites(ctx context.Context) error {
 	}
 
 	// Compare-and-swap, for the lock and the config.
-	_, err = s.write(ctx, o.If(gcs.Conditions{GenerationMatch: created.Generation + 1}), []byte("pgark wrong generation\n"), "text/plain")
+	_, err = s.cl.insert(ctx, o, []byte("pgark wrong generation\n"), created.Generation+1)
 	switch {
 	case err == nil:
 		return unsupported("an upload with ifGenerationMatch at a wrong generation replaced the object")
 	case apiStatus(err) != http.StatusPreconditionFailed:
 		return unsupported(fmt.Sprintf("an upload with ifGenerationMatch at a wrong generation failed with an unexpected error: %v", err))
 	}
-	after, err := o.Attrs(ctx)
+	after, err := s.cl.stat(ctx, name)
 	if err != nil {
 		return s.mapErr("probe: stat", opRead, key, err)
 	}
 	if after.Generation != created.Generation || after.Size != int64(len("pgark conditional write probe\n")) {
 		return unsupported("a refused conditional upload changed the object")
 	}
-	swapped, err := s.write(ctx, o.If(gcs.Conditions{GenerationMatch: created.Generation}), []byte("pgark swap probe\n"), "text/plain")
+	swapped, err := s.cl.insert(ctx, o, []byte("pgark swap probe\n"), created.Generation)
 	if err != nil {
 		return unsupported(fmt.Sprintf("an upload with ifGenerationMatch at the current generation failed: %v", err))
 	}
