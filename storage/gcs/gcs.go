@@ -62,8 +62,9 @@ type Config struct {
 // Store is a repository in a GCS bucket.
 type Store struct {
 	cl        *client
-	name      string // bucket name
-	prefix    string // "" or ending in '/'
+	transport *http.Transport // under the credentials
+	name      string          // bucket name
+	prefix    string          // "" or ending in '/'
 	chunkSize int
 }
 
@@ -156,12 +157,13 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gcs store: %w", err)
 	}
-	hc, err := httpClient(ctx, cfg, anonymous, timeout)
+	hc, tr, err := httpClient(ctx, cfg, anonymous, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("gcs store: %w", err)
 	}
 	return &Store{
 		cl:        &client{hc: hc, api: api, upload: upload, bucket: cfg.Bucket},
+		transport: tr,
 		name:      cfg.Bucket,
 		prefix:    prefix,
 		chunkSize: chunk,
@@ -170,7 +172,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 
 // Close releases the idle connections.
 func (s *Store) Close() error {
-	s.cl.hc.CloseIdleConnections()
+	s.transport.CloseIdleConnections()
 	return nil
 }
 

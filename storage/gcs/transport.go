@@ -34,7 +34,7 @@ var scopes = []string{"https://www.googleapis.com/auth/devstorage.full_control",
 // or a write after timeout of silence (a stalled server or network path),
 // redirects not followed (a resumable upload answers 308), and an OAuth 2
 // access token on every request unless anonymous.
-func httpClient(ctx context.Context, cfg Config, anonymous bool, timeout time.Duration) (*http.Client, error) {
+func httpClient(ctx context.Context, cfg Config, anonymous bool, timeout time.Duration) (*http.Client, *http.Transport, error) {
 	dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
 	base := &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
@@ -53,7 +53,7 @@ func httpClient(ctx context.Context, cfg Config, anonymous bool, timeout time.Du
 	}
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	if anonymous {
-		return &http.Client{Transport: base, CheckRedirect: noRedirect}, nil
+		return &http.Client{Transport: base, CheckRedirect: noRedirect}, base, nil
 	}
 	// Token requests outlive the context of New (the store's requests
 	// refresh the token), and each is bounded by tokenTimeout.
@@ -64,23 +64,23 @@ func httpClient(ctx context.Context, cfg Config, anonymous bool, timeout time.Du
 	if cfg.CredentialsFile != "" {
 		data, rerr := os.ReadFile(cfg.CredentialsFile)
 		if rerr != nil {
-			return nil, fmt.Errorf("credentials: %w", rerr)
+			return nil, nil, fmt.Errorf("credentials: %w", rerr)
 		}
 		creds, err = google.CredentialsFromJSONWithType(tctx, data, google.ServiceAccount, scopes...)
 		if err != nil {
-			return nil, fmt.Errorf("credentials: %s is not a usable service-account key: %w", cfg.CredentialsFile, err)
+			return nil, nil, fmt.Errorf("credentials: %s is not a usable service-account key: %w", cfg.CredentialsFile, err)
 		}
 	} else if creds, err = google.FindDefaultCredentials(tctx, scopes...); err != nil {
-		return nil, fmt.Errorf("credentials: %w", err)
+		return nil, nil, fmt.Errorf("credentials: %w", err)
 	}
 	if err := checkKey(creds.JSON); err != nil {
 		if cfg.CredentialsFile != "" {
-			return nil, fmt.Errorf("credentials: %s: %w", cfg.CredentialsFile, err)
+			return nil, nil, fmt.Errorf("credentials: %s: %w", cfg.CredentialsFile, err)
 		}
-		return nil, fmt.Errorf("credentials: %w", err)
+		return nil, nil, fmt.Errorf("credentials: %w", err)
 	}
 	rt := &oauth2.Transport{Source: creds.TokenSource, Base: base}
-	return &http.Client{Transport: rt, CheckRedirect: noRedirect}, nil
+	return &http.Client{Transport: rt, CheckRedirect: noRedirect}, base, nil
 }
 
 // checkKey parses the private key of a service-account key file, so that
