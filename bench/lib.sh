@@ -26,7 +26,10 @@
 #                             behind a second $w/latencyproxy adding $AZURE_DELAY; sets
 #                             azproxy_http and azenv (the environment of a pgark on Azure);
 #                             needs $w/azcontainer (built by the caller)
-#   pgark_conf VARIANT        (local|s3|azure) writes $w/pgark-VARIANT.conf (spool, push-ahead and
+#   start_gcs                 fake-gcs-server ($fakegcs) on loopback with the bucket, behind a
+#                             second latencyproxy adding $S3_DELAY (uploads' session URLs
+#                             too); sets gcsenv (the environment of a pgark on GCS)
+#   pgark_conf VARIANT        (local|s3|azure|gcs) writes $w/pgark-VARIANT.conf (spool, push-ahead and
 #                             prefetch settings when $ahead is 1) and runs pgark init
 #   pgbr_conf KIND            (plain|cipher|async|s3) writes $w/pgbr-KIND.conf for the
 #                             cluster in $w/data and runs stanza-create (the cluster must run)
@@ -210,6 +213,7 @@ pgark_conf() { # VARIANT: writes $w/pgark-VARIANT.conf and runs pgark init
 	{
 		case $1 in
 		local) echo "repo = $w/repo-pgark-local" ;;
+		gcs) echo "repo = gs://$bucket/pgark" ;;
 		s3)
 			echo "repo = s3://$bucket/pgark"
 			echo "s3-endpoint = $proxy_http"
@@ -232,8 +236,36 @@ pgark_conf() { # VARIANT: writes $w/pgark-VARIANT.conf and runs pgark init
 			echo "fetch-jobs = $FETCH_JOBS"
 		fi
 	} | pg tee "$w/pgark-$1.conf" >/dev/null
-	pg env -i PATH="$PATH" HOME="$w" "${s3env[@]}" "${azenv[@]}" "$w/pgark" init --config "$w/pgark-$1.conf" --log-level warn >/dev/null ||
+	pg env -i PATH="$PATH" HOME="$w" "${s3env[@]}" "${azenv[@]}" "${gcsenv[@]}" "$w/pgark" init --config "$w/pgark-$1.conf" --log-level warn >/dev/null ||
 		die "pgark init ($1) failed"
+}
+
+# ---------------------------------------------------------------- GCS
+# gcsenv: the environment for a pgark that uses the GCS store (start_gcs sets it)
+gcsenv=()
+start_gcs() {
+	local gport pport
+	gport=$(free_port)
+	pport=$(free_port)
+	[[ $pport != "$gport" ]] || pport=$((gport + 1))
+	# The server names the proxy in the session URLs of resumable uploads, so that their
+	# chunks pay the delay too.
+	"$fakegcs" -scheme http -host 127.0.0.1 -port "$gport" -backend memory -log-level error \
+		-external-url "http://127.0.0.1:$pport" -public-host "127.0.0.1:$pport" >"$w/fake-gcs-server.log" 2>&1 &
+	cleanup_pids+=($!)
+	"$w/latencyproxy" -listen "127.0.0.1:$pport" -target "http://127.0.0.1:$gport" \
+		-delay "$S3_DELAY" >"$w/latencyproxy-gcs.out" 2>"$w/latencyproxy-gcs.log" &
+	cleanup_pids+=($!)
+	for _ in $(seq 300); do
+		curl -s -f -o /dev/null "http://127.0.0.1:$pport/storage/v1/b" && break
+		sleep 0.1
+	done
+	curl -s -f -o /dev/null "http://127.0.0.1:$pport/storage/v1/b" ||
+		die "fake-gcs-server does not answer through latencyproxy on 127.0.0.1:$pport: $(tail -5 "$w/fake-gcs-server.log" "$w/latencyproxy-gcs.log")"
+	curl -sS -f -o /dev/null -X POST -H 'Content-Type: application/json' -d "{\"name\": \"$bucket\"}" \
+		"http://127.0.0.1:$gport/storage/v1/b?project=bench" || die "creating the bucket on fake-gcs-server failed"
+	gcsenv=(STORAGE_EMULATOR_HOST="127.0.0.1:$pport")
+	note "GCS: fake-gcs-server (in memory) on 127.0.0.1:$gport, latencyproxy (+$S3_DELAY) at 127.0.0.1:$pport"
 }
 
 pgbr_conf() { # KIND

@@ -37,6 +37,7 @@ func TestStores(t *testing.T) {
 		}})
 	})
 	t.Run("azure", storesAzure)
+	t.Run("gcs", storesGCS)
 }
 
 // storeScenario runs, through the built binary and as PostgreSQL and a DBA

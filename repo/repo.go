@@ -37,6 +37,7 @@ const (
 	WriteIfNoneMatch = "if-none-match" // S3 conditional writes (412 on an existing key)
 	WriteHeadThenPut = "head-then-put" // documented fallback for stores without them (racy)
 	WriteLink        = "link"          // local directory: link(2) of an fsynced temp file
+	WriteGeneration  = "generation"    // GCS: generation preconditions (ifGenerationMatch=0 on create)
 )
 
 // Config is the repository's config object. It is written once, by init.

@@ -62,6 +62,8 @@ func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 			return err
 		}
 		switch {
+		case loc.gcs:
+			opts.WriteMode, err = probeGCS(ctx, env, loc)
 		case loc.sftp != nil:
 			opts.WriteMode, err = probeSFTP(ctx, env, loc)
 		case loc.azureContainer != "":

@@ -31,12 +31,15 @@ func commandList() []*command {
 		{
 			name:    "init",
 			args:    "[REPO]",
-			summary: "create a repository (local directory or s3://bucket/prefix)",
+			summary: "create a repository (local directory, s3://, gs:// or sftp:// URL)",
 			help: `Creates a repository explicitly; pushes and backups never create one. A local
 repository path must be absolute and either missing (it is created) or an
 empty directory. An S3 prefix must hold no objects; init also checks that the
 store refuses a second conditional create (If-None-Match), and fails if it
 does not, unless --allow-head-then-put records the weaker HEAD-then-PUT mode.
+A GCS prefix (gs://bucket/prefix) must hold no objects either; init checks
+that the bucket refuses a second create and a replace at a wrong generation,
+and fails if it does not (there is no weaker mode).
 
 With age recipients configured, the repository is encrypted: their
 fingerprints are recorded, and later writes without a registered recipient

@@ -84,7 +84,7 @@ func FuzzParseLocation(f *testing.F) {
 	for _, s := range []string{
 		"/var/lib/pgark/repo", "/var/lib/../pgark//repo/", "relative/repo", "", "s3://bucket/prefix",
 		"s3://bucket", "s3://my.bucket/a/b/", "s3://bucket/a/../b", "s3:///x", "s3://b/p?x=1",
-		"gs://bucket/x", "file:///tmp/x", "/", "s3://bucket//a", "S3://bucket/x", "s3://bu\x00cket/x",
+		"gs://bucket/x", "gs://b", "gs://my-bucket/a//b/", "gs://Bucket/x", "gs://bucket/../x", "file:///tmp/x", "/", "s3://bucket//a", "S3://bucket/x", "s3://bu\x00cket/x",
 		"azure://container/a/b", "azure://container", "azure://Container/x", "azure://c/x",
 		"sftp://backup@host/srv/pgark", "sftp://u@[::1]:2222/p", "sftp://host/p", "sftp://u@h:0/p", "sftp://u@h/../p",
 	} {
@@ -102,7 +102,7 @@ func FuzzParseLocation(f *testing.F) {
 			// SFTP: a host, a port and an absolute, clean path; parsing
 			// is deterministic.
 			c := loc.sftp
-			if loc.local != "" || loc.bucket != "" || loc.azureContainer != "" || !strings.HasPrefix(s, "sftp://") ||
+			if loc.local != "" || loc.bucket != "" || loc.azureContainer != "" || loc.gcs || !strings.HasPrefix(s, "sftp://") ||
 				c.Host == "" || c.Port < 0 || c.Port > 65535 || !strings.HasPrefix(c.Path, "/") || path.Clean(c.Path) != c.Path {
 				t.Fatalf("%q: %+v %+v", s, loc, *c)
 			}
@@ -114,7 +114,7 @@ func FuzzParseLocation(f *testing.F) {
 		if loc.azureContainer != "" {
 			// Azure: the container alone, and the URL written back means
 			// the same location.
-			if loc.local != "" || loc.bucket != "" || !strings.HasPrefix(s, "azure://") {
+			if loc.local != "" || loc.bucket != "" || loc.gcs || loc.sftp != nil || !strings.HasPrefix(s, "azure://") {
 				t.Fatalf("%q: %+v", s, loc)
 			}
 			u := "azure://" + loc.azureContainer + "/" + loc.prefix
@@ -136,10 +136,14 @@ func FuzzParseLocation(f *testing.F) {
 			}
 			return
 		}
-		// S3: a bucket name without separators; a prefix without empty, "."
-		// or ".." segments or a leading or trailing slash; and the URL
-		// written back means the same location.
-		if !strings.HasPrefix(s, "s3://") || strings.ContainsAny(loc.bucket, "/?#\x00") {
+		// S3 and GCS: a bucket name without separators; a prefix without
+		// empty, "." or ".." segments or a leading or trailing slash; and the
+		// URL written back means the same location.
+		scheme := "s3://"
+		if loc.gcs {
+			scheme = "gs://"
+		}
+		if !strings.HasPrefix(s, scheme) || strings.ContainsAny(loc.bucket, "/?#\x00") {
 			t.Fatalf("%q: bucket %q", s, loc.bucket)
 		}
 		if loc.prefix != "" {
@@ -152,7 +156,7 @@ func FuzzParseLocation(f *testing.F) {
 				}
 			}
 		}
-		u := "s3://" + loc.bucket + "/" + loc.prefix
+		u := scheme + loc.bucket + "/" + loc.prefix
 		if loc2, err := parseLocation(u); err != nil || loc2 != loc {
 			t.Fatalf("%q: round trip via %q: %+v -> %+v, %v", s, u, loc, loc2, err)
 		}

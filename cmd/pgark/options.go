@@ -124,7 +124,7 @@ var options = []option{
 	{name: "log-format", kind: optEnum, def: "text", enum: []string{"text", "json"}, help: "log format: text or json"},
 
 	// The repository.
-	{name: "repo", cmds: repoCmds, help: "repository: an absolute local directory path, s3://bucket/prefix, azure://container/prefix or sftp://user@host[:port]/path"},
+	{name: "repo", cmds: repoCmds, help: "repository: an absolute local directory path, s3://bucket/prefix, gs://bucket/prefix, azure://container/prefix or sftp://user@host[:port]/path"},
 	{name: "s3-endpoint", cmds: repoCmds, help: "S3 endpoint URL for S3-compatible stores (e.g. http://127.0.0.1:9000)"},
 	{name: "s3-region", cmds: repoCmds, help: "S3 region (default: the AWS chain's, e.g. AWS_REGION, else us-east-1)"},
 	{name: "s3-force-path-style", kind: optBool, def: "false", cmds: repoCmds, help: "path-style S3 addressing (MinIO and most S3-compatible stores)"},
@@ -138,6 +138,11 @@ var options = []option{
 	{name: "azure-sas-token-file", cmds: repoCmds, help: "file holding an Azure SAS token (default: AZURE_STORAGE_SAS_TOKEN)"},
 	{name: "azure-block-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "Azure block size of staged uploads (1MiB to 4000MiB); smaller objects go up in one request"},
 	{name: "azure-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "fail (and retry) an Azure request whose connection stays silent this long"},
+	// Google Cloud Storage (gs://bucket/prefix).
+	{name: "gcs-credentials-file", cmds: repoCmds, help: "GCS: service-account JSON key file (default: application default credentials; none with STORAGE_EMULATOR_HOST)"},
+	{name: "gcs-endpoint", cmds: repoCmds, help: "GCS: JSON API endpoint URL for private endpoints, e.g. https://storage-myendpoint.p.googleapis.com/storage/v1/ (default: Google's, or STORAGE_EMULATOR_HOST)"},
+	{name: "gcs-chunk-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "GCS: resumable upload chunk size, a multiple of 256KiB (memory per upload); smaller objects go up in one request"},
+	{name: "gcs-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "GCS: fail (and retry) a request whose connection makes no progress this long"},
 	// SFTP (sftp://user@host[:port]/path; see store_sftp.go).
 	{name: "sftp-identity-file", cmds: repoCmds, help: "SFTP: the private key that logs in (default: ~/.ssh/id_ed25519, id_ecdsa or id_rsa, the first that exists; no passphrase)"},
 	{name: "sftp-known-hosts", cmds: repoCmds, help: "SFTP: known_hosts file that must list the server's host key (default: ~/.ssh/known_hosts); unknown hosts are refused"},

@@ -92,6 +92,9 @@ func repoID(env *cmdEnv) (string, error) {
 	if loc.azureContainer != "" {
 		return fmt.Sprintf("azure://%s/%s@%s", loc.azureContainer, loc.prefix, env.s.str("azure-endpoint")), nil
 	}
+	if loc.gcs {
+		return fmt.Sprintf("gs://%s/%s@%s", loc.bucket, loc.prefix, env.s.str("gcs-endpoint")), nil
+	}
 	if loc.sftp != nil {
 		return loc.sftp.URL(), nil
 	}

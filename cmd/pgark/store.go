@@ -11,6 +11,7 @@ import (
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/storage/azure"
+	"github.com/pgark/pgark/storage/gcs"
 	"github.com/pgark/pgark/storage/local"
 	"github.com/pgark/pgark/storage/retry"
 	"github.com/pgark/pgark/storage/s3"
@@ -20,11 +21,12 @@ import (
 // location is a parsed --repo value.
 type location struct {
 	local  string // absolute directory path, for a local repository
-	bucket string // for S3
+	bucket string // for S3 and GCS
 	prefix string
 	// azureContainer is the container of an azure:// repository (with
 	// prefix).
 	azureContainer string
+	gcs            bool         // gs://bucket/prefix
 	sftp           *sftp.Config // for SFTP: the address part (see store_sftp.go)
 }
 
@@ -44,6 +46,12 @@ func parseLocation(s string) (location, error) {
 			return location{}, usageErrorf("repo: %v", err)
 		}
 		return location{azureContainer: c, prefix: p}, nil
+	case strings.HasPrefix(s, "gs://"):
+		b, p, err := gcs.ParseURL(s)
+		if err != nil {
+			return location{}, usageErrorf("repo: %v", err)
+		}
+		return location{bucket: b, prefix: p, gcs: true}, nil
 	case strings.HasPrefix(s, "sftp://"):
 		c, err := sftp.ParseURL(s)
 		if err != nil {
@@ -52,7 +60,7 @@ func parseLocation(s string) (location, error) {
 		return location{sftp: &c}, nil
 	case strings.Contains(s, "://"):
 		scheme, _, _ := strings.Cut(s, "://")
-		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path, s3://bucket/prefix, azure://container/prefix or sftp://user@host/path)", scheme, s)
+		return location{}, usageErrorf("repo: unknown scheme %q in %q (use an absolute directory path, s3://bucket/prefix, gs://bucket/prefix, azure://container/prefix or sftp://user@host/path)", scheme, s)
 	case !filepath.IsAbs(s):
 		// archive_command runs in PGDATA: a relative path would put the
 		// repository inside the data directory, and into every backup.
@@ -77,6 +85,12 @@ func openStore(ctx context.Context, env *cmdEnv, loc location, writeMode string)
 			return nil, err
 		}
 		st = as
+	} else if loc.gcs {
+		gs, err := openGCS(ctx, env, loc)
+		if err != nil {
+			return nil, err
+		}
+		st = gs
 	} else if loc.sftp != nil {
 		ss, err := openSFTP(env, loc)
 		if err != nil {

@@ -70,6 +70,10 @@ func CheckDeps() error {
 	if fi, err := os.Stat(AzuriteBinPath()); err != nil || fi.IsDir() {
 		errs = append(errs, fmt.Errorf("testenv: Azure test server (Azurite) %s not found", AzuriteBinPath()))
 	}
+	// The GCS test server (storage/gcs).
+	if fi, err := os.Stat(GCSBinPath()); err != nil || fi.IsDir() {
+		errs = append(errs, fmt.Errorf("testenv: GCS test server %s not found", GCSBinPath()))
+	}
 	// The SFTP store's test server (OpenSSH's sshd).
 	if fi, err := os.Stat(SFTPBinPath()); err != nil || fi.IsDir() {
 		errs = append(errs, fmt.Errorf("testenv: SFTP test server %s not found (apt package openssh-server)", SFTPBinPath()))
