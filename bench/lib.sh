@@ -29,7 +29,13 @@
 #   start_gcs                 fake-gcs-server ($fakegcs) on loopback with the bucket, behind a
 #                             second latencyproxy adding $S3_DELAY (uploads' session URLs
 #                             too); sets gcsenv (the environment of a pgark on GCS)
-#   pgark_conf VARIANT        (local|s3|azure|gcs) writes $w/pgark-VARIANT.conf (spool, push-ahead and
+#   start_sftp                a private OpenSSH sshd ($sshd, -D -e, its own sshd_config,
+#                             ed25519 host and client keys from ssh-keygen, internal-sftp
+#                             only) on 127.0.0.1 and a free port, no added latency, run as
+#                             postgres when root (it can then log in only that user, who owns
+#                             the repository files); sets sftp_user, sftp_port, sftp_identity,
+#                             sftp_known_hosts (a "[127.0.0.1]:PORT ssh-ed25519 ..." line)
+#   pgark_conf VARIANT        (local|s3|azure|gcs|sftp) writes $w/pgark-VARIANT.conf (spool, push-ahead and
 #                             prefetch settings when $ahead is 1) and runs pgark init
 #   pgbr_conf KIND            (plain|cipher|async|s3) writes $w/pgbr-KIND.conf for the
 #                             cluster in $w/data and runs stanza-create (the cluster must run)
@@ -224,6 +230,11 @@ pgark_conf() { # VARIANT: writes $w/pgark-VARIANT.conf and runs pgark init
 			echo "repo = azure://$bucket/pgark"
 			echo "azure-endpoint = $azproxy_http/$az_account"
 			;;
+		sftp)
+			echo "repo = sftp://$sftp_user@127.0.0.1:$sftp_port$w/repo-pgark-sftp"
+			echo "sftp-identity-file = $sftp_identity"
+			echo "sftp-known-hosts = $sftp_known_hosts"
+			;;
 		esac
 		echo "age-recipients = $recipient"
 		echo "age-identity-file = $w/identity.txt"
@@ -266,6 +277,62 @@ start_gcs() {
 		"http://127.0.0.1:$gport/storage/v1/b?project=bench" || die "creating the bucket on fake-gcs-server failed"
 	gcsenv=(STORAGE_EMULATOR_HOST="127.0.0.1:$pport")
 	note "GCS: fake-gcs-server (in memory) on 127.0.0.1:$gport, latencyproxy (+$S3_DELAY) at 127.0.0.1:$pport"
+}
+
+# ---------------------------------------------------------------- SFTP: a private sshd
+# Never the system's sshd service or its configuration: sshd runs in the foreground (-D,
+# log on stderr: -e) with its own sshd_config, host key and authorized_keys in $w/sshd,
+# as the user that runs pgark (postgres when root: a non-root sshd can only log in its
+# own user, and so pgark's files on the "server" belong to the user that reads them).
+# setpriv, not runuser, so that the pid in cleanup_pids is sshd's own (sshd forks one
+# process per connection; they end with their connection).
+sftp_user='' sftp_port='' sftp_identity='' sftp_known_hosts=''
+start_sftp() {
+	local d="$w/sshd" line='' pid
+	local -a as_sshd=()
+	((${#as_pg[@]} == 0)) || as_sshd=(setpriv --reuid postgres --regid postgres --init-groups --)
+	sftp_user=$(pg id -un)
+	sftp_identity="$d/id_ed25519"
+	sftp_known_hosts="$d/known_hosts"
+	pg mkdir -m 700 "$d"
+	pg ssh-keygen -q -t ed25519 -N '' -C pgark-bench-host -f "$d/host_ed25519" || die "ssh-keygen (host key) failed"
+	pg ssh-keygen -q -t ed25519 -N '' -C pgark-bench-client -f "$sftp_identity" || die "ssh-keygen (client key) failed"
+	pg cp "$sftp_identity.pub" "$d/authorized_keys"
+	sftp_port=$(free_port)
+	pg tee "$d/sshd_config" >/dev/null <<EOF
+Port $sftp_port
+ListenAddress 127.0.0.1
+HostKey $d/host_ed25519
+PidFile none
+AuthorizedKeysFile $d/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding no
+X11Forwarding no
+PermitTTY no
+MaxStartups 100
+MaxSessions 100
+Subsystem sftp internal-sftp
+ForceCommand internal-sftp
+LogLevel INFO
+EOF
+	# the host key as pgark expects it: [host]:port for a port other than 22
+	echo "[127.0.0.1]:$sftp_port $(cut -d' ' -f1-2 "$d/host_ed25519.pub")" | pg tee "$sftp_known_hosts" >/dev/null
+	# sshd re-executes itself: it needs its absolute path.
+	"${as_sshd[@]}" "$sshd" -D -e -f "$d/sshd_config" >"$w/sshd.log" 2>&1 &
+	pid=$!
+	cleanup_pids+=("$pid")
+	for _ in $(seq 300); do
+		kill -0 "$pid" 2>/dev/null || break # exited: its log says why
+		line=$( (exec 3<>"/dev/tcp/127.0.0.1/$sftp_port" && read -r -t 2 l <&3 && echo "$l") 2>/dev/null || true)
+		[[ $line == SSH-2.0-* ]] && break
+		sleep 0.1
+	done
+	[[ $line == SSH-2.0-* ]] || die "sshd does not answer on 127.0.0.1:$sftp_port: $(tail -5 "$w/sshd.log")"
+	note "SFTP: sshd ($("$sshd" -V 2>&1 | cut -d, -f1), internal-sftp) on 127.0.0.1:$sftp_port as $sftp_user, no added latency"
 }
 
 pgbr_conf() { # KIND

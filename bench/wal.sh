@@ -34,6 +34,8 @@
 # pgBackRest async and to cp. Every restored segment is compared with the original (cmp).
 # With AZURE=1, pgark's drain and recovery also run on Azure Blob Storage: Azurite on
 # loopback behind a second latencyproxy adding AZURE_DELAY (pgark only; compared with cp).
+# With SFTP=1, the same for pgark on the SFTP store: a private OpenSSH sshd (internal-sftp,
+# its own config and keys in the work dir) on loopback, with no added latency (loopback SSH).
 #
 # Usage: bash bench/wal.sh        (as root: it runs PostgreSQL and the tools as `postgres`)
 # Environment:
@@ -47,6 +49,9 @@
 #   GCS=0             GCS=1: also the drain and recovery of pgark alone on GCS: fake-gcs-server
 #                     (in memory) behind latencyproxy (needs fake-gcs-server: make deps).
 #                     Informational: an emulator is not the cloud
+#   SFTP=0            SFTP=1: also the drain and recovery of pgark alone on SFTP: a private
+#                     OpenSSH sshd on 127.0.0.1 (loopback SSH, no added delay; needs
+#                     openssh-server: make deps). Informational
 #   PUSH_AHEAD=8 PUSH_JOBS=2 FETCH_AHEAD=8 FETCH_JOBS=2   pgark's settings for those runs
 #   SCALE=20          pgbench -i scale
 #   PGBENCH_SECONDS=20  first pgbench run; more 10 s runs follow (up to PGBENCH_MAX_SECONDS=600
@@ -265,6 +270,8 @@ AZURE_DELAY=${AZURE_DELAY:-$S3_DELAY}
 azurite=${PGARK_AZURITE:-${PGARK_CACHE:-/opt/pgark-cache}/azurite/node_modules/.bin/azurite-blob}
 GCS=${GCS:-0}
 fakegcs=${PGARK_FAKE_GCS_SERVER:-${PGARK_CACHE:-/opt/pgark-cache}/bin/fake-gcs-server}
+SFTP=${SFTP:-0}
+sshd=${PGARK_SSHD:-/usr/sbin/sshd}
 SCALE=${SCALE:-20}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-20}
 PGBENCH_MAX_SECONDS=${PGBENCH_MAX_SECONDS:-600}
@@ -280,7 +287,8 @@ unset "${!PGARK_@}" "${!PGBACKREST_@}"
 ((SEGMENTS <= 1000 && DRAIN_SEGMENTS <= 1000)) || die "SEGMENTS and DRAIN_SEGMENTS must be at most 1000"
 [[ $S3 == 0 || $S3 == 1 ]] || die "S3 must be 0 or 1"
 [[ $GCS == 0 || $GCS == 1 ]] || die "GCS must be 0 or 1"
-((DRAIN_SEGMENTS)) || S3=0 GCS=0
+[[ $SFTP == 0 || $SFTP == 1 ]] || die "SFTP must be 0 or 1"
+((DRAIN_SEGMENTS)) || S3=0 GCS=0 SFTP=0
 [[ $S3_DELAY =~ ^[0-9]+(ms|s)$ ]] || die "S3_DELAY must be a duration such as 20ms"
 [[ $AZURE == 0 || $AZURE == 1 ]] || die "AZURE must be 0 or 1"
 ((DRAIN_SEGMENTS)) || AZURE=0
@@ -301,11 +309,14 @@ done
 	die "S3 test server $versitygw not found: run make deps (bash .ci/deps.sh), or S3=0 to skip the S3 runs"
 ((GCS == 0)) || [[ -x $fakegcs ]] ||
 	die "GCS test server $fakegcs not found: run make deps (bash .ci/deps.sh), or GCS=0"
+((SFTP == 0)) || [[ -x $sshd ]] ||
+	die "SFTP test server $sshd not found: run make deps (bash .ci/deps.sh), or SFTP=0"
 command -v go >/dev/null 2>&1 || [[ ! -x /usr/local/go/bin/go ]] || PATH=$PATH:/usr/local/go/bin
 
 # Commands the benchmark needs, installed from Debian when missing (as root).
 declare -A pkg_of=([pgbackrest]=pgbackrest [age]=age [zstd]=zstd [/usr/bin/time]=time [cmp]=diffutils)
 ((S3 == 0 && AZURE == 0 && GCS == 0)) || pkg_of[curl]=curl
+((SFTP == 0)) || pkg_of[ssh-keygen]=openssh-client pkg_of[setpriv]=util-linux
 install_missing
 check_pgbackrest
 
@@ -368,6 +379,7 @@ tps=$(grep -o 'tps = [0-9.]*' "$w/pgbench-run.log" | tail -1 | awk '{printf "%.0
 ((S3 == 0)) || start_s3
 ((AZURE == 0)) || start_azure
 ((GCS == 0)) || start_gcs
+((SFTP == 0)) || start_sftp
 
 # pgark repositories for the drain and recovery runs (new, empty: the per-segment table
 # already pushed some of these segments to $w/repo-pgark), local and S3.
@@ -377,6 +389,7 @@ if ((DRAIN_SEGMENTS)); then
 	((S3 == 0)) || variants+=(s3)
 	((AZURE == 0)) || variants+=(azure)
 	((GCS == 0)) || variants+=(gcs)
+	((SFTP == 0)) || variants+=(sftp)
 	for v in "${variants[@]}"; do pgark_conf "$v"; done
 fi
 
@@ -386,7 +399,7 @@ fi
 pgbr_conf plain
 pgbr_conf cipher
 for v in "${variants[@]}"; do
-	case $v in local) pgbr_conf async ;; s3) pgbr_conf s3 ;; azure | gcs) ;; esac # none on Azure or GCS
+	case $v in local) pgbr_conf async ;; s3) pgbr_conf s3 ;; azure | gcs | sftp) ;; esac # none on Azure, GCS or SFTP
 done
 
 mapfile -t completed < <(completed)
@@ -427,7 +440,7 @@ pg env -i PATH="$PATH" HOME="$w" LC_ALL=C TMPDIR="$w" bash "$w/wal.sh" --measure
 # links to the segments and a copy of the cluster's global/pg_control, and reports the
 # loop's wall time, the CPU of every process it started (detached helpers included: it is
 # their subreaper and waits for them) and the peak size of the tool's spool.
-declare -A spooldir=([pgark-local]="$w/spool-pgark-local" [pgark-s3]="$w/spool-pgark-s3" [pgark-azure]="$w/spool-pgark-azure" [pgark-gcs]="$w/spool-pgark-gcs"
+declare -A spooldir=([pgark-local]="$w/spool-pgark-local" [pgark-s3]="$w/spool-pgark-s3" [pgark-azure]="$w/spool-pgark-azure" [pgark-gcs]="$w/spool-pgark-gcs" [pgark-sftp]="$w/spool-pgark-sftp"
 	[pgbr-local]="$w/spool-pgbr-async" [pgbr-s3]="$w/spool-pgbr-s3")
 fakedata() { # DIR [drain]: a data directory with global/pg_control; for drain, the segments, .ready
 	pg mkdir -m 700 "$1" "$1/global" "$1/pg_wal" "$1/pg_wal/archive_status"
@@ -444,6 +457,7 @@ walsim_run() {
 	[[ $name == *-s3-* ]] && env+=("${s3env[@]}")
 	[[ $name == *-azure-* ]] && env+=("${azenv[@]}")
 	[[ $name == *-gcs-* ]] && env+=("${gcsenv[@]}")
+	# SFTP: none (the key and known_hosts files are in pgark-sftp.conf)
 	sync
 	runs+=("$name")
 	if ! "${pin[@]}" "${as_pg[@]}" env -i "${env[@]}" "$w/walsim" "$mode" -pgdata "$dir" -out "$r/$name" -log "$r/$name.log" \
@@ -490,7 +504,7 @@ if ((DRAIN_SEGMENTS)); then
 	drain_load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 	for v in "${variants[@]}"; do
 		# cp has no S3 path: the S3 table shows the local cp. The order rotates per variant.
-		case $v in local) dtools=(pgark pgbr cp) ;; s3) dtools=(pgbr pgark) ;; azure | gcs) dtools=(pgark) ;; esac
+		case $v in local) dtools=(pgark pgbr cp) ;; s3) dtools=(pgbr pgark) ;; azure | gcs | sftp) dtools=(pgark) ;; esac
 		note "drain ($v): $DRAIN_SEGMENTS segments x ${#dtools[@]} tools"
 		for t in "${dtools[@]}"; do
 			d="$w/drain-$v-$t"
@@ -504,6 +518,7 @@ if ((DRAIN_SEGMENTS)); then
 			local-pgark) du -sb "$w/repo-pgark-local/wal" | cut -f1 >"$r/stored-$v-$t" ;;
 			local-pgbr) du -sb "$w/repo-pgbr-async/archive" | cut -f1 >"$r/stored-$v-$t" ;;
 			local-cp) du -sb "$w/store-drain-cp" | cut -f1 >"$r/stored-$v-$t" ;;
+			sftp-pgark) du -sb "$w/repo-pgark-sftp/wal" | cut -f1 >"$r/stored-$v-$t" ;; # the "server" is this disk
 			esac
 			rm -rf "$d"
 		done
@@ -622,8 +637,9 @@ echo "pgBackRest: archive-async=y, process-max=2, compress zst-3, aes-256-cbc, a
 ((S3)) && echo "S3:         versitygw (posix) on 127.0.0.1 behind bench/latencyproxy adding $S3_DELAY to every request (HTTP for pgark, HTTPS for pgBackRest)"
 ((AZURE)) && echo "Azure:      Azurite (in memory) on 127.0.0.1 behind bench/latencyproxy adding $AZURE_DELAY to every request (HTTP; pgark only)"
 ((GCS)) && echo "GCS:        fake-gcs-server (in memory) on 127.0.0.1 behind bench/latencyproxy adding $S3_DELAY to every request; pgark alone (informational: an emulator)"
+((SFTP)) && echo "SFTP:       a private OpenSSH sshd (internal-sftp) on 127.0.0.1, loopback SSH with no added delay; pgark alone (informational; CPU s is the client side, not sshd's)"
 echo "verified:   every segment every tool restored is byte-identical to the original (cmp)"
-echo "load:       load average before/after these runs: $drain_load_before / $drain_load_after; run order: local pgark, pgBackRest, cp$( ((S3)) && echo "; S3 pgBackRest, pgark")$( ((GCS)) && echo "; GCS pgark")"
+echo "load:       load average before/after these runs: $drain_load_before / $drain_load_after; run order: local pgark, pgBackRest, cp$( ((S3)) && echo "; S3 pgBackRest, pgark")$( ((AZURE)) && echo "; Azure pgark")$( ((GCS)) && echo "; GCS pgark")$( ((SFTP)) && echo "; SFTP pgark")"
 declare -A dw dc rw rc sp
 for v in "${variants[@]}"; do
 	echo
@@ -632,11 +648,12 @@ for v in "${variants[@]}"; do
 	s3) echo "S3 + $S3_DELAY per request" ;;
 	azure) echo "Azure (Azurite) + $AZURE_DELAY per request" ;;
 	gcs) echo "GCS (fake-gcs-server) + $S3_DELAY per request: pgark alone" ;;
+	sftp) echo "SFTP (private sshd on loopback, no added delay): pgark alone" ;;
 	esac
 	row2 "" "drain s" "drain CPU s" "recovery s" "recovery CPU s" "spool MiB" "stored MiB"
 	declare -A st=()
 	vtools=(pgark pgbr cp)
-	[[ $v == azure || $v == gcs ]] && vtools=(pgark cp) # no pgBackRest run on Azure or GCS
+	[[ $v == azure || $v == gcs || $v == sftp ]] && vtools=(pgark cp) # no pgBackRest run on Azure, GCS or SFTP
 	for t in "${vtools[@]}"; do
 		src=$v
 		[[ $t == cp ]] && src=local
@@ -670,7 +687,7 @@ for v in "${variants[@]}"; do
 	echo
 	goal=$(awk -v a="${rw[pgark]}" -v b="${rw[cp]}" 'BEGIN {print (b > 0 && a / b < 1.5) ? "met" : "NOT met"}')
 	dgoal=$(awk -v a="${dw[pgark]}" -v b="${dw[pgbr]}" 'BEGIN {print (b > 0 && a <= b) ? "met" : "NOT met"}')
-	[[ $v == azure || $v == gcs ]] || echo "goal, pgark drain no slower than pgBackRest async: $dgoal ($(ratio "${dw[pgark]}" "${dw[pgbr]}")x)"
+	[[ $v == azure || $v == gcs || $v == sftp ]] || echo "goal, pgark drain no slower than pgBackRest async: $dgoal ($(ratio "${dw[pgark]}" "${dw[pgbr]}")x)"
 	echo "goal, pgark recovery under 1.5x cp: $goal ($(ratio "${rw[pgark]}" "${rw[cp]}")x)"
 done
 cat <<EOF
