@@ -62,7 +62,7 @@ func TestInitRules(t *testing.T) {
 	mustOK(t, pgark(t, nil, "init", empty))
 	// Relative paths and unknown schemes are refused.
 	wantCode(t, pgark(t, nil, "init", "relative/repo"), 2, "relative path")
-	wantCode(t, pgark(t, nil, "init", "gs://bucket/x"), 2, "unknown scheme")
+	wantCode(t, pgark(t, nil, "init", "webdav://host/x"), 2, "unknown scheme")
 }
 
 func TestPushFetchDuplicateAndConflict(t *testing.T) {
