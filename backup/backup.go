@@ -170,10 +170,19 @@ func Run(ctx context.Context, c Config) (*catalog.Meta, error) {
 	}
 	m, err := attempt(ctx, c, si, sysid, parent)
 	var se *basebackup.ServerError
-	if err != nil && parent.meta != nil && errors.As(err, &se) && strings.HasPrefix(se.Phase, startPhase) && c.Reconnect != nil && !c.RequireParent {
+	var fc *FileChangedError
+	refused := err != nil && errors.As(err, &se) && strings.HasPrefix(se.Phase, startPhase)
+	if err != nil && parent.meta != nil && (refused || errors.As(err, &fc)) && c.Reconnect != nil && !c.RequireParent {
 		// The server refused the incremental backup (WAL summaries that do
-		// not reach back to the parent, most often): a full one instead.
-		why := fmt.Sprintf("the server refused an incremental backup on backup %s: %s", parent.meta.ID, se.Err.Message)
+		// not reach back to the parent, most often), or a file changed
+		// without a new modification time: a full one instead.
+		why := fmt.Sprintf("the server refused an incremental backup on backup %s: ", parent.meta.ID)
+		if fc != nil {
+			why = fmt.Sprintf("a file-level incremental backup on backup %s was abandoned: ", parent.meta.ID)
+			why += fc.Error()
+		} else {
+			why += se.Err.Message
+		}
 		log.Warn("taking a full backup instead", "requested", c.Type, "reason", why)
 		// The caller closes the first connection; this one is ours.
 		if c.Replication, err = c.Reconnect(ctx); err != nil {
@@ -211,8 +220,12 @@ func attempt(ctx context.Context, c Config, si serverInfo, sysid uint64, parent 
 		Fallback: parent.why,
 	}}
 	if parent.meta != nil {
-		h.meta.Type, h.meta.Parent, h.meta.Fallback = c.Type, parent.meta.ID, ""
-		if err := basebackup.UploadManifest(ctx, c.Replication, si.versionNum, parent.manifest); err != nil {
+		h.meta.Type, h.meta.Parent, h.meta.Fallback, h.meta.Method = c.Type, parent.meta.ID, "", parent.method
+		if parent.method == catalog.MethodFile {
+			if err := h.fileLevel(parent); err != nil {
+				return nil, err
+			}
+		} else if err := basebackup.UploadManifest(ctx, c.Replication, si.versionNum, parent.manifest); err != nil {
 			return nil, fmt.Errorf("incremental backup on backup %s: %w", parent.meta.ID, err)
 		}
 	}
@@ -252,12 +265,17 @@ func newBackupID(ctx context.Context, s storage.Store, t time.Time) (string, err
 }
 
 type handler struct {
-	ctx         context.Context
-	c           *Config
-	log         *slog.Logger
-	id          string
-	meta        *catalog.Meta
-	parent      *catalog.Meta // nil for a full backup
+	ctx    context.Context
+	c      *Config
+	log    *slog.Logger
+	id     string
+	meta   *catalog.Meta
+	parent *catalog.Meta // nil for a full backup
+	// File level: the parent's manifest, the server time before which a
+	// file unchanged since the parent may be left out, and what was.
+	fileParent  *manifest.Manifest
+	parentSince int64
+	refs        []string
 	files       *manifest.Files
 	rawManifest []byte
 	start       basebackup.StartInfo
@@ -275,7 +293,7 @@ func (h *handler) run(ctx context.Context, si serverInfo) (*catalog.Meta, error)
 		// server wait without limit; this also makes the end time accurate.
 		NoWait:       true,
 		StallTimeout: c.StallTimeout,
-		Incremental:  h.parent != nil,
+		Incremental:  h.parent != nil && h.fileParent == nil,
 	}
 	startInfo, end, err := basebackup.Run(ctx, c.Replication, si.versionNum, po, h)
 	if err != nil {
@@ -312,6 +330,11 @@ func (h *handler) run(ctx context.Context, si serverInfo) (*catalog.Meta, error)
 		return nil, fmt.Errorf("%w: System-Identifier %d", ErrManifestMismatch, h.parsed.SystemID)
 	}
 	m.Files = h.files.Len()
+	if h.fileParent != nil {
+		if err := h.storeReferences(); err != nil {
+			return nil, err
+		}
+	}
 
 	// The WAL the backup needs, confirmed in the repository.
 	needed, err := RequiredWAL(h.parsed.WALRanges, si.segSize, startInfo.StartLSN, startInfo.Timeline, !si.inRecovery)
@@ -449,12 +472,21 @@ func (h *handler) Archive(name, location string, r io.Reader) error {
 			h.meta.StoredBytes += ref.StoredBytes
 			return nil
 		},
-		Member: func(m tarstream.Member) error { return h.files.Add(name, m) },
+		Member: func(m tarstream.Member) error {
+			if h.fileParent != nil {
+				return nil // the filter saw it, and the members left out too
+			}
+			return h.files.Add(name, m)
+		},
 	})
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(spl, r)
+	if h.fileParent != nil {
+		err = h.copyFiltered(name, spl, r)
+	} else {
+		_, err = io.Copy(spl, r)
+	}
 	if err == nil {
 		err = spl.Close()
 	}

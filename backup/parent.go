@@ -32,6 +32,7 @@ var ErrNoParent = errors.New("no usable parent backup")
 // against, or why it cannot be.
 type parentChoice struct {
 	meta     *catalog.Meta
+	method   string // catalog.MethodBlock or MethodFile
 	chain    int    // backups in the parent's chain, its full one included
 	manifest []byte // the parent's backup_manifest, byte-exact
 	why      string // when meta is nil: why there is no usable parent
@@ -42,11 +43,10 @@ type parentChoice struct {
 // newest full one; its chain must be whole and shorter than MaxChain.
 func chooseParent(ctx context.Context, c *Config, si serverInfo, tli uint32) parentChoice {
 	no := func(format string, args ...any) parentChoice { return parentChoice{why: fmt.Sprintf(format, args...)} }
-	if si.versionNum < basebackup.MinIncrementalVersion {
-		return no("PostgreSQL %d has no block-level incremental backup (17 and later have), and file-level incremental backups are not available in this version of pgark", si.versionNum/10000)
-	}
-	if !si.summarizeWAL {
-		return no("the server has summarize_wal = off: block-level incremental backups need WAL summaries (set summarize_wal = on and reload; the next full backup starts a chain)")
+	// Block level where the server summarizes WAL (17+), else file level.
+	method := catalog.MethodBlock
+	if si.versionNum < basebackup.MinIncrementalVersion || !si.summarizeWAL {
+		method = catalog.MethodFile
 	}
 	if c.MaxChain < 1 {
 		return no("max-chain is 0: every backup is a full one")
@@ -81,7 +81,7 @@ func chooseParent(ctx context.Context, c *Config, si serverInfo, tli uint32) par
 		if err != nil {
 			return no("the backup_manifest of backup %s: %v", m.ID, err)
 		}
-		return parentChoice{meta: m, chain: len(chain), manifest: b}
+		return parentChoice{meta: m, method: method, chain: len(chain), manifest: b}
 	}
 	if c.Type == catalog.TypeDiff {
 		return no("no full backup of this cluster (PostgreSQL %d) on timeline %d's history", si.versionNum/10000, tli)

@@ -117,12 +117,24 @@ func (m *Meta) Check(id string) error {
 	}
 	switch m.Kind() {
 	case TypeFull:
-		if m.Parent != "" {
-			return fmt.Errorf("a full backup with a parent (%q)", m.Parent)
+		if m.Parent != "" || m.Method != "" || m.References != nil {
+			return fmt.Errorf("a full backup with a parent (%q) or an incremental method", m.Parent)
 		}
 	case TypeIncr, TypeDiff:
 		if !ValidID(m.Parent) || m.Parent == m.ID {
 			return fmt.Errorf("an incremental backup with a bad parent %q", m.Parent)
+		}
+		switch m.Method {
+		case "", MethodBlock:
+			if m.References != nil {
+				return errors.New("a block-level incremental backup with a references list")
+			}
+		case MethodFile:
+			if m.References == nil || m.References.Key != ReferencesKey(m.ID) || !validSHA256(m.References.SHA256) || m.References.Bytes < 0 {
+				return errors.New("a file-level incremental backup without a valid references list")
+			}
+		default:
+			return fmt.Errorf("unknown incremental method %q", m.Method)
 		}
 	default:
 		return fmt.Errorf("unknown backup type %q", m.Type)

@@ -20,6 +20,10 @@ const (
 // MetaKey is the key of a backup's metadata object (its completion marker).
 func MetaKey(id string) string { return Prefix + id + "/" + MetaName }
 
+// ReferencesKey is the key of a file-level incremental backup's list of
+// the files it takes from its parent.
+func ReferencesKey(id string) string { return Prefix + id + "/references.pgark" }
+
 // ManifestKey is the key of a backup's manifest object.
 func ManifestKey(id string) string { return Prefix + id + "/" + ManifestName }
 
@@ -66,6 +70,11 @@ type Meta struct {
 	// starting point.
 	Type   string `json:"type,omitempty"`
 	Parent string `json:"parent,omitempty"`
+	// Method is how an incremental backup was taken: "block" (PostgreSQL
+	// 17+ INCREMENTAL files; "" in older metadata) or "file" (unchanged
+	// files left out, listed in References).
+	Method     string     `json:"method,omitempty"`
+	References *ObjectRef `json:"references,omitempty"`
 	// Fallback says why a backup asked for as incremental or differential
 	// is a full one (no usable parent, or the server refused).
 	Fallback string `json:"fallback,omitempty"`
@@ -95,6 +104,12 @@ type Meta struct {
 	// objects are encrypted to: one of their identities reads it.
 	Recipients []string `json:"recipients,omitempty"`
 }
+
+// Incremental methods.
+const (
+	MethodBlock = "block"
+	MethodFile  = "file"
+)
 
 // Backup types.
 const (

@@ -33,6 +33,9 @@ func Verify(ctx context.Context, r *repo.Repo, m *Meta, ids *crypto.Identities, 
 		probs = append(probs, Problem{Backup: m.ID, Object: key, What: fmt.Sprintf(format, a...)})
 	}
 	refs := []ObjectRef{m.Manifest}
+	if m.References != nil {
+		refs = append(refs, *m.References)
+	}
 	for _, a := range m.Archives {
 		refs = append(refs, a.Parts...)
 	}
@@ -103,7 +106,31 @@ func Verify(ctx context.Context, r *repo.Repo, m *Meta, ids *crypto.Identities, 
 	if len(probs) > 0 {
 		return probs, nil
 	}
+	// A file-level incremental backup takes the files it lists from its
+	// parent: they are in its manifest, not in its archives.
+	taken := map[string]bool{}
+	if m.References != nil {
+		rc, err := r.OpenVerified(ctx, m.References.Key, m.References.Bytes, m.References.SHA256, ids)
+		if err == nil {
+			var paths []string
+			paths, err = ParseReferences(rc)
+			rc.Close()
+			for _, p := range paths {
+				taken[p] = true
+			}
+		}
+		if err != nil {
+			if isKeyErr(err) {
+				return probs, err
+			}
+			add(m.References.Key, "%v", err)
+			return probs, nil
+		}
+	}
 	for _, mm := range man.Check(files) {
+		if mm.Kind == manifest.MismatchMissing && taken[mm.Path] {
+			continue
+		}
 		add("", "%s", mm.String())
 	}
 	return probs, nil

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ type incrSetup struct {
 	readEnv  []string
 	repoDir  string
 	spoolDir string
+	env      []string // for backups
 }
 
 func setupIncremental(t *testing.T, major int, conf map[string]string) *incrSetup {
@@ -44,7 +46,10 @@ func setupIncremental(t *testing.T, major int, conf map[string]string) *incrSetu
 	}
 	s.repoDir = filepath.Join(s.shared, "repo")
 	s.spoolDir = filepath.Join(s.shared, "spool")
-	s.conf = writeConfig(t, s.shared, map[string]string{"repo": s.repoDir, "age-recipients": strings.TrimSpace(r.stdout), "spool-dir": s.spoolDir})
+	s.conf = writeConfig(t, s.shared, map[string]string{"repo": s.repoDir, "age-recipients": strings.TrimSpace(r.stdout)})
+	// The backup host's spool (where backups keep their manifests). Not in
+	// the config file: restored servers' restore_command would use it too.
+	s.env = []string{"PGARK_SPOOL_DIR=" + s.spoolDir}
 	s.readEnv = []string{"PGARK_AGE_IDENTITY_FILE=" + key}
 	if r := asPostgres(t, nil, "init", "--config", s.conf); r.code != 0 {
 		t.Fatalf("init: %s", r)
@@ -66,6 +71,7 @@ func setupIncremental(t *testing.T, major int, conf map[string]string) *incrSetu
 type backupOut struct {
 	ID          string `json:"id"`
 	Type        string `json:"type"`
+	Method      string `json:"method"`
 	Parent      string `json:"parent"`
 	Fallback    string `json:"fallback"`
 	StoredBytes int64  `json:"stored_bytes"`
@@ -76,7 +82,7 @@ type backupOut struct {
 func (s *incrSetup) backup(t *testing.T, typ string, extra ...string) backupOut {
 	t.Helper()
 	args := append([]string{"backup", "--config", s.conf, "--dsn", s.c.DSN(), "--json", "--backup-type", typ}, extra...)
-	r := mustOK(t, pgark(t, nil, args...))
+	r := mustOK(t, pgark(t, s.env, args...))
 	var b backupOut
 	if err := json.Unmarshal([]byte(r.stdout), &b); err != nil || b.ID == "" {
 		t.Fatalf("backup --json: %v\n%s", err, r)
@@ -269,30 +275,119 @@ func incrementalChain(t *testing.T, major int) {
 	}
 }
 
-// TestIncrementalFallback: where a block-level incremental backup is not
-// possible (PostgreSQL 15; 17 with summarize_wal off) incr takes a full
-// backup and says why, and require-parent fails instead (exit 3).
+// TestIncrementalFallback: an incr or diff without a usable parent (no
+// backup yet, max-chain 0) takes a full backup and says why;
+// require-parent fails instead (exit 3).
 func TestIncrementalFallback(t *testing.T) {
+	s := setupIncremental(t, 17, map[string]string{"summarize_wal": "on"})
+	b := s.backup(t, "diff")
+	if b.Type != "full" || !strings.Contains(b.Fallback, "no full backup") {
+		t.Fatalf("diff with no backup: %+v", b)
+	}
+	b = s.backup(t, "incr", "--max-chain", "0")
+	if b.Type != "full" || !strings.Contains(b.Fallback, "max-chain") {
+		t.Fatalf("incr with --max-chain 0: %+v", b)
+	}
+	r := pgark(t, s.env, "backup", "--config", s.conf, "--dsn", s.c.DSN(), "--backup-type", "incr", "--max-chain", "0")
+	if r.code != 0 || !strings.Contains(r.stdout, "a full backup instead of incr") {
+		t.Fatalf("incr, text output: %s", r)
+	}
+	wantCode(t, pgark(t, s.env, "backup", "--config", s.conf, "--dsn", s.c.DSN(), "--backup-type", "incr", "--max-chain", "0", "--require-parent"), 3, "max-chain")
+}
+
+// TestIncrementalFileLevel: where the server has no WAL summaries
+// (PostgreSQL 15; 17 with summarize_wal off) incr is file level: after a
+// change to one small table it stores about that table, restores to exactly
+// its state, pg_verifybackup accepts the rebuilt directory and verify
+// --full the backups. A file changed behind PostgreSQL's back with its
+// modification time kept is never taken from the parent: the backup becomes
+// a full one naming it.
+func TestIncrementalFileLevel(t *testing.T) {
 	for _, tc := range []struct {
 		major int
 		conf  map[string]string
-		why   string
-	}{{15, nil, "PostgreSQL 15"}, {17, map[string]string{"summarize_wal": "off"}, "summarize_wal"}} {
+	}{{15, nil}, {17, map[string]string{"summarize_wal": "off"}}} {
 		t.Run(fmt.Sprintf("pg%d", tc.major), func(t *testing.T) {
 			testenv.NeedPG(t, tc.major)
-			s := setupIncremental(t, tc.major, tc.conf)
-			s.backup(t, "full")
-			b := s.backup(t, "incr")
-			if b.Type != "full" || b.Parent != "" || !strings.Contains(b.Fallback, tc.why) {
-				t.Fatalf("incr: %+v, want a full backup naming %q", b, tc.why)
-			}
-			r := pgark(t, nil, "backup", "--config", s.conf, "--dsn", s.c.DSN(), "--backup-type", "diff")
-			if r.code != 0 || !strings.Contains(r.stdout, "a full backup instead of diff") {
-				t.Fatalf("diff: %s", r)
-			}
-			wantCode(t, pgark(t, nil, "backup", "--config", s.conf, "--dsn", s.c.DSN(), "--backup-type", "incr", "--require-parent"), 3, tc.why)
+			fileLevel(t, tc.major, tc.conf)
 		})
 	}
+}
+
+func fileLevel(t *testing.T, major int, conf map[string]string) {
+	s := setupIncremental(t, major, conf)
+	c := s.c
+	c.Pgbench(t, "-i", "-s", "10", "-q")
+	c.Exec(t, "CREATE TABLE marks(id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+	c.Exec(t, "CREATE TABLE small AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g")
+	c.Exec(t, "CREATE TABLE frozen AS SELECT g AS id FROM generate_series(1, 50000) g")
+	c.Exec(t, "VACUUM FREEZE")
+	c.Exec(t, "CHECKPOINT")
+	// Files written by that checkpoint must be older than the full
+	// backup's start for the next backup to leave them out.
+	settled := c.QueryRow(t, "SELECT clock_timestamp()::text")
+	c.WaitFor(t, time.Minute, func() bool {
+		return c.QueryRow(t, fmt.Sprintf("SELECT (clock_timestamp() > '%s'::timestamptz + interval '3 s')::text", settled)) == "true"
+	})
+	c.Exec(t, "INSERT INTO marks(id) VALUES (1)")
+	full := s.backup(t, "full")
+	c.Exec(t, "UPDATE small SET v = v || 'x'")
+	c.Exec(t, "INSERT INTO marks(id) VALUES (2)")
+	c.Exec(t, "CHECKPOINT")
+	inc := s.backup(t, "incr")
+	want := s.state(t)
+	smallBytes, _ := strconv.ParseInt(c.QueryRow(t, "SELECT pg_total_relation_size('small')"), 10, 64)
+	if inc.Type != "incr" || inc.Method != "file" || inc.Parent != full.ID {
+		t.Fatalf("incr: %+v, want a file-level incremental backup on %s", inc, full.ID)
+	}
+	if inc.RawBytes*4 > full.RawBytes || inc.RawBytes < smallBytes {
+		t.Fatalf("the file-level incr holds %d bytes, the full %d, the changed table %d", inc.RawBytes, full.RawBytes, smallBytes)
+	}
+	t.Logf("PostgreSQL %d: full %d bytes, file-level incr %d bytes (stored %d), the changed table %d bytes", major, full.RawBytes, inc.RawBytes, inc.StoredBytes, smallBytes)
+
+	(&archiveSetup{c: c}).switchAndWait(t)
+	got, rs := s.restoreAndCheck(t, major, "file-level", "--target-immediate", "--target-action", "promote", inc.ID)
+	if got != want {
+		t.Fatalf("restored %q, want %q", got, want)
+	}
+	if n := rs.QueryRow(t, "SELECT count(*)::text FROM small WHERE v LIKE '%x'"); n != "20000" {
+		t.Fatalf("the changed table restored with %s changed rows", n)
+	}
+	rs.Stop(t)
+	if r := pgark(t, s.readEnv, "verify", "--config", s.conf, "--full"); r.code != 0 {
+		t.Fatalf("verify --full: %s", r)
+	}
+
+	// A file changed without a new modification time: the page of table
+	// frozen gets other bytes on disk, its mtime put back. The next incr
+	// must not take it from the parent.
+	rel := c.QueryRow(t, "SELECT pg_relation_filepath('frozen')")
+	p := filepath.Join(c.DataDir, rel)
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tamper := func(b string) {
+		t.Helper()
+		if _, err := f.WriteAt([]byte(b), st.Size()-100); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, st.ModTime(), st.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer f.Close()
+	tamper("pgark")
+	b := s.backup(t, "incr")
+	if b.Type != "full" || !strings.Contains(b.Fallback, rel) {
+		t.Fatalf("incr after a change behind the modification time: %+v, want a full backup naming %s", b, rel)
+	}
+	tamper("PGARK")
+	wantCode(t, pgark(t, s.env, "backup", "--config", s.conf, "--dsn", c.DSN(), "--backup-type", "diff", "--require-parent"), 3, rel)
 }
 
 // TestIncrementalKill9: incremental backups killed at random moments are
@@ -308,12 +403,12 @@ func TestIncrementalKill9(t *testing.T) {
 	c.Exec(t, "CREATE TABLE marks(id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
 	s.backup(t, "full")
 	args := []string{"backup", "--config", s.conf, "--dsn", c.DSN(), "--backup-type", "incr"}
-	d := timed(t, nil, args...)
+	d := timed(t, s.env, args...)
 	kills := 0
 	for i := range n {
 		c.Pgbench(t, "-t", "50", "-c", "2", "-n")
 		c.Exec(t, fmt.Sprintf("INSERT INTO marks(id) VALUES (%d)", i+1))
-		if killAt(t, nil, d, args...) {
+		if killAt(t, s.env, d, args...) {
 			kills++
 		}
 	}

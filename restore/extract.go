@@ -240,6 +240,10 @@ func (x *extractor) runLayer(ctx context.Context, b *catalog.Meta) error {
 	if x.layer == len(x.chain)-1 {
 		x.rebuilt = map[string]Rebuilt{}
 	}
+	refs, err := x.markReferences(ctx, b)
+	if err != nil {
+		return err
+	}
 	var tasks []task
 	for i := range b.Archives {
 		a := &b.Archives[i]
@@ -263,10 +267,63 @@ func (x *extractor) runLayer(ctx context.Context, b *catalog.Meta) error {
 	if !x.sawLabel {
 		return refused("backup %s: base.tar has no backup_label: the backup is incomplete (starting without it would corrupt the cluster silently)", b.ID)
 	}
+	for _, r := range refs {
+		st, err := r.t.root.Lstat(r.rel)
+		if err != nil || !st.Mode().IsRegular() {
+			return fmt.Errorf("%w: backup %s takes %s from backup %s, which does not hold it", catalog.ErrBrokenChain, b.ID, filepath.Join(r.t.dir, r.rel), x.chain[x.layer-1].ID)
+		}
+	}
 	if x.layer == 0 {
 		return nil
 	}
 	return x.prune()
+}
+
+// reference is a file a file-level incremental backup takes from its parent.
+type reference struct {
+	t   *destDir
+	rel string
+}
+
+// markReferences reads a file-level incremental backup's references and
+// marks them as held by the layer: the files its parent left stay.
+func (x *extractor) markReferences(ctx context.Context, b *catalog.Meta) ([]reference, error) {
+	if b.Method != catalog.MethodFile {
+		return nil, nil
+	}
+	if x.layer == 0 || b.References == nil {
+		return nil, refused("backup %s: a file-level incremental backup without its parent or references list", b.ID)
+	}
+	rc, err := x.open(ctx, *b.References)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: references list: %w", b.ID, err)
+	}
+	paths, err := catalog.ParseReferences(rc)
+	if cerr := rc.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	out := make([]reference, 0, len(paths))
+	for _, p := range paths {
+		t, rel := x.base, p
+		if rest, ok := strings.CutPrefix(p, "pg_tblspc/"); ok {
+			oidStr, sub, _ := strings.Cut(rest, "/")
+			oid, err := strconv.ParseUint(oidStr, 10, 32)
+			if err != nil || sub == "" || x.byOID[uint32(oid)] == nil {
+				return nil, refused("backup %s: reference %q is not in a tablespace of the backup", b.ID, p)
+			}
+			t, rel = x.byOID[uint32(oid)], sub
+		}
+		if _, err := cleanName(rel); err != nil || rel == markerName || rel == controlTmp {
+			return nil, refused("backup %s: bad reference %q", b.ID, p)
+		}
+		x.seen[t][rel] = true
+		out = append(out, reference{t: t, rel: rel})
+	}
+	x.log.Debug("restore: files taken from the parent backup", "backup", b.ID, "files", len(out))
+	return out, nil
 }
 
 // prune removes from every target what the current layer did not write.
@@ -909,7 +966,7 @@ func (x *extractor) validate(t *destDir, hdr *tar.Header) (string, memberKind, e
 		return "", 0, refused("file %q has mode %04o, looser than PostgreSQL's 0640: refused", hdr.Name, perm)
 	}
 	if target, ok := incremental.Target(rel); ok {
-		if x.layer == 0 || x.m.PGMajor < 17 {
+		if x.layer == 0 || x.m.PGMajor < 17 || x.chain[x.layer].Method == catalog.MethodFile {
 			return "", 0, refused("member %q is an incremental file in backup %s, which is not a PostgreSQL 17+ incremental backup: refused", hdr.Name, x.chain[x.layer].ID)
 		}
 		if _, err := cleanName(target); err != nil {
@@ -1055,8 +1112,11 @@ func (x *extractor) writeLabel(ctx context.Context, t *destDir, perm fs.FileMode
 	}
 	cur := x.chain[x.layer]
 	switch {
-	case x.layer == 0 && inc:
-		return refused("backup %s is recorded as full, but its backup_label says it is incremental", cur.ID)
+	case (x.layer == 0 || cur.Method == catalog.MethodFile) && inc:
+		return refused("backup %s is recorded as full or file-level, but its backup_label says it is block-level incremental", cur.ID)
+	case cur.Method == catalog.MethodFile:
+		// A file-level backup is a full one to the server: its label names
+		// no parent, the metadata does.
 	case x.layer > 0 && !inc:
 		return refused("backup %s is recorded as incremental, but its backup_label has no INCREMENTAL FROM lines", cur.ID)
 	case x.layer > 0:

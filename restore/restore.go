@@ -148,17 +148,22 @@ func Run(ctx context.Context, r *repo.Repo, p *Plan, ids *crypto.Identities, eo 
 func checkParts(ctx context.Context, r *repo.Repo, chain []*catalog.Meta) error {
 	last := chain[len(chain)-1]
 	for _, b := range chain {
+		var refs []catalog.ObjectRef
+		if b.References != nil {
+			refs = append(refs, *b.References)
+		}
 		for _, a := range b.Archives {
-			for _, p := range a.Parts {
-				_, err := r.Store.Stat(ctx, p.Key)
-				switch {
-				case storage.IsNotFound(err) && b == last:
-					return fmt.Errorf("%w: backup %s: its part %s is missing", repo.ErrDamaged, b.ID, p.Key)
-				case storage.IsNotFound(err):
-					return fmt.Errorf("%w: backup %s needs backup %s, whose part %s is missing (%w)", catalog.ErrBrokenChain, last.ID, b.ID, p.Key, repo.ErrDamaged)
-				case err != nil:
-					return fmt.Errorf("backup %s: %s: %w", b.ID, p.Key, err)
-				}
+			refs = append(refs, a.Parts...)
+		}
+		for _, p := range refs {
+			_, err := r.Store.Stat(ctx, p.Key)
+			switch {
+			case storage.IsNotFound(err) && b == last:
+				return fmt.Errorf("%w: backup %s: its part %s is missing", repo.ErrDamaged, b.ID, p.Key)
+			case storage.IsNotFound(err):
+				return fmt.Errorf("%w: backup %s needs backup %s, whose part %s is missing (%w)", catalog.ErrBrokenChain, last.ID, b.ID, p.Key, repo.ErrDamaged)
+			case err != nil:
+				return fmt.Errorf("backup %s: %s: %w", b.ID, p.Key, err)
 			}
 		}
 	}

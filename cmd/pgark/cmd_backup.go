@@ -66,13 +66,15 @@ func runBackup(ctx context.Context, env *cmdEnv, args []string) error {
 		if cfg.Identities, err = identities(env); err != nil {
 			return err
 		}
-		base, err := spoolBase(env)
-		if err != nil {
-			return err
-		}
-		if base != "" {
-			cfg.ManifestCache = filepath.Join(base, "manifests")
-		}
+	}
+	// Every backup keeps a copy of its manifest here, for the incremental
+	// backups taken on it from this host.
+	base, err := spoolBase(env)
+	if err != nil {
+		return err
+	}
+	if base != "" {
+		cfg.ManifestCache = filepath.Join(base, "manifests")
 	}
 
 	sqlCfg, err := pgconn.ParseConfig(s.str("dsn"))

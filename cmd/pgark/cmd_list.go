@@ -25,6 +25,7 @@ type listBackupJSON struct {
 	ID              string    `json:"id"`
 	Type            string    `json:"type"`             // full, incr or diff
 	Parent          string    `json:"parent,omitempty"` // the backup an incr or diff was taken against
+	Method          string    `json:"method,omitempty"` // incr, diff: block or file
 	Label           string    `json:"label"`
 	StartTime       time.Time `json:"start_time"`
 	StopTime        time.Time `json:"stop_time"`
@@ -81,7 +82,7 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	for _, m := range l.Backups {
 		out.Backups = append(out.Backups, listBackupJSON{
-			ID: m.ID, Type: m.Kind(), Parent: m.Parent, Label: m.Label, StartTime: m.StartTime, StopTime: m.StopTime,
+			ID: m.ID, Type: m.Kind(), Parent: m.Parent, Method: method(m), Label: m.Label, StartTime: m.StartTime, StopTime: m.StopTime,
 			DurationSeconds: m.StopTime.Sub(m.StartTime).Round(time.Second).Seconds(),
 			StartLSN:        m.StartLSN, EndLSN: m.EndLSN, Timeline: m.EndTimeline, PGVersionNum: m.PGVersionNum,
 			RawBytes: m.RawBytes, StoredBytes: m.StoredBytes, FromStandby: m.FromStandby,
@@ -172,4 +173,15 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// method is how an incremental backup was taken ("" for a full one).
+func method(m *catalog.Meta) string {
+	switch {
+	case m.Kind() == catalog.TypeFull:
+		return ""
+	case m.Method == "":
+		return catalog.MethodBlock
+	}
+	return m.Method
 }

@@ -34,7 +34,8 @@ func exitCode(err error) int {
 		errors.Is(err, crypto.ErrBadSignature):
 		return exitKey
 	case errors.Is(err, repo.ErrNoRepository), errors.Is(err, wal.ErrBadInput), errors.Is(err, repo.ErrWrongCluster),
-		errors.Is(err, repo.ErrDamaged), errors.As(err, new(*restore.RefusedError)), errors.Is(err, catalog.ErrBrokenChain), errors.Is(err, backup.ErrNoParent):
+		errors.Is(err, repo.ErrDamaged), errors.As(err, new(*restore.RefusedError)), errors.Is(err, catalog.ErrBrokenChain), errors.Is(err, backup.ErrNoParent),
+		errors.As(err, new(*backup.FileChangedError)):
 		return exitRepository
 	case errors.Is(err, dump.ErrSelection):
 		return exitUsage
