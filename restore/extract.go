@@ -152,6 +152,10 @@ type extractor struct {
 	seen    map[*destDir]map[string]bool
 	rebuilt map[string]Rebuilt // by manifest path: files the last layer rebuilt from an incremental file
 	applied int                // incremental files applied, all layers
+	// changed holds, per target, the relations (main fork file name
+	// without segment number) whose main fork a block-level incremental
+	// layer changed: their visibility maps are dropped at the end.
+	changed map[*destDir]map[string]bool
 }
 
 // Rebuilt is a file rebuilt from an incremental file: its size and its
@@ -160,6 +164,7 @@ type extractor struct {
 type Rebuilt struct {
 	Size     int64
 	Checksum string
+	Removed  bool // the file was removed: the manifest no longer lists it
 }
 
 // Extract restores the tar streams of backup m into o.PGDATA (and its tablespaces into
@@ -1039,6 +1044,9 @@ func (x *extractor) member(ctx context.Context, t *destDir, hdr *tar.Header, tr 
 	if err := x.claim(t, rel); err != nil {
 		return err
 	}
+	if x.layer > 0 && x.chain[x.layer].Method != catalog.MethodFile {
+		x.relationChanged(t, rel)
+	}
 	if err := x.writeFile(ctx, t, rel, perm, hdr.Size, tr, buf); err != nil {
 		return err
 	}
@@ -1142,6 +1150,67 @@ func (x *extractor) writeLabel(ctx context.Context, t *destDir, perm fs.FileMode
 	return nil
 }
 
+// relFileRe matches a relation file: <relfilenode>[_<fork>][.<segno>].
+var relFileRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([0-9]+)(_[a-z]+)?(\.[0-9]+)?$`) })
+
+// relationChanged records that a block-level incremental layer changed
+// (or sent whole) rel, if it is a main-fork relation file.
+func (x *extractor) relationChanged(t *destDir, rel string) {
+	dir, base := path.Split(rel)
+	m := relFileRe().FindStringSubmatch(base)
+	if m == nil || m[2] != "" {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.changed == nil {
+		x.changed = map[*destDir]map[string]bool{}
+	}
+	if x.changed[t] == nil {
+		x.changed[t] = map[string]bool{}
+	}
+	x.changed[t][dir+m[1]] = true
+}
+
+// dropVisibilityMaps removes the visibility map of every relation a
+// block-level incremental layer changed. PostgreSQL 17 and 18's WAL
+// summaries do not record the visibility map blocks that heap changes clear
+// (the heap records clear them as a side effect), so an incremental backup
+// can carry a stale "all visible" bit for a page whose tuples changed, and
+// index-only scans of the rebuilt cluster would return deleted rows.
+// Without a visibility map PostgreSQL treats no page as all-visible; the
+// next VACUUM rebuilds it.
+func (x *extractor) dropVisibilityMaps() error {
+	for t, rels := range x.changed {
+		for rel := range rels {
+			dir, base := path.Split(rel)
+			ents, err := fs.ReadDir(t.root.FS(), path.Clean("./"+dir))
+			if err != nil {
+				continue // the relation is gone
+			}
+			for _, e := range ents {
+				m := relFileRe().FindStringSubmatch(e.Name())
+				if m == nil || m[1] != base || m[2] != "_vm" {
+					continue
+				}
+				p := dir + e.Name()
+				if err := t.root.Remove(p); err != nil {
+					return fmt.Errorf("removing the visibility map %s: %w", filepath.Join(t.dir, p), err)
+				}
+				mp := p
+				if t.oid != 0 {
+					mp = fmt.Sprintf("pg_tblspc/%d/%s", t.oid, p)
+				}
+				x.rebuilt[mp] = Rebuilt{Removed: true}
+				if err := rootdir.Sync(t.root, path.Clean("./"+dir)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // checksumHex is b's checksum as the manifest writes it ("" for NONE).
 func checksumHex(alg string, b []byte) string {
 	h := tarstream.NewChecksumHash(alg)
@@ -1180,8 +1249,12 @@ func (x *extractor) applyIncremental(ctx context.Context, t *destDir, rel string
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
 		return refused("%s is not a regular file", filepath.Join(t.dir, rel))
 	}
-	if _, err := incremental.Apply(f, r, size, x.limits, buf); err != nil {
+	ih, err := incremental.Apply(f, r, size, x.limits, buf)
+	if err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
+	}
+	if len(ih.Blocks) > 0 {
+		x.relationChanged(t, rel)
 	}
 	if err := f.Chmod(perm); err != nil {
 		return err
@@ -1369,6 +1442,9 @@ func (x *extractor) syncEarlier() error {
 // are removed last.
 func (x *extractor) finish() error {
 	b := x.base
+	if err := x.dropVisibilityMaps(); err != nil {
+		return err
+	}
 	if err := x.syncEarlier(); err != nil {
 		return err
 	}
@@ -1401,6 +1477,10 @@ func (x *extractor) finish() error {
 		}
 		if err := x.writeFile(context.Background(), b, "tablespace_map", x.tsMapMode, int64(len(out)), bytes.NewReader(out), make([]byte, 32<<10)); err != nil {
 			return err
+		}
+		if !bytes.Equal(out, x.tsMap) {
+			// Remapped locations: the restored manifest describes this file.
+			x.rebuilt["tablespace_map"] = Rebuilt{Size: int64(len(out)), Checksum: checksumHex(x.m.ManifestChecksums, out)}
 		}
 	}
 	for _, t := range x.spcs {

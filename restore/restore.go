@@ -130,7 +130,7 @@ func Run(ctx context.Context, r *repo.Repo, p *Plan, ids *crypto.Identities, eo 
 	if err != nil {
 		return err
 	}
-	if len(chain) > 1 {
+	if len(chain) > 1 || len(rebuilt) > 0 {
 		if raw, err = RebuiltManifest(raw, rebuilt); err != nil {
 			return fmt.Errorf("restore of backup %s: %w", p.Backup.ID, err)
 		}
@@ -174,35 +174,44 @@ func checkParts(ctx context.Context, r *repo.Repo, chain []*catalog.Meta) error 
 // manifest of the directory rebuilt from its chain: each INCREMENTAL.<name>
 // entry becomes <name> with the rebuilt file's size and checksum, and
 // backup_label's entry describes the label without its INCREMENTAL FROM
-// lines, so that pg_verifybackup checks the rebuilt directory.
+// lines (and tablespace_map's the map with remapped locations), so that
+// pg_verifybackup checks the rebuilt directory.
 func RebuiltManifest(raw []byte, rebuilt map[string]Rebuilt) ([]byte, error) {
 	m, err := manifest.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
 	used := 0
-	for i, f := range m.Files {
-		target, ok := incremental.Target(f.Path)
-		if !ok {
-			// backup_label, without its INCREMENTAL FROM lines.
-			if rb, found := rebuilt[f.Path]; found {
-				m.Files[i].Size, m.Files[i].Checksum = rb.Size, rb.Checksum
-				used++
-			}
+	files := m.Files[:0]
+	for _, f := range m.Files {
+		path := f.Path
+		target, inc := incremental.Target(f.Path)
+		if inc {
+			path = target
+		}
+		rb, found := rebuilt[path]
+		switch {
+		case inc && !found:
+			return nil, fmt.Errorf("the manifest lists %s, but no file was rebuilt from it", f.Path)
+		case !found:
+			files = append(files, f)
 			continue
 		}
-		rb, found := rebuilt[target]
-		if !found {
-			return nil, fmt.Errorf("the manifest lists %s, but no file was rebuilt from it", f.Path)
-		}
-		m.Files[i].Path, m.Files[i].Size, m.Files[i].Checksum = target, rb.Size, rb.Checksum
-		if rb.Checksum == "" {
-			m.Files[i].ChecksumAlgorithm = ""
-		}
 		used++
+		if rb.Removed {
+			continue
+		}
+		// A rebuilt file; backup_label without its INCREMENTAL FROM lines;
+		// a remapped tablespace_map.
+		f.Path, f.Size, f.Checksum = path, rb.Size, rb.Checksum
+		if rb.Checksum == "" {
+			f.ChecksumAlgorithm = ""
+		}
+		files = append(files, f)
 	}
+	m.Files = files
 	if used != len(rebuilt) {
-		return nil, fmt.Errorf("%d files were rebuilt from incremental files, the manifest lists %d", len(rebuilt), used)
+		return nil, fmt.Errorf("%d files were rebuilt or removed, the manifest lists %d of them", len(rebuilt), used)
 	}
 	return manifest.Marshal(m)
 }
