@@ -3,11 +3,13 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +33,9 @@ type AzureServer struct {
 	Account  string
 	Key      string
 
-	process
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string
 }
 
 // AzuriteBinPath returns the path of Azurite's blob service launcher:
@@ -61,12 +65,30 @@ func AzureStart(t testing.TB) *AzureServer {
 		Missing(t, fmt.Errorf("testenv: Azure test server (Azurite) %s not found", bin))
 	}
 	base := t.TempDir()
-	s := &AzureServer{Account: AzuriteAccount, Key: AzuriteKey, process: process{name: "Azurite", log: filepath.Join(base, "azurite.log")}}
-	startOnFreePort(t, &s.process, func(port int) error { return s.start(bin, base, port) })
-	return s
+	s := &AzureServer{Account: AzuriteAccount, Key: AzuriteKey, log: filepath.Join(base, "azurite.log")}
+	var lastErr error
+	for range 3 {
+		lastErr = s.start(bin, base, s3FreePort(t))
+		if lastErr == nil {
+			t.Cleanup(func() {
+				s.stop()
+				if t.Failed() {
+					t.Logf("Azurite log:\n%s", s.Log())
+				}
+			})
+			return s
+		}
+	}
+	t.Fatalf("starting the Azure test server: %v", lastErr)
+	return nil
 }
 
 func (s *AzureServer) start(bin, dir string, port int) error {
+	logf, err := os.Create(s.log)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
 	// --skipApiVersionCheck: the SDK may speak a newer service version
 	// than this Azurite knows; what pgark uses exists in both.
 	// --disableTelemetry: no calls home (and no network in CI).
@@ -75,12 +97,59 @@ func (s *AzureServer) start(bin, dir string, port int) error {
 		"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
 		"--inMemoryPersistence", "--extentMemoryLimit", "2048",
 		"--skipApiVersionCheck", "--disableTelemetry", "--silent")
+	cmd.Stdout = logf
+	cmd.Stderr = logf
 	cmd.Dir = dir
-	if err := s.launch(cmd); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := startFromSpawner(cmd); err != nil {
 		return err
 	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	s.cmd, s.done = cmd, done
 	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d/%s", port, s.Account)
-	return s.waitHTTP(s.Endpoint+"?comp=list", 60*time.Second, anyAnswer)
+
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return fmt.Errorf("azurite exited at start (%v):\n%s", cmd.ProcessState, s.Log())
+		default:
+		}
+		// Any HTTP answer (an unsigned request gets 403) means it serves.
+		resp, err := client.Get(s.Endpoint + "?comp=list")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.stop()
+	return fmt.Errorf("azurite did not answer on port %d within 60s:\n%s", port, s.Log())
+}
+
+func (s *AzureServer) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	// Node's launcher: signal the process group.
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+}
+
+// Log returns the server's output so far.
+func (s *AzureServer) Log() string {
+	b, _ := os.ReadFile(s.log)
+	return string(b)
 }
 
 // BaseURL returns the server's URL without the account (for a proxy in

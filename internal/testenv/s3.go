@@ -5,10 +5,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +32,9 @@ type S3Server struct {
 	Region    string
 	Dir       string // the posix backend's root: one directory per bucket
 
-	process
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	log  string        // file with the server's output
 }
 
 // S3BinPath returns the path of the versitygw binary:
@@ -64,13 +68,23 @@ func S3Start(t testing.TB) *S3Server {
 		SecretKey: "pgarktestsecret0123456789",
 		Region:    "us-east-1",
 		Dir:       filepath.Join(base, "s3"),
-		process:   process{name: "versitygw", log: filepath.Join(base, "versitygw.log")},
+		log:       filepath.Join(base, "versitygw.log"),
 	}
 	if err := os.Mkdir(s.Dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	startOnFreePort(t, &s.process, func(port int) error { return s.start(bin, port) })
-	return s
+	var lastErr error
+	// The free port may be taken between s3FreePort and the server's bind;
+	// try a few times.
+	for range 3 {
+		lastErr = s.start(bin, s3FreePort(t))
+		if lastErr == nil {
+			t.Cleanup(s.stop)
+			return s
+		}
+	}
+	t.Fatalf("starting the S3 test server: %v", lastErr)
+	return nil
 }
 
 func s3FreePort(t testing.TB) int {
@@ -84,17 +98,71 @@ func s3FreePort(t testing.TB) int {
 }
 
 func (s *S3Server) start(bin string, port int) error {
+	logf, err := os.Create(s.log)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(bin, "--port", addr, "--region", s.Region, "--quiet", "posix", s.Dir)
 	cmd.Env = append(os.Environ(),
 		"ROOT_ACCESS_KEY="+s.AccessKey,
 		"ROOT_SECRET_KEY="+s.SecretKey,
 	)
-	if err := s.launch(cmd); err != nil {
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	// Its own process group, so that a ^C of the test does not reach it
+	// before the cleanup does; killed if the test process dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := startFromSpawner(cmd); err != nil {
 		return err
 	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	s.cmd, s.done = cmd, done
 	s.Endpoint = "http://" + addr
-	return s.waitHTTP(s.Endpoint+"/", 30*time.Second, anyAnswer)
+
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return fmt.Errorf("versitygw exited at start (%v):\n%s", cmd.ProcessState, s.Log())
+		default:
+		}
+		// Any HTTP answer (an unsigned request gets 403) means it serves.
+		resp, err := client.Get(s.Endpoint + "/")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.stop()
+	return fmt.Errorf("versitygw did not answer on %s within 30s:\n%s", addr, s.Log())
+}
+
+func (s *S3Server) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// Log returns the server's output so far (empty with --quiet unless it
+// failed).
+func (s *S3Server) Log() string {
+	b, _ := os.ReadFile(s.log)
+	return string(b)
 }
 
 // S3Client returns an SDK client for the server (path-style, its
