@@ -11,6 +11,7 @@
 #     $PGARK_CACHE/pgclient/<major>/{bin,lib,share}
 #   - the versitygw S3 test server into $PGARK_CACHE/bin/versitygw
 #   - the fake-gcs-server GCS test server into $PGARK_CACHE/bin/fake-gcs-server
+#   - the MinIO S3 server (versioning, Object Lock) into $PGARK_CACHE/bin/minio
 #   - apt: openssh-server (sshd and sftp-server, for the SFTP store's tests)
 # PGARK_CACHE defaults to /opt/pgark-cache. It must be readable and traversable by the
 # unprivileged `postgres` user (the tests run PostgreSQL as that user), so never under /root.
@@ -337,6 +338,26 @@ if ! { [[ -x "$CACHE/bin/fake-gcs-server" ]] &&
 	chmod -R a+rX "$CACHE/bin"
 fi
 log "ok: fake-gcs-server $FAKE_GCS_SERVER_VERSION in $CACHE/bin"
+# ---------------------------------------------------------------- MinIO (immutability tests)
+# The S3 server of the Object Lock and --repo-target-time tests (internal/testenv/minio.go):
+# single-drive MinIO keeps correct version times and honours Object Lock. Built from the Go
+# module proxy (MinIO tags no module versions: a pinned pseudo-version); reinstalled only
+# when the binary's recorded module version differs from the pin (no network otherwise).
+# The build takes several minutes on two cores.
+MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c" # = testenv.MinIOVersion
+if ! { [[ -x "$CACHE/bin/minio" ]] &&
+	go version -m "$CACHE/bin/minio" 2>/dev/null |
+	grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/minio/minio[[:space:]]+$MINIO_VERSION[[:space:]]"; }; then
+	need_writable
+	command -v go >/dev/null || die "go not found in PATH (needed to build minio)"
+	log "installing minio $MINIO_VERSION into $CACHE/bin (a few minutes)"
+	mkdir -p "$CACHE/bin"
+	retry 3 env CGO_ENABLED=0 GOBIN="$CACHE/bin" \
+		go install "github.com/minio/minio@$MINIO_VERSION" ||
+		die "go install minio failed"
+	chmod -R a+rX "$CACHE/bin"
+fi
+log "ok: minio $MINIO_VERSION in $CACHE/bin"
 # ---------------------------------------------------------------- OpenSSH server (SFTP tests)
 # The SFTP store's tests start their own sshd (internal/testenv/sftp.go) on loopback with a
 # generated config and keys; they never use the system's sshd service or its configuration

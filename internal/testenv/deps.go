@@ -74,6 +74,11 @@ func CheckDeps() error {
 	if fi, err := os.Stat(GCSBinPath()); err != nil || fi.IsDir() {
 		errs = append(errs, fmt.Errorf("testenv: GCS test server %s not found", GCSBinPath()))
 	}
+	// The S3 server with versioning and Object Lock (MinIO), for the
+	// immutability tests.
+	if fi, err := os.Stat(MinIOBinPath()); err != nil || fi.IsDir() {
+		errs = append(errs, fmt.Errorf("testenv: MinIO test server %s not found", MinIOBinPath()))
+	}
 	// The SFTP store's test server (OpenSSH's sshd).
 	if fi, err := os.Stat(SFTPBinPath()); err != nil || fi.IsDir() {
 		errs = append(errs, fmt.Errorf("testenv: SFTP test server %s not found (apt package openssh-server)", SFTPBinPath()))
