@@ -22,7 +22,8 @@
 //     every decorator over a backend, runs from its tests.
 //   - Decorators, Stores that wrap a Store and keep its contract:
 //     storage/retry (transient errors retried with backoff within a total
-//     deadline) is the only one. Others, such as rate limiting or metrics,
+//     deadline), and storage/asof (a versioned store read-only as of a
+//     past time), which does not run the suite since it refuses writes. Others, such as rate limiting or metrics,
 //     are left out until a user needs them: backup's --max-rate already
 //     limits the server's send rate at the source, and nothing reads
 //     per-store metrics yet. A new decorator is a package under storage/

@@ -57,6 +57,9 @@ type ObjectInfo struct {
 	Size    int64             // stored size in bytes (what Get returns)
 	ModTime time.Time         // zero when unknown
 	Meta    map[string]string // user metadata given to Put; nil from List
+	// RetainUntil is the object's S3 Object Lock retention date from Stat
+	// and Get (zero: none, or a store without retention).
+	RetainUntil time.Time
 }
 
 // PutOptions carries the optional parts of a Put.

@@ -114,6 +114,9 @@ type Config struct {
 	// to answer once the request body is sent (so an upload of one part
 	// must also finish within it). Default DefaultReadTimeout.
 	ReadTimeout time.Duration
+	// ObjectLock, when set, is the S3 Object Lock retention that every
+	// write (Put, Swap) carries, but for its exempt keys (see lock.go).
+	ObjectLock *ObjectLock
 }
 
 // Store is a repository in an S3 bucket.
@@ -124,6 +127,7 @@ type Store struct {
 	partSize    int64
 	checksums   bool
 	headThenPut bool
+	lock        *ObjectLock
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -195,7 +199,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	s := &Store{bucket: cfg.Bucket, prefix: prefix, partSize: cfg.PartSize}
+	if err := cfg.ObjectLock.validate(); err != nil {
+		return nil, fmt.Errorf("s3 store: %w", err)
+	}
+	s := &Store{bucket: cfg.Bucket, prefix: prefix, partSize: cfg.PartSize, lock: cfg.ObjectLock}
 	if s.partSize == 0 {
 		s.partSize = DefaultPartSize
 	}
@@ -382,6 +389,8 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 		Size:    aws.ToInt64(out.ContentLength),
 		ModTime: aws.ToTime(out.LastModified),
 		Meta:    lowerKeys(out.Metadata),
+
+		RetainUntil: aws.ToTime(out.ObjectLockRetainUntilDate),
 	}, nil
 }
 
@@ -407,6 +416,8 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.Obj
 		Size:    aws.ToInt64(out.ContentLength),
 		ModTime: aws.ToTime(out.LastModified),
 		Meta:    lowerKeys(out.Metadata),
+
+		RetainUntil: aws.ToTime(out.ObjectLockRetainUntilDate),
 	}
 	return &bodyReader{rc: out.Body, what: "get " + s.url(key)}, info, nil
 }
@@ -628,6 +639,7 @@ func (s *Store) putSingle(ctx context.Context, key string, data []byte, meta map
 		ContentType:   aws.String("application/octet-stream"),
 		Metadata:      meta,
 	}
+	in.ObjectLockMode, in.ObjectLockRetainUntilDate = s.retention(key)
 	if !s.headThenPut {
 		in.IfNoneMatch = aws.String("*")
 	}
@@ -688,6 +700,7 @@ func (s *Store) createMultipart(ctx context.Context, key string, meta map[string
 		ContentType: aws.String("application/octet-stream"),
 		Metadata:    meta,
 	}
+	create.ObjectLockMode, create.ObjectLockRetainUntilDate = s.retention(key)
 	if s.checksums {
 		create.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
 	}
@@ -1024,6 +1037,7 @@ func (s *Store) Swap(ctx context.Context, key string, data []byte, ifVersion str
 		ContentLength: aws.Int64(int64(len(data))),
 		ContentType:   aws.String("application/json"),
 	}
+	in.ObjectLockMode, in.ObjectLockRetainUntilDate = s.retention(key)
 	if s.checksums {
 		in.ChecksumCRC32 = crc32Base64(data)
 	}
