@@ -58,6 +58,9 @@ type Config struct {
 	CreatedByPgark   string            `json:"created_by"`
 	SystemID         string            `json:"system_identifier,omitempty"` // informational; the binding is ClusterKey
 	WalSegmentBytes  uint32            `json:"wal_segment_size,omitempty"`
+	// ObjectLock is the S3 Object Lock retention every write carries (nil:
+	// none). See objectlock.go.
+	ObjectLock *ObjectLock `json:"object_lock,omitempty"`
 }
 
 // RecipientChange is one addition or removal of a registered recipient.
@@ -192,6 +195,7 @@ type InitOptions struct {
 	Recipients  *crypto.Recipients // nil or empty: unencrypted repository
 	WriteMode   string
 	Version     string // pgark version
+	ObjectLock  *ObjectLock
 }
 
 // Init writes the config object of a new repository. The caller checks that
@@ -208,6 +212,10 @@ func Init(ctx context.Context, s storage.Store, o InitOptions) (*Config, error) 
 		Encryption:     "none",
 		WriteMode:      o.WriteMode,
 		CreatedByPgark: o.Version,
+		ObjectLock:     o.ObjectLock,
+	}
+	if err := o.ObjectLock.Validate(); err != nil {
+		return nil, err
 	}
 	if o.Recipients.Len() > 0 {
 		c.Encryption = "age"
@@ -306,6 +314,9 @@ func Open(ctx context.Context, s storage.Store) (*Repo, error) {
 	}
 	if c.Encryption != "age" && c.Encryption != "none" {
 		return nil, fmt.Errorf("repository %s: unknown encryption %q in %s", s, c.Encryption, ConfigKey)
+	}
+	if err := c.ObjectLock.Validate(); err != nil {
+		return nil, fmt.Errorf("repository %s: %s: %w", s, ConfigKey, err)
 	}
 	return &Repo{Store: s, Config: c}, nil
 }

@@ -17,6 +17,9 @@ type DumpPolicy struct {
 	KeepLast   int           // the newest N complete runs (0: not set)
 	KeepWithin time.Duration // runs started this far back or later (0: not set)
 	Now        time.Time
+	// ObjectLock is the repository's Object Lock period (0: none): a run
+	// that ended less than this long ago is still retained, so it is kept.
+	ObjectLock time.Duration
 }
 
 // Set reports whether the policy says anything.
@@ -65,6 +68,8 @@ func MakeDumpPlan(l *dump.Listing, p DumpPolicy) (*DumpPlan, error) {
 			d.Keep, d.Why = true, fmt.Sprintf("one of the %d newest (keep-dumps)", p.KeepLast)
 		case p.KeepWithin > 0 && !m.StartTime.Before(p.Now.Add(-p.KeepWithin)):
 			d.Keep, d.Why = true, "started within the keep-dumps-within window"
+		case p.ObjectLock > 0 && m.EndTime.Add(p.ObjectLock).After(p.Now):
+			d.Keep, d.Why = true, "under Object Lock retention until about "+m.EndTime.Add(p.ObjectLock).UTC().Format(time.RFC3339)
 		}
 		plan.Dumps = append(plan.Dumps, d)
 	}

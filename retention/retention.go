@@ -22,6 +22,10 @@ type Policy struct {
 	KeepLast   int           // the newest N backups on the current timeline (0: not set)
 	KeepWithin time.Duration // everything needed to recover to any point this far back (0: not set)
 	Now        time.Time
+	// ObjectLock is the repository's S3 Object Lock period (0: none): what
+	// was written less than this long ago cannot be deleted yet, so it is
+	// kept and reported instead (see lock.go).
+	ObjectLock time.Duration
 }
 
 func (p Policy) String() string {
@@ -44,13 +48,16 @@ type Decision struct {
 
 // Plan is what a retention run deletes and keeps.
 type Plan struct {
-	Policy     Policy
-	Timeline   uint32
-	Backups    []Decision // oldest first
-	Leftovers  []string   // incomplete backups older than every kept one: deleted
-	KeepWALAt  string     // the first segment kept (the oldest kept backup's start); "" when no WAL is deleted
-	DeleteWAL  []walinventory.Object
-	KeptWAL    int
+	Policy    Policy
+	Timeline  uint32
+	Backups   []Decision // oldest first
+	Leftovers []string   // incomplete backups older than every kept one: deleted
+	KeepWALAt string     // the first segment kept (the oldest kept backup's start); "" when no WAL is deleted
+	DeleteWAL []walinventory.Object
+	KeptWAL   int
+	// Locked says what the plan keeps only because it is still under
+	// Object Lock retention.
+	Locked     LockedKept
 	walCut     uint64
 	haveWALCut bool
 }
@@ -129,6 +136,7 @@ func MakePlan(rep *walinventory.Report, p Policy) (*Plan, error) {
 			keep[b] = fmt.Sprintf("on abandoned timeline %d, newer than the oldest kept backup", b.EndTimeline)
 		}
 	}
+	keepLocked(all, keep, p, plan)
 	// An incremental backup is restored from its whole chain: its parents
 	// stay while it does.
 	byID := make(map[string]*catalog.Meta, len(all))
@@ -199,6 +207,7 @@ func MakePlan(rep *walinventory.Report, p Policy) (*Plan, error) {
 		for _, o := range inv.Backups {
 			consider(o)
 		}
+		keepLockedWAL(p, plan)
 		sort.Slice(plan.DeleteWAL, func(i, j int) bool { return plan.DeleteWAL[i].Info.Key < plan.DeleteWAL[j].Info.Key })
 	}
 	// Incomplete backups older than every kept one are what an interrupted
