@@ -334,6 +334,7 @@ func runRetainDumpsOnly(ctx context.Context, env *cmdEnv, p retention.DumpPolicy
 	if err != nil {
 		return err
 	}
+	p.ObjectLock = r.Config.ObjectLock.Period()
 	plan, out, err := planDumps(ctx, r, p)
 	if err != nil {
 		return err

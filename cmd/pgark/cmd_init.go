@@ -53,6 +53,10 @@ func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 		}
 		opts.WriteMode = repo.WriteLink
 	}
+	if opts.ObjectLock, err = initObjectLock(ctx, env, loc); err != nil {
+		return err
+	}
+	loc.objectLock = opts.ObjectLock
 	st, err := openStore(ctx, env, loc, "")
 	if err != nil {
 		return err
@@ -98,7 +102,11 @@ func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(cfg.Recipients) > 0 {
 		fmt.Fprintf(env.stdout, " to %s", strings.Join(cfg.Recipients, ", "))
 	}
-	fmt.Fprintf(env.stdout, ", writes %s)\n", cfg.WriteMode)
+	fmt.Fprintf(env.stdout, ", writes %s", cfg.WriteMode)
+	if l := cfg.ObjectLock; l != nil {
+		fmt.Fprintf(env.stdout, ", object lock %s %d days", l.Mode, l.Days)
+	}
+	fmt.Fprintf(env.stdout, ")\n")
 	if cfg.Encryption == "none" {
 		env.log.Warn("the repository is not encrypted: anyone who can read it can read the database's WAL")
 	}

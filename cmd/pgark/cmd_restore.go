@@ -178,7 +178,7 @@ func restoreCommand(env *cmdEnv) (string, error) {
 		}
 		parts = append(parts, shellQuote("--config="+abs))
 	}
-	for _, name := range []string{"repo", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-request-checksum", "age-identity-file", "trusted-signers"} {
+	for _, name := range []string{"repo", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-request-checksum", "age-identity-file", "trusted-signers", "repo-target-time"} {
 		src := env.s.src[name]
 		if src == "default" || src == "config file" || src == "" {
 			continue // the config file, named above, carries it

@@ -24,6 +24,9 @@ type retainJSON struct {
 	Leftovers  []string           `json:"incomplete_deleted"`
 	WAL        retainWALJSON      `json:"wal"`
 	Dumps      *retainDumpsJSON   `json:"dumps,omitempty"`
+	// ObjectLock is what is kept only because Object Lock forbids its
+	// deletion yet (repositories with Object Lock only).
+	ObjectLock *retainLockJSON `json:"object_lock,omitempty"`
 }
 
 type retainBackupJSON struct {
@@ -79,6 +82,8 @@ func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	p.ObjectLock = r.Config.ObjectLock.Period()
+	dp.ObjectLock = p.ObjectLock
 	if dry {
 		// Reads only: no lock.
 		return planRetain(ctx, env, r, ids, p, dp, asJSON, dry)
@@ -120,12 +125,14 @@ func planRetain(ctx context.Context, env *cmdEnv, r *repo.Repo, ids *crypto.Iden
 		out.WAL.DeleteFirst, out.WAL.DeleteLast = plan.DeleteWAL[0].Name.Raw, plan.DeleteWAL[n-1].Name.Raw
 	}
 	out.Dumps = dumpsOut
+	out.ObjectLock = retainLock(r, plan)
 	if asJSON {
 		if err := printJSON(env.stdout, out); err != nil {
 			return err
 		}
 	} else {
 		printRetain(env.stdout, &out)
+		printRetainLock(env.stdout, out.ObjectLock)
 		if dumpsOut != nil {
 			printRetainDumps(env.stdout, dumpsOut, dry)
 		}

@@ -38,6 +38,9 @@ type verifyJSON struct {
 	// Keys groups the verified objects by the recipients they are
 	// encrypted to (encrypted repositories only).
 	Keys []keyUseJSON `json:"keys,omitempty"`
+	// ObjectLock reports the objects whose Object Lock retention is missing
+	// or shorter than the repository's (repositories with one only).
+	ObjectLock *verifyLockJSON `json:"object_lock,omitempty"`
 }
 
 type verifyBackupJSON struct {
@@ -179,7 +182,11 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 			keysOK = keysOK && (k.Readable == nil || *k.Readable)
 		}
 	}
-	out.OK = len(out.Gaps) == 0 && len(out.MissingHistories) == 0 && len(out.WALProblems) == 0 && out.Window != nil && keysOK
+	if out.ObjectLock, err = verifyRetention(ctx, r); err != nil {
+		return err
+	}
+	out.OK = len(out.Gaps) == 0 && len(out.MissingHistories) == 0 && len(out.WALProblems) == 0 && out.Window != nil && keysOK &&
+		(out.ObjectLock == nil || len(out.ObjectLock.Problems) == 0)
 	for _, b := range out.Backups {
 		out.OK = out.OK && b.OK
 	}
@@ -263,6 +270,7 @@ func printVerify(w io.Writer, v *verifyJSON) {
 		}
 		fmt.Fprintf(w, "keys: %d objects (%s .. %s) need %s%s\n", k.Objects, k.First, k.Last, who, state)
 	}
+	printVerifyLock(w, v.ObjectLock)
 	if v.Window == nil {
 		fmt.Fprintln(w, "recoverable window: NONE (no backup with unbroken WAL after it)")
 	} else {

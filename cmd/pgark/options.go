@@ -113,6 +113,9 @@ var (
 	spoolCmds  = []string{"wal-push", "wal-fetch", "wal-prefetch"}
 	fetchCmds  = []string{"wal-fetch", "wal-prefetch"}
 	lockedCmds = []string{"backup", "retain"} // they take the repository lock: never at the same time
+	// asOfCmds read the repository as of a past time (repo-target-time);
+	// drill belongs here too once it exists.
+	asOfCmds = []string{"list", "verify", "restore", "wal-fetch", "wal-prefetch", "dump-restore"}
 )
 
 // options is every setting of every command: the one definition from which
@@ -161,6 +164,12 @@ var options = []option{
 
 	// init.
 	{name: "allow-head-then-put", kind: optBool, def: "false", cmds: []string{"init"}, help: "accept a store without conditional writes and use HEAD-then-PUT (a concurrent writer can race)"},
+
+	// Immutability: S3 Object Lock, and the repository as of a past time
+	// (docs/immutability.md).
+	{name: "object-lock-days", kind: optInt, def: "0", cmds: []string{"init"}, help: "init: every object pgark writes carries an S3 Object Lock retention of this many days (the bucket must have Object Lock enabled; 0: none)"},
+	{name: "object-lock-mode", kind: optEnum, def: "governance", enum: []string{"governance", "compliance"}, cmds: []string{"init"}, help: "init: the Object Lock mode of that retention: governance (users with s3:BypassGovernanceRetention may shorten it) or compliance (nobody can)"},
+	{name: "repo-target-time", cmds: asOfCmds, help: "read the repository as it was at this time (RFC 3339 or PostgreSQL format, with a UTC offset): the object versions current then, later deletions and overwrites ignored; read-only; needs a versioned S3 bucket"},
 
 	// WAL push and fetch, their spools.
 	{name: "pgdata", cmds: []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}, help: "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)"},

@@ -110,6 +110,11 @@ func spoolLocation(env *cmdEnv) (base, id string, err error) {
 	if id, err = repoID(env); err != nil {
 		return "", "", err
 	}
+	if at := env.s.str("repo-target-time"); at != "" {
+		// The repository as of a past time is another repository: never
+		// share prefetched WAL with reads of its current state.
+		id += " as of " + at
+	}
 	return base, id, nil
 }
 

@@ -28,6 +28,9 @@ type location struct {
 	azureContainer string
 	gcs            bool         // gs://bucket/prefix
 	sftp           *sftp.Config // for SFTP: the address part (see store_sftp.go)
+	// objectLock is the repository's Object Lock retention, applied to
+	// every S3 write (see store_immutable.go).
+	objectLock *repo.ObjectLock
 }
 
 func parseLocation(s string) (location, error) {
@@ -105,11 +108,17 @@ func openStore(ctx context.Context, env *cmdEnv, loc location, writeMode string)
 		if writeMode == repo.WriteHeadThenPut {
 			cfg.Conditional = "head-then-put"
 		}
+		cfg.ObjectLock = s3ObjectLock(loc.objectLock)
 		ss, err := s3.New(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("open S3 repository: %w", err)
 		}
 		st = ss
+	}
+	// Immutability: Object Lock (S3 only), --repo-target-time.
+	st, err := immutableStore(env, loc, st)
+	if err != nil {
+		return nil, err
 	}
 	d, err := env.s.duration("retry-timeout")
 	if err != nil {
@@ -166,8 +175,9 @@ func openRepo(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 	if r.Trust, err = crypto.ParseTrusted(env.s.str("trusted-signers")); err != nil {
 		return nil, fmt.Errorf("%w: trusted-signers: %w", errKey, err)
 	}
-	if r.Config.WriteMode == repo.WriteHeadThenPut && loc.local == "" {
-		if st, err = openStore(ctx, env, loc, repo.WriteHeadThenPut); err != nil {
+	if loc.local == "" && (r.Config.WriteMode == repo.WriteHeadThenPut || r.Config.ObjectLock != nil) {
+		loc.objectLock = r.Config.ObjectLock
+		if st, err = openStore(ctx, env, loc, r.Config.WriteMode); err != nil {
 			return nil, err
 		}
 		r.Store = st
