@@ -643,7 +643,8 @@ func (s *Store) putSingle(ctx context.Context, key string, data []byte, meta map
 	if !s.headThenPut {
 		in.IfNoneMatch = aws.String("*")
 	}
-	if s.checksums {
+	if s.checksums || in.ObjectLockMode != "" {
+		// S3 requires an integrity header on writes with Object Lock.
 		// As a header, computed here: no aws-chunked trailer needed.
 		in.ChecksumCRC32 = crc32Base64(data)
 	}
@@ -701,7 +702,7 @@ func (s *Store) createMultipart(ctx context.Context, key string, meta map[string
 		Metadata:    meta,
 	}
 	create.ObjectLockMode, create.ObjectLockRetainUntilDate = s.retention(key)
-	if s.checksums {
+	if s.checksums || s.lock != nil {
 		create.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
 	}
 	out, err := s.client.CreateMultipartUpload(ctx, create)
@@ -881,7 +882,7 @@ func (s *Store) uploadPart(ctx context.Context, key string, uploadID *string, nu
 		Body:          bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))),
 	}
-	if s.checksums {
+	if s.checksums || s.lock != nil { // Object Lock needs an integrity header
 		in.ChecksumCRC32 = crc32Base64(data)
 	}
 	out, err := s.client.UploadPart(ctx, in)
@@ -1038,7 +1039,7 @@ func (s *Store) Swap(ctx context.Context, key string, data []byte, ifVersion str
 		ContentType:   aws.String("application/json"),
 	}
 	in.ObjectLockMode, in.ObjectLockRetainUntilDate = s.retention(key)
-	if s.checksums {
+	if s.checksums || in.ObjectLockMode != "" {
 		in.ChecksumCRC32 = crc32Base64(data)
 	}
 	switch {
