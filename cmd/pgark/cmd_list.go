@@ -10,6 +10,7 @@ import (
 	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walgap"
 )
 
 // listJSON is the --json schema of `pgark list` (format 1).
@@ -19,6 +20,8 @@ type listJSON struct {
 	Backups    []listBackupJSON `json:"backups"`
 	Incomplete []string         `json:"incomplete"`
 	WAL        []timelineJSON   `json:"wal"`
+	// DroppedWAL are the ranges wal-push dropped under archive-queue-max.
+	DroppedWAL []walgap.Range `json:"dropped_wal"`
 }
 
 type listBackupJSON struct {
@@ -77,6 +80,9 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 		return err
 	}
 	out := listJSON{Format: 1, Repository: r.Store.String(), Incomplete: l.Incomplete, WAL: tls, Backups: []listBackupJSON{}}
+	if out.DroppedWAL, err = listDropped(ctx, r); err != nil { // archive-queue-max
+		return err
+	}
 	if out.Incomplete == nil {
 		out.Incomplete = []string{}
 	}
@@ -117,7 +123,11 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 	for _, t := range tls {
 		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%v\n", t.Timeline, t.First, t.Last, t.Segments, t.History)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	printListDropped(env.stdout, out.DroppedWAL)
+	return nil
 }
 
 // walTimelines summarises the archive per timeline (one LIST of wal/).

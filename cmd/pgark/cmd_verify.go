@@ -15,6 +15,7 @@ import (
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walgap"
 	"github.com/pgark/pgark/walinventory"
 )
 
@@ -38,6 +39,11 @@ type verifyJSON struct {
 	// Keys groups the verified objects by the recipients they are
 	// encrypted to (encrypted repositories only).
 	Keys []keyUseJSON `json:"keys,omitempty"`
+
+	// archive-queue-max: the dropped ranges, and the window that ends at
+	// a gap when no backup starts after the last one.
+	Dropped         []walgap.Range       `json:"dropped_wal"`
+	WindowBeforeGap *walinventory.Window `json:"window_before_gap,omitempty"`
 }
 
 type verifyBackupJSON struct {
@@ -92,6 +98,7 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 	out := verifyJSON{Format: 1, Repository: r.Store.String(), Full: full, Timeline: rep.Timeline, From: rep.From, To: rep.To,
 		SegmentsChecked: rep.Checked, Gaps: nonNil(rep.Gaps), MissingHistories: nonNil(rep.MissingHistories),
 		UnreadableHistories: nonNil(rep.UnreadableHistories), Window: rep.Window,
+		Dropped: nonNil(rep.Dropped), WindowBeforeGap: rep.WindowBeforeGap,
 		Backups: []verifyBackupJSON{}, WALProblems: []verifyWALProblem{}, Incomplete: nonNil(rep.Incomplete)}
 
 	listed := &catalog.Listing{Backups: rep.Backups}
@@ -179,7 +186,7 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 			keysOK = keysOK && (k.Readable == nil || *k.Readable)
 		}
 	}
-	out.OK = len(out.Gaps) == 0 && len(out.MissingHistories) == 0 && len(out.WALProblems) == 0 && out.Window != nil && keysOK
+	out.OK = failingGaps(out.Gaps, out.Window) == 0 && len(out.MissingHistories) == 0 && len(out.WALProblems) == 0 && out.Window != nil && keysOK
 	for _, b := range out.Backups {
 		out.OK = out.OK && b.OK
 	}
@@ -218,10 +225,14 @@ func printVerify(w io.Writer, v *verifyJSON) {
 		fmt.Fprintln(w, "  continuity: OK")
 	}
 	for _, g := range v.Gaps {
+		cause := ""
+		if g.Cause != "" {
+			cause = ", " + g.Cause
+		}
 		if g.Count == 1 {
-			fmt.Fprintf(w, "  MISSING %s (timeline %d)\n", g.First, g.Timeline)
+			fmt.Fprintf(w, "  MISSING %s (timeline %d%s)\n", g.First, g.Timeline, cause)
 		} else {
-			fmt.Fprintf(w, "  MISSING %s .. %s (%d segments, timeline %d)\n", g.First, g.Last, g.Count, g.Timeline)
+			fmt.Fprintf(w, "  MISSING %s .. %s (%d segments, timeline %d%s)\n", g.First, g.Last, g.Count, g.Timeline, cause)
 		}
 	}
 	for _, tl := range v.MissingHistories {
@@ -270,6 +281,7 @@ func printVerify(w io.Writer, v *verifyJSON) {
 			v.Window.FromTime.UTC().Format(time.RFC3339), v.Window.FromBackup, v.Window.FromLSN,
 			v.Window.ToLSN, v.Window.ToSegment, v.Window.ToArchivedAt.UTC().Format(time.RFC3339))
 	}
+	printDropped(w, v.Dropped, v.WindowBeforeGap) // archive-queue-max
 	if v.OK {
 		fmt.Fprintln(w, "result: OK")
 	} else {
