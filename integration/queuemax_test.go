@@ -107,6 +107,17 @@ func TestArchiveQueueMax(t *testing.T) {
 		t.Fatal("the server stopped while the repository was unreachable")
 	}
 
+	// The repository answers reads again but still refuses writes: check
+	// (through the proxy, as the server's pushes see the repository) finds
+	// the drops in the local records, which no push could write to the
+	// repository yet.
+	proxy.Set(faultproxy.Faults{Rate: 1, Kinds: []faultproxy.Kind{faultproxy.Err500}, Methods: []string{"PUT", "POST"}})
+	r := pgark(t, viaProxy, "check", "--config", conf, "--dsn", c.DSN(), "--no-probe", "--json")
+	st, msg := checkResult(t, r, "dropped_wal")
+	if r.code != 2 || st != "critical" || !strings.Contains(msg, dropped[0]+".."+dropped[len(dropped)-1]) {
+		t.Fatalf("check from the local records: exit %d, dropped_wal %s: %s\n%s", r.code, st, msg, r.stdout)
+	}
+
 	// The repository returns: everything left is archived, and the first
 	// push writes the gap record.
 	// No new WAL until the archiver has stored a waiting segment, so that
@@ -144,7 +155,7 @@ func TestArchiveQueueMax(t *testing.T) {
 
 	// verify: the one gap is the dropped range, named as such; the older
 	// backup's window ends at the segment before it.
-	r := pgark(t, direct, "verify", "--config", conf, "--json")
+	r = pgark(t, direct, "verify", "--config", conf, "--json")
 	if r.code != 1 {
 		t.Fatalf("verify with a dropped range and no backup after it: want exit 1, %s", r)
 	}
@@ -189,7 +200,7 @@ func TestArchiveQueueMax(t *testing.T) {
 
 	// check: CRITICAL, naming the range.
 	r = pgark(t, direct, "check", "--config", conf, "--dsn", c.DSN(), "--no-probe", "--json")
-	st, msg := checkResult(t, r, "dropped_wal")
+	st, msg = checkResult(t, r, "dropped_wal")
 	if r.code != 2 || st != "critical" || !strings.Contains(msg, first+".."+last) {
 		t.Fatalf("check after drops: exit %d, dropped_wal %s: %s\n%s", r.code, st, msg, r.stdout)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/wal"
 )
 
 // Flush writes the local records of l to the repository, merged into
@@ -19,7 +20,23 @@ func Flush(ctx context.Context, s storage.Store, signer *crypto.Signer, l Local)
 	if err != nil || len(ds) == 0 {
 		return nil, err
 	}
-	rs := Merge(ds)
+	// A segment that is in the repository after all (an earlier push
+	// stored it, but its answer never reached PostgreSQL) was not lost.
+	var lost []Dropped
+	for _, d := range ds {
+		n, err := wal.ParseName(d.Name)
+		if err != nil {
+			continue
+		}
+		_, err = s.Stat(ctx, wal.ObjectKey(n))
+		switch {
+		case storage.IsNotFound(err):
+			lost = append(lost, d)
+		case err != nil:
+			return nil, fmt.Errorf("check the dropped %s in the repository: %w", d.Name, err)
+		}
+	}
+	rs := Merge(lost)
 	for _, r := range rs {
 		err := repo.PutSignedJSON(ctx, s, Key(r), r, signer)
 		if err != nil && !storage.IsExists(err) {

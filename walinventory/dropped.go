@@ -156,3 +156,17 @@ func DroppedString(rs []walgap.Range) string {
 	}
 	return s
 }
+
+// Archived reports whether the inventory holds the segment name.
+func (rep *Report) Archived(name string) bool {
+	n, err := wal.ParseName(name)
+	if err != nil || rep.Inventory == nil || n.Kind != wal.KindSegment {
+		return false
+	}
+	no, ok := n.SegNo(rep.SegSize)
+	if !ok {
+		return false
+	}
+	_, ok = rep.Inventory.Segments[n.Timeline][no]
+	return ok
+}

@@ -59,6 +59,9 @@ func TestDroppedGap(t *testing.T) {
 	if rep.Window != nil || rep.WindowBeforeGap == nil || rep.WindowBeforeGap.FromBackup != "20261120T000000Z" || rep.WindowBeforeGap.ToSegment != wal.SegmentFileName(1, 5, seg) {
 		t.Fatalf("window %+v, before the gap %+v", rep.Window, rep.WindowBeforeGap)
 	}
+	if !rep.Archived(wal.SegmentFileName(1, 5, seg)) || rep.Archived(wal.SegmentFileName(1, 6, seg)) {
+		t.Fatal("Archived does not match the inventory")
+	}
 	if open, covered := rep.DroppedAfter(); len(open) != 1 || len(covered) != 0 {
 		t.Fatalf("open %v covered %v", open, covered)
 	}

@@ -74,7 +74,7 @@ func flushGaps(ctx context.Context, env *cmdEnv, r *repo.Repo, po wal.PushOption
 		env.log.Warn("archive-queue-max: cannot write the gap record to the repository yet", "err", err)
 	}
 	for _, g := range rs {
-		env.log.Error("archive-queue-max: recorded the WAL gap in the repository", "first", g.First, "last", g.Last, "segments", g.Count, "key", walgap.Key(g))
+		env.log.Warn("archive-queue-max: recorded the WAL gap in the repository", "first", g.First, "last", g.Last, "segments", g.Count, "key", walgap.Key(g))
 	}
 }
 
@@ -97,7 +97,13 @@ func addLocalDropped(env *cmdEnv, rep *walinventory.Report, sysid uint64) {
 			env.log.Warn("archive-queue-max: cannot read the local gap records", "err", err)
 			continue
 		}
-		rep.AddDropped(walgap.Merge(ds))
+		var lost []walgap.Dropped
+		for _, d := range ds {
+			if !rep.Archived(d.Name) { // stored after all: not lost
+				lost = append(lost, d)
+			}
+		}
+		rep.AddDropped(walgap.Merge(lost))
 	}
 }
 
