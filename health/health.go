@@ -101,12 +101,13 @@ type Result struct {
 	Window      *walinventory.Window `json:"window"`
 	Gaps        []walinventory.Gap   `json:"gaps"`
 	// MissingSegments is the number of segments in all gaps.
-	MissingSegments  int      `json:"missing_segments"`
-	MissingHistories []uint32 `json:"missing_histories"`
+	MissingSegments  int            `json:"missing_segments"`
+	MissingHistories []uint32       `json:"missing_histories"`
+	NewestBackup     *BackupSummary `json:"newest_backup"`
+	Backups          int            `json:"backups"`
+
 	// DroppedWAL are the ranges wal-push dropped under archive-queue-max.
-	DroppedWAL   []walgap.Range `json:"dropped_wal"`
-	NewestBackup *BackupSummary `json:"newest_backup"`
-	Backups      int            `json:"backups"`
+	DroppedWAL []walgap.Range `json:"dropped_wal"`
 }
 
 // BackupSummary describes the newest backup.
@@ -489,7 +490,7 @@ func checkWindow(rep *walinventory.Report) Check {
 		c.Message = "nothing is restorable: no WAL archived on the newest timeline"
 	case len(rep.Gaps) > 0:
 		g := rep.Gaps[len(rep.Gaps)-1]
-		c.Message = "nothing is restorable to the present: no backup starts after the last WAL gap (" + gapRange(g) + gapCause(g) + "); take a backup"
+		c.Message = "nothing is restorable: no backup starts after the last WAL gap (" + gapRange(g) + gapCause(g) + "); take a backup"
 		if w := rep.WindowBeforeGap; w != nil {
 			c.Message += fmt.Sprintf("; before the gap, restorable from backup %s (consistent at %s, %s) to the end of %s",
 				w.FromBackup, w.FromTime.UTC().Format("2006-01-02 15:04:05Z"), w.FromLSN, w.ToSegment)
