@@ -194,7 +194,8 @@ func TestArchiveQueueMax(t *testing.T) {
 		t.Fatalf("verify text:\n%s", text)
 	}
 	list := mustOK(t, pgark(t, direct, "list", "--config", conf)).stdout
-	if !strings.Contains(list, "WAL DROPPED by archive-queue-max") || !strings.Contains(list, first+".."+last) {
+	if !strings.Contains(list, "WAL DROPPED by archive-queue-max") || !strings.Contains(list, first+".."+last) ||
+		!strings.Contains(list, "(backup "+backup1+") to the end of "+wal.SegmentFileName(1, lo-1, 1<<20)+", before the gap") {
 		t.Fatalf("list:\n%s", list)
 	}
 
@@ -215,6 +216,13 @@ func TestArchiveQueueMax(t *testing.T) {
 	}
 	if v.Window == nil || v.Window.FromBackup != backup2 || len(v.Dropped) != 1 {
 		t.Fatalf("verify after a new backup: window %+v, dropped %+v; want from %s", v.Window, v.Dropped, backup2)
+	}
+	v.Window, v.Dropped = nil, nil
+	if err := json.Unmarshal([]byte(mustOK(t, pgark(t, direct, "list", "--config", conf, "--json")).stdout), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Window == nil || v.Window.FromBackup != backup2 || len(v.Dropped) != 1 || v.Dropped[0].First != first {
+		t.Fatalf("list --json after a new backup: window %+v, dropped %+v", v.Window, v.Dropped)
 	}
 	r = pgark(t, direct, "check", "--config", conf, "--dsn", c.DSN(), "--no-probe", "--json")
 	st, msg = checkResult(t, r, "dropped_wal")

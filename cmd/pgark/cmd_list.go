@@ -11,6 +11,7 @@ import (
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
 	"github.com/pgark/pgark/walgap"
+	"github.com/pgark/pgark/walinventory"
 )
 
 // listJSON is the --json schema of `pgark list` (format 1).
@@ -20,8 +21,12 @@ type listJSON struct {
 	Backups    []listBackupJSON `json:"backups"`
 	Incomplete []string         `json:"incomplete"`
 	WAL        []timelineJSON   `json:"wal"`
-	// DroppedWAL are the ranges wal-push dropped under archive-queue-max.
-	DroppedWAL []walgap.Range `json:"dropped_wal"`
+	// DroppedWAL are the ranges wal-push dropped under archive-queue-max;
+	// when there are any, the recoverable window, or the one that ends at
+	// the gap (see verify).
+	DroppedWAL      []walgap.Range       `json:"dropped_wal"`
+	Window          *walinventory.Window `json:"window,omitempty"`
+	WindowBeforeGap *walinventory.Window `json:"window_before_gap,omitempty"`
 }
 
 type listBackupJSON struct {
@@ -80,7 +85,7 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 		return err
 	}
 	out := listJSON{Format: 1, Repository: r.Store.String(), Incomplete: l.Incomplete, WAL: tls, Backups: []listBackupJSON{}}
-	if out.DroppedWAL, err = listDropped(ctx, r); err != nil { // archive-queue-max
+	if out.DroppedWAL, out.Window, out.WindowBeforeGap, err = listDropped(ctx, r); err != nil { // archive-queue-max
 		return err
 	}
 	if out.Incomplete == nil {
@@ -126,7 +131,7 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	printListDropped(env.stdout, out.DroppedWAL)
+	printListDropped(env.stdout, out.DroppedWAL, out.Window, out.WindowBeforeGap)
 	return nil
 }
 
