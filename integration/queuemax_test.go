@@ -229,6 +229,29 @@ func TestArchiveQueueMax(t *testing.T) {
 	if r.code == 2 || st != "ok" || !strings.Contains(msg, first+".."+last) {
 		t.Fatalf("check after a new backup: exit %d, dropped_wal %s: %s\n%s", r.code, st, msg, r.stdout)
 	}
+
+	// Retention deletes the old backup, the WAL before the new one, and the
+	// gap record with it.
+	var ret struct {
+		WAL struct {
+			GapRecords []string `json:"gap_records"`
+		} `json:"wal"`
+	}
+	if err := json.Unmarshal([]byte(mustOK(t, pgark(t, direct, "retain", "--config", conf, "--keep-last", "1", "--json")).stdout), &ret); err != nil {
+		t.Fatal(err)
+	}
+	want := "gaps/00000001/" + first + "-" + last + ".json"
+	if len(ret.WAL.GapRecords) != 1 || ret.WAL.GapRecords[0] != want {
+		t.Fatalf("retain deleted gap records %v, want %s", ret.WAL.GapRecords, want)
+	}
+	r = mustOK(t, pgark(t, direct, "verify", "--config", conf, "--json"))
+	v.Dropped, v.Gaps = nil, nil
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Dropped) != 0 || len(v.Gaps) != 0 {
+		t.Fatalf("after retention: dropped %+v, gaps %+v", v.Dropped, v.Gaps)
+	}
 }
 
 // newestBackup is the id of the newest backup that list shows.
