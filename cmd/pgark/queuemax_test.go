@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -8,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage/local"
 	"github.com/pgark/pgark/wal"
 )
 
@@ -57,12 +61,18 @@ func TestQueueMaxDrop(t *testing.T) {
 	if code, _, stderr := runCLI(t, env, "init"); code != 0 {
 		t.Fatalf("init: %d %s", code, stderr)
 	}
+	keyFile := filepath.Join(dir, "signing.key")
+	code, signer, stderr := runCLI(t, nil, "key", "generate-signing", keyFile)
+	if code != 0 {
+		t.Fatalf("key generate-signing: %d %s", code, stderr)
+	}
+	env["PGARK_SIGNING_KEY_FILE"] = keyFile
 	// The store fails: wal/ is a file.
 	if err := os.WriteFile(filepath.Join(repoDir, "wal"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	code, _, stderr := runCLI(t, env, "wal-push", segs[0])
+	code, _, stderr = runCLI(t, env, "wal-push", segs[0])
 	if time.Since(start) > time.Minute {
 		t.Errorf("the first push took %s: retry-timeout not honoured", time.Since(start))
 	}
@@ -106,8 +116,18 @@ func TestQueueMaxDrop(t *testing.T) {
 		t.Fatalf("push after the outage: exit %d: %s", code, stderr)
 	}
 	name := filepath.Base(segs[0])
-	if _, err := os.Stat(filepath.Join(repoDir, "gaps", "00000001", name+"-"+name+".json")); err != nil {
-		t.Fatalf("gap record: %v", err)
+	st, err := local.New(repoDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Signed like the other metadata: trusted-signers readers can check it.
+	trust, err := crypto.ParseTrusted(strings.TrimSpace(signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := &repo.Repo{Store: st, Trust: trust}
+	if err := rp.VerifyJSONSignature(context.Background(), "gaps/00000001/"+name+"-"+name+".json"); err != nil {
+		t.Fatalf("gap record signature: %v", err)
 	}
 	if m, _ := filepath.Glob(filepath.Join(spool, "gaps-*", "*.dropped")); len(m) != 0 {
 		t.Fatalf("local records left: %v", m)
