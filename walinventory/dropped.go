@@ -2,9 +2,12 @@ package walinventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
 	"github.com/pgark/pgark/walgap"
@@ -19,12 +22,29 @@ const CauseDropped = "dropped by archive-queue-max"
 const CausePartlyDropped = "partly dropped by archive-queue-max, partly missing"
 
 // scanDropped lists the gap records (one LIST of gaps/) into the report.
-func (rep *Report) scanDropped(ctx context.Context, s storage.Store) error {
-	recs, err := walgap.List(ctx, s)
+// With trusted-signers, a record that is not signed by one of them is left
+// out (its gap then reads as plainly missing): a record must not explain
+// away a loss on its writer's word alone.
+func (rep *Report) scanDropped(ctx context.Context, r *repo.Repo) error {
+	all, err := walgap.List(ctx, r.Store)
 	if err != nil {
 		return err
 	}
-	rep.DroppedRecords = recs
+	var recs []walgap.Record
+	for _, rec := range all {
+		if err := r.VerifyJSONSignature(ctx, rec.Key); err != nil {
+			if storage.IsNotFound(err) { // deleted since the listing
+				continue
+			}
+			if errors.Is(err, crypto.ErrBadSignature) {
+				rep.UnverifiedDropped = append(rep.UnverifiedDropped, rec.Key)
+				continue
+			}
+			return fmt.Errorf("read the gap record %s: %w", rec.Key, err)
+		}
+		recs = append(recs, rec)
+	}
+	rep.DroppedRecords = all // retention deletes them all with their WAL
 	rs := make([]walgap.Range, len(recs))
 	for i, r := range recs {
 		rs[i] = r.Range

@@ -2,11 +2,13 @@ package walinventory
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/crypto"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/wal"
 	"github.com/pgark/pgark/walgap"
@@ -96,4 +98,48 @@ func mustName(t *testing.T, s string) wal.Name {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestDroppedGapTrust: with trusted-signers, only signed gap records
+// explain a gap; an unsigned one is set aside (its gap reads as missing)
+// and still listed for retention.
+func TestDroppedGapTrust(t *testing.T) {
+	r := testRepo(t)
+	ctx := context.Background()
+	kf := filepath.Join(t.TempDir(), "signing.key")
+	pub, err := crypto.GenerateSigningKey(kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := crypto.LoadSigner(kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Trust, err = crypto.ParseTrusted(pub); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(2); i <= 12; i++ {
+		if i != 4 && i != 8 {
+			put(t, r, wal.SegmentFileName(1, i, seg), nil)
+		}
+	}
+	putBackup(t, r, "20261120T000000Z", 2, 3)
+	signed := walgap.Range{Timeline: 1, First: wal.SegmentFileName(1, 4, seg), Last: wal.SegmentFileName(1, 4, seg)}
+	unsigned := walgap.Range{Timeline: 1, First: wal.SegmentFileName(1, 8, seg), Last: wal.SegmentFileName(1, 8, seg)}
+	if err := repo.PutSignedJSON(ctx, r.Store, walgap.Key(signed), signed, signer); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.PutJSON(ctx, r.Store, walgap.Key(unsigned), unsigned); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Analyze(ctx, r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Gaps) != 2 || rep.Gaps[0].Cause != CauseDropped || rep.Gaps[1].Cause != "" {
+		t.Fatalf("gaps %+v: want 4 dropped, 8 missing", rep.Gaps)
+	}
+	if len(rep.Dropped) != 1 || rep.Dropped[0].First != signed.First || len(rep.UnverifiedDropped) != 1 || rep.UnverifiedDropped[0] != walgap.Key(unsigned) || len(rep.DroppedRecords) != 2 {
+		t.Fatalf("dropped %+v, unverified %v, records %d", rep.Dropped, rep.UnverifiedDropped, len(rep.DroppedRecords))
+	}
 }

@@ -131,6 +131,9 @@ type Report struct {
 	Dropped []walgap.Range `json:"dropped"`
 	// DroppedRecords are the gaps/ records as listed, for retention.
 	DroppedRecords []walgap.Record `json:"-"`
+	// UnverifiedDropped are the keys of gap records left out because
+	// they are not signed by a trusted signer.
+	UnverifiedDropped []string `json:"-"`
 	// Present are the numbers of the segments on the path from From to To
 	// that are archived, in order.
 	Present []uint64        `json:"-"`
@@ -189,7 +192,7 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 		return nil, err
 	}
 	rep.Inventory = inv
-	if err := rep.scanDropped(ctx, r.Store); err != nil {
+	if err := rep.scanDropped(ctx, r); err != nil {
 		return nil, err
 	}
 	rep.Timeline = inv.NewestTimeline()

@@ -44,6 +44,9 @@ type verifyJSON struct {
 	// a gap when no backup starts after the last one.
 	Dropped         []walgap.Range       `json:"dropped_wal"`
 	WindowBeforeGap *walinventory.Window `json:"window_before_gap,omitempty"`
+	// UnsignedGapRecords are gap records that trusted-signers refuse:
+	// ignored, so their gaps count as missing.
+	UnsignedGapRecords []string `json:"unsigned_gap_records,omitempty"`
 }
 
 type verifyBackupJSON struct {
@@ -98,7 +101,7 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 	out := verifyJSON{Format: 1, Repository: r.Store.String(), Full: full, Timeline: rep.Timeline, From: rep.From, To: rep.To,
 		SegmentsChecked: rep.Checked, Gaps: nonNil(rep.Gaps), MissingHistories: nonNil(rep.MissingHistories),
 		UnreadableHistories: nonNil(rep.UnreadableHistories), Window: rep.Window,
-		Dropped: nonNil(rep.Dropped), WindowBeforeGap: rep.WindowBeforeGap,
+		Dropped: nonNil(rep.Dropped), WindowBeforeGap: rep.WindowBeforeGap, UnsignedGapRecords: rep.UnverifiedDropped,
 		Backups: []verifyBackupJSON{}, WALProblems: []verifyWALProblem{}, Incomplete: nonNil(rep.Incomplete)}
 
 	listed := &catalog.Listing{Backups: rep.Backups}
@@ -281,7 +284,7 @@ func printVerify(w io.Writer, v *verifyJSON) {
 			v.Window.FromTime.UTC().Format(time.RFC3339), v.Window.FromBackup, v.Window.FromLSN,
 			v.Window.ToLSN, v.Window.ToSegment, v.Window.ToArchivedAt.UTC().Format(time.RFC3339))
 	}
-	printDropped(w, v.Dropped, v.WindowBeforeGap) // archive-queue-max
+	printDropped(w, v.Dropped, v.WindowBeforeGap, v.UnsignedGapRecords) // archive-queue-max
 	if v.OK {
 		fmt.Fprintln(w, "result: OK")
 	} else {

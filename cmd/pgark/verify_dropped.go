@@ -23,9 +23,12 @@ func failingGaps(gaps []walinventory.Gap, w *walinventory.Window) int {
 	return n
 }
 
-// printDropped writes verify's lines about dropped WAL and the window that
-// a gap cuts short.
-func printDropped(w io.Writer, dropped []walgap.Range, before *walinventory.Window) {
+// printDropped writes verify's lines about dropped WAL, the window that a
+// gap cuts short, and the gap records that trusted-signers refuses.
+func printDropped(w io.Writer, dropped []walgap.Range, before *walinventory.Window, unsigned []string) {
+	for _, k := range unsigned {
+		fmt.Fprintf(w, "  warning: gap record %s is not signed by a trusted signer: ignored, its segments count as missing\n", k)
+	}
 	for _, d := range dropped {
 		at := ""
 		if !d.LastDropped.IsZero() {
