@@ -43,13 +43,13 @@ func dropOnQueueMax(ctx context.Context, env *cmdEnv, path string, pushErr error
 	}
 	base, id, err := spoolLocation(env)
 	if err != nil || base == "" {
-		env.log.Error("archive-queue-max: cannot record a drop (no spool directory), the segment is NOT dropped", "wal", q.Name.Raw, "err", err)
+		env.log.Warn("archive-queue-max: cannot record a drop (no spool directory), the segment is NOT dropped", "wal", q.Name.Raw, "err", err)
 		return pushErr
 	}
 	l := walgap.LocalFor(base, id, q.SystemID)
 	d := walgap.Dropped{Name: q.Name.Raw, SegSize: q.SegSize, DroppedAt: time.Now().UTC(), QueueBytes: q.Bytes, QueueMax: limit}
 	if err := l.Add(d); err != nil {
-		env.log.Error("archive-queue-max: cannot record a drop, the segment is NOT dropped", "wal", q.Name.Raw, "err", err)
+		env.log.Warn("archive-queue-max: cannot record a drop, the segment is NOT dropped", "wal", q.Name.Raw, "err", err)
 		return pushErr
 	}
 	env.log.Error("archive-queue-max: WAL segment DROPPED, not archived; point-in-time recovery across it is lost until the next backup",
