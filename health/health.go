@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/walgap"
 	"github.com/pgark/pgark/walinventory"
 )
 
@@ -104,6 +105,9 @@ type Result struct {
 	MissingHistories []uint32       `json:"missing_histories"`
 	NewestBackup     *BackupSummary `json:"newest_backup"`
 	Backups          int            `json:"backups"`
+
+	// DroppedWAL are the ranges wal-push dropped under archive-queue-max.
+	DroppedWAL []walgap.Range `json:"dropped_wal"`
 }
 
 // BackupSummary describes the newest backup.
@@ -159,6 +163,7 @@ func Evaluate(in Inputs, lim Limits) *Result {
 		r.MissingSegments += g.Count
 	}
 	r.MissingHistories = append(r.MissingHistories, rep.MissingHistories...)
+	r.DroppedWAL = append([]walgap.Range{}, rep.Dropped...)
 	r.Backups = len(rep.Backups)
 	var newest *catalog.Meta
 	if n := len(rep.Backups); n > 0 {
@@ -177,6 +182,7 @@ func Evaluate(in Inputs, lim Limits) *Result {
 		checkProbe(r.Probe),
 		checkNewestBackup(newest, in.Now, lim.MaxBackupAge),
 		checkContinuity(rep),
+		checkDropped(rep), // archive-queue-max
 		checkWindow(rep),
 	}
 	for _, c := range r.Checks {
@@ -401,14 +407,20 @@ func checkContinuity(rep *walinventory.Report) Check {
 		return c
 	}
 	var msgs []string
-	if n := len(rep.Gaps); n > 0 {
+	var gaps []walinventory.Gap
+	for _, g := range rep.Gaps {
+		if g.Cause != walinventory.CauseDropped { // those: checkDropped
+			gaps = append(gaps, g)
+		}
+	}
+	if n := len(gaps); n > 0 {
 		missing := 0
 		var ranges []string
-		for _, g := range rep.Gaps {
+		for _, g := range gaps {
 			missing += g.Count
 			ranges = append(ranges, gapRange(g))
 		}
-		c.Details = map[string]any{"gaps": rep.Gaps}
+		c.Details = map[string]any{"gaps": gaps}
 		msgs = append(msgs, fmt.Sprintf("%d %s in the WAL archive (%d missing %s): %s", n, plural(n, "gap", "gaps"), missing, plural(missing, "segment", "segments"), strings.Join(ranges, ", ")))
 	}
 	if len(rep.MissingHistories) > 0 {
@@ -422,6 +434,9 @@ func checkContinuity(rep *walinventory.Report) Check {
 		return c
 	}
 	c.Message = fmt.Sprintf("no gaps from %s to %s (%d %s, timeline %d)", rep.From, rep.To, rep.Checked, plural(rep.Checked, "segment", "segments"), rep.Timeline)
+	if len(gaps) < len(rep.Gaps) {
+		c.Message = fmt.Sprintf("no gaps from %s to %s but those of WAL dropped by archive-queue-max (see %s)", rep.From, rep.To, CheckDropped)
+	}
 	return c
 }
 
@@ -430,6 +445,14 @@ func gapRange(g walinventory.Gap) string {
 		return g.First
 	}
 	return fmt.Sprintf("%s to %s (%d)", g.First, g.Last, g.Count)
+}
+
+// gapCause is ", dropped by archive-queue-max" or "" for a plain gap.
+func gapCause(g walinventory.Gap) string {
+	if g.Cause == "" {
+		return ""
+	}
+	return ", " + g.Cause
 }
 
 func plural(n int, one, many string) string {
@@ -466,7 +489,12 @@ func checkWindow(rep *walinventory.Report) Check {
 	case rep.To == "":
 		c.Message = "nothing is restorable: no WAL archived on the newest timeline"
 	case len(rep.Gaps) > 0:
-		c.Message = "nothing is restorable: no backup starts after the last WAL gap (" + gapRange(rep.Gaps[len(rep.Gaps)-1]) + "); take a backup"
+		g := rep.Gaps[len(rep.Gaps)-1]
+		c.Message = "nothing is restorable: no backup starts after the last WAL gap (" + gapRange(g) + gapCause(g) + "); take a backup"
+		if w := rep.WindowBeforeGap; w != nil {
+			c.Message += fmt.Sprintf("; before the gap, restorable from backup %s (consistent at %s, %s) to the end of %s",
+				w.FromBackup, w.FromTime.UTC().Format("2006-01-02 15:04:05Z"), w.FromLSN, w.ToSegment)
+		}
 	default:
 		c.Message = "nothing is restorable: no backup on the newest timeline with its WAL archived"
 	}

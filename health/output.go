@@ -119,6 +119,11 @@ func WritePrometheus(w io.Writer, r *Result) error {
 	}
 	p.family("pgark_wal_gaps", "gauge", "Runs of missing WAL segments from the oldest backup to the newest segment, on the newest timeline's history.", one(float64(len(r.Gaps)))...)
 	p.family("pgark_wal_missing_segments", "gauge", "WAL segments missing in those gaps.", one(float64(r.MissingSegments))...)
+	dropped := 0
+	for _, d := range r.DroppedWAL {
+		dropped += d.Count
+	}
+	p.family("pgark_wal_dropped_segments", "gauge", "WAL segments that wal-push dropped under archive-queue-max (gap records in the repository).", one(float64(dropped))...)
 	return p.w.Flush()
 }
 

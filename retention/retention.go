@@ -60,6 +60,10 @@ type Plan struct {
 	Locked     LockedKept
 	walCut     uint64
 	haveWALCut bool
+
+	// DeleteGaps are the keys of the gap records (archive-queue-max) of
+	// WAL that is deleted.
+	DeleteGaps []string
 }
 
 // MakePlan applies the policy to the repository's state. Backups are ordered
@@ -210,6 +214,7 @@ func MakePlan(rep *walinventory.Report, p Policy) (*Plan, error) {
 		keepLockedWAL(p, plan)
 		sort.Slice(plan.DeleteWAL, func(i, j int) bool { return plan.DeleteWAL[i].Info.Key < plan.DeleteWAL[j].Info.Key })
 	}
+	planGaps(plan, rep) // archive-queue-max gap records go with their WAL
 	// Incomplete backups older than every kept one are what an interrupted
 	// backup or retention run left (a running backup is newer than all).
 	if haveKept {
@@ -257,7 +262,7 @@ func Apply(ctx context.Context, s storage.Store, plan *Plan, log *slog.Logger) e
 	if len(plan.DeleteWAL) > 0 {
 		log.Info("deleted WAL", "objects", len(plan.DeleteWAL), "kept_from", plan.KeepWALAt)
 	}
-	return nil
+	return deleteGaps(ctx, s, plan, log)
 }
 
 // ParseDuration parses a retention period: Go durations (36h, 90m) and

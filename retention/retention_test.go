@@ -8,6 +8,7 @@ import (
 	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walgap"
 	"github.com/pgark/pgark/walinventory"
 )
 
@@ -180,5 +181,33 @@ func TestChainsKept(t *testing.T) {
 	p, _ = MakePlan(rep, Policy{KeepLast: 1, Now: now})
 	if k := keeps(p); k != "DDKDDK" {
 		t.Fatalf("keep-last 1 with chains: %s", k)
+	}
+}
+
+// TestGapRecordsGoWithTheirWAL: a gap record of archive-queue-max whose
+// whole range is before the WAL cut is deleted with that WAL; one that
+// reaches the kept WAL stays.
+func TestGapRecordsGoWithTheirWAL(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	bs := []*catalog.Meta{
+		meta("20261120T000000Z", 1, 2, 2, now.Add(-96*time.Hour)),
+		meta("20261121T000000Z", 1, 6, 6, now.Add(-72*time.Hour)),
+	}
+	var names []string
+	for i := uint64(1); i <= 10; i++ {
+		if i != 3 && i != 4 && i != 7 {
+			names = append(names, wal.SegmentFileName(1, i, seg))
+		}
+	}
+	old := walgap.Range{Timeline: 1, First: wal.SegmentFileName(1, 3, seg), Last: wal.SegmentFileName(1, 4, seg)}
+	kept := walgap.Range{Timeline: 1, First: wal.SegmentFileName(1, 7, seg), Last: wal.SegmentFileName(1, 7, seg)}
+	rep := &walinventory.Report{Timeline: 1, SegSize: seg, Backups: bs, History: wal.History{TLI: 1}, HistoryKnown: true, Inventory: inventory(t, names...),
+		DroppedRecords: []walgap.Record{{Range: old, Key: walgap.Key(old)}, {Range: kept, Key: walgap.Key(kept)}}}
+	p, err := MakePlan(rep, Policy{KeepLast: 1, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.DeleteGaps) != 1 || p.DeleteGaps[0] != walgap.Key(old) {
+		t.Fatalf("gap records deleted: %v, want only %s", p.DeleteGaps, walgap.Key(old))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walgap"
 )
 
 // Object is one archived WAL file.
@@ -85,6 +86,9 @@ type Gap struct {
 	First    string `json:"first"`
 	Last     string `json:"last"`
 	Count    int    `json:"count"`
+	// Cause is CauseDropped or CausePartlyDropped when gap records of
+	// archive-queue-max explain the gap, else empty (missing).
+	Cause string `json:"cause,omitempty"`
 }
 
 // Window is the span a restore can reach: from the consistency point of the
@@ -119,6 +123,17 @@ type Report struct {
 	// the segments present.
 	UnreadableHistories []uint32 `json:"unreadable_histories"`
 	Window              *Window  `json:"window"` // nil: nothing is recoverable
+	// WindowBeforeGap, when Window is nil because of a gap, is the
+	// window of older backups that ends at the segment before the gap.
+	WindowBeforeGap *Window `json:"window_before_gap,omitempty"`
+	// Dropped are the ranges of segments that wal-push dropped under
+	// archive-queue-max (gaps/ records, merged), oldest first.
+	Dropped []walgap.Range `json:"dropped"`
+	// DroppedRecords are the gaps/ records as listed, for retention.
+	DroppedRecords []walgap.Record `json:"-"`
+	// UnverifiedDropped are the keys of gap records left out because
+	// they are not signed by a trusted signer.
+	UnverifiedDropped []string `json:"-"`
 	// Present are the numbers of the segments on the path from From to To
 	// that are archived, in order.
 	Present []uint64        `json:"-"`
@@ -177,6 +192,9 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 		return nil, err
 	}
 	rep.Inventory = inv
+	if err := rep.scanDropped(ctx, r); err != nil {
+		return nil, err
+	}
 	rep.Timeline = inv.NewestTimeline()
 	for _, b := range l.Backups {
 		rep.Timeline = max(rep.Timeline, b.EndTimeline)
@@ -292,6 +310,8 @@ func Analyze(ctx context.Context, r *repo.Repo, ids *crypto.Identities) (*Report
 		}
 		break
 	}
+	rep.annotateGaps()             // archive-queue-max: name dropped gaps
+	rep.windowBeforeGap(l, onPath) // and the window that ends at a gap
 	return rep, nil
 }
 

@@ -187,6 +187,9 @@ func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutpu
 	if in.Report, err = walinventory.Analyze(ctx, r, ids); err != nil {
 		return err
 	}
+	if bound {
+		addLocalDropped(env, in.Report, cl.SystemID) // archive-queue-max
+	}
 	in.Now = time.Now()
 	res := health.Evaluate(in, lim)
 

@@ -10,6 +10,8 @@ import (
 	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walgap"
+	"github.com/pgark/pgark/walinventory"
 )
 
 // listJSON is the --json schema of `pgark list` (format 1).
@@ -19,6 +21,12 @@ type listJSON struct {
 	Backups    []listBackupJSON `json:"backups"`
 	Incomplete []string         `json:"incomplete"`
 	WAL        []timelineJSON   `json:"wal"`
+	// DroppedWAL are the ranges wal-push dropped under archive-queue-max;
+	// when there are any, the recoverable window, or the one that ends at
+	// the gap (see verify).
+	DroppedWAL      []walgap.Range       `json:"dropped_wal"`
+	Window          *walinventory.Window `json:"window,omitempty"`
+	WindowBeforeGap *walinventory.Window `json:"window_before_gap,omitempty"`
 }
 
 type listBackupJSON struct {
@@ -77,6 +85,9 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 		return err
 	}
 	out := listJSON{Format: 1, Repository: r.Store.String(), Incomplete: l.Incomplete, WAL: tls, Backups: []listBackupJSON{}}
+	if out.DroppedWAL, out.Window, out.WindowBeforeGap, err = listDropped(ctx, r); err != nil { // archive-queue-max
+		return err
+	}
 	if out.Incomplete == nil {
 		out.Incomplete = []string{}
 	}
@@ -117,7 +128,11 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 	for _, t := range tls {
 		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%v\n", t.Timeline, t.First, t.Last, t.Segments, t.History)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	printListDropped(env.stdout, out.DroppedWAL, out.Window, out.WindowBeforeGap)
+	return nil
 }
 
 // walTimelines summarises the archive per timeline (one LIST of wal/).

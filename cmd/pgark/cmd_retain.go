@@ -45,6 +45,9 @@ type retainWALJSON struct {
 	DeleteFirst string `json:"delete_first,omitempty"`
 	DeleteLast  string `json:"delete_last,omitempty"`
 	Kept        int    `json:"kept"`
+
+	// GapRecords are the archive-queue-max gap records deleted with the WAL.
+	GapRecords []string `json:"gap_records,omitempty"`
 }
 
 func runRetain(ctx context.Context, env *cmdEnv, args []string) error {
@@ -124,6 +127,7 @@ func planRetain(ctx context.Context, env *cmdEnv, r *repo.Repo, ids *crypto.Iden
 	if n := len(plan.DeleteWAL); n > 0 {
 		out.WAL.DeleteFirst, out.WAL.DeleteLast = plan.DeleteWAL[0].Name.Raw, plan.DeleteWAL[n-1].Name.Raw
 	}
+	out.WAL.GapRecords = plan.DeleteGaps // archive-queue-max
 	out.Dumps = dumpsOut
 	out.ObjectLock = retainLock(r, plan)
 	if asJSON {

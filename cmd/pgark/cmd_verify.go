@@ -15,6 +15,7 @@ import (
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/storage"
 	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walgap"
 	"github.com/pgark/pgark/walinventory"
 )
 
@@ -41,6 +42,14 @@ type verifyJSON struct {
 	// ObjectLock reports the objects whose Object Lock retention is missing
 	// or shorter than the repository's (repositories with one only).
 	ObjectLock *verifyLockJSON `json:"object_lock,omitempty"`
+
+	// archive-queue-max: the dropped ranges, and the window that ends at
+	// a gap when no backup starts after the last one.
+	Dropped         []walgap.Range       `json:"dropped_wal"`
+	WindowBeforeGap *walinventory.Window `json:"window_before_gap,omitempty"`
+	// UnsignedGapRecords are gap records that trusted-signers refuse:
+	// ignored, so their gaps count as missing.
+	UnsignedGapRecords []string `json:"unsigned_gap_records,omitempty"`
 }
 
 type verifyBackupJSON struct {
@@ -95,6 +104,7 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 	out := verifyJSON{Format: 1, Repository: r.Store.String(), Full: full, Timeline: rep.Timeline, From: rep.From, To: rep.To,
 		SegmentsChecked: rep.Checked, Gaps: nonNil(rep.Gaps), MissingHistories: nonNil(rep.MissingHistories),
 		UnreadableHistories: nonNil(rep.UnreadableHistories), Window: rep.Window,
+		Dropped: nonNil(rep.Dropped), WindowBeforeGap: rep.WindowBeforeGap, UnsignedGapRecords: rep.UnverifiedDropped,
 		Backups: []verifyBackupJSON{}, WALProblems: []verifyWALProblem{}, Incomplete: nonNil(rep.Incomplete)}
 
 	listed := &catalog.Listing{Backups: rep.Backups}
@@ -185,7 +195,7 @@ func runVerify(ctx context.Context, env *cmdEnv, args []string) error {
 	if out.ObjectLock, err = verifyRetention(ctx, r); err != nil {
 		return err
 	}
-	out.OK = len(out.Gaps) == 0 && len(out.MissingHistories) == 0 && len(out.WALProblems) == 0 && out.Window != nil && keysOK &&
+	out.OK = failingGaps(out.Gaps, out.Window) == 0 && len(out.MissingHistories) == 0 && len(out.WALProblems) == 0 && out.Window != nil && keysOK &&
 		(out.ObjectLock == nil || len(out.ObjectLock.Problems) == 0)
 	for _, b := range out.Backups {
 		out.OK = out.OK && b.OK
@@ -225,10 +235,14 @@ func printVerify(w io.Writer, v *verifyJSON) {
 		fmt.Fprintln(w, "  continuity: OK")
 	}
 	for _, g := range v.Gaps {
+		cause := ""
+		if g.Cause != "" {
+			cause = ", " + g.Cause
+		}
 		if g.Count == 1 {
-			fmt.Fprintf(w, "  MISSING %s (timeline %d)\n", g.First, g.Timeline)
+			fmt.Fprintf(w, "  MISSING %s (timeline %d%s)\n", g.First, g.Timeline, cause)
 		} else {
-			fmt.Fprintf(w, "  MISSING %s .. %s (%d segments, timeline %d)\n", g.First, g.Last, g.Count, g.Timeline)
+			fmt.Fprintf(w, "  MISSING %s .. %s (%d segments, timeline %d%s)\n", g.First, g.Last, g.Count, g.Timeline, cause)
 		}
 	}
 	for _, tl := range v.MissingHistories {
@@ -278,6 +292,7 @@ func printVerify(w io.Writer, v *verifyJSON) {
 			v.Window.FromTime.UTC().Format(time.RFC3339), v.Window.FromBackup, v.Window.FromLSN,
 			v.Window.ToLSN, v.Window.ToSegment, v.Window.ToArchivedAt.UTC().Format(time.RFC3339))
 	}
+	printDropped(w, v.Dropped, v.WindowBeforeGap, v.UnsignedGapRecords) // archive-queue-max
 	if v.OK {
 		fmt.Fprintln(w, "result: OK")
 	} else {

@@ -29,12 +29,13 @@ func runWalPush(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	r, po, err := walPushSetup(ctx, env)
 	if err != nil {
-		return err
+		return dropOnQueueMax(ctx, env, args[0], err) // archive-queue-max
 	}
 	res, err := wal.PushAhead(ctx, r, args[0], po, ahead)
 	if err != nil {
-		return err
+		return dropOnQueueMax(ctx, env, args[0], err) // archive-queue-max
 	}
+	flushGaps(ctx, env, r, po) // archive-queue-max: record earlier drops
 	env.log.Info("archived", "wal", res.Name, "bytes", res.Size, "already_stored", res.AlreadyStored,
 		"ms", time.Since(start).Milliseconds())
 	startBackgroundBatch(env, ahead, args[0])

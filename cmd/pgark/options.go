@@ -173,12 +173,14 @@ var options = []option{
 
 	// WAL push and fetch, their spools.
 	{name: "pgdata", cmds: []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}, help: "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)"},
-	{name: "spool-dir", cmds: append([]string{"backup"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL and (backup) copies of backup manifests for incremental backups, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
+	{name: "spool-dir", cmds: append([]string{"backup", "check"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL, records of segments dropped by archive-queue-max (wal-push writes them, check reads them) and (backup) copies of backup manifests for incremental backups, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
 	{name: "push-ahead", kind: optInt, def: "8", cmds: []string{"wal-push"}, help: "wal-push: also push up to this many of the next .ready segments in parallel, so that PostgreSQL's next calls answer at once (0: off)"},
 	{name: "push-jobs", kind: optInt, def: "2", cmds: []string{"wal-push"}, help: "wal-push: pushes at once when pushing ahead"},
 	{name: "fetch-ahead", kind: optInt, def: "8", cmds: fetchCmds, help: "wal-fetch: keep this many of the next segments downloaded, verified and decoded in the spool by a background helper (0: off)"},
 	{name: "fetch-jobs", kind: optInt, def: "2", cmds: fetchCmds, help: "wal-fetch: downloads at once when fetching ahead"},
 	{name: "spool-max-size", kind: optSize, def: "512MiB", cmds: fetchCmds, help: "wal-fetch: at most this many bytes of prefetched WAL in the spool"},
+	// archive-queue-max (cmd/pgark/queuemax.go).
+	{name: "archive-queue-max", kind: optSize, def: "0", cmds: []string{"wal-push"}, help: "wal-push: when a push fails after retry-timeout and the WAL segments waiting in pg_wal (.ready) exceed this size, report the segment archived without storing it, log an error and record the gap, so that a long repository outage cannot fill the disk and stop the server (0: off, never drop)"},
 
 	// Output.
 	{name: "json", kind: optBool, def: "false", cmds: []string{"list", "backup", "verify", "retain", "check", "key list", "dump"}, help: "print JSON (stable schema) instead of a table"},
