@@ -151,7 +151,7 @@ Then the WAL the archive holds, per timeline. Backups that never completed
 
 --json prints one object with a stable schema (documented in the README);
 consumers should ignore fields they do not know.`,
-			run: runList,
+			run: perRepo(runList, nil),
 		},
 		{
 			name:    "verify",
@@ -179,7 +179,7 @@ Without an identity, an encrypted repository is checked from metadata
 (sizes, switch points) only; --full needs age-identity-file.`,
 			exits:   exitsVerify,
 			exitFor: verifyExitCode,
-			run:     runVerify,
+			run:     perRepo(runVerify, nil),
 		},
 		{
 			name:    "check",
@@ -225,7 +225,7 @@ prints metrics named pgark_* for node_exporter's textfile collector;
 --prometheus-file FILE writes them to FILE atomically, beside any output.`,
 			exits:       exitsCheck,
 			exitFor:     checkExitCodes,
-			run:         runCheck,
+			run:         runCheckRepos,
 			setupFailed: checkSetupFailed,
 		},
 		{
@@ -252,7 +252,7 @@ objects, then the WAL: a run interrupted at any point leaves a repository that
 "pgark verify" accepts (a half-deleted backup is listed as incomplete and
 deleted by the next run). --dry-run prints what would go and what stays, and
 why; a real run prints the same list.`,
-			run: runRetain,
+			run: perRepo(runRetain, nil),
 		},
 		{
 			name:    "dump",
@@ -365,6 +365,22 @@ need it.`,
 and the history of additions and removals. With age-identity-file, marks the
 recipients that the identities match. --json gives the same.`,
 			run: runKeyList,
+		},
+		{
+			name:    "copy",
+			summary: "replicate backups, dumps and WAL into the second repository (repo2), incrementally and verified",
+			help: `Copies what repository 1 holds and repository 2 lacks (or the other way with
+--copy-from 2): WAL and history files, then each complete backup and dump
+run, its objects before its metadata (backup.json, dump.json), so that a
+backup copied in part is never listed or used. Objects are copied as they
+are stored, still compressed and encrypted, with their metadata and
+signatures: no identity is needed. Each copied object is read back from the
+destination and its SHA-256 compared with the source's. What the destination
+already holds with the same size is skipped; an object it holds with another
+size is reported as a conflict (exit 4) and never overwritten. Backups in
+progress or failed are not copied. The destination's repository lock is held
+while copying, so a retain there waits. Safe to interrupt and run again.`,
+			run: runCopy,
 		},
 		{
 			name:    "wal-push-ahead",

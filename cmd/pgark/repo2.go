@@ -1,0 +1,352 @@
+package main
+
+// A second repository (repo2). Each repository is opened through its own
+// view of the settings: repository 2's view has repo = repo2 and every
+// per-store setting replaced by its repo2- twin (options.go), so that the
+// store opening code reads one repository's settings whichever it opens.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/health"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/storage/fallback"
+	"github.com/pgark/pgark/storage/mirror"
+	"github.com/pgark/pgark/walinventory"
+)
+
+const repo2Prefix = "repo2-"
+
+// repo1Key keeps, in a repository's view of the settings, the location of
+// repository 1 (never an option name).
+const repo1Key = "(repo1)"
+
+// archiveRepo is the repository that archive_command names with --repo:
+// repository 1, whichever repository's view env is.
+func archiveRepo(env *cmdEnv) string {
+	if v, ok := env.s.vals[repo1Key]; ok {
+		return v
+	}
+	return env.s.str("repo")
+}
+
+// hasRepo2 reports whether a second repository is configured.
+func hasRepo2(env *cmdEnv) bool { return env.s.str("repo2") != "" }
+
+// repoEnv is env seen as repository idx (1 or 2): for 2, repo and the
+// per-store settings take the values of repo2 and their repo2- twins.
+// Its repo-index setting says which it is.
+func repoEnv(env *cmdEnv, idx int) *cmdEnv {
+	s := &settings{vals: maps.Clone(env.s.vals), src: maps.Clone(env.s.src)}
+	s.vals["repo-index"] = strconv.Itoa(idx)
+	s.vals[repo1Key] = env.s.vals["repo"]
+	e := *env
+	e.s = s
+	if idx == 1 {
+		return &e
+	}
+	for name, v := range env.s.vals {
+		if base, ok := strings.CutPrefix(name, repo2Prefix); ok {
+			s.vals[base], s.src[base] = v, env.s.src[name]
+		}
+	}
+	s.vals["repo"], s.src["repo"] = env.s.vals["repo2"], env.s.src["repo2"]
+	e.log = env.log.With("repo", 2)
+	return &e
+}
+
+// repoIndexes are the repositories a per-repository command works on:
+// --repo-index, else every configured one.
+func repoIndexes(env *cmdEnv) ([]int, error) {
+	switch env.s.str("repo-index") {
+	case "1":
+		return []int{1}, nil
+	case "2":
+		if !hasRepo2(env) {
+			return nil, usageErrorf("repo-index 2: no second repository configured (set repo2)")
+		}
+		return []int{2}, nil
+	}
+	if hasRepo2(env) {
+		return []int{1, 2}, nil
+	}
+	return []int{1}, nil
+}
+
+// repoRef names a repository in JSON output.
+type repoRef struct {
+	Index    int    `json:"index"`
+	Location string `json:"location"`
+}
+
+func refFor(env *cmdEnv, idx int) repoRef {
+	return repoRef{Index: idx, Location: repoEnv(env, idx).s.str("repo")}
+}
+
+// openRawStore opens repository idx's store (retries included) without
+// reading anything from it.
+func openRawStore(ctx context.Context, env *cmdEnv, idx int) (storage.Store, error) {
+	e := repoEnv(env, idx)
+	loc, err := parseLocation(e.s.str("repo"))
+	if err != nil {
+		return nil, fmt.Errorf("repository %d: %w", idx, err)
+	}
+	st, err := openStore(ctx, e, loc, "")
+	if err != nil {
+		return nil, fmt.Errorf("repository %d: %w", idx, err)
+	}
+	return st, nil
+}
+
+// openRepoFallback opens the repositories for reading: with repo2, one
+// repository whose reads go to repository 1 and, when it fails or lacks an
+// object, to repository 2 (package fallback).
+func openRepoFallback(ctx context.Context, env *cmdEnv) (*repo.Repo, *crypto.Identities, error) {
+	if !hasRepo2(env) {
+		return openRepoToRead(ctx, env)
+	}
+	var stores []storage.Store
+	for _, idx := range []int{1, 2} {
+		st, err := openRawStore(ctx, env, idx)
+		if err != nil {
+			return nil, nil, err
+		}
+		stores = append(stores, st)
+	}
+	fb := fallback.New(env.log, stores...)
+	r, err := repo.Open(ctx, fb)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.Trust, err = crypto.ParseTrusted(env.s.str("trusted-signers")); err != nil {
+		return nil, nil, fmt.Errorf("%w: trusted-signers: %w", errKey, err)
+	}
+	ids, err := identities(env)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, ids, nil
+}
+
+// openRepoMirror opens the repositories for wal-push: with repo2, one
+// repository whose writes go to both (package mirror), with a queue per
+// repository in the spool for what one of them could not take in time.
+// The repository configuration comes from the first one that answers.
+func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
+	if !hasRepo2(env) {
+		return openRepo(ctx, env)
+	}
+	var stores []storage.Store
+	var r *repo.Repo
+	var firstErr error
+	for _, idx := range []int{1, 2} {
+		e := repoEnv(env, idx)
+		ri, err := openRepo(ctx, e)
+		if err == nil {
+			stores = append(stores, ri.Store)
+			if r == nil {
+				r = ri
+			} else if err := sameRepoConfig(r.Config, ri.Config); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if firstErr == nil {
+			firstErr = fmt.Errorf("repository %d: %w", idx, err)
+		}
+		env.log.Warn("cannot open a repository; pushing to the other and queueing for it", "repository", idx, "err", err)
+		st, serr := openRawStore(ctx, env, idx)
+		if serr != nil {
+			return nil, serr
+		}
+		stores = append(stores, st)
+	}
+	if r == nil {
+		return nil, firstErr
+	}
+	dir, err := mirrorQueueDir(env)
+	if err != nil {
+		return nil, err
+	}
+	timeout, err := env.s.duration("mirror-timeout")
+	if err != nil {
+		return nil, err
+	}
+	if timeout < time.Second {
+		return nil, usageErrorf("mirror-timeout: at least 1s")
+	}
+	m, err := mirror.New(mirror.Config{Stores: stores, QueueDir: dir, Timeout: timeout, Backoff: 2 * timeout, CatchUpBudget: timeout / 2, Log: env.log})
+	if err != nil {
+		return nil, err
+	}
+	r.Store = m
+	return r, nil
+}
+
+// sameRepoConfig refuses two repositories that would store objects
+// differently readable: other recipients or another format.
+func sameRepoConfig(a, b repo.Config) error {
+	if a.Encryption != b.Encryption || strings.Join(a.Recipients, ",") != strings.Join(b.Recipients, ",") {
+		return fmt.Errorf("%w: repository 1 is encrypted to [%s] and repository 2 to [%s]; both must have the same registered recipients (pgark key add on the other)",
+			errKey, strings.Join(a.Recipients, ", "), strings.Join(b.Recipients, ", "))
+	}
+	return nil
+}
+
+// mirrorQueueDir is the spool directory of wal-push's queues when two
+// repositories are configured, keyed by both repositories: <spool>/mirror/<id>.
+// Its subdirectories 1 and 2 hold what repository 1 or 2 still lacks.
+func mirrorQueueDir(env *cmdEnv) (string, error) {
+	base, err := spoolBase(env)
+	if err != nil {
+		return "", err
+	}
+	if base == "" {
+		return "", usageErrorf("two repositories need a spool directory outside the data directory for what one of them cannot take: set spool-dir")
+	}
+	id1, err := repoID(env)
+	if err != nil {
+		return "", err
+	}
+	id2, err := repoID(repoEnv(env, 2))
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256([]byte(id1 + "\n" + id2))
+	return filepath.Join(base, "mirror", hex.EncodeToString(h[:8])), nil
+}
+
+// mirrorBacklog is the number of objects queued for repository idx and
+// the age of the oldest (0 when none, or no queue).
+func mirrorBacklog(env *cmdEnv, idx int) (int, time.Duration) {
+	if !hasRepo2(env) {
+		return 0, 0
+	}
+	dir, err := mirrorQueueDir(env)
+	if err != nil {
+		return 0, 0
+	}
+	n, oldest, err := mirror.Pending(filepath.Join(dir, strconv.Itoa(idx)))
+	if err != nil || n == 0 {
+		return 0, 0
+	}
+	return n, time.Since(oldest)
+}
+
+// perRepo runs a per-repository command (list, verify, retain, check) on
+// each repository that repoIndexes names. Without repo2 and --repo-index
+// it is the command as it was. Text output comes in one section per
+// repository; JSON output is the command's object with a "repo" field
+// ({"index", "location"}), and with both repositories
+// {"format": 1, "repositories": [those objects]}. Every repository is
+// worked on even when one fails; worst picks the error returned (default:
+// the first).
+func perRepo(run func(context.Context, *cmdEnv, []string) error, worst func([]error) error) func(context.Context, *cmdEnv, []string) error {
+	return func(ctx context.Context, env *cmdEnv, args []string) error {
+		if !hasRepo2(env) && env.s.str("repo-index") == "" {
+			return run(ctx, env, args)
+		}
+		idxs, err := repoIndexes(env)
+		if err != nil {
+			return err
+		}
+		asJSON, err := env.s.boolean("json")
+		if err != nil {
+			return err
+		}
+		var objs []map[string]any
+		var errs []error
+		for i, idx := range idxs {
+			e := repoEnv(env, idx)
+			ref := refFor(env, idx)
+			var buf bytes.Buffer
+			if asJSON {
+				e.stdout = &buf
+			} else {
+				if i > 0 {
+					fmt.Fprintln(env.stdout)
+				}
+				fmt.Fprintf(env.stdout, "== repository %d: %s ==\n", idx, ref.Location)
+			}
+			err := run(ctx, e, args)
+			if err != nil {
+				env.log.Error("repository failed", "repository", idx, "err", err)
+				errs = append(errs, fmt.Errorf("repository %d: %w", idx, err))
+			}
+			if asJSON {
+				obj := map[string]any{}
+				if jerr := json.Unmarshal(buf.Bytes(), &obj); jerr != nil {
+					obj = map[string]any{"error": storage.OneLine(fmt.Sprint(err))}
+				}
+				obj["repo"] = ref
+				objs = append(objs, obj)
+			}
+		}
+		if asJSON {
+			var perr error
+			if len(objs) == 1 {
+				perr = printJSON(env.stdout, objs[0])
+			} else {
+				perr = printJSON(env.stdout, map[string]any{"format": 1, "repositories": objs})
+			}
+			if perr != nil {
+				return perr
+			}
+		}
+		if len(errs) == 0 {
+			return nil
+		}
+		if worst != nil {
+			return worst(errs)
+		}
+		return errs[0]
+	}
+}
+
+// worstCheck is the error of the most severe check result.
+func worstCheck(errs []error) error {
+	w := errs[0]
+	for _, e := range errs[1:] {
+		if checkExitCode(e) > checkExitCode(w) {
+			w = e
+		}
+	}
+	return w
+}
+
+// runCheckRepos is check over each repository. Prometheus output names no
+// repository, so with two it needs --repo-index.
+func runCheckRepos(ctx context.Context, env *cmdEnv, args []string) error {
+	if prom, _ := env.s.boolean("prometheus"); prom && hasRepo2(env) && env.s.str("repo-index") == "" {
+		err := usageErrorf("--prometheus with two repositories: give --repo-index 1 or 2 (one metrics file each)")
+		printUnknown(env.stdout, outPrometheus, err)
+		return err
+	}
+	return perRepo(runCheck, worstCheck)(ctx, env, args)
+}
+
+// repositoryArchiveCheck is check's comparison of this repository's archive
+// with the server's, when two repositories are configured.
+func repositoryArchiveCheck(env *cmdEnv, srv *health.Server, rep *walinventory.Report, maxLag int) (health.Check, bool) {
+	if !hasRepo2(env) {
+		return health.Check{}, false
+	}
+	idx, err := strconv.Atoi(env.s.str("repo-index"))
+	if err != nil {
+		idx = 1
+	}
+	n, oldest := mirrorBacklog(env, idx)
+	return health.RepositoryArchive(idx, srv, rep, health.Backlog{Queued: n, Oldest: oldest}, maxLag), true
+}
