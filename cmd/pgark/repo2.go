@@ -143,38 +143,13 @@ func openRepoFallback(ctx context.Context, env *cmdEnv) (*repo.Repo, *crypto.Ide
 // openRepoMirror opens the repositories for wal-push: with repo2, one
 // repository whose writes go to both (package mirror), with a queue per
 // repository in the spool for what one of them could not take in time.
-// The repository configuration comes from the first one that answers.
+// The repository configuration comes from the first one that answers; a
+// repository that failed within the mirror's backoff, or does not answer
+// within mirror-timeout, is written to through its bare store (its queue
+// takes what it cannot), so that a dead repository does not slow archiving.
 func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 	if !hasRepo2(env) {
 		return openRepo(ctx, env)
-	}
-	var stores []storage.Store
-	var r *repo.Repo
-	var firstErr error
-	for _, idx := range []int{1, 2} {
-		e := repoEnv(env, idx)
-		ri, err := openRepo(ctx, e)
-		if err == nil {
-			stores = append(stores, ri.Store)
-			if r == nil {
-				r = ri
-			} else if err := sameRepoConfig(r.Config, ri.Config); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if firstErr == nil {
-			firstErr = fmt.Errorf("repository %d: %w", idx, err)
-		}
-		env.log.Warn("cannot open a repository; pushing to the other and queueing for it", "repository", idx, "err", err)
-		st, serr := openRawStore(ctx, env, idx)
-		if serr != nil {
-			return nil, serr
-		}
-		stores = append(stores, st)
-	}
-	if r == nil {
-		return nil, firstErr
 	}
 	dir, err := mirrorQueueDir(env)
 	if err != nil {
@@ -187,7 +162,55 @@ func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 	if timeout < time.Second {
 		return nil, usageErrorf("mirror-timeout: at least 1s")
 	}
-	m, err := mirror.New(mirror.Config{Stores: stores, QueueDir: dir, Timeout: timeout, Backoff: 2 * timeout, CatchUpBudget: timeout / 2, Log: env.log})
+	backoff := 2 * timeout
+	stores := make([]storage.Store, 2)
+	var r *repo.Repo
+	var firstErr, fatal error
+	open := func(idx int, limit time.Duration) {
+		octx, cancel := ctx, context.CancelFunc(func() {})
+		if limit > 0 {
+			octx, cancel = context.WithTimeout(ctx, limit)
+		}
+		defer cancel()
+		ri, err := openRepo(octx, repoEnv(env, idx))
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("repository %d: %w", idx, err)
+			}
+			env.log.Warn("cannot open a repository; storing in the other and queueing for it", "repository", idx, "err", err)
+			return
+		}
+		stores[idx-1] = ri.Store
+		if r == nil {
+			r = ri
+		} else if err := sameRepoConfig(r.Config, ri.Config); err != nil {
+			fatal = err
+		}
+	}
+	for _, idx := range []int{1, 2} {
+		if !mirror.IsDown(filepath.Join(dir, strconv.Itoa(idx)), backoff) {
+			open(idx, timeout)
+		}
+	}
+	for _, idx := range []int{1, 2} {
+		if r == nil && fatal == nil && stores[idx-1] == nil {
+			open(idx, 0) // the last chance: the full retry-timeout
+		}
+	}
+	if fatal != nil {
+		return nil, fatal
+	}
+	if r == nil {
+		return nil, firstErr
+	}
+	for i := range stores {
+		if stores[i] == nil {
+			if stores[i], err = openRawStore(ctx, env, i+1); err != nil {
+				return nil, err
+			}
+		}
+	}
+	m, err := mirror.New(mirror.Config{Stores: stores, QueueDir: dir, Timeout: timeout, Backoff: backoff, CatchUpBudget: timeout / 2, Log: env.log})
 	if err != nil {
 		return nil, err
 	}

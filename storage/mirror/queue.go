@@ -168,6 +168,10 @@ func (q *queue) setAside(name string) string {
 	return p
 }
 
+// IsDown reports whether the store whose queue directory is dir failed
+// less than backoff ago (Put then queues for it without trying it).
+func IsDown(dir string, backoff time.Duration) bool { return (&queue{dir: dir}).down(backoff) }
+
 // down reports whether the store failed less than backoff ago.
 func (q *queue) down(backoff time.Duration) bool {
 	fi, err := os.Stat(filepath.Join(q.dir, "down"))
