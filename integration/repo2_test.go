@@ -193,6 +193,12 @@ func TestTwoRepositories(t *testing.T) {
 		}
 	}
 
+	r = pgark(t, awsEnv, "check", "--config", conf, "--dsn", c.DSN(), "--no-probe")
+	if first, _, _ := strings.Cut(r.stdout, "\n"); r.code != 0 || !strings.HasPrefix(first, "PGARK CHECK OK - repository 1: OK") || !strings.Contains(first, "repository 2: OK") ||
+		!strings.Contains(r.stdout, "== repository 2: s3://second/db ==") {
+		t.Fatalf("check (text): %s", r)
+	}
+
 	// verify: each repository, each complete.
 	mustOK(t, pgark(t, awsEnv, "verify", "--config", conf))
 	mustOK(t, pgark(t, awsEnv, "verify", "--config", conf, "--repo-index", "2"))

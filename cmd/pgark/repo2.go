@@ -271,12 +271,13 @@ func mirrorBacklog(env *cmdEnv, idx int) (int, time.Duration) {
 // perRepo runs a per-repository command (list, verify, retain, check) on
 // each repository that repoIndexes names. Without repo2 and --repo-index
 // it is the command as it was. Text output comes in one section per
-// repository; JSON output is the command's object with a "repo" field
+// repository, after the line that summary makes (when set: check's Nagios
+// status line); JSON output is the command's object with a "repo" field
 // ({"index", "location"}), and with both repositories
 // {"format": 1, "repositories": [those objects]}. Every repository is
 // worked on even when one fails; worst picks the error returned (default:
 // the first).
-func perRepo(run func(context.Context, *cmdEnv, []string) error, worst func([]error) error) func(context.Context, *cmdEnv, []string) error {
+func perRepo(run func(context.Context, *cmdEnv, []string) error, worst func([]error) error, summary func(idxs []int, outs []string, errs []error) string) func(context.Context, *cmdEnv, []string) error {
 	return func(ctx context.Context, env *cmdEnv, args []string) error {
 		if !hasRepo2(env) && env.s.str("repo-index") == "" {
 			return run(ctx, env, args)
@@ -289,35 +290,28 @@ func perRepo(run func(context.Context, *cmdEnv, []string) error, worst func([]er
 		if err != nil {
 			return err
 		}
-		var objs []map[string]any
-		var errs []error
+		outs := make([]string, len(idxs))
+		errs := make([]error, len(idxs))
 		for i, idx := range idxs {
 			e := repoEnv(env, idx)
-			ref := refFor(env, idx)
 			var buf bytes.Buffer
-			if asJSON {
-				e.stdout = &buf
-			} else {
-				if i > 0 {
-					fmt.Fprintln(env.stdout)
-				}
-				fmt.Fprintf(env.stdout, "== repository %d: %s ==\n", idx, ref.Location)
-			}
-			err := run(ctx, e, args)
-			if err != nil {
+			e.stdout = &buf
+			if err := run(ctx, e, args); err != nil {
 				env.log.Error("repository failed", "repository", idx, "err", err)
-				errs = append(errs, fmt.Errorf("repository %d: %w", idx, err))
+				errs[i] = fmt.Errorf("repository %d: %w", idx, err)
 			}
-			if asJSON {
-				obj := map[string]any{}
-				if jerr := json.Unmarshal(buf.Bytes(), &obj); jerr != nil {
-					obj = map[string]any{"error": storage.OneLine(fmt.Sprint(err))}
-				}
-				obj["repo"] = ref
-				objs = append(objs, obj)
-			}
+			outs[i] = buf.String()
 		}
 		if asJSON {
+			var objs []map[string]any
+			for i, idx := range idxs {
+				obj := map[string]any{}
+				if jerr := json.Unmarshal([]byte(outs[i]), &obj); jerr != nil {
+					obj = map[string]any{"error": storage.OneLine(fmt.Sprint(errs[i]))}
+				}
+				obj["repo"] = refFor(env, idx)
+				objs = append(objs, obj)
+			}
 			var perr error
 			if len(objs) == 1 {
 				perr = printJSON(env.stdout, objs[0])
@@ -327,14 +321,30 @@ func perRepo(run func(context.Context, *cmdEnv, []string) error, worst func([]er
 			if perr != nil {
 				return perr
 			}
+		} else {
+			if summary != nil {
+				fmt.Fprintln(env.stdout, summary(idxs, outs, errs))
+			}
+			for i, idx := range idxs {
+				if i > 0 {
+					fmt.Fprintln(env.stdout)
+				}
+				fmt.Fprintf(env.stdout, "== repository %d: %s ==\n%s", idx, refFor(env, idx).Location, outs[i])
+			}
 		}
-		if len(errs) == 0 {
+		var failed []error
+		for _, e := range errs {
+			if e != nil {
+				failed = append(failed, e)
+			}
+		}
+		if len(failed) == 0 {
 			return nil
 		}
 		if worst != nil {
-			return worst(errs)
+			return worst(failed)
 		}
-		return errs[0]
+		return failed[0]
 	}
 }
 
@@ -357,7 +367,22 @@ func runCheckRepos(ctx context.Context, env *cmdEnv, args []string) error {
 		printUnknown(env.stdout, outPrometheus, err)
 		return err
 	}
-	return perRepo(runCheck, worstCheck)(ctx, env, args)
+	return perRepo(runCheck, worstCheck, checkSummary)(ctx, env, args)
+}
+
+// checkSummary is the first line of check's text output with two
+// repositories (what Nagios shows): the worst status, then each
+// repository's own first line.
+func checkSummary(idxs []int, outs []string, errs []error) string {
+	worst := exitOK
+	var parts []string
+	for i, idx := range idxs {
+		worst = max(worst, checkExitCode(errs[i]))
+		line, _, _ := strings.Cut(outs[i], "\n")
+		line = strings.TrimPrefix(line, "PGARK CHECK ")
+		parts = append(parts, fmt.Sprintf("repository %d: %s", idx, line))
+	}
+	return fmt.Sprintf("PGARK CHECK %s - %s", strings.ToUpper(health.Status(worst).String()), strings.Join(parts, "; "))
 }
 
 // repositoryArchiveCheck is check's comparison of this repository's archive
