@@ -11,7 +11,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"path/filepath"
 	"strconv"
@@ -120,8 +122,12 @@ func openRepoFallback(ctx context.Context, env *cmdEnv) (*repo.Repo, *crypto.Ide
 	var stores []storage.Store
 	for _, idx := range []int{1, 2} {
 		st, err := openRawStore(ctx, env, idx)
-		if err != nil {
+		if isUsage(err) {
 			return nil, nil, err
+		}
+		if err != nil {
+			env.log.Warn("cannot open a repository; reading from the other", "repository", idx, "err", err)
+			st = unavailable{name: fmt.Sprintf("repository %d", idx), err: err}
 		}
 		stores = append(stores, st)
 	}
@@ -166,6 +172,7 @@ func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 	stores := make([]storage.Store, 2)
 	var r *repo.Repo
 	var firstErr, fatal error
+	noRepo := make([]error, 2)
 	open := func(idx int, limit time.Duration) {
 		octx, cancel := ctx, context.CancelFunc(func() {})
 		if limit > 0 {
@@ -173,9 +180,20 @@ func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 		}
 		defer cancel()
 		ri, err := openRepo(octx, repoEnv(env, idx))
+		if isUsage(err) {
+			fatal = fmt.Errorf("repository %d: %w", idx, err)
+			return
+		}
 		if err != nil {
 			if firstErr == nil {
 				firstErr = fmt.Errorf("repository %d: %w", idx, err)
+			}
+			if errors.Is(err, repo.ErrNoRepository) {
+				// Never write into a location init has not made a
+				// repository: queue everything for it instead.
+				noRepo[idx-1] = err
+				env.log.Error("no repository at this location (run pgark init for it); queueing for it", "repository", idx, "err", err)
+				return
 			}
 			env.log.Warn("cannot open a repository; storing in the other and queueing for it", "repository", idx, "err", err)
 			return
@@ -204,9 +222,14 @@ func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 		return nil, firstErr
 	}
 	for i := range stores {
+		if stores[i] == nil && noRepo[i] != nil {
+			stores[i] = unavailable{name: fmt.Sprintf("repository %d", i+1), err: noRepo[i]}
+		}
 		if stores[i] == nil {
-			if stores[i], err = openRawStore(ctx, env, i+1); err != nil {
+			if stores[i], err = openRawStore(ctx, env, i+1); isUsage(err) {
 				return nil, err
+			} else if err != nil {
+				stores[i] = unavailable{name: fmt.Sprintf("repository %d", i+1), err: err}
 			}
 		}
 	}
@@ -398,3 +421,45 @@ func repositoryArchiveCheck(env *cmdEnv, srv *health.Server, rep *walinventory.R
 	n, oldest := mirrorBacklog(env, idx)
 	return health.RepositoryArchive(idx, srv, rep, health.Backlog{Queued: n, Oldest: oldest}, maxLag), true
 }
+
+// unavailable stands for a repository whose store cannot even be opened
+// (a local repository's disk not mounted): every operation fails with the
+// reason, so that reads go to the other repository and writes are queued.
+type unavailable struct {
+	name string
+	err  error
+}
+
+func (u unavailable) String() string { return u.name }
+
+func (u unavailable) fail() error { return fmt.Errorf("%s cannot be opened: %w", u.name, u.err) }
+
+func (u unavailable) Put(context.Context, string, io.Reader, storage.PutOptions) error {
+	return u.fail()
+}
+
+func (u unavailable) Get(context.Context, string) (io.ReadCloser, storage.ObjectInfo, error) {
+	return nil, storage.ObjectInfo{}, u.fail()
+}
+
+func (u unavailable) GetRange(context.Context, string, int64, int64) (io.ReadCloser, error) {
+	return nil, u.fail()
+}
+
+func (u unavailable) Stat(context.Context, string) (storage.ObjectInfo, error) {
+	return storage.ObjectInfo{}, u.fail()
+}
+
+func (u unavailable) List(context.Context, string, func(storage.ObjectInfo) error) error {
+	return u.fail()
+}
+
+func (u unavailable) ReadSmall(context.Context, string, int64) ([]byte, string, error) {
+	return nil, "", u.fail()
+}
+
+func (u unavailable) Swap(context.Context, string, []byte, string) (string, error) {
+	return "", u.fail()
+}
+
+func (u unavailable) Delete(context.Context, string) error { return u.fail() }

@@ -1,12 +1,20 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/pgark/pgark/storage/local"
+	"github.com/pgark/pgark/storage/mirror"
 )
 
 // storeSettings are the prefixes of per-store settings: each needs a repo2-
@@ -83,5 +91,89 @@ func TestRepoEnv(t *testing.T) {
 	s, _ = resolve(fs, "list", func(k string) string { return env[k] })
 	if _, err := repoIndexes(&cmdEnv{s: s}); err == nil || !isUsage(err) {
 		t.Errorf("repo-index 2 without repo2: %v", err)
+	}
+}
+
+// TestWalPushRepo2Queue: with repository 2's directory gone, wal-push
+// still exits 0 (repository 1 holds the file) and queues the object for
+// repository 2 in the spool; once the directory is back, the next push
+// delivers the queued object, and wal-fetch reads from repository 2 when
+// repository 1 lacks a file.
+func TestWalPushRepo2Queue(t *testing.T) {
+	dir := t.TempDir()
+	r1, r2, spool, pgdata := filepath.Join(dir, "r1"), filepath.Join(dir, "r2"), filepath.Join(dir, "spool"), filepath.Join(dir, "pgdata")
+	if err := os.MkdirAll(filepath.Join(pgdata, "pg_wal"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"PGARK_REPO": r1, "PGARK_REPO2": r2, "PGARK_SPOOL_DIR": spool, "PGARK_PGDATA": pgdata,
+		"PGARK_MIRROR_TIMEOUT": "1s", "PGARK_PUSH_AHEAD": "0", "PGARK_RETRY_TIMEOUT": "1s", "PGARK_FETCH_AHEAD": "0"}
+	initEnv := maps.Clone(env)
+	delete(initEnv, "PGARK_PGDATA") // nothing to bind to yet
+	if code, out, errs := runCLI(t, initEnv, "init"); code != 0 || strings.Count(out, "initialised repository") != 2 {
+		t.Fatalf("init: %d %s %s", code, out, errs)
+	}
+	history := func(tli int) string {
+		p := filepath.Join(pgdata, "pg_wal", fmt.Sprintf("%08X.history", tli))
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("%d\t0/3000000\tno recovery target specified\n", tli-1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	key := func(tli int) string { return fmt.Sprintf("wal/%08X/%08X.history.pgark", tli, tli) }
+	stored := func(repo string, tli int) bool {
+		st, err := local.New(repo)
+		if err != nil {
+			return false
+		}
+		_, err = st.Stat(t.Context(), key(tli))
+		return err == nil
+	}
+	if code, _, errs := runCLI(t, env, "wal-push", history(2)); code != 0 || !stored(r1, 2) || !stored(r2, 2) {
+		t.Fatalf("push with both up: %d %s", code, errs)
+	}
+
+	hidden := r2 + ".away"
+	if err := os.Rename(r2, hidden); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCLI(t, env, "wal-push", history(3)); code != 0 || !stored(r1, 3) {
+		t.Fatalf("push with repository 2 gone: %d %s", code, errs)
+	}
+	queued, _ := filepath.Glob(filepath.Join(spool, "mirror", "*", "2", "*.queued"))
+	if len(queued) != 1 {
+		t.Fatalf("queued for repository 2: %v", queued)
+	}
+	if err := os.Rename(hidden, r2); err != nil {
+		t.Fatal(err)
+	}
+	// The failure is remembered for twice mirror-timeout: push once that
+	// has passed (a condition on the queue's own marker, not a sleep).
+	for deadline := time.Now().Add(30 * time.Second); mirror.IsDown(filepath.Dir(queued[0]), 2*time.Second); {
+		if time.Now().After(deadline) {
+			t.Fatal("repository 2 still marked down")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, _, errs := runCLI(t, env, "wal-push", history(4)); code != 0 || !stored(r2, 3) || !stored(r2, 4) {
+		t.Fatalf("after repository 2 returned: %d %s; 3 in repository 2: %v", code, errs, stored(r2, 3))
+	}
+	if left, _ := filepath.Glob(filepath.Join(spool, "mirror", "*", "2", "*.queued")); len(left) != 0 {
+		t.Fatalf("still queued: %v", left)
+	}
+
+	// wal-fetch: a file only repository 2 holds is found there; one that
+	// neither holds is "not found" (exit 1).
+	if err := os.Remove(filepath.Join(r1, key(3))); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(dir, "fetched")
+	if code, _, errs := runCLI(t, env, "wal-fetch", "00000003.history", dest); code != 0 {
+		t.Fatalf("fetch through repository 2: %d %s", code, errs)
+	}
+	if b, _ := os.ReadFile(dest); !strings.HasPrefix(string(b), "2\t0/3000000") {
+		t.Fatalf("fetched %q", b)
+	}
+	if code, _, errs := runCLI(t, env, "wal-fetch", "00000009.history", dest+"2"); code != 1 {
+		t.Fatalf("fetch of a file in neither: %d %s", code, errs)
 	}
 }
