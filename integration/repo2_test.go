@@ -199,6 +199,12 @@ func TestTwoRepositories(t *testing.T) {
 		t.Fatalf("check (text): %s", r)
 	}
 
+	r = pgark(t, awsEnv, "check", "--config", conf, "--dsn", c.DSN(), "--no-probe", "--prometheus")
+	if r.code != 0 || !strings.Contains(r.stdout, `pgark_check_status{repo_index="1"} 0`) || !strings.Contains(r.stdout, `pgark_check_status{repo_index="2"} 0`) ||
+		strings.Count(r.stdout, "# TYPE pgark_check_status ") != 1 {
+		t.Fatalf("check --prometheus: %s", r)
+	}
+
 	// verify: each repository, each complete.
 	mustOK(t, pgark(t, awsEnv, "verify", "--config", conf))
 	mustOK(t, pgark(t, awsEnv, "verify", "--config", conf, "--repo-index", "2"))

@@ -151,7 +151,7 @@ Then the WAL the archive holds, per timeline. Backups that never completed
 
 --json prints one object with a stable schema (documented in the README);
 consumers should ignore fields they do not know.`,
-			run: perRepo(runList, nil, nil),
+			run: perRepo(runList, repoHooks{}),
 		},
 		{
 			name:    "verify",
@@ -179,7 +179,7 @@ Without an identity, an encrypted repository is checked from metadata
 (sizes, switch points) only; --full needs age-identity-file.`,
 			exits:   exitsVerify,
 			exitFor: verifyExitCode,
-			run:     perRepo(runVerify, nil, nil),
+			run:     perRepo(runVerify, repoHooks{}),
 		},
 		{
 			name:    "check",
@@ -252,7 +252,7 @@ objects, then the WAL: a run interrupted at any point leaves a repository that
 "pgark verify" accepts (a half-deleted backup is listed as incomplete and
 deleted by the next run). --dry-run prints what would go and what stays, and
 why; a real run prints the same list.`,
-			run: perRepo(runRetain, nil, nil),
+			run: perRepo(runRetain, repoHooks{}),
 		},
 		{
 			name:    "dump",

@@ -300,7 +300,22 @@ func mirrorBacklog(env *cmdEnv, idx int) (int, time.Duration) {
 // {"format": 1, "repositories": [those objects]}. Every repository is
 // worked on even when one fails; worst picks the error returned (default:
 // the first).
-func perRepo(run func(context.Context, *cmdEnv, []string) error, worst func([]error) error, summary func(idxs []int, outs []string, errs []error) string) func(context.Context, *cmdEnv, []string) error {
+//
+// repoHooks adapt it to a command; every field may be nil.
+type repoHooks struct {
+	// worst picks the error returned from those of the failed repositories
+	// (default: the first).
+	worst func([]error) error
+	// summary is a first line above the text sections.
+	summary func(idxs []int, outs []string, errs []error) string
+	// prepare adjusts a repository's view before the command runs.
+	prepare func(e *cmdEnv, idx int)
+	// output, when it returns true, has written the whole output (after
+	// every repository ran) instead of the sections or JSON.
+	output func(env *cmdEnv, idxs []int, outs []string) (bool, error)
+}
+
+func perRepo(run func(context.Context, *cmdEnv, []string) error, h repoHooks) func(context.Context, *cmdEnv, []string) error {
 	return func(ctx context.Context, env *cmdEnv, args []string) error {
 		if !hasRepo2(env) && env.s.str("repo-index") == "" {
 			return run(ctx, env, args)
@@ -319,13 +334,24 @@ func perRepo(run func(context.Context, *cmdEnv, []string) error, worst func([]er
 			e := repoEnv(env, idx)
 			var buf bytes.Buffer
 			e.stdout = &buf
+			if h.prepare != nil {
+				h.prepare(e, idx)
+			}
 			if err := run(ctx, e, args); err != nil {
 				env.log.Error("repository failed", "repository", idx, "err", err)
 				errs[i] = fmt.Errorf("repository %d: %w", idx, err)
 			}
 			outs[i] = buf.String()
 		}
-		if asJSON {
+		handled := false
+		if h.output != nil {
+			if handled, err = h.output(env, idxs, outs); err != nil {
+				return err
+			}
+		}
+		switch {
+		case handled:
+		case asJSON:
 			var objs []map[string]any
 			for i, idx := range idxs {
 				obj := map[string]any{}
@@ -344,9 +370,9 @@ func perRepo(run func(context.Context, *cmdEnv, []string) error, worst func([]er
 			if perr != nil {
 				return perr
 			}
-		} else {
-			if summary != nil {
-				fmt.Fprintln(env.stdout, summary(idxs, outs, errs))
+		default:
+			if h.summary != nil {
+				fmt.Fprintln(env.stdout, h.summary(idxs, outs, errs))
 			}
 			for i, idx := range idxs {
 				if i > 0 {
@@ -364,8 +390,8 @@ func perRepo(run func(context.Context, *cmdEnv, []string) error, worst func([]er
 		if len(failed) == 0 {
 			return nil
 		}
-		if worst != nil {
-			return worst(failed)
+		if h.worst != nil {
+			return h.worst(failed)
 		}
 		return failed[0]
 	}
@@ -382,15 +408,11 @@ func worstCheck(errs []error) error {
 	return w
 }
 
-// runCheckRepos is check over each repository. Prometheus output names no
-// repository, so with two it needs --repo-index.
+// runCheckRepos is check over each repository. With two repositories, the
+// Prometheus metrics of both (--prometheus, prometheus-file) are merged,
+// each sample labelled repo_index="1" or "2" (check_repo2.go).
 func runCheckRepos(ctx context.Context, env *cmdEnv, args []string) error {
-	if prom, _ := env.s.boolean("prometheus"); prom && hasRepo2(env) && env.s.str("repo-index") == "" {
-		err := usageErrorf("--prometheus with two repositories: give --repo-index 1 or 2 (one metrics file each)")
-		printUnknown(env.stdout, outPrometheus, err)
-		return err
-	}
-	return perRepo(runCheck, worstCheck, checkSummary)(ctx, env, args)
+	return perRepo(runCheck, repoHooks{worst: worstCheck, summary: checkSummary, prepare: checkPrepare, output: checkOutputMerged})(ctx, env, args)
 }
 
 // checkSummary is the first line of check's text output with two

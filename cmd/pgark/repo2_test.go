@@ -177,3 +177,23 @@ func TestWalPushRepo2Queue(t *testing.T) {
 		t.Fatalf("fetch of a file in neither: %d %s", code, errs)
 	}
 }
+
+func TestMergePrometheus(t *testing.T) {
+	one := "# HELP pgark_check_status s\n# TYPE pgark_check_status gauge\npgark_check_status 0\n# HELP pgark_check_result r\n# TYPE pgark_check_result gauge\npgark_check_result{check=\"cluster\"} 0\n"
+	two := "# HELP pgark_check_status s\n# TYPE pgark_check_status gauge\npgark_check_status 2\n# HELP pgark_backups b\n# TYPE pgark_backups gauge\npgark_backups 3\n"
+	got := mergePrometheus([]int{1, 2}, []string{one, two})
+	want := `# HELP pgark_check_status s
+# TYPE pgark_check_status gauge
+pgark_check_status{repo_index="1"} 0
+pgark_check_status{repo_index="2"} 2
+# HELP pgark_check_result r
+# TYPE pgark_check_result gauge
+pgark_check_result{repo_index="1",check="cluster"} 0
+# HELP pgark_backups b
+# TYPE pgark_backups gauge
+pgark_backups{repo_index="2"} 3
+`
+	if got != want {
+		t.Fatalf("merged:\n%s\nwant:\n%s", got, want)
+	}
+}
