@@ -344,7 +344,7 @@ which identities the retained objects need.
 Rotation: key add NEW; set age-recipients to NEW on every host; after the
 objects that only the OLD identity reads have expired by retention (verify
 tells), key remove OLD. A removed recipient is refused to writers at once.`,
-			run: runKeyAdd,
+			run: perRepo(runKeyAdd, repoHooks{}),
 		},
 		{
 			name:    "key remove",
@@ -356,7 +356,7 @@ removed recipient is refused (exit 6) instead of writing data that key could
 read. The last recipient cannot be removed. Objects already written are not
 changed: keep the removed identity while ` + "`pgark verify`" + ` says retained objects
 need it.`,
-			run: runKeyRemove,
+			run: perRepo(runKeyRemove, repoHooks{}),
 		},
 		{
 			name:    "key list",
@@ -364,7 +364,7 @@ need it.`,
 			help: `Lists the registered recipients' fingerprints (and the public keys when known),
 and the history of additions and removals. With age-identity-file, marks the
 recipients that the identities match. --json gives the same.`,
-			run: runKeyList,
+			run: perRepo(runKeyList, repoHooks{}),
 		},
 		{
 			name:    "copy",

@@ -16,6 +16,7 @@ import (
 	"io"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -199,10 +200,15 @@ func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 			return
 		}
 		stores[idx-1] = ri.Store
+		// Each repository enforces its own encryption on this writer
+		// (fail closed): the codec is checked against the first one.
+		if rs, err := recipients(env); err != nil {
+			fatal = err
+		} else if _, err := ri.CheckRecipients(rs); err != nil {
+			fatal = fmt.Errorf("%w: repository %d: %w", errKey, idx, err)
+		}
 		if r == nil {
 			r = ri
-		} else if err := sameRepoConfig(r.Config, ri.Config); err != nil {
-			fatal = err
 		}
 	}
 	for _, idx := range []int{1, 2} {
@@ -244,11 +250,18 @@ func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 // sameRepoConfig refuses two repositories that would store objects
 // differently readable: other recipients or another format.
 func sameRepoConfig(a, b repo.Config) error {
-	if a.Encryption != b.Encryption || strings.Join(a.Recipients, ",") != strings.Join(b.Recipients, ",") {
+	if a.Encryption != b.Encryption || !sameSet(a.Recipients, b.Recipients) {
 		return fmt.Errorf("%w: repository 1 is encrypted to [%s] and repository 2 to [%s]; both must have the same registered recipients (pgark key add on the other)",
 			errKey, strings.Join(a.Recipients, ", "), strings.Join(b.Recipients, ", "))
 	}
 	return nil
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }
 
 // mirrorQueueDir is the spool directory of wal-push's queues when two
@@ -324,9 +337,11 @@ func perRepo(run func(context.Context, *cmdEnv, []string) error, h repoHooks) fu
 		if err != nil {
 			return err
 		}
-		asJSON, err := env.s.boolean("json")
-		if err != nil {
-			return err
+		asJSON := false
+		if _, ok := env.s.vals["json"]; ok { // not every command prints JSON
+			if asJSON, err = env.s.boolean("json"); err != nil {
+				return err
+			}
 		}
 		outs := make([]string, len(idxs))
 		errs := make([]error, len(idxs))

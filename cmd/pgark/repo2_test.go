@@ -197,3 +197,51 @@ pgark_backups{repo_index="2"} 3
 		t.Fatalf("merged:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// TestKeysBothRepos: key add and key remove change both repositories, so
+// that a writer's recipients are registered in each (wal-push checks them
+// against each repository and refuses when one of them does not accept them).
+func TestKeysBothRepos(t *testing.T) {
+	dir := t.TempDir()
+	gen := func(name string) string {
+		code, out, errs := runCLI(t, nil, "key", "generate", filepath.Join(dir, name))
+		if code != 0 {
+			t.Fatalf("key generate: %s", errs)
+		}
+		return strings.TrimSpace(out)
+	}
+	old, next := gen("old.key"), gen("new.key")
+	r1, r2 := filepath.Join(dir, "r1"), filepath.Join(dir, "r2")
+	env := map[string]string{"PGARK_REPO": r1, "PGARK_REPO2": r2, "PGARK_AGE_RECIPIENTS": old}
+	if code, _, errs := runCLI(t, env, "init"); code != 0 {
+		t.Fatalf("init: %s", errs)
+	}
+	if code, out, errs := runCLI(t, env, "key", "add", next); code != 0 || strings.Count(out, "added ") != 2 {
+		t.Fatalf("key add: %d %s %s", code, out, errs)
+	}
+	if code, out, errs := runCLI(t, env, "key", "remove", old); code != 0 || strings.Count(out, "removed ") != 2 {
+		t.Fatalf("key remove: %d %s %s", code, out, errs)
+	}
+	for _, r := range []string{r1, r2} {
+		b, err := os.ReadFile(filepath.Join(r, "pgark.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), `"remove"`) || strings.Count(string(b), `"add"`) != 2 {
+			t.Fatalf("%s: pgark.json %s", r, b)
+		}
+	}
+	pgdata := filepath.Join(dir, "pgdata")
+	os.MkdirAll(filepath.Join(pgdata, "pg_wal"), 0o700)
+	h := filepath.Join(pgdata, "pg_wal", "00000002.history")
+	os.WriteFile(h, []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
+	env["PGARK_SPOOL_DIR"], env["PGARK_PGDATA"], env["PGARK_PUSH_AHEAD"] = filepath.Join(dir, "spool"), pgdata, "0"
+	// The removed recipient is refused (by each repository), the new one taken.
+	if code, _, errs := runCLI(t, env, "wal-push", h); code != exitKey {
+		t.Fatalf("push to the removed recipient: %d %s", code, errs)
+	}
+	env["PGARK_AGE_RECIPIENTS"] = next
+	if code, _, errs := runCLI(t, env, "wal-push", h); code != 0 {
+		t.Fatalf("push to the new recipient: %d %s", code, errs)
+	}
+}
