@@ -72,6 +72,10 @@ while PostgreSQL's next calls are answered.
 WAL is compressed at zstd level 1 unless --wal-compression-level (or
 --compression-level) says otherwise: archiving must keep up.
 
+With a second repository (repo2), the file is stored in both, each within
+--mirror-timeout; exit 0 then means stored in at least one and, for the
+other, a verified copy queued in the spool, which later pushes deliver.
+
 Every failure exits with a status from 1 to 125, so that PostgreSQL counts it
 in pg_stat_archiver and retries the segment.`,
 			run: runWalPush,
@@ -92,6 +96,10 @@ detached helper (pgark wal-prefetch) keeps the next segments downloaded,
 verified and decoded in the spool (--spool-dir), and later calls rename them
 into place. "Not found" is never remembered: it only ever comes from this
 call's own request.
+
+With a second repository (repo2), a file the first repository fails to give
+or does not hold is read from the second; "not found" (1) only when both
+answered "does not exist".
 
 A SIGTERM or SIGINT ends pgark by that signal, never with status 1.`,
 			exits:   exitsFetch,

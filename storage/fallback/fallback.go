@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/pgark/pgark/storage"
 )
@@ -15,10 +16,16 @@ import (
 // ErrReadOnly is returned by the writing methods.
 var ErrReadOnly = errors.New("a fallback store is read-only")
 
-// Store reads from its stores in order.
+// Store reads from its stores in order. A store that fails (other than
+// "not found") moves behind the others for the calls that follow, so that
+// a long read (a restore) does not wait for a dead repository's retries
+// at every object; it is still asked before "not found" is answered.
 type Store struct {
 	stores []storage.Store
 	log    *slog.Logger
+
+	mu    sync.Mutex
+	order []int // indexes into stores, the order to ask them in
 }
 
 // New returns a store that reads from stores in order. log receives a
@@ -27,7 +34,26 @@ func New(log *slog.Logger, stores ...storage.Store) *Store {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{stores: stores, log: log}
+	order := make([]int, len(stores))
+	for i := range order {
+		order[i] = i
+	}
+	return &Store{stores: stores, log: log, order: order}
+}
+
+func (s *Store) current() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.order)
+}
+
+// demote moves store i behind the others.
+func (s *Store) demote(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j := slices.Index(s.order, i); j >= 0 && j < len(s.order)-1 {
+		s.order = append(slices.Delete(s.order, j, j+1), i)
+	}
 }
 
 // String names the stores, in order.
@@ -45,7 +71,9 @@ func (s *Store) String() string {
 func try[T any](ctx context.Context, s *Store, what, key string, op func(storage.Store) (T, error)) (T, error) {
 	var zero T
 	var firstErr error
-	for i, st := range s.stores {
+	order := s.current()
+	for n, i := range order {
+		st := s.stores[i]
 		v, err := op(st)
 		if err == nil {
 			return v, nil
@@ -53,10 +81,13 @@ func try[T any](ctx context.Context, s *Store, what, key string, op func(storage
 		if ctx.Err() != nil {
 			return zero, err
 		}
-		if !storage.IsNotFound(err) && firstErr == nil {
-			firstErr = err
+		if !storage.IsNotFound(err) {
+			s.demote(i)
+			if firstErr == nil {
+				firstErr = err
+			}
 		}
-		if i < len(s.stores)-1 {
+		if n < len(order)-1 {
 			lvl := s.log.Warn
 			if storage.IsNotFound(err) {
 				lvl = s.log.Info
