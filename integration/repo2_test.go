@@ -23,13 +23,15 @@ import (
 
 // TestTwoRepositories archives into a local repository and an S3 one at
 // once, through the built binary as PostgreSQL runs it:
-//   - init creates both; a backup goes to repository 1 and `pgark copy`
-//     replicates it (and the WAL) into repository 2;
+//   - init creates both; a backup and a dump go to repository 1 and
+//     `pgark copy` replicates them (and the WAL) into repository 2;
 //   - under pgbench, the S3 server is stopped: archiving goes on (no
 //     archive_command failure), what S3 missed is queued in the spool;
 //   - S3 comes back on the same port: with nothing but continued archiving,
 //     every WAL object of repository 1 reaches S3, byte for byte;
-//   - list, check and verify report per repository;
+//   - list, check (text, JSON, Prometheus) and verify report per
+//     repository; dump-restore reads a dump object that repository 1
+//     lost from repository 2;
 //   - a segment deleted from repository 1: restore and recovery complete
 //     through repository 2, with the source's rows; and a restore from
 //     repository 2 alone completes too.
@@ -72,7 +74,9 @@ func TestTwoRepositories(t *testing.T) {
 		t.Fatalf("init again: %s", r)
 	}
 
+	major, bin := dumpClient(t) // a server its pg_dump and pg_restore fit
 	c := testenv.StartPG(t, testenv.PGOptions{
+		Major:        major,
 		WalSegSizeMB: 1,
 		Env:          awsEnv,
 		Conf: map[string]string{
@@ -83,6 +87,9 @@ func TestTwoRepositories(t *testing.T) {
 	})
 	c.Pgbench(t, "-i", "-s", "2", "-q")
 	mustOK(t, pgark(t, awsEnv, "backup", "--config", conf, "--dsn", c.DSN()))
+	execDB(t, c, bin, "postgres", "CREATE DATABASE shop")
+	execDB(t, c, bin, "shop", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 2000) g")
+	mustOK(t, pgark(t, awsEnv, "dump", "--config", conf, "--dsn", c.DSN(), "--db", "shop", "--pg-bin", bin))
 
 	// copy: the backup (and the WAL) into repository 2, verified; again:
 	// nothing left to copy.
@@ -91,9 +98,10 @@ func TestTwoRepositories(t *testing.T) {
 		Result struct {
 			Copied  int      `json:"copied"`
 			Backups []string `json:"backups"`
+			Dumps   []string `json:"dumps"`
 		} `json:"result"`
 	}
-	if err := json.Unmarshal([]byte(out), &cp); err != nil || len(cp.Result.Backups) != 1 || cp.Result.Copied == 0 {
+	if err := json.Unmarshal([]byte(out), &cp); err != nil || len(cp.Result.Backups) != 1 || len(cp.Result.Dumps) != 1 || cp.Result.Copied == 0 {
 		t.Fatalf("copy: %v\n%s", err, out)
 	}
 	out = mustOK(t, pgark(t, awsEnv, "copy", "--config", conf, "--json")).stdout
@@ -208,6 +216,18 @@ func TestTwoRepositories(t *testing.T) {
 	// verify: each repository, each complete.
 	mustOK(t, pgark(t, awsEnv, "verify", "--config", conf))
 	mustOK(t, pgark(t, awsEnv, "verify", "--config", conf, "--repo-index", "2"))
+
+	// dump-restore: the dump's data object deleted from repository 1 is
+	// read from repository 2.
+	dumpID := cp.Result.Dumps[0]
+	if err := os.Remove(filepath.Join(repo1, "dumps", dumpID, "shop.dump.pgark")); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, pgark(t, awsEnv, "dump-restore", "--config", conf, "--dsn", c.DSN(), "--pg-bin", bin, "--db", "shop", "--create", "--target-db", "shop2", dumpID))
+	sum := "SELECT count(*) || ' ' || md5(string_agg(name, '' ORDER BY id)) FROM items"
+	if got, want := queryDB(t, c, bin, "shop2", sum), queryDB(t, c, bin, "shop", sum); got != want || !strings.HasPrefix(got, "2000 ") {
+		t.Fatalf("shop2 restored through repository 2: %s, want %s", got, want)
+	}
 
 	want := c.QueryRow(t, "SELECT count(*)||':'||coalesce(sum(delta),0) FROM pgbench_history")
 	last := c.SwitchWAL(t)
