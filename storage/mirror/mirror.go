@@ -69,7 +69,9 @@ func New(cfg Config) (*Store, error) {
 		if err := os.MkdirAll(filepath.Join(cfg.QueueDir, n), 0o700); err != nil {
 			return nil, fmt.Errorf("mirror queue: %w", err)
 		}
+		sweep(filepath.Join(cfg.QueueDir, n))
 	}
+	sweep(cfg.QueueDir)
 	return &Store{Store: fallback.New(cfg.Log, cfg.Stores...), cfg: cfg}, nil
 }
 
@@ -335,3 +337,24 @@ func Pending(dir string) (int, time.Time, error) {
 }
 
 var _ storage.Store = (*Store)(nil)
+
+// staleAfter is the age past which a staging or temporary file is taken
+// for the leftover of a killed process and removed.
+const staleAfter = time.Hour
+
+// sweep removes what a killed Put left behind: staged objects (.put-*) and
+// queue entries never renamed into place (.tmp-*).
+func sweep(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".put-") && !strings.HasPrefix(e.Name(), ".tmp-") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleAfter {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}

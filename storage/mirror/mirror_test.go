@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -183,5 +184,34 @@ func TestDamagedQueueEntry(t *testing.T) {
 	}
 	if _, err := b.Stat(t.Context(), "k"); !storage.IsNotFound(err) {
 		t.Fatalf("b holds the damaged object: %v", err)
+	}
+}
+
+// TestSweep: staging leftovers of a killed process go once they are old;
+// fresh ones (a Put in progress) and queued objects stay.
+func TestSweep(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "2"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * staleAfter)
+	files := map[string]bool{".put-1": false, "2/.tmp-1": false, ".put-fresh": true, "2/1-1-1.queued": true}
+	for f, fresh := range files {
+		p := filepath.Join(dir, f)
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if !fresh || strings.HasSuffix(f, ".queued") {
+			os.Chtimes(p, old, old)
+		}
+	}
+	if _, err := New(Config{Stores: []storage.Store{mem.New("a"), mem.New("b")}, QueueDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	for f, keep := range files {
+		_, err := os.Stat(filepath.Join(dir, f))
+		if (err == nil) != keep {
+			t.Errorf("%s: present %v, want %v", f, err == nil, keep)
+		}
 	}
 }
