@@ -16,7 +16,10 @@
 // When a store already holds the key (storage.ErrExists), Put returns
 // ErrExists and the caller compares contents as usual (Stat reads the first
 // store that answers); a store that failed at the same time is queued a copy
-// job: the object is copied as stored from a store that holds it.
+// job: the object is copied as stored from a store that holds it. When a
+// store held other content under the key while another took the object
+// (two servers archiving into the same repositories), an error is logged:
+// the stores now differ under that key.
 //
 // Reads (Get, Stat, List, ReadSmall) go to the stores in order, as package
 // fallback does. Delete deletes from every store; Swap is refused.

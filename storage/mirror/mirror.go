@@ -195,9 +195,33 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, opts storage.P
 		s.CatchUp(ctx, s.cfg.CatchUpBudget)
 	}
 	if exists {
+		if stored {
+			s.warnDivergence(ctx, key, opts.Meta, errs)
+		}
 		return fmt.Errorf("%q in %s: %w", key, s, storage.ErrExists)
 	}
 	return nil
+}
+
+// warnDivergence logs an error when a store that already held the key
+// holds other content than the one just stored in another store: the
+// caller refuses the push (it compares with the first store), but the
+// stores now differ under that key, which only two servers archiving into
+// the same repositories can cause.
+func (s *Store) warnDivergence(ctx context.Context, key string, meta map[string]string, errs []error) {
+	if meta[storage.MetaSHA256] == "" {
+		return
+	}
+	for i, e := range errs {
+		if !storage.IsExists(e) {
+			continue
+		}
+		info, err := s.cfg.Stores[i].Stat(ctx, key)
+		if err == nil && !sameContent(info.Meta, meta) {
+			s.cfg.Log.Error("the repositories now hold different content under this key: one already held other content, another took this push's",
+				"key", key, "holds_other", s.cfg.Stores[i].String())
+		}
+	}
 }
 
 // CatchUp sends queued objects to their stores, oldest first, for at most

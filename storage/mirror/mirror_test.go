@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,5 +214,26 @@ func TestSweep(t *testing.T) {
 		if (err == nil) != keep {
 			t.Errorf("%s: present %v, want %v", f, err == nil, keep)
 		}
+	}
+}
+
+// TestDivergenceLogged: a store that holds other content under the key
+// makes Put answer ErrExists, and the divergence is logged.
+func TestDivergenceLogged(t *testing.T) {
+	a, b := mem.New("a"), mem.New("b")
+	if err := a.Put(t.Context(), "k", bytes.NewReader([]byte("old")), storage.PutOptions{Size: 3, Meta: map[string]string{storage.MetaSHA256: "old", storage.MetaSize: "3"}}); err != nil {
+		t.Fatal(err)
+	}
+	var logBuf bytes.Buffer
+	m, err := New(Config{Stores: []storage.Store{a, b}, QueueDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(&logBuf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = m.Put(t.Context(), "k", bytes.NewReader([]byte("new")), storage.PutOptions{Size: 3, Meta: map[string]string{storage.MetaSHA256: "new", storage.MetaSize: "3"}})
+	if !storage.IsExists(err) {
+		t.Fatalf("put: %v, want exists", err)
+	}
+	if !strings.Contains(logBuf.String(), "different content") {
+		t.Fatalf("divergence not logged: %s", logBuf.String())
 	}
 }
