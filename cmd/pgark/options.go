@@ -171,7 +171,7 @@ var options = []option{
 	{name: "copy-from", kind: optEnum, def: "1", enum: []string{"1", "2"}, cmds: []string{"copy"}, help: "copy: the repository to copy from (1 or 2); the other one receives what it lacks"},
 	{name: "repo-index", kind: optEnum, enum: []string{"", "1", "2"}, cmds: []string{"list", "verify", "check", "retain"}, help: "with repo2: work on repository 1 or 2 only (default: each configured repository in turn)"},
 	{name: "retry-timeout", kind: optDuration, def: "60s", cmds: repoCmds, help: "total time to retry transient storage errors before failing"},
-	{name: "lock-wait", kind: optDuration, def: "0s", cmds: lockedCmds, help: "backup, retain: how long to wait for the repository lock when another backup or retain holds it (0: fail at once)"},
+	{name: "lock-wait", kind: optDuration, def: "0s", cmds: lockedCmds, help: "backup, retain, copy: how long to wait for the repository lock when another backup, retain or copy holds it (0: fail at once)"},
 
 	// Compression, encryption and signatures.
 	{name: "compression", cmds: writeCmds, help: "compression for new objects: zstd or none (default: the repository's)"},
