@@ -169,7 +169,7 @@ func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 	if timeout < time.Second {
 		return nil, usageErrorf("mirror-timeout: at least 1s")
 	}
-	backoff := 2 * timeout
+	backoff := max(2*timeout, 30*time.Second)
 	stores := make([]storage.Store, 2)
 	var r *repo.Repo
 	var firstErr, fatal error
@@ -197,6 +197,9 @@ func openRepoMirror(ctx context.Context, env *cmdEnv) (*repo.Repo, error) {
 				return
 			}
 			env.log.Warn("cannot open a repository; storing in the other and queueing for it", "repository", idx, "err", err)
+			if ctx.Err() == nil {
+				mirror.MarkDown(filepath.Join(dir, strconv.Itoa(idx)))
+			}
 			return
 		}
 		stores[idx-1] = ri.Store

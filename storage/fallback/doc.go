@@ -10,5 +10,8 @@
 // from the first store that lists it); a store that cannot list is skipped
 // with a warning as long as another one lists.
 //
+// NewForWriter relaxes the "not found" rule for writers, whose create-only
+// writes make a wrong "not found" harmless (see there).
+//
 // A fallback store is for reading: Put, Swap and Delete are refused.
 package fallback

@@ -24,8 +24,25 @@ type Store struct {
 	stores []storage.Store
 	log    *slog.Logger
 
+	// writer: "not found" once one store said so and none holds the
+	// object (NewForWriter).
+	writer bool
+
 	mu    sync.Mutex
 	order []int // indexes into stores, the order to ask them in
+}
+
+// NewForWriter is New for a writer's reads (package mirror, under
+// wal-push): "not found" when at least one store answered so and none
+// holds the object, even if another failed. A writer's writes are
+// create-only in every store, so a wrong "not found" only makes it write
+// where the object is missing, and the store that holds it refuses the
+// duplicate; a reader (wal-fetch) must never get that answer, so New keeps
+// the strict rule.
+func NewForWriter(log *slog.Logger, stores ...storage.Store) *Store {
+	s := New(log, stores...)
+	s.writer = true
+	return s
 }
 
 // New returns a store that reads from stores in order. log receives a
@@ -71,6 +88,7 @@ func (s *Store) String() string {
 func try[T any](ctx context.Context, s *Store, what, key string, op func(storage.Store) (T, error)) (T, error) {
 	var zero T
 	var firstErr error
+	notFound := false
 	order := s.current()
 	for n, i := range order {
 		st := s.stores[i]
@@ -81,7 +99,9 @@ func try[T any](ctx context.Context, s *Store, what, key string, op func(storage
 		if ctx.Err() != nil {
 			return zero, err
 		}
-		if !storage.IsNotFound(err) {
+		if storage.IsNotFound(err) {
+			notFound = true
+		} else {
 			s.demote(i)
 			if firstErr == nil {
 				firstErr = err
@@ -95,7 +115,7 @@ func try[T any](ctx context.Context, s *Store, what, key string, op func(storage
 			lvl("reading from the next repository", "op", what, "key", key, "failed", st.String(), "err", err)
 		}
 	}
-	if firstErr != nil {
+	if firstErr != nil && !(s.writer && notFound) {
 		return zero, firstErr
 	}
 	return zero, fmt.Errorf("%q in %s: %w", key, s, storage.ErrNotFound)

@@ -128,3 +128,19 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// TestForWriter: for a writer, one store's "not found" with the other down
+// is "not found"; for a reader it is the failure.
+func TestForWriter(t *testing.T) {
+	a, b := mem.New("a"), mem.New("b")
+	w := NewForWriter(nil, a, broken{b})
+	if _, err := w.Stat(t.Context(), "missing"); !storage.IsNotFound(err) {
+		t.Fatalf("writer: %v, want not found", err)
+	}
+	if _, err := New(nil, a, broken{b}).Stat(t.Context(), "missing"); storage.IsNotFound(err) {
+		t.Fatalf("reader: %v, want the failure", err)
+	}
+	if _, err := NewForWriter(nil, broken{a}, broken{b}).Stat(t.Context(), "missing"); storage.IsNotFound(err) || err == nil {
+		t.Fatalf("writer, both down: %v, want the failure", err)
+	}
+}

@@ -22,5 +22,7 @@
 // the stores now differ under that key.
 //
 // Reads (Get, Stat, List, ReadSmall) go to the stores in order, as package
-// fallback does. Delete deletes from every store; Swap is refused.
+// fallback does for writers (fallback.NewForWriter): "not found" when one
+// store said so and none holds the object, so that a push that must bind
+// the cluster (cluster.json missing) goes on while one store is down. Delete deletes from every store; Swap is refused.
 package mirror

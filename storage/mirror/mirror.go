@@ -72,7 +72,43 @@ func New(cfg Config) (*Store, error) {
 		sweep(filepath.Join(cfg.QueueDir, n))
 	}
 	sweep(cfg.QueueDir)
-	return &Store{Store: fallback.New(cfg.Log, cfg.Stores...), cfg: cfg}, nil
+	// Reads skip a store that failed within the backoff, as Put does.
+	readers := make([]storage.Store, len(cfg.Stores))
+	for i, st := range cfg.Stores {
+		readers[i] = st
+		if (&queue{dir: filepath.Join(cfg.QueueDir, cfg.Names[i])}).down(cfg.Backoff) {
+			readers[i] = skipped{st}
+		}
+	}
+	return &Store{Store: fallback.NewForWriter(cfg.Log, readers...), cfg: cfg}, nil
+}
+
+// skipped is a store that failed within the backoff, for reads: they fail
+// at once instead of waiting for its retries again.
+type skipped struct{ storage.Store }
+
+func (s skipped) err() error {
+	return fmt.Errorf("%s failed recently; not asked", s.Store)
+}
+
+func (s skipped) Get(context.Context, string) (io.ReadCloser, storage.ObjectInfo, error) {
+	return nil, storage.ObjectInfo{}, s.err()
+}
+
+func (s skipped) GetRange(context.Context, string, int64, int64) (io.ReadCloser, error) {
+	return nil, s.err()
+}
+
+func (s skipped) Stat(context.Context, string) (storage.ObjectInfo, error) {
+	return storage.ObjectInfo{}, s.err()
+}
+
+func (s skipped) List(context.Context, string, func(storage.ObjectInfo) error) error {
+	return s.err()
+}
+
+func (s skipped) ReadSmall(context.Context, string, int64) ([]byte, string, error) {
+	return nil, "", s.err()
 }
 
 // String names the stores.

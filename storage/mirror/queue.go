@@ -172,6 +172,14 @@ func (q *queue) setAside(name string) string {
 // less than backoff ago (Put then queues for it without trying it).
 func IsDown(dir string, backoff time.Duration) bool { return (&queue{dir: dir}).down(backoff) }
 
+// MarkDown records that the store whose queue directory is dir failed now
+// (for a caller that found it unreachable before a Put).
+func MarkDown(dir string) {
+	if err := os.MkdirAll(dir, 0o700); err == nil {
+		(&queue{dir: dir}).markDown()
+	}
+}
+
 // down reports whether the store failed less than backoff ago.
 func (q *queue) down(backoff time.Duration) bool {
 	fi, err := os.Stat(filepath.Join(q.dir, "down"))
