@@ -356,7 +356,11 @@ func perRepo(run func(context.Context, *cmdEnv, []string) error, h repoHooks) fu
 				h.prepare(e, idx)
 			}
 			if err := run(ctx, e, args); err != nil {
-				env.log.Error("repository failed", "repository", idx, "err", err)
+				// check's statuses are in its report; the error returned
+				// is logged once by run's caller.
+				if se := new(checkStatusError); !errors.As(err, &se) && len(idxs) > 1 {
+					env.log.Warn("repository failed", "repository", idx, "err", err)
+				}
 				errs[i] = fmt.Errorf("repository %d: %w", idx, err)
 			}
 			outs[i] = buf.String()
