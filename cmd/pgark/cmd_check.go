@@ -168,7 +168,7 @@ func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutpu
 		env.log.Debug("not readable", "what", n)
 	}
 	in.Server = srv
-	in.Command = health.CommandUses(srv.ArchiveCommand, s.str("repo"), srv.DataDirectory, os.ReadFile)
+	in.Command = health.CommandUses(srv.ArchiveCommand, archiveRepo(env), srv.DataDirectory, os.ReadFile)
 
 	switch {
 	case noProbe:
@@ -192,6 +192,10 @@ func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutpu
 	}
 	in.Now = time.Now()
 	res := health.Evaluate(in, lim)
+	if c, ok := repositoryArchiveCheck(env, srv, in.Report, lim.MaxArchiveLag); ok {
+		res.Checks = append(res.Checks, c)
+		res.Status = max(res.Status, c.Status)
+	}
 
 	switch *out {
 	case outJSON:

@@ -137,7 +137,7 @@ func runDumpRestore(ctx context.Context, env *cmdEnv, args []string) error {
 	if _, err := pgconn.ParseConfig(s.str("dsn")); err != nil {
 		return usageErrorf("dsn: %v", err)
 	}
-	r, ids, err := openRepoToRead(ctx, env)
+	r, ids, err := openRepoFallback(ctx, env)
 	if err != nil {
 		return err
 	}

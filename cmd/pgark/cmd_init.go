@@ -25,6 +25,22 @@ func runInit(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) == 1 {
 		repoArg = args[0]
 	}
+	if !hasRepo2(env) {
+		return initRepository(ctx, env, repoArg)
+	}
+	// Two repositories: the same settings (recipients, compression,
+	// cluster binding) for both; each opened with its own store settings.
+	if err := initRepository(ctx, env, repoArg); err != nil {
+		return fmt.Errorf("repository 1 (%s): %w", repoArg, err)
+	}
+	if err := initRepository(ctx, repoEnv(env, 2), env.s.str("repo2")); err != nil {
+		return fmt.Errorf("repository 2 (%s), after repository 1 was created: %w", env.s.str("repo2"), err)
+	}
+	return nil
+}
+
+// initRepository creates one repository at repoArg with env's settings.
+func initRepository(ctx context.Context, env *cmdEnv, repoArg string) error {
 	loc, err := parseLocation(repoArg)
 	if err != nil {
 		return err

@@ -97,7 +97,7 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 		return usageErrorf("%v", err)
 	}
 
-	r, ids, err := openRepoToRead(ctx, env)
+	r, ids, err := openRepoFallback(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,8 @@ func restoreCommand(env *cmdEnv) (string, error) {
 		}
 		parts = append(parts, shellQuote("--config="+abs))
 	}
-	for _, name := range []string{"repo", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-request-checksum", "age-identity-file", "trusted-signers", "repo-target-time"} {
+	for _, name := range []string{"repo", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-request-checksum", "age-identity-file", "trusted-signers", "repo-target-time",
+		"repo2", "repo2-s3-endpoint", "repo2-s3-region", "repo2-s3-force-path-style", "repo2-s3-request-checksum"} {
 		src := env.s.src[name]
 		if src == "default" || src == "config file" || src == "" {
 			continue // the config file, named above, carries it

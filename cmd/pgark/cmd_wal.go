@@ -45,7 +45,7 @@ func runWalPush(ctx context.Context, env *cmdEnv, args []string) error {
 // walPushSetup opens the repository and makes the push options of wal-push
 // and wal-push-ahead.
 func walPushSetup(ctx context.Context, env *cmdEnv) (*repo.Repo, wal.PushOptions, error) {
-	r, err := openRepo(ctx, env)
+	r, err := openRepoMirror(ctx, env)
 	if err != nil {
 		return nil, wal.PushOptions{}, err
 	}
@@ -161,7 +161,7 @@ func runWalFetch(ctx context.Context, env *cmdEnv, args []string) error {
 			return nil
 		}
 	}
-	r, ids, err := openRepoToRead(ctx, env)
+	r, ids, err := openRepoFallback(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -233,7 +233,7 @@ func runWalPrefetch(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil || sp == nil {
 		return err
 	}
-	r, ids, err := openRepoToRead(ctx, env)
+	r, ids, err := openRepoFallback(ctx, env)
 	if err != nil {
 		return err
 	}

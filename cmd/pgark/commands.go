@@ -72,6 +72,10 @@ while PostgreSQL's next calls are answered.
 WAL is compressed at zstd level 1 unless --wal-compression-level (or
 --compression-level) says otherwise: archiving must keep up.
 
+With a second repository (repo2), the file is stored in both, each within
+--mirror-timeout; exit 0 then means stored in at least one and, for the
+other, a verified copy queued in the spool, which later pushes deliver.
+
 Every failure exits with a status from 1 to 125, so that PostgreSQL counts it
 in pg_stat_archiver and retries the segment.`,
 			run: runWalPush,
@@ -92,6 +96,10 @@ detached helper (pgark wal-prefetch) keeps the next segments downloaded,
 verified and decoded in the spool (--spool-dir), and later calls rename them
 into place. "Not found" is never remembered: it only ever comes from this
 call's own request.
+
+With a second repository (repo2), a file the first repository fails to give
+or does not hold is read from the second; "not found" (1) only when both
+answered "does not exist".
 
 A SIGTERM or SIGINT ends pgark by that signal, never with status 1.`,
 			exits:   exitsFetch,
@@ -151,7 +159,7 @@ Then the WAL the archive holds, per timeline. Backups that never completed
 
 --json prints one object with a stable schema (documented in the README);
 consumers should ignore fields they do not know.`,
-			run: runList,
+			run: perRepo(runList, repoHooks{}),
 		},
 		{
 			name:    "verify",
@@ -179,7 +187,7 @@ Without an identity, an encrypted repository is checked from metadata
 (sizes, switch points) only; --full needs age-identity-file.`,
 			exits:   exitsVerify,
 			exitFor: verifyExitCode,
-			run:     runVerify,
+			run:     perRepo(runVerify, repoHooks{}),
 		},
 		{
 			name:    "check",
@@ -225,7 +233,7 @@ prints metrics named pgark_* for node_exporter's textfile collector;
 --prometheus-file FILE writes them to FILE atomically, beside any output.`,
 			exits:       exitsCheck,
 			exitFor:     checkExitCodes,
-			run:         runCheck,
+			run:         runCheckRepos,
 			setupFailed: checkSetupFailed,
 		},
 		{
@@ -252,7 +260,7 @@ objects, then the WAL: a run interrupted at any point leaves a repository that
 "pgark verify" accepts (a half-deleted backup is listed as incomplete and
 deleted by the next run). --dry-run prints what would go and what stays, and
 why; a real run prints the same list.`,
-			run: runRetain,
+			run: perRepo(runRetain, repoHooks{}),
 		},
 		{
 			name:    "dump",
@@ -344,7 +352,7 @@ which identities the retained objects need.
 Rotation: key add NEW; set age-recipients to NEW on every host; after the
 objects that only the OLD identity reads have expired by retention (verify
 tells), key remove OLD. A removed recipient is refused to writers at once.`,
-			run: runKeyAdd,
+			run: perRepo(runKeyAdd, repoHooks{}),
 		},
 		{
 			name:    "key remove",
@@ -356,7 +364,7 @@ removed recipient is refused (exit 6) instead of writing data that key could
 read. The last recipient cannot be removed. Objects already written are not
 changed: keep the removed identity while ` + "`pgark verify`" + ` says retained objects
 need it.`,
-			run: runKeyRemove,
+			run: perRepo(runKeyRemove, repoHooks{}),
 		},
 		{
 			name:    "key list",
@@ -364,7 +372,23 @@ need it.`,
 			help: `Lists the registered recipients' fingerprints (and the public keys when known),
 and the history of additions and removals. With age-identity-file, marks the
 recipients that the identities match. --json gives the same.`,
-			run: runKeyList,
+			run: perRepo(runKeyList, repoHooks{}),
+		},
+		{
+			name:    "copy",
+			summary: "replicate backups, dumps and WAL into the second repository (repo2), incrementally and verified",
+			help: `Copies what repository 1 holds and repository 2 lacks (or the other way with
+--copy-from 2): WAL and history files, then each complete backup and dump
+run, its objects before its metadata (backup.json, dump.json), so that a
+backup copied in part is never listed or used. Objects are copied as they
+are stored, still compressed and encrypted, with their metadata and
+signatures: no identity is needed. Each copied object is read back from the
+destination and its SHA-256 compared with the source's. What the destination
+already holds with the same size is skipped; an object it holds with another
+size is reported as a conflict (exit 4) and never overwritten. Backups in
+progress or failed are not copied. The destination's repository lock is held
+while copying, so a retain there waits. Safe to interrupt and run again.`,
+			run: runCopy,
 		},
 		{
 			name:    "wal-push-ahead",

@@ -62,7 +62,7 @@ var exitCodes = []exitDoc{
 	{exitConflict, []exitSet{exitsGeneral, exitsDump}, "different content is already archived under this name (never overwritten)", nil},
 	{exitStorage, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "storage or local I/O error, after retrying transient errors for retry-timeout", nil},
 	{exitKey, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "encryption or signing keys: age recipients missing, malformed or not registered in the repository (key remove: removed ones are refused); identity file missing or unreadable, or no identity matches; a signing key file or trusted-signers that cannot be used; an object whose origin signature is missing, not from a trusted signer or does not match; key generate, key generate-signing: the key file exists already or cannot be written", nil},
-	{exitLocked, []exitSet{exitsGeneral}, "another backup or retain holds the repository lock (the error names it), or took it over while this run held it", lockedCmds},
+	{exitLocked, []exitSet{exitsGeneral}, "another backup, retain or copy holds the repository lock (the error names it), or took it over while this run held it", lockedCmds},
 	{exitTool, []exitSet{exitsDump}, "a PostgreSQL client tool or the server failed (pg_dump, pg_dumpall, pg_restore exited non-zero, an SQL statement failed); its stderr is passed through; a failed dump run is marked failed and never used", nil},
 
 	{exitOK, []exitSet{exitsFetch}, "DEST written and verified", nil},

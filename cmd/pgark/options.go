@@ -107,12 +107,12 @@ func orList(v []string) string {
 
 // Command groups for option scopes.
 var (
-	repoCmds   = []string{"init", "wal-push", "wal-fetch", "wal-prefetch", "backup", "list", "restore", "verify", "retain", "check", "key add", "key remove", "key list", "dump", "dump-restore"}
+	repoCmds   = []string{"init", "wal-push", "wal-fetch", "wal-prefetch", "backup", "list", "restore", "verify", "retain", "check", "key add", "key remove", "key list", "dump", "dump-restore", "copy"}
 	writeCmds  = []string{"init", "wal-push", "backup", "dump"}
 	readCmds   = []string{"wal-fetch", "wal-prefetch", "restore", "verify", "check", "key list", "dump-restore"}
 	spoolCmds  = []string{"wal-push", "wal-fetch", "wal-prefetch"}
 	fetchCmds  = []string{"wal-fetch", "wal-prefetch"}
-	lockedCmds = []string{"backup", "retain"} // they take the repository lock: never at the same time
+	lockedCmds = []string{"backup", "retain", "copy"} // they take the repository lock: never at the same time
 	// asOfCmds read the repository as of a past time (repo-target-time);
 	// drill belongs here too once it exists.
 	asOfCmds = []string{"list", "verify", "restore", "wal-fetch", "wal-prefetch", "dump-restore"}
@@ -149,8 +149,32 @@ var options = []option{
 	// SFTP (sftp://user@host[:port]/path; see store_sftp.go).
 	{name: "sftp-identity-file", cmds: repoCmds, help: "SFTP: the private key that logs in (default: ~/.ssh/id_ed25519, id_ecdsa or id_rsa, the first that exists; no passphrase)"},
 	{name: "sftp-known-hosts", cmds: repoCmds, help: "SFTP: known_hosts file that must list the server's host key (default: ~/.ssh/known_hosts); unknown hosts are refused"},
+	// A second repository (repo2): its location and the twins of the
+	// per-store settings where they differ from the first (see repo2.go).
+	{name: "repo2", cmds: repoCmds, help: "second repository, same forms as repo: init creates both, wal-push stores each file in both, reads fall back to it, copy replicates into it (default: none)"},
+	{name: "repo2-s3-endpoint", cmds: repoCmds, help: "repo2: S3 endpoint URL (see s3-endpoint)"},
+	{name: "repo2-s3-region", cmds: repoCmds, help: "repo2: S3 region (see s3-region)"},
+	{name: "repo2-s3-force-path-style", kind: optBool, def: "false", cmds: repoCmds, help: "repo2: path-style S3 addressing (see s3-force-path-style)"},
+	{name: "repo2-s3-request-checksum", kind: optEnum, def: "when_supported", enum: []string{"when_supported", "when_required"}, cmds: repoCmds, help: "repo2: SDK request checksums (see s3-request-checksum)"},
+	{name: "repo2-s3-part-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "repo2: multipart upload part size (see s3-part-size)"},
+	{name: "repo2-s3-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "repo2: S3 silent-connection timeout (see s3-read-timeout)"},
+	{name: "repo2-azure-endpoint", cmds: repoCmds, help: "repo2: Azure blob service URL (see azure-endpoint)"},
+	{name: "repo2-azure-account", cmds: repoCmds, help: "repo2: Azure storage account name (see azure-account)"},
+	{name: "repo2-azure-account-key-file", cmds: repoCmds, help: "repo2: file holding the Azure account key (see azure-account-key-file)"},
+	{name: "repo2-azure-sas-token-file", cmds: repoCmds, help: "repo2: file holding an Azure SAS token (see azure-sas-token-file)"},
+	{name: "repo2-azure-block-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "repo2: Azure block size (see azure-block-size)"},
+	{name: "repo2-azure-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "repo2: Azure silent-connection timeout (see azure-read-timeout)"},
+	{name: "repo2-gcs-credentials-file", cmds: repoCmds, help: "repo2: GCS service-account JSON key file (see gcs-credentials-file)"},
+	{name: "repo2-gcs-endpoint", cmds: repoCmds, help: "repo2: GCS JSON API endpoint URL (see gcs-endpoint)"},
+	{name: "repo2-gcs-chunk-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "repo2: GCS resumable upload chunk size (see gcs-chunk-size)"},
+	{name: "repo2-gcs-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "repo2: GCS no-progress timeout (see gcs-read-timeout)"},
+	{name: "repo2-sftp-identity-file", cmds: repoCmds, help: "repo2: SFTP private key (see sftp-identity-file)"},
+	{name: "repo2-sftp-known-hosts", cmds: repoCmds, help: "repo2: SFTP known_hosts file (see sftp-known-hosts)"},
+	{name: "mirror-timeout", kind: optDuration, def: "15s", cmds: []string{"wal-push"}, help: "wal-push with repo2: how long each repository gets to store a file; a repository that does not take it in time gets a verified copy queued in the spool, caught up by later pushes"},
+	{name: "copy-from", kind: optEnum, def: "1", enum: []string{"1", "2"}, cmds: []string{"copy"}, help: "copy: the repository to copy from (1 or 2); the other one receives what it lacks"},
+	{name: "repo-index", kind: optEnum, enum: []string{"", "1", "2"}, cmds: []string{"list", "verify", "check", "retain"}, help: "with repo2: work on repository 1 or 2 only (default: each configured repository in turn)"},
 	{name: "retry-timeout", kind: optDuration, def: "60s", cmds: repoCmds, help: "total time to retry transient storage errors before failing"},
-	{name: "lock-wait", kind: optDuration, def: "0s", cmds: lockedCmds, help: "backup, retain: how long to wait for the repository lock when another backup or retain holds it (0: fail at once)"},
+	{name: "lock-wait", kind: optDuration, def: "0s", cmds: lockedCmds, help: "backup, retain, copy: how long to wait for the repository lock when another backup, retain or copy holds it (0: fail at once)"},
 
 	// Compression, encryption and signatures.
 	{name: "compression", cmds: writeCmds, help: "compression for new objects: zstd or none (default: the repository's)"},
@@ -173,7 +197,7 @@ var options = []option{
 
 	// WAL push and fetch, their spools.
 	{name: "pgdata", cmds: []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}, help: "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)"},
-	{name: "spool-dir", cmds: append([]string{"backup", "check"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL, records of segments dropped by archive-queue-max (wal-push writes them, check reads them) and (backup) copies of backup manifests for incremental backups, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
+	{name: "spool-dir", cmds: append([]string{"backup", "check"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL, records of segments dropped by archive-queue-max (wal-push writes them, check reads them), with repo2 the queues of wal-push (check counts them), and (backup) copies of backup manifests for incremental backups, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
 	{name: "push-ahead", kind: optInt, def: "8", cmds: []string{"wal-push"}, help: "wal-push: also push up to this many of the next .ready segments in parallel, so that PostgreSQL's next calls answer at once (0: off)"},
 	{name: "push-jobs", kind: optInt, def: "2", cmds: []string{"wal-push"}, help: "wal-push: pushes at once when pushing ahead"},
 	{name: "fetch-ahead", kind: optInt, def: "8", cmds: fetchCmds, help: "wal-fetch: keep this many of the next segments downloaded, verified and decoded in the spool by a background helper (0: off)"},
@@ -183,7 +207,7 @@ var options = []option{
 	{name: "archive-queue-max", kind: optSize, def: "0", cmds: []string{"wal-push"}, help: "wal-push: when a push fails after retry-timeout and the WAL segments waiting in pg_wal (.ready) exceed this size, report the segment archived without storing it, log an error and record the gap, so that a long repository outage cannot fill the disk and stop the server (0: off, never drop)"},
 
 	// Output.
-	{name: "json", kind: optBool, def: "false", cmds: []string{"list", "backup", "verify", "retain", "check", "key list", "dump"}, help: "print JSON (stable schema) instead of a table"},
+	{name: "json", kind: optBool, def: "false", cmds: []string{"list", "backup", "verify", "retain", "check", "key list", "dump", "copy"}, help: "print JSON (stable schema) instead of a table"},
 
 	// backup (dsn also check, dump, dump-restore).
 	{name: "dsn", cmds: []string{"backup", "check", "dump", "dump-restore"}, help: "connection string or URL of the server (backup: to back up; check: to check; dump, dump-restore: its database is where pgark connects first) (default: libpq environment)"},
@@ -222,7 +246,7 @@ var options = []option{
 	{name: "keep-within", cmds: []string{"retain"}, help: "retain: keep what recovery to any point in this period needs, e.g. 14d, 2w, 36h"},
 	{name: "keep-dumps", kind: optInt, def: "0", cmds: []string{"retain"}, help: "retain: keep the newest N complete dump runs (0: not set)"},
 	{name: "keep-dumps-within", cmds: []string{"retain"}, help: "retain: keep the dump runs started within this period, e.g. 14d, 2w, 36h"},
-	{name: "dry-run", kind: optBool, def: "false", cmds: []string{"retain", "dump-restore"}, help: "retain: print what would be deleted and kept, delete nothing; dump-restore --globals: print what would run"},
+	{name: "dry-run", kind: optBool, def: "false", cmds: []string{"retain", "dump-restore", "copy"}, help: "retain: print what would be deleted and kept, delete nothing; copy: count what would be copied; dump-restore --globals: print what would run"},
 	{name: "check-timeout", kind: optDuration, def: "60s", cmds: []string{"check"}, help: "check: how long the probe waits for its WAL segment to reach the repository"},
 	{name: "max-backup-age", kind: optDuration, def: "0", cmds: []string{"check"}, help: "check: warn when the newest backup is older than this, e.g. 26h (0: not checked)"},
 	{name: "max-archive-lag", kind: optInt, def: "16", cmds: []string{"check"}, help: "check: warn when more complete WAL segments than this wait to be archived"},
