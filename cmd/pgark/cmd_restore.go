@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -178,13 +179,21 @@ func restoreCommand(env *cmdEnv) (string, error) {
 		}
 		parts = append(parts, shellQuote("--config="+abs))
 	}
-	for _, name := range []string{"repo", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-request-checksum", "age-identity-file", "trusted-signers"} {
+	// The store settings (every option that all repository commands take)
+	// and the keys that reading needs.
+	names := []string{"age-identity-file", "trusted-signers"}
+	for _, o := range options {
+		if slices.Equal(o.cmds, repoCmds) {
+			names = append(names, o.name)
+		}
+	}
+	for _, name := range names {
 		src := env.s.src[name]
 		if src == "default" || src == "config file" || src == "" {
 			continue // the config file, named above, carries it
 		}
 		v := env.s.str(name)
-		if name == "age-identity-file" {
+		if strings.HasSuffix(name, "-file") || name == "sftp-known-hosts" {
 			if abs, err := filepath.Abs(v); err == nil {
 				v = abs
 			}
