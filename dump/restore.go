@@ -41,6 +41,11 @@ type RestoreConfig struct {
 	SchemaOnly, DataOnly bool
 	NoOwner              bool
 	TempDir              string // for --jobs (pg_restore needs a seekable file) and -L lists
+	// File, when set, is a plaintext pg_dump -Fc archive on local disk to
+	// restore instead of the dump object Meta names (a point-in-time
+	// restore dumps the scratch server into it). Meta then describes it:
+	// the database it holds and the pg_dump that wrote it.
+	File string
 
 	Stdout, Stderr io.Writer
 	Log            *slog.Logger
@@ -54,6 +59,9 @@ type restorer struct {
 	stderr  io.Writer
 	log     *slog.Logger
 	cleanup []string
+	// targetRels are the relations of an existing target database, as
+	// "schema name" (set by inspectTarget).
+	targetRels map[string]bool
 }
 
 func newRestorer(ctx context.Context, c *RestoreConfig) (*restorer, error) {
@@ -74,6 +82,7 @@ func newRestorer(ctx context.Context, c *RestoreConfig) (*restorer, error) {
 	if c.Target == "" {
 		c.Target = c.Source
 	}
+	x.file = c.File
 	var err error
 	if x.tool, err = FindTool(ctx, "pg_restore", c.BinDir); err != nil {
 		return nil, err
@@ -98,6 +107,9 @@ func (x *restorer) open(ctx context.Context) (io.ReadCloser, error) {
 
 // decryptToTemp writes the verified archive to a private temporary file.
 func (x *restorer) decryptToTemp(ctx context.Context) error {
+	if x.file != "" {
+		return nil // already a local file
+	}
 	f, err := os.CreateTemp(x.c.TempDir, "pgark-dump-*.dump")
 	if err != nil {
 		return fmt.Errorf("temporary file for pg_restore --jobs: %w", err)
@@ -322,9 +334,14 @@ func Restore(ctx context.Context, c RestoreConfig) error {
 		}
 	}
 	rename := c.Create && c.Target != c.Source
-	args, err := x.restoreArgs(ctx, selective, targetSchemas, rename)
+	args, sel, err := x.restoreArgs(ctx, selective, targetSchemas, rename)
 	if err != nil {
 		return err
+	}
+	if sel != nil && !c.Create && !c.Clean && !c.DataOnly {
+		if err := x.refuseExisting(sel); err != nil {
+			return err
+		}
 	}
 	switch {
 	case rename:
@@ -379,6 +396,14 @@ func (x *restorer) inspectTarget(ctx context.Context, maint *pgconn.Config, sele
 			return nil, fmt.Errorf("%w: database %q is not empty (%s objects); restore into an empty database, or add --clean (drops the archive's objects first) or --create", ErrTarget, c.Target, n[0][0])
 		}
 	}
+	rels, err := queryStrings(ctx, tconn, "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'i', 'I')")
+	if err != nil {
+		return nil, fmt.Errorf("list the relations of database %q: %w", c.Target, err)
+	}
+	x.targetRels = map[string]bool{}
+	for _, r := range rels {
+		x.targetRels[r[0]+" "+r[1]] = true
+	}
 	rows, err := queryStrings(ctx, tconn, "SELECT nspname FROM pg_namespace")
 	if err != nil {
 		return nil, err
@@ -393,16 +418,17 @@ func (x *restorer) inspectTarget(ctx context.Context, maint *pgconn.Config, sele
 // restoreArgs returns pg_restore's options that every mode shares (the
 // connection and --create are the modes'); for a selective restore it
 // writes the -L list that they name.
-func (x *restorer) restoreArgs(ctx context.Context, selective bool, targetSchemas []string, rename bool) ([]string, error) {
+func (x *restorer) restoreArgs(ctx context.Context, selective bool, targetSchemas []string, rename bool) ([]string, *Selection, error) {
 	c := x.c
 	var listFile string
+	var sel *Selection
 	if selective {
-		sel, err := x.selection(ctx, targetSchemas, c.Create && !rename, c.Create)
-		if err != nil {
-			return nil, err
+		var err error
+		if sel, err = x.selection(ctx, targetSchemas, c.Create && !rename, c.Create); err != nil {
+			return nil, nil, err
 		}
 		if listFile, err = x.writeTemp("pgark-list-*.txt", sel.List()); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	args := []string{"--exit-on-error"}
@@ -424,7 +450,41 @@ func (x *restorer) restoreArgs(ctx context.Context, selective bool, targetSchema
 	if c.NoOwner {
 		args = append(args, "--no-owner")
 	}
-	return args, nil
+	return args, sel, nil
+}
+
+// refuseExisting refuses a selective restore into an existing database
+// when a table it would create is already there: pg_restore would stop on
+// it, and replacing a live table is a decision for --clean.
+func (x *restorer) refuseExisting(sel *Selection) error {
+	for _, e := range sel.Entries {
+		if e.Desc != "TABLE" {
+			continue
+		}
+		if rel, ok := x.inTarget(e); ok {
+			return fmt.Errorf("%w: table %s exists in database %q (never overwritten): add --clean to replace it, restore into another database with --create --target-db NAME, or rename the existing table first",
+				ErrTarget, rel, x.c.Target)
+		}
+	}
+	return nil
+}
+
+// inTarget says whether a relation entry of the archive names a relation
+// the existing target database has, and which ("schema.name"). Rest is
+// "schema name owner": names are not quoted there, so the longest known
+// relation that fits wins.
+func (x *restorer) inTarget(e Entry) (string, bool) {
+	best := ""
+	for rel := range x.targetRels {
+		if (strings.HasPrefix(e.Rest, rel+" ") || e.Rest == rel) && len(rel) > len(best) {
+			best = rel
+		}
+	}
+	if best == "" {
+		return "", false
+	}
+	schema, name, _ := strings.Cut(best, " ")
+	return schema + "." + name, true
 }
 
 // restoreRenamed is --create under another name: pgark creates the target
@@ -628,7 +688,11 @@ func (x *restorer) selection(ctx context.Context, targetSchemas []string, withDa
 		_, exists := SchemaName(e, targetSchemas)
 		return !exists
 	}
-	sel := SelectEntries(toc, seeds, SelectOptions{NeedSchema: need, Database: withDatabase, TriggerFunctions: newDB})
+	var inTarget func(Entry) bool
+	if x.targetRels != nil {
+		inTarget = func(e Entry) bool { _, ok := x.inTarget(e); return ok }
+	}
+	sel := SelectEntries(toc, seeds, SelectOptions{NeedSchema: need, Database: withDatabase, TriggerFunctions: newDB, InTarget: inTarget})
 	for _, e := range sel.Skipped {
 		x.log.Warn("FK constraint not restored: it references a table that this selective restore does not bring back", "entry", e.Line)
 	}
