@@ -328,6 +328,9 @@ func (s *Server) WaitPromoted(ctx context.Context) error {
 		if done {
 			return nil
 		}
+		if fe := (*fatalError)(nil); errors.As(err, &fe) {
+			return fe.err
+		}
 		if err != nil {
 			lastErr = err
 		}
@@ -349,9 +352,9 @@ func (s *Server) promoted(ctx context.Context) (bool, error) {
 	conn, err := pgx.Connect(cctx, s.ConnString(""))
 	if err != nil {
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "28000" {
-			// A role that does not exist: waiting longer will not help.
-			return false, err
+		if errors.As(err, &pe) && (pe.Code == "28000" || pe.Code == "3D000") {
+			// A role or database that does not exist: waiting longer will not help.
+			return false, &fatalError{fmt.Errorf("scratch: connecting as %q: %w", s.cfg.User, err)}
 		}
 		return false, err
 	}
@@ -362,6 +365,10 @@ func (s *Server) promoted(ctx context.Context) (bool, error) {
 	}
 	return !inRecovery, nil
 }
+
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
 
 // Recovered describes where recovery ended.
 type Recovered struct {
