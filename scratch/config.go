@@ -112,6 +112,7 @@ func Overrides(major int, dir, dataDir string, port int, restoreCommand string) 
 		"autovacuum":                "off",
 		"hot_standby":               "off",
 		"restart_after_crash":       "off",
+		"jit":                       "off", // no JIT: systemd's MemoryDenyWriteExecute, less memory
 		// Modest memory: it shares the host with production.
 		"shared_buffers":                 "128MB",
 		"max_connections":                "20",
