@@ -28,6 +28,7 @@ type drillJSON struct {
 	Backup       string `json:"backup"`
 	BackupEndLSN string `json:"backup_end_lsn"`
 	ReachedLSN   string `json:"reached_lsn"`
+	Timeline     int    `json:"reached_timeline"`
 	WALSegments  int    `json:"wal_segments"`
 	DataBytes    int64  `json:"data_bytes"`
 	Databases    []string
@@ -155,7 +156,7 @@ func TestDrill(t *testing.T) {
 
 	out := d.drill(t, 0, "--check-sql", sqlFile, "--amcheck", "--prometheus-file", prom)
 	if out.Status != "passed" || out.Backup != d.backupID || out.WALSegments <= 0 || out.DataBytes <= 0 ||
-		lsnValue(t, out.ReachedLSN) < lsnValue(t, d.endLSN) || out.RecoverySecs <= 0 || out.TotalSecs < out.RecoverySecs {
+		lsnValue(t, out.ReachedLSN) < lsnValue(t, d.endLSN) || out.Timeline != 2 || out.RecoverySecs <= 0 || out.TotalSecs < out.RecoverySecs {
 		t.Fatalf("healthy drill: %+v", out)
 	}
 	for _, c := range []string{"verify_backup", "recovery", "target_reached", "databases_connect", "check_sql", "amcheck"} {

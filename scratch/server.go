@@ -391,7 +391,7 @@ func (s *Server) Recovery(ctx context.Context) (Recovered, error) {
 	var lsn *string
 	var ts *time.Time
 	err = conn.QueryRow(ctx, `SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(),
-		(SELECT timeline_id FROM pg_control_checkpoint()), current_setting('server_version')`).Scan(&lsn, &ts, &r.Timeline, &r.Version)
+		('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, current_setting('server_version')`).Scan(&lsn, &ts, &r.Timeline, &r.Version)
 	if err != nil {
 		return r, fmt.Errorf("scratch: reading the end of recovery: %w", err)
 	}
