@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -222,7 +223,7 @@ func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	rec.FinishedAt = time.Now().UTC()
 	rec.TotalSeconds = seconds(rec.FinishedAt.Sub(start))
-	rec.RecoverySeconds = rec.RestoreSeconds + rec.ReplaySeconds
+	rec.RecoverySeconds = math.Round((rec.RestoreSeconds+rec.ReplaySeconds)*1000) / 1000
 	if runErr != nil {
 		rec.Status, rec.Error = drill.Failed, storage.OneLine(runErr.Error())
 	} else {
@@ -288,7 +289,9 @@ func (d *drillRun) run(ctx context.Context, r *repo.Repo, ids *crypto.Identities
 		return failCheck(drill.PhaseRestore)
 	}
 
-	// Replay.
+	// Replay. The archive's end is read before: segments archived meanwhile (a busy
+	// primary) may or may not be replayed, those before must be.
+	lastSeg, lastErr := d.lastArchived(ctx, r)
 	env.log.Info("drill: starting the scratch server and replaying WAL", "socket_dir", srv.SocketDir())
 	t2 := time.Now()
 	err = srv.Start(ctx)
@@ -323,7 +326,7 @@ func (d *drillRun) run(ctx context.Context, r *repo.Repo, ids *crypto.Identities
 	if segSize := uint64(m.WalSegmentBytes); segSize > 0 && reached > 0 {
 		rec.WALSegments = int(uint64(reached-1)/segSize-uint64(m.Start())/segSize) + 1
 	}
-	check(d.targetCheck(ctx, r, ro, reached))
+	check(d.targetCheck(ro, reached, lastSeg, lastErr))
 	check(drill.ConnectAll(ctx, info.Databases, srv.ConnString))
 	if len(queries) > 0 {
 		check(drill.RunCheckSQL(ctx, queries, srv.ConnString))
@@ -337,9 +340,22 @@ func (d *drillRun) run(ctx context.Context, r *repo.Repo, ids *crypto.Identities
 	return nil
 }
 
+// lastArchived is the newest archived segment on the timeline recovery follows (0: none).
+func (d *drillRun) lastArchived(ctx context.Context, r *repo.Repo) (uint64, error) {
+	inv, err := walinventory.Scan(ctx, r.Store, d.plan.Backup.WalSegmentBytes)
+	if err != nil {
+		return 0, err
+	}
+	var last uint64
+	for no := range inv.Segments[d.plan.Timeline.TLI] {
+		last = max(last, no)
+	}
+	return last, nil
+}
+
 // targetCheck checks that recovery reached its target: the end of the archive on the
-// timeline it followed, or the LSN given.
-func (d *drillRun) targetCheck(ctx context.Context, r *repo.Repo, ro recoveryconf.Options, reached wal.LSN) drill.Check {
+// timeline it followed (lastSeg, read before recovery started), or the LSN given.
+func (d *drillRun) targetCheck(ro recoveryconf.Options, reached wal.LSN, lastSeg uint64, lastErr error) drill.Check {
 	m := d.plan.Backup
 	switch {
 	case ro.TargetLSN != "":
@@ -356,15 +372,10 @@ func (d *drillRun) targetCheck(ctx context.Context, r *repo.Repo, ro recoverycon
 	if reached < m.End() {
 		return drill.Check{Name: drill.CheckTarget, Status: drill.Failed, Message: fmt.Sprintf("recovery stopped at LSN %s, before the backup's consistency point %s", reached, m.EndLSN)}
 	}
-	inv, err := walinventory.Scan(ctx, r.Store, m.WalSegmentBytes)
-	if err != nil {
-		return drill.Check{Name: drill.CheckTarget, Status: drill.Failed, Message: storage.OneLine(err.Error())}
+	if lastErr != nil {
+		return drill.Check{Name: drill.CheckTarget, Status: drill.Failed, Message: storage.OneLine(lastErr.Error())}
 	}
-	tli := d.plan.Timeline.TLI
-	var last uint64
-	for no := range inv.Segments[tli] {
-		last = max(last, no)
-	}
+	tli, last := d.plan.Timeline.TLI, lastSeg
 	if last == 0 {
 		return drill.Check{Name: drill.CheckTarget, Status: drill.Passed, Message: fmt.Sprintf("recovery reached LSN %s (timeline %d has no archived segment yet to compare with)", reached, tli)}
 	}
