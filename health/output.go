@@ -119,6 +119,7 @@ func WritePrometheus(w io.Writer, r *Result) error {
 	}
 	p.family("pgark_wal_gaps", "gauge", "Runs of missing WAL segments from the oldest backup to the newest segment, on the newest timeline's history.", one(float64(len(r.Gaps)))...)
 	p.family("pgark_wal_missing_segments", "gauge", "WAL segments missing in those gaps.", one(float64(r.MissingSegments))...)
+	drillMetrics(p, r)
 	return p.w.Flush()
 }
 

@@ -105,7 +105,7 @@ func TestCheckHealthy(t *testing.T) {
 	archived := a.stats(t).archived
 
 	out := runCheckJSON(t, 0, "--config", a.localConf, "--dsn", c.DSN())
-	if out.Status != "ok" || len(out.Checks) != 9 {
+	if out.Status != "ok" || len(out.Checks) != 10 {
 		t.Fatalf("status %s: %+v", out.Status, out.Checks)
 	}
 	if st, msg := out.check("probe"); st != "ok" || !out.Probe.Archived || out.Probe.Segment == "" {

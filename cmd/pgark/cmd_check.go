@@ -188,6 +188,13 @@ func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutpu
 		return err
 	}
 	in.Now = time.Now()
+	// The restore drills (pgark drill).
+	if lim.MaxDrillAge, err = s.duration("drill-max-age"); err != nil {
+		return err
+	}
+	if in.LastDrill, in.LastSuccessfulDrill, err = lastDrills(ctx, r, env); err != nil {
+		return err
+	}
 	res := health.Evaluate(in, lim)
 
 	switch *out {

@@ -1,0 +1,518 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgark/pgark/catalog"
+	"github.com/pgark/pgark/crypto"
+	"github.com/pgark/pgark/drill"
+	"github.com/pgark/pgark/health"
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/restore"
+	"github.com/pgark/pgark/restore/recoveryconf"
+	"github.com/pgark/pgark/scratch"
+	"github.com/pgark/pgark/storage"
+	"github.com/pgark/pgark/wal"
+	"github.com/pgark/pgark/walinventory"
+)
+
+// drillFailedError is a drill that ran and failed a check (exit exitDrillFailed).
+type drillFailedError struct{ msg string }
+
+func (e *drillFailedError) Error() string { return e.msg }
+
+// drillExitCodes maps a failed check to exitDrillFailed, the rest as usual.
+func drillExitCodes(*cmdEnv) func(error) int {
+	return func(err error) int {
+		if errors.As(err, new(*drillFailedError)) {
+			return exitDrillFailed
+		}
+		if errors.Is(err, scratch.ErrBinaries) {
+			return exitUsage
+		}
+		return exitCode(err)
+	}
+}
+
+// drillRun is one drill in progress.
+type drillRun struct {
+	env    *cmdEnv
+	rec    *drill.Record
+	srv    *scratch.Server
+	keep   bool
+	plan   *restore.Plan
+	binDir string
+}
+
+func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
+	s := env.s
+	id := "latest"
+	switch len(args) {
+	case 0:
+	case 1:
+		id = args[0]
+	default:
+		return usageErrorf("drill takes at most one argument: a backup id (or latest)")
+	}
+	if id != "latest" && !catalog.ValidID(id) {
+		return usageErrorf("%q is not a backup id (like 20261124T154500Z) or latest", id)
+	}
+	asJSON, err := s.boolean("json")
+	if err != nil {
+		return err
+	}
+	keep, err := s.boolean("keep")
+	if err != nil {
+		return err
+	}
+	force, err := s.boolean("force")
+	if err != nil {
+		return err
+	}
+	amcheck, err := s.boolean("amcheck")
+	if err != nil {
+		return err
+	}
+	var queries []drill.Query
+	if f := s.str("check-sql"); f != "" {
+		if queries, err = drill.ReadCheckSQL(f); err != nil {
+			return usageErrorf("check-sql: %v", err)
+		}
+	}
+	ro := recoveryconf.Options{
+		TargetTime:     s.str("target-time"),
+		TargetLSN:      s.str("target-lsn"),
+		TargetXID:      s.str("target-xid"),
+		TargetName:     s.str("target-name"),
+		TargetTimeline: s.str("target-timeline"),
+	}
+	if ro.TargetImmediate, err = s.boolean("target-immediate"); err != nil {
+		return err
+	}
+	if v := s.str("target-inclusive"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return usageErrorf("target-inclusive: %q is not true or false", v)
+		}
+		ro.TargetInclusive = &b
+	}
+	target := "end of archive"
+	switch {
+	case ro.TargetTime != "":
+		target = "time " + ro.TargetTime
+	case ro.TargetLSN != "":
+		target = "lsn " + ro.TargetLSN
+	case ro.TargetXID != "":
+		target = "xid " + ro.TargetXID
+	case ro.TargetName != "":
+		target = "restore point " + ro.TargetName
+	case ro.TargetImmediate:
+		target = "consistency (immediate)"
+	}
+	if target != "end of archive" {
+		ro.TargetAction = "promote"
+	}
+	var tgt catalog.Target
+	if ro.TargetTime != "" {
+		if tgt.Time, err = recoveryconf.ParseTargetTime(ro.TargetTime); err != nil {
+			return usageErrorf("target-time: %v", err)
+		}
+	}
+	if ro.TargetLSN != "" {
+		if tgt.LSN, err = wal.ParseLSN(ro.TargetLSN); err != nil {
+			return usageErrorf("target-lsn: %v", err)
+		}
+	}
+	if ro.RestoreCommand, err = restoreCommand(env); err != nil {
+		return err
+	}
+	if err := ro.Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+	owner, err := drillOwner(s.str("owner"))
+	if err != nil {
+		return err
+	}
+	base, err := spoolBase(env)
+	if err != nil {
+		return err
+	}
+	if base == "" {
+		return usageErrorf("no state directory for the drill's markers: set spool-dir")
+	}
+	markers := filepath.Join(base, "drill", "markers")
+	var signer *crypto.Signer
+	if f := s.str("signing-key-file"); f != "" {
+		if signer, err = crypto.LoadSigner(f); err != nil {
+			return fmt.Errorf("%w: %w", errKey, err)
+		}
+	}
+
+	// A drill killed with -9 left a server and a directory: clean them up first.
+	stale, err := scratch.CleanStale(ctx, markers, force, env.log)
+	for _, st := range stale {
+		if st.OwnerRunning {
+			return usageErrorf("another drill (pid %d) is running in %s; wait for it, or give --force if it is stuck", st.OwnerPID, st.Dir)
+		}
+		env.log.Info("cleaned up after an interrupted drill", "dir", st.Dir, "postmaster_stopped", st.Postmaster)
+	}
+	if err != nil {
+		return err
+	}
+
+	r, ids, err := openRepoToRead(ctx, env)
+	if err != nil {
+		return err
+	}
+	plan, err := restore.NewPlan(ctx, r, id, ro.TargetTimeline, tgt, ids)
+	if err != nil {
+		return err
+	}
+	m := plan.Backup
+	binDir, err := scratch.FindBinDir(ctx, m.PGMajor, s.str("pg-bin"))
+	if err != nil {
+		return err
+	}
+
+	start := time.Now().UTC()
+	host, _ := os.Hostname()
+	rec := &drill.Record{Format: drill.Format, ID: repo.NewRunID(start), Host: host, Version: version, StartedAt: start,
+		Backup: m.ID, BackupStopLSN: m.EndLSN, PGMajor: m.PGMajor, Target: target, DataBytes: m.RawBytes, Databases: []string{}, Checks: []drill.Check{}}
+	dir := s.str("scratch")
+	if dir == "" {
+		dir = filepath.Join(base, "drill", rec.ID)
+	} else if !filepath.IsAbs(dir) {
+		return usageErrorf("scratch: %q is a relative path; give an absolute directory path", dir)
+	}
+	dir = filepath.Clean(dir)
+	if where := insideDataDir(dir); where != "" {
+		return usageErrorf("scratch: %s is inside %s; a drill never writes into a data directory or tablespace", dir, where)
+	}
+	cfg := scratch.Config{Dir: dir, MarkerDir: markers, Major: m.PGMajor, BinDir: binDir, RestoreCommand: ro.RestoreCommand, UID: -1, GID: -1, Log: env.log}
+	if owner != nil {
+		cfg.UID, cfg.GID = owner.UID, owner.GID
+	}
+	srv, err := scratch.New(cfg)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	d := &drillRun{env: env, rec: rec, srv: srv, keep: keep, plan: plan, binDir: binDir}
+	runErr := d.run(ctx, r, ids, ro, owner, queries, amcheck)
+
+	// Always clean up, interrupted or not.
+	cctx := context.WithoutCancel(ctx)
+	if cerr := srv.Close(cctx, keep); cerr != nil {
+		env.log.Error("cleaning up the scratch server", "dir", dir, "err", cerr)
+	} else if keep {
+		env.log.Info("kept the scratch directory (--keep); remove it when done", "dir", dir, "data_dir", srv.DataDir(), "log", srv.LogFile())
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("drill interrupted: %w", ctx.Err()) // no record: nothing was learnt
+	}
+	rec.FinishedAt = time.Now().UTC()
+	rec.TotalSeconds = seconds(rec.FinishedAt.Sub(start))
+	rec.RecoverySeconds = math.Round((rec.RestoreSeconds+rec.ReplaySeconds)*1000) / 1000
+	if runErr != nil {
+		rec.Status, rec.Error = drill.Failed, storage.OneLine(runErr.Error())
+	} else {
+		rec.Status = drill.Passed
+	}
+	if perr := drill.Put(cctx, r.Store, rec, signer); perr != nil {
+		env.log.Error("recording the drill", "err", perr)
+		if runErr == nil {
+			runErr = perr
+		}
+	}
+	if err := d.print(asJSON); err != nil {
+		return err
+	}
+	return runErr
+}
+
+// run restores, starts, waits and checks; it fills d.rec. An error from a check is a
+// *drillFailedError; others (restore, storage) keep their kind for the exit code.
+func (d *drillRun) run(ctx context.Context, r *repo.Repo, ids *crypto.Identities, ro recoveryconf.Options, owner *restore.Owner, queries []drill.Query, amcheck bool) error {
+	env, rec, srv, m := d.env, d.rec, d.srv, d.plan.Backup
+	check := func(c drill.Check) bool {
+		rec.Checks = append(rec.Checks, c)
+		return c.Status != drill.Failed
+	}
+	failCheck := func(phase string) error {
+		rec.Phase = phase
+		var msgs []string
+		for _, c := range rec.Checks {
+			if c.Status == drill.Failed {
+				msgs = append(msgs, c.Name+": "+c.Message)
+			}
+		}
+		return &drillFailedError{"drill failed: " + strings.Join(msgs, "; ")}
+	}
+
+	// Restore.
+	env.log.Info("drill: restoring", "backup", m.ID, "scratch", srv.Dir(), "target", rec.Target)
+	t0 := time.Now()
+	eo := restore.ExtractOptions{PGDATA: srv.DataDir(), Log: env.log, TablespaceMap: map[uint32]string{}, Jobs: 2, Owner: owner}
+	if j, err := env.s.integer("jobs"); err == nil && j > 0 {
+		eo.Jobs = j
+	}
+	for _, c := range d.plan.Chain {
+		for _, ts := range c.Tablespaces {
+			eo.TablespaceMap[ts.OID] = filepath.Join(srv.Dir(), "tablespaces", strconv.FormatUint(uint64(ts.OID), 10))
+		}
+	}
+	for _, ts := range m.Tablespaces {
+		eo.TablespaceMap[ts.OID] = filepath.Join(srv.Dir(), "tablespaces", strconv.FormatUint(uint64(ts.OID), 10))
+	}
+	err := restore.Run(ctx, r, d.plan, ids, eo, ro, env.log)
+	rec.RestoreSeconds = seconds(time.Since(t0))
+	if err != nil {
+		rec.Phase = drill.PhaseRestore
+		return fmt.Errorf("drill: restore of backup %s failed: %w", m.ID, err)
+	}
+	t1 := time.Now()
+	ok := check(drill.VerifyBackup(ctx, scratch.Tool(ctx, m.PGMajor, d.binDir, "pg_verifybackup"), srv.DataDir()))
+	checkSecs := seconds(time.Since(t1))
+	if !ok {
+		rec.CheckSeconds = checkSecs
+		return failCheck(drill.PhaseRestore)
+	}
+
+	// Replay. The archive's end is read before: segments archived meanwhile (a busy
+	// primary) may or may not be replayed, those before must be.
+	lastSeg, lastErr := d.lastArchived(ctx, r)
+	env.log.Info("drill: starting the scratch server and replaying WAL", "socket_dir", srv.SocketDir())
+	t2 := time.Now()
+	err = srv.Start(ctx)
+	if err == nil {
+		err = srv.WaitPromoted(ctx)
+	}
+	rec.ReplaySeconds = seconds(time.Since(t2))
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		check(drill.Check{Name: drill.CheckRecovery, Status: drill.Failed, Message: storage.OneLine(err.Error())})
+		rec.CheckSeconds = checkSecs
+		return failCheck(drill.PhaseReplay)
+	}
+	check(drill.Check{Name: drill.CheckRecovery, Status: drill.Passed, Message: "recovery ended and the server promoted"})
+
+	// Checks.
+	t3 := time.Now()
+	defer func() { rec.CheckSeconds = checkSecs + seconds(time.Since(t3)) }()
+	info, err := srv.Recovery(ctx)
+	if err != nil {
+		check(drill.Check{Name: drill.CheckTarget, Status: drill.Failed, Message: storage.OneLine(err.Error())})
+		return failCheck(drill.PhaseCheck)
+	}
+	rec.ReachedLSN, rec.ReachedTimeline, rec.Databases = info.LSN, info.Timeline, info.Databases
+	if !info.Time.IsZero() {
+		t := info.Time
+		rec.ReachedTime = &t
+	}
+	reached, _ := wal.ParseLSN(info.LSN)
+	if segSize := uint64(m.WalSegmentBytes); segSize > 0 && reached > 0 {
+		rec.WALSegments = int(uint64(reached-1)/segSize-uint64(m.Start())/segSize) + 1
+	}
+	check(d.targetCheck(ro, reached, lastSeg, lastErr))
+	check(drill.ConnectAll(ctx, info.Databases, srv.ConnString))
+	if len(queries) > 0 {
+		check(drill.RunCheckSQL(ctx, queries, srv.ConnString))
+	}
+	if amcheck {
+		check(drill.AmCheck(ctx, scratch.Tool(ctx, m.PGMajor, d.binDir, "pg_amcheck"), srv.SocketDir(), srv.Port(), "postgres"))
+	}
+	if len(rec.FailedChecks()) > 0 {
+		return failCheck(drill.PhaseCheck)
+	}
+	return nil
+}
+
+// lastArchived is the newest archived segment on the timeline recovery follows (0: none).
+func (d *drillRun) lastArchived(ctx context.Context, r *repo.Repo) (uint64, error) {
+	inv, err := walinventory.Scan(ctx, r.Store, d.plan.Backup.WalSegmentBytes)
+	if err != nil {
+		return 0, err
+	}
+	var last uint64
+	for no := range inv.Segments[d.plan.Timeline.TLI] {
+		last = max(last, no)
+	}
+	return last, nil
+}
+
+// targetCheck checks that recovery reached its target: the end of the archive on the
+// timeline it followed (lastSeg, read before recovery started), or the LSN given.
+func (d *drillRun) targetCheck(ro recoveryconf.Options, reached wal.LSN, lastSeg uint64, lastErr error) drill.Check {
+	m := d.plan.Backup
+	switch {
+	case ro.TargetLSN != "":
+		want, _ := wal.ParseLSN(ro.TargetLSN)
+		if reached < want && (ro.TargetInclusive == nil || *ro.TargetInclusive) {
+			return drill.Check{Name: drill.CheckTarget, Status: drill.Failed, Message: fmt.Sprintf("recovery stopped at LSN %s, before the target %s", reached, want)}
+		}
+		return drill.Check{Name: drill.CheckTarget, Status: drill.Passed, Message: fmt.Sprintf("recovery reached LSN %s (target %s)", reached, want)}
+	case d.rec.Target != "end of archive":
+		// PostgreSQL stops with "recovery ended before configured recovery target was
+		// reached" otherwise (the recovery check).
+		return drill.Check{Name: drill.CheckTarget, Status: drill.Passed, Message: fmt.Sprintf("recovery reached the %s at LSN %s", d.rec.Target, reached)}
+	}
+	if reached < m.End() {
+		return drill.Check{Name: drill.CheckTarget, Status: drill.Failed, Message: fmt.Sprintf("recovery stopped at LSN %s, before the backup's consistency point %s", reached, m.EndLSN)}
+	}
+	if lastErr != nil {
+		return drill.Check{Name: drill.CheckTarget, Status: drill.Failed, Message: storage.OneLine(lastErr.Error())}
+	}
+	tli, last := d.plan.Timeline.TLI, lastSeg
+	if last == 0 {
+		return drill.Check{Name: drill.CheckTarget, Status: drill.Passed, Message: fmt.Sprintf("recovery reached LSN %s (timeline %d has no archived segment yet to compare with)", reached, tli)}
+	}
+	return drill.ReachedEnd(reached, tli, last, m.WalSegmentBytes)
+}
+
+func (d *drillRun) print(asJSON bool) error {
+	env := d.env
+	if asJSON {
+		if err := printJSON(env.stdout, d.rec); err != nil {
+			return err
+		}
+	} else if err := drill.WriteText(env.stdout, d.rec); err != nil {
+		return err
+	}
+	if file := env.s.str("prometheus-file"); file != "" {
+		if err := writePromFile(file, func(w io.Writer) error { return drill.WritePrometheus(w, d.rec) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func seconds(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
+
+// drillOwner is the user that runs the scratch server: --owner, else (as root) postgres.
+func drillOwner(spec string) (*restore.Owner, error) {
+	if spec == "" && os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, usageErrorf("running as root: give --owner USER (the user that runs the scratch server; there is no postgres user)")
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		return &restore.Owner{UID: uid, GID: gid}, nil
+	}
+	return restoreOwner(spec)
+}
+
+var tablespaceVersionDir = regexp.MustCompile(`^PG_\d+_\d+$`)
+
+// insideDataDir returns the data directory or tablespace that holds dir (or one of its
+// parents), "" when none does: a PG_VERSION file or a PG_<major>_<catversion> directory.
+func insideDataDir(dir string) string {
+	for p := dir; ; p = filepath.Dir(p) {
+		if st, err := os.Stat(filepath.Join(p, "PG_VERSION")); err == nil && st.Mode().IsRegular() {
+			return "the data directory " + p
+		}
+		if ents, err := os.ReadDir(p); err == nil {
+			for _, e := range ents {
+				if e.IsDir() && tablespaceVersionDir.MatchString(e.Name()) {
+					return "the tablespace " + p
+				}
+			}
+		}
+		if filepath.Base(p) != "" && tablespaceVersionDir.MatchString(filepath.Base(p)) {
+			return "the tablespace " + filepath.Dir(p)
+		}
+		if p == "/" || p == "." {
+			return ""
+		}
+	}
+}
+
+// lastDrills reads the drill records for check: the last drill and the last that passed.
+func lastDrills(ctx context.Context, r *repo.Repo, env *cmdEnv) (last, lastPassed *health.DrillSummary, err error) {
+	recs, bad, err := drill.List(ctx, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, b := range bad {
+		env.log.Warn("a drill record cannot be used", "err", b)
+	}
+	l, lp := drill.Latest(recs)
+	return drillSummary(l), drillSummary(lp), nil
+}
+
+func drillSummary(r *drill.Record) *health.DrillSummary {
+	if r == nil {
+		return nil
+	}
+	return &health.DrillSummary{ID: r.ID, Passed: r.Passed(), FinishedAt: r.FinishedAt, Backup: r.Backup, Error: r.Error, RecoverySeconds: r.RecoverySeconds}
+}
+
+// listDrillsJSON is the --json schema of `pgark list --drills` (format 1).
+type listDrillsJSON struct {
+	Format     int             `json:"format"`
+	Repository string          `json:"repository"`
+	Drills     []*drill.Record `json:"drills"`
+	Unreadable []string        `json:"unreadable"`
+}
+
+// runListDrills lists the recorded drills, oldest first.
+func runListDrills(ctx context.Context, env *cmdEnv, asJSON bool) error {
+	r, err := openRepo(ctx, env)
+	if err != nil {
+		return err
+	}
+	recs, bad, err := drill.List(ctx, r)
+	if err != nil {
+		return err
+	}
+	out := listDrillsJSON{Format: 1, Repository: r.Store.String(), Drills: recs, Unreadable: bad}
+	if out.Drills == nil {
+		out.Drills = []*drill.Record{}
+	}
+	if out.Unreadable == nil {
+		out.Unreadable = []string{}
+	}
+	if asJSON {
+		return printJSON(env.stdout, out)
+	}
+	w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "DRILL\tSTATUS\tBACKUP\tTARGET\tREACHED LSN\tRECOVERY\tTOTAL\tSEGMENTS\tHOST\tPROBLEM\n")
+	for _, d := range recs {
+		problem := d.Error
+		if problem == "" {
+			problem = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.1fs\t%.1fs\t%d\t%s\t%s\n", d.ID, d.Status, d.Backup, d.Target, orDash(d.ReachedLSN),
+			d.RecoverySeconds, d.TotalSeconds, d.WALSegments, d.Host, problem)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		fmt.Fprintln(env.stdout, "(no restore drills recorded: run pgark drill)")
+	}
+	for _, b := range bad {
+		fmt.Fprintf(env.stdout, "unreadable: %s\n", b)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
