@@ -62,6 +62,9 @@ type restorer struct {
 	// targetRels are the relations of an existing target database, as
 	// "schema name" (set by inspectTarget).
 	targetRels map[string]bool
+	// psql, when set, is the psql that restores pg_restore's script into
+	// a server older than pg_restore (see script.go).
+	psql string
 }
 
 func newRestorer(ctx context.Context, c *RestoreConfig) (*restorer, error) {
@@ -147,6 +150,25 @@ func (x *restorer) pgRestore(ctx context.Context, args []string, stdout io.Write
 			return err
 		}
 		defer rc.Close()
+	}
+	if x.psql != "" && slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dbname=") }) {
+		sargs, dbname, dropped := scriptArgs(args)
+		if len(dropped) > 0 {
+			x.log.Warn("restoring through psql: one session, --jobs does not apply")
+		}
+		var in io.Reader
+		if rc != nil {
+			in = rc
+		}
+		if err := x.scriptRestore(ctx, sargs, dbname, in); err != nil {
+			return err
+		}
+		if rc != nil && whole {
+			if _, err := io.Copy(io.Discard, rc); err != nil { // check the rest: digest and size
+				return fmt.Errorf("reading the archive %s failed, the restore is incomplete: %w", x.db.Key, err)
+			}
+		}
+		return nil
 	}
 	cmd := exec.CommandContext(ctx, x.tool.Path, args...)
 	errTail := &tail{max: 2048}
@@ -319,6 +341,11 @@ func Restore(ctx context.Context, c RestoreConfig) error {
 	targetExists, err := x.checkTarget(ctx, mconn)
 	if err != nil {
 		return err
+	}
+	if psql, ok := needsScript(x.tool, mconn); ok {
+		x.psql = psql
+		x.log.Info("pg_restore is newer than the server: restoring its script through psql, without the settings the server does not know",
+			"pg_restore", x.tool.Version, "server", mconn.ParameterStatus("server_version"))
 	}
 	selective := len(c.Tables) > 0 || len(c.Schemas) > 0
 	// The target's schemas, for a selective restore (a new database has public).
@@ -502,7 +529,7 @@ func (x *restorer) restoreRenamed(ctx context.Context, mconn *pgconn.PgConn, mai
 			return fmt.Errorf("--clean: %w", err)
 		}
 	}
-	if err := execAll(ctx, mconn, append(stepsSQL(ds.Setup), ds.Create)...); err != nil {
+	if err := execAll(ctx, mconn, append(setupFor(mconn, ds.Setup), ds.Create)...); err != nil {
 		return fmt.Errorf("create database %q as %q was: %w", c.Target, c.Source, err)
 	}
 	x.log.Info("database created with the original encoding and locale", "database", c.Target, "from", c.Source)
@@ -529,7 +556,7 @@ func (x *restorer) fillRenamed(ctx context.Context, maint *pgconn.Config, args [
 	if err != nil {
 		return err
 	}
-	err = execAll(ctx, tconn, append(stepsSQL(ds.Setup), ds.Props...)...)
+	err = execAll(ctx, tconn, append(setupFor(tconn, ds.Setup), ds.Props...)...)
 	tconn.Close(context.Background())
 	if err != nil {
 		return fmt.Errorf("database properties of %q applied to %q: %w", c.Source, c.Target, err)
@@ -580,7 +607,6 @@ func (x *restorer) dropCreated(mconn *pgconn.PgConn, cause error) error {
 	return fmt.Errorf("%w (database %q, created by this restore, was dropped again)", cause, x.c.Target)
 }
 
-func stepsSQL(s []string) []string { return append([]string(nil), s...) }
 
 func (x *restorer) writeTemp(pattern, content string) (string, error) {
 	f, err := os.CreateTemp(x.c.TempDir, pattern)

@@ -39,9 +39,6 @@ func drillExitCodes(*cmdEnv) func(error) int {
 		if errors.As(err, new(*drillFailedError)) {
 			return exitDrillFailed
 		}
-		if errors.Is(err, scratch.ErrBinaries) {
-			return exitUsage
-		}
 		return exitCode(err)
 	}
 }
@@ -91,49 +88,15 @@ func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
 			return usageErrorf("check-sql: %v", err)
 		}
 	}
-	ro := recoveryconf.Options{
-		TargetTime:     s.str("target-time"),
-		TargetLSN:      s.str("target-lsn"),
-		TargetXID:      s.str("target-xid"),
-		TargetName:     s.str("target-name"),
-		TargetTimeline: s.str("target-timeline"),
-	}
-	if ro.TargetImmediate, err = s.boolean("target-immediate"); err != nil {
+	ro, tgt, err := recoveryTargets(s)
+	if err != nil {
 		return err
 	}
-	if v := s.str("target-inclusive"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return usageErrorf("target-inclusive: %q is not true or false", v)
-		}
-		ro.TargetInclusive = &b
-	}
-	target := "end of archive"
-	switch {
-	case ro.TargetTime != "":
-		target = "time " + ro.TargetTime
-	case ro.TargetLSN != "":
-		target = "lsn " + ro.TargetLSN
-	case ro.TargetXID != "":
-		target = "xid " + ro.TargetXID
-	case ro.TargetName != "":
-		target = "restore point " + ro.TargetName
-	case ro.TargetImmediate:
-		target = "consistency (immediate)"
-	}
-	if target != "end of archive" {
+	target := targetLabel(ro)
+	if target == "" {
+		target = "end of archive"
+	} else {
 		ro.TargetAction = "promote"
-	}
-	var tgt catalog.Target
-	if ro.TargetTime != "" {
-		if tgt.Time, err = recoveryconf.ParseTargetTime(ro.TargetTime); err != nil {
-			return usageErrorf("target-time: %v", err)
-		}
-	}
-	if ro.TargetLSN != "" {
-		if tgt.LSN, err = wal.ParseLSN(ro.TargetLSN); err != nil {
-			return usageErrorf("target-lsn: %v", err)
-		}
 	}
 	if ro.RestoreCommand, err = restoreCommand(env); err != nil {
 		return err
@@ -145,14 +108,10 @@ func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	base, err := spoolBase(env)
+	markers, parent, err := scratchMarkers(env)
 	if err != nil {
 		return err
 	}
-	if base == "" {
-		return usageErrorf("no state directory for the drill's markers: set spool-dir")
-	}
-	markers := filepath.Join(base, "drill", "markers")
 	var signer *crypto.Signer
 	if f := s.str("signing-key-file"); f != "" {
 		if signer, err = crypto.LoadSigner(f); err != nil {
@@ -161,14 +120,7 @@ func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 
 	// A drill killed with -9 left a server and a directory: clean them up first.
-	stale, err := scratch.CleanStale(ctx, markers, force, env.log)
-	for _, st := range stale {
-		if st.OwnerRunning {
-			return usageErrorf("another drill (pid %d) is running in %s; wait for it, or give --force if it is stuck", st.OwnerPID, st.Dir)
-		}
-		env.log.Info("cleaned up after an interrupted drill", "dir", st.Dir, "postmaster_stopped", st.Postmaster)
-	}
-	if err != nil {
+	if err := cleanStaleScratch(ctx, env, markers, force, true); err != nil {
 		return err
 	}
 
@@ -190,24 +142,12 @@ func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
 	host, _ := os.Hostname()
 	rec := &drill.Record{Format: drill.Format, ID: repo.NewRunID(start), Host: host, Version: version, StartedAt: start,
 		Backup: m.ID, BackupStopLSN: m.EndLSN, PGMajor: m.PGMajor, Target: target, DataBytes: m.RawBytes, Databases: []string{}, Checks: []drill.Check{}}
-	dir := s.str("scratch")
-	if dir == "" {
-		dir = filepath.Join(base, "drill", rec.ID)
-	} else if !filepath.IsAbs(dir) {
-		return usageErrorf("scratch: %q is a relative path; give an absolute directory path", dir)
-	}
-	dir = filepath.Clean(dir)
-	if where := insideDataDir(dir); where != "" {
-		return usageErrorf("scratch: %s is inside %s; a drill never writes into a data directory or tablespace", dir, where)
-	}
-	cfg := scratch.Config{Dir: dir, MarkerDir: markers, Major: m.PGMajor, BinDir: binDir, RestoreCommand: ro.RestoreCommand, UID: -1, GID: -1, Log: env.log}
-	if owner != nil {
-		cfg.UID, cfg.GID = owner.UID, owner.GID
-	}
-	srv, err := scratch.New(cfg)
+	srv, err := newScratch(env, plan, scratchSpec{what: "a drill", dir: s.str("scratch"), parent: parent, name: rec.ID,
+		markers: markers, binDir: binDir, owner: owner, ro: ro})
 	if err != nil {
-		return usageErrorf("%v", err)
+		return err
 	}
+	dir := srv.Dir()
 	d := &drillRun{env: env, rec: rec, srv: srv, keep: keep, plan: plan, binDir: binDir}
 	runErr := d.run(ctx, r, ids, ro, owner, queries, amcheck)
 
@@ -263,23 +203,15 @@ func (d *drillRun) run(ctx context.Context, r *repo.Repo, ids *crypto.Identities
 	// Restore.
 	env.log.Info("drill: restoring", "backup", m.ID, "scratch", srv.Dir(), "target", rec.Target)
 	t0 := time.Now()
-	eo := restore.ExtractOptions{PGDATA: srv.DataDir(), Log: env.log, TablespaceMap: map[uint32]string{}, Jobs: 2, Owner: owner}
+	jobs := 2
 	if j, err := env.s.integer("jobs"); err == nil && j > 0 {
-		eo.Jobs = j
+		jobs = j
 	}
-	for _, c := range d.plan.Chain {
-		for _, ts := range c.Tablespaces {
-			eo.TablespaceMap[ts.OID] = filepath.Join(srv.Dir(), "tablespaces", strconv.FormatUint(uint64(ts.OID), 10))
-		}
-	}
-	for _, ts := range m.Tablespaces {
-		eo.TablespaceMap[ts.OID] = filepath.Join(srv.Dir(), "tablespaces", strconv.FormatUint(uint64(ts.OID), 10))
-	}
-	err := restore.Run(ctx, r, d.plan, ids, eo, ro, env.log)
+	err := restoreScratch(ctx, env, r, ids, d.plan, srv, ro, owner, jobs)
 	rec.RestoreSeconds = seconds(time.Since(t0))
 	if err != nil {
 		rec.Phase = drill.PhaseRestore
-		return fmt.Errorf("drill: restore of backup %s failed: %w", m.ID, err)
+		return fmt.Errorf("drill: %w", err)
 	}
 	t1 := time.Now()
 	ok := check(drill.VerifyBackup(ctx, scratch.Tool(ctx, m.PGMajor, d.binDir, "pg_verifybackup"), srv.DataDir()))

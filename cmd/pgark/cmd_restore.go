@@ -13,8 +13,6 @@ import (
 
 	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/restore"
-	"github.com/pgark/pgark/restore/recoveryconf"
-	"github.com/pgark/pgark/wal"
 )
 
 func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
@@ -33,41 +31,16 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 		return usageErrorf("%q is not a backup id (like 20261124T154500Z) or latest", id)
 	}
 	s := env.s
-	ro := recoveryconf.Options{
-		TargetTime:     s.str("target-time"),
-		TargetLSN:      s.str("target-lsn"),
-		TargetXID:      s.str("target-xid"),
-		TargetName:     s.str("target-name"),
-		TargetTimeline: s.str("target-timeline"),
-		TargetAction:   s.str("target-action"),
-	}
-	var err error
-	if ro.TargetImmediate, err = s.boolean("target-immediate"); err != nil {
+	ro, tgt, err := recoveryTargets(s)
+	if err != nil {
 		return err
 	}
-	if v := s.str("target-inclusive"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return usageErrorf("target-inclusive: %q is not true or false", v)
-		}
-		ro.TargetInclusive = &b
-	}
+	ro.TargetAction = s.str("target-action")
 	if ro.Standby, err = s.boolean("standby"); err != nil {
 		return err
 	}
 	if ro.KeepArchiving, err = s.boolean("keep-archiving"); err != nil {
 		return err
-	}
-	var tgt catalog.Target
-	if ro.TargetTime != "" {
-		if tgt.Time, err = recoveryconf.ParseTargetTime(ro.TargetTime); err != nil {
-			return usageErrorf("target-time: %v", err)
-		}
-	}
-	if ro.TargetLSN != "" {
-		if tgt.LSN, err = wal.ParseLSN(ro.TargetLSN); err != nil {
-			return usageErrorf("target-lsn: %v", err)
-		}
 	}
 	eo := restore.ExtractOptions{PGDATA: pgdata, Log: env.log, TablespaceMap: map[uint32]string{}}
 	if eo.Jobs, err = s.integer("jobs"); err != nil || eo.Jobs < 1 {

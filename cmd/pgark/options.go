@@ -164,7 +164,7 @@ var options = []option{
 
 	// WAL push and fetch, their spools.
 	{name: "pgdata", cmds: []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}, help: "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)"},
-	{name: "spool-dir", cmds: append([]string{"backup", "drill"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL and (backup) copies of backup manifests for incremental backups, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
+	{name: "spool-dir", cmds: append([]string{"backup", "drill", "dump-restore"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL and (backup) copies of backup manifests for incremental backups, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
 	{name: "push-ahead", kind: optInt, def: "8", cmds: []string{"wal-push"}, help: "wal-push: also push up to this many of the next .ready segments in parallel, so that PostgreSQL's next calls answer at once (0: off)"},
 	{name: "push-jobs", kind: optInt, def: "2", cmds: []string{"wal-push"}, help: "wal-push: pushes at once when pushing ahead"},
 	{name: "fetch-ahead", kind: optInt, def: "8", cmds: fetchCmds, help: "wal-fetch: keep this many of the next segments downloaded, verified and decoded in the spool by a background helper (0: off)"},
@@ -188,23 +188,23 @@ var options = []option{
 	{name: "require-parent", kind: optBool, def: "false", cmds: []string{"backup"}, help: "incr, diff: fail (exit 3) instead of taking a full backup when there is no usable parent"},
 
 	// restore.
-	{name: "target-time", cmds: []string{"restore", "drill"}, help: "recover to this time (RFC 3339 or PostgreSQL format, with a UTC offset)"},
-	{name: "target-lsn", cmds: []string{"restore", "drill"}, help: "recover to this LSN (X/X)"},
-	{name: "target-xid", cmds: []string{"restore", "drill"}, help: "recover to this transaction id"},
-	{name: "target-name", cmds: []string{"restore", "drill"}, help: "recover to this restore point (pg_create_restore_point)"},
-	{name: "target-immediate", kind: optBool, def: "false", cmds: []string{"restore", "drill"}, help: "stop as soon as the backup is consistent"},
-	{name: "target-timeline", def: "latest", cmds: []string{"restore", "drill"}, help: "timeline to follow: latest, current or a number"},
-	{name: "target-inclusive", cmds: []string{"restore", "drill"}, help: "stop just after (true) or just before (false) the target; default PostgreSQL's (true)"},
+	{name: "target-time", cmds: []string{"restore", "drill", "dump-restore"}, help: "recover to this time (RFC 3339 or PostgreSQL format, with a UTC offset)"},
+	{name: "target-lsn", cmds: []string{"restore", "drill", "dump-restore"}, help: "recover to this LSN (X/X)"},
+	{name: "target-xid", cmds: []string{"restore", "drill", "dump-restore"}, help: "recover to this transaction id"},
+	{name: "target-name", cmds: []string{"restore", "drill", "dump-restore"}, help: "recover to this restore point (pg_create_restore_point)"},
+	{name: "target-immediate", kind: optBool, def: "false", cmds: []string{"restore", "drill", "dump-restore"}, help: "stop as soon as the backup is consistent"},
+	{name: "target-timeline", def: "latest", cmds: []string{"restore", "drill", "dump-restore"}, help: "timeline to follow: latest, current or a number"},
+	{name: "target-inclusive", cmds: []string{"restore", "drill", "dump-restore"}, help: "stop just after (true) or just before (false) the target; default PostgreSQL's (true)"},
 	{name: "target-action", cmds: []string{"restore"}, help: "at the target: promote, pause or shutdown (default PostgreSQL's: pause)"},
 	{name: "jobs", kind: optInt, def: "2", defs: map[string]string{"dump": "1", "dump-restore": "1"}, cmds: []string{"restore", "dump", "dump-restore", "drill"}, help: "restore, drill: parts downloaded and extracted in parallel; dump: databases dumped at once; dump-restore: pg_restore jobs"},
 	{name: "tablespace-map", kind: optList, cmds: []string{"restore"}, help: "OID=PATH: restore a tablespace elsewhere (comma-separated or repeated)"},
-	{name: "owner", cmds: []string{"restore", "drill"}, help: "when run as root: the user (or uid:gid) that will own PGDATA and run the server (drill: default postgres)"},
-	{name: "force", kind: optBool, def: "false", cmds: []string{"restore", "drill"}, help: "restore: clean a PGDATA left by an interrupted pgark restore and start again; drill: also clean up after a drill whose process still seems to run"},
+	{name: "owner", cmds: []string{"restore", "drill", "dump-restore"}, help: "when run as root: the user (or uid:gid) that will own PGDATA and run the server (drill, dump-restore --target-*: the scratch server, default postgres)"},
+	{name: "force", kind: optBool, def: "false", cmds: []string{"restore", "drill", "dump-restore"}, help: "restore: clean a PGDATA left by an interrupted pgark restore and start again; drill, dump-restore --target-*: also clean up after a scratch server whose process still seems to run"},
 	{name: "standby", kind: optBool, def: "false", cmds: []string{"restore"}, help: "write standby.signal instead of recovery.signal"},
 	{name: "keep-archiving", kind: optBool, def: "false", cmds: []string{"restore"}, help: "leave archive_mode as in the backup (the restored node will archive)"},
 
 	// drill (cmd_drill.go); it also takes the restore targets, owner, force, jobs, pg-bin.
-	{name: "scratch", cmds: []string{"drill"}, help: "drill: the scratch directory to restore into and run the server in, missing or empty; removed at the end (default: under the spool directory)"},
+	{name: "scratch", cmds: []string{"drill", "dump-restore"}, help: "drill, dump-restore --target-*: the scratch directory to restore into and run the server in, missing or empty; removed at the end (default: under the spool directory)"},
 	{name: "check-sql", cmds: []string{"drill"}, help: "drill: a file of SQL queries that must each return true (one row, one boolean); \"-- database: NAME\" lines pick the database"},
 	{name: "amcheck", kind: optBool, def: "false", cmds: []string{"drill"}, help: "drill: run pg_amcheck on every database of the scratch server (when pg_amcheck of the backup's major is installed)"},
 	{name: "keep", kind: optBool, def: "false", cmds: []string{"drill"}, help: "drill: keep the stopped scratch server's directory for inspection"},
@@ -230,7 +230,7 @@ var options = []option{
 	// dump, dump-restore.
 	{name: "db", kind: optList, cmds: []string{"dump", "dump-restore"}, help: "dump: a database to dump (repeatable; default: all but template0); dump-restore: the database of the dump to restore"},
 	{name: "exclude-db", kind: optList, cmds: []string{"dump"}, help: "dump: a database not to dump (repeatable)"},
-	{name: "pg-bin", cmds: []string{"dump", "dump-restore", "drill"}, help: "directory of pg_dump, pg_dumpall and pg_restore (default: PATH); drill: of the server binaries of the backup's major (default: the usual places)"},
+	{name: "pg-bin", cmds: []string{"dump", "dump-restore", "drill"}, help: "directory of pg_dump, pg_dumpall and pg_restore (default: PATH); drill: of the server binaries of the backup's major (default: the usual places); dump-restore --target-*: also of those server binaries when it holds them (else the usual places)"},
 	{name: "lock-wait-timeout", kind: optDuration, def: "0", cmds: []string{"dump"}, help: "dump: fail instead of waiting longer than this for a table lock, e.g. 30s (0: wait)"},
 	{name: "no-role-passwords", kind: optBool, def: "false", cmds: []string{"dump", "dump-restore"}, help: "dump: dump roles without passwords (pg_dumpall --no-role-passwords, for non-superusers); dump-restore --globals: leave passwords out"},
 	{name: "target-db", cmds: []string{"dump-restore"}, help: "dump-restore: the database to restore into (default: the dumped database's name)"},
