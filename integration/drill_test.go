@@ -245,18 +245,39 @@ func TestDrill(t *testing.T) {
 	if st, _ := d.lastDrill(t, 0); st != "ok" {
 		t.Fatalf("last_drill after the repair: %s", st)
 	}
+	// --keep: the stopped server's directory stays, with its log.
+	d.drill(t, 0) // (scratch removed: checked by d.drill)
+	r = mustOK(t, pgark(t, nil, append(d.args(), "--keep")...))
+	if !exists(filepath.Join(d.scratch, "postgres.log")) || exists(filepath.Join(d.scratch, "pgdata", "postmaster.pid")) {
+		t.Fatalf("--keep: want the stopped scratch directory kept\n%s", r)
+	}
+	if err := os.RemoveAll(d.scratch); err != nil {
+		t.Fatal(err)
+	}
+	// Server binaries of another major: one error naming the version needed, nothing recorded.
+	if other, err := testenv.PGBinDir(16); err == nil {
+		r = pgark(t, nil, "drill", "--config", d.conf, "--scratch", d.scratch, "--spool-dir", d.spool, "--pg-bin", other)
+		wantCode(t, r, 2, "needs PostgreSQL 17")
+	}
+
+	// The text report.
+	r = mustOK(t, pgark(t, nil, "drill", "--config", d.conf, "--scratch", d.scratch, "--spool-dir", d.spool, "--pg-bin", d.bin))
+	if !strings.HasPrefix(r.stdout, "DRILL PASSED - backup "+d.backupID) || !strings.Contains(r.stdout, "PASSED    target_reached") {
+		t.Fatalf("text report:\n%s", r.stdout)
+	}
+	t.Logf("text report:\n%s", r.stdout)
 	r = mustOK(t, pgark(t, nil, "list", "--drills", "--json", "--config", d.conf))
 	var l struct {
 		Drills []drillJSON `json:"drills"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || len(l.Drills) != 5 {
+	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || len(l.Drills) != 8 {
 		t.Fatalf("list --drills: %v\n%s", err, r)
 	}
 }
 
 // TestDrillKill9: a drill killed with -9 while it restores, replays or checks leaves its
 // server and directory behind; the next drill stops that server, removes the directory
-// and passes.
+// and passes. A drill ended by SIGTERM or SIGINT cleans up itself.
 func TestDrillKill9(t *testing.T) {
 	d := setupDrill(t)
 	log := filepath.Join(d.scratch, "postgres.log")
@@ -319,6 +340,52 @@ func TestDrillKill9(t *testing.T) {
 		}
 		if markers, _ := filepath.Glob(filepath.Join(d.spool, "drill", "markers", "*")); len(markers) != 0 {
 			t.Fatalf("%s: markers left: %v", ph.name, markers)
+		}
+	}
+
+	// SIGTERM and SIGINT while the server replays: the drill itself stops the server and
+	// removes everything, then ends by the signal.
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		cmd := exec.Command(pgarkBin, d.args()...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + os.TempDir()}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		pidFile := filepath.Join(d.scratch, "pgdata", "postmaster.pid")
+		deadline := time.Now().Add(2 * time.Minute)
+		pm := 0
+		for pm == 0 {
+			select {
+			case err := <-exited:
+				t.Fatalf("%v: the drill ended (%v) before its server started", sig, err)
+			case <-time.After(5 * time.Millisecond):
+			}
+			if b, err := os.ReadFile(pidFile); err == nil {
+				pm, _ = strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%v: no server started", sig)
+			}
+		}
+		_ = cmd.Process.Signal(sig)
+		select {
+		case <-exited:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%v: the drill did not end", sig)
+		}
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != sig {
+			t.Errorf("%v: the drill ended with %v, not by the signal", sig, cmd.ProcessState)
+		}
+		if exists(d.scratch) {
+			t.Fatalf("%v: the scratch directory is left", sig)
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pm)); err == nil && strings.Contains(string(b), d.scratch) {
+			t.Fatalf("%v: postmaster %d still runs", sig, pm)
+		}
+		if markers, _ := filepath.Glob(filepath.Join(d.spool, "drill", "markers", "*")); len(markers) != 0 {
+			t.Fatalf("%v: markers left: %v", sig, markers)
 		}
 	}
 }
