@@ -84,7 +84,11 @@ func setupDrill(t *testing.T) *drillSetup {
 		"checkpoint_timeout": "1h", "max_wal_size": "1GB",
 	}})
 	d.c.Exec(t, "CREATE DATABASE shop")
-	d.c.Exec(t, "CREATE TABLE orders AS SELECT g AS id, now() AS at FROM generate_series(1, 20000) g")
+	// A tablespace: the drill restores it inside its scratch directory too.
+	ts := filepath.Join(d.shared, "ts1")
+	testenv.MkdirShared(t, ts)
+	d.c.Exec(t, fmt.Sprintf("CREATE TABLESPACE ts1 LOCATION '%s'", ts))
+	d.c.Exec(t, "CREATE TABLE orders TABLESPACE ts1 AS SELECT g AS id, now() AS at FROM generate_series(1, 20000) g")
 	r := mustOK(t, pgark(t, nil, "backup", "--config", d.conf, "--dsn", d.c.DSN(), "--json"))
 	var b struct {
 		ID     string `json:"id"`
