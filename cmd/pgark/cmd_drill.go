@@ -192,7 +192,7 @@ func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
 		Backup: m.ID, BackupStopLSN: m.EndLSN, PGMajor: m.PGMajor, Target: target, DataBytes: m.RawBytes, Databases: []string{}, Checks: []drill.Check{}}
 	dir := s.str("scratch")
 	if dir == "" {
-		dir = filepath.Join(base, "drill", rec.ID)
+		dir = filepath.Join(defaultScratchBase(env, base, owner), "drill", rec.ID)
 	} else if !filepath.IsAbs(dir) {
 		return usageErrorf("scratch: %q is a relative path; give an absolute directory path", dir)
 	}
@@ -400,6 +400,20 @@ func (d *drillRun) print(asJSON bool) error {
 }
 
 func seconds(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
+
+// defaultScratchBase is where the scratch directory goes without --scratch: the spool
+// base; as root without spool-dir, the server's user's own cache directory
+// (~postgres/.cache/pgark), which that user can reach, unlike root's home.
+func defaultScratchBase(env *cmdEnv, base string, owner *restore.Owner) string {
+	if owner == nil || os.Geteuid() != 0 || env.s.str("spool-dir") != "" {
+		return base
+	}
+	u, err := user.LookupId(strconv.Itoa(owner.UID))
+	if err != nil || !filepath.IsAbs(u.HomeDir) || u.HomeDir == "/" {
+		return base
+	}
+	return filepath.Join(u.HomeDir, ".cache", "pgark")
+}
 
 // drillOwner is the user that runs the scratch server: --owner, else (as root) postgres.
 func drillOwner(spec string) (*restore.Owner, error) {

@@ -204,7 +204,7 @@ var options = []option{
 	{name: "keep-archiving", kind: optBool, def: "false", cmds: []string{"restore"}, help: "leave archive_mode as in the backup (the restored node will archive)"},
 
 	// drill (cmd_drill.go); it also takes the restore targets, owner, force, jobs, pg-bin.
-	{name: "scratch", cmds: []string{"drill"}, help: "drill: the scratch directory to restore into and run the server in, missing or empty; removed at the end (default: under the spool directory)"},
+	{name: "scratch", cmds: []string{"drill"}, help: "drill: the scratch directory to restore into and run the server in, missing or empty; removed at the end (default: drill/<id> under the spool directory; as root without spool-dir, under the server user's ~/.cache/pgark)"},
 	{name: "check-sql", cmds: []string{"drill"}, help: "drill: a file of SQL queries that must each return true (one row, one boolean); \"-- database: NAME\" lines pick the database"},
 	{name: "amcheck", kind: optBool, def: "false", cmds: []string{"drill"}, help: "drill: run pg_amcheck on every database of the scratch server (when pg_amcheck of the backup's major is installed)"},
 	{name: "keep", kind: optBool, def: "false", cmds: []string{"drill"}, help: "drill: keep the stopped scratch server's directory for inspection"},
