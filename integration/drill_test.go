@@ -100,7 +100,9 @@ func setupDrill(t *testing.T) *drillSetup {
 		t.Fatalf("backup --json: %v\n%s", err, r)
 	}
 	d.backupID, d.endLSN = b.ID, b.EndLSN
-	// WAL after the backup: a few segments, each with rows the drill must see.
+	// A restore point, then WAL after the backup: a few segments, each with rows the
+	// drill must see.
+	d.c.Exec(t, "SELECT pg_create_restore_point('before-segments')")
 	makeSegments(t, d.c, 6)
 	// The rows' commit is in the segment being written: switch, and wait for it.
 	seg := d.c.QueryRow(t, "SELECT pg_walfile_name(pg_switch_wal())")
@@ -284,6 +286,14 @@ func TestDrill(t *testing.T) {
 		}
 	}
 
+	// A target: the restore point, before seg_rows existed.
+	rpFile := filepath.Join(d.shared, "rp.sql")
+	os.WriteFile(rpFile, []byte("SELECT to_regclass('seg_rows') IS NULL;\nSELECT count(*) = 20000 FROM orders;\n"), 0o644)
+	out = d.drill(t, 0, "--target-name", "before-segments", "--check-sql", rpFile)
+	if out.check("target_reached") != "passed" || out.check("check_sql") != "passed" || lsnValue(t, out.ReachedLSN) < lsnValue(t, d.endLSN) {
+		t.Fatalf("drill to a restore point: %+v", out)
+	}
+
 	// The text report.
 	r = mustOK(t, pgark(t, nil, "drill", "--config", d.conf, "--scratch", d.scratch, "--spool-dir", d.spool, "--pg-bin", d.bin))
 	if !strings.HasPrefix(r.stdout, "DRILL PASSED - backup "+d.backupID) || !strings.Contains(r.stdout, "PASSED    target_reached") {
@@ -294,7 +304,7 @@ func TestDrill(t *testing.T) {
 	var l struct {
 		Drills []drillJSON `json:"drills"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || len(l.Drills) < 8 {
+	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || len(l.Drills) < 9 {
 		t.Fatalf("list --drills: %v\n%s", err, r)
 	}
 }
