@@ -2,10 +2,13 @@ package drill
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pgark/pgark/repo"
+	"github.com/pgark/pgark/storage/mem"
 	"github.com/pgark/pgark/wal"
 )
 
@@ -94,5 +97,30 @@ func TestOutputs(t *testing.T) {
 		if !strings.Contains(prom.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, prom.String())
 		}
+	}
+}
+
+func TestPutMovesOnWhenTheIDExists(t *testing.T) {
+	ctx := context.Background()
+	s := mem.New("drills")
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := 0; i < 3; i++ {
+		r := &Record{Format: 1, ID: "20261207T100000Z", Status: Passed, FinishedAt: t0}
+		if err := Put(ctx, s, r, nil); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	if want := []string{"20261207T100000Z", "20261207T100001Z", "20261207T100002Z"}; strings.Join(ids, " ") != strings.Join(want, " ") {
+		t.Fatalf("ids %v, want %v", ids, want)
+	}
+	rp := &repo.Repo{Store: s}
+	recs, bad, err := List(ctx, rp)
+	if err != nil || len(recs) != 3 || len(bad) != 0 {
+		t.Fatalf("List: %d records, bad %v, %v", len(recs), bad, err)
+	}
+	if err := Put(ctx, s, &Record{Format: 1, ID: "nope", Status: Passed, FinishedAt: t0}, nil); err == nil {
+		t.Fatal("a bad id was accepted")
 	}
 }

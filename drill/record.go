@@ -105,16 +105,32 @@ func (r *Record) FailedChecks() []string {
 	return out
 }
 
-// Put writes the record create-only, signed when signer is not nil.
+// Put writes the record create-only, signed when signer is not nil. Ids have a resolution
+// of one second: when a record of the same id exists (two drills started in the same
+// second), the id moves on by a second, up to a minute.
 func Put(ctx context.Context, s storage.Store, r *Record, signer *crypto.Signer) error {
 	if !repo.ValidRunID(r.ID) {
 		return fmt.Errorf("drill: %q is not a run id", r.ID)
 	}
-	if err := repo.PutSignedJSON(ctx, s, Key(r.ID), r, signer); err != nil {
-		return fmt.Errorf("drill: writing %s: %w", Key(r.ID), err)
+	t, err := time.Parse(idLayout, r.ID)
+	if err != nil {
+		return fmt.Errorf("drill: %q is not a run id: %w", r.ID, err)
 	}
-	return nil
+	for i := 0; ; i++ {
+		err := repo.PutSignedJSON(ctx, s, Key(r.ID), r, signer)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, storage.ErrExists) || i == 60 {
+			return fmt.Errorf("drill: writing %s: %w", Key(r.ID), err)
+		}
+		t = t.Add(time.Second)
+		r.ID = repo.NewRunID(t)
+	}
 }
+
+// idLayout is the layout of run ids (repo.NewRunID).
+const idLayout = "20060102T150405Z"
 
 // List reads every drill record, oldest first (by finish time). Records that cannot be
 // read are returned in bad (key: reason) rather than failing the listing.

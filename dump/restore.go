@@ -607,7 +607,6 @@ func (x *restorer) dropCreated(mconn *pgconn.PgConn, cause error) error {
 	return fmt.Errorf("%w (database %q, created by this restore, was dropped again)", cause, x.c.Target)
 }
 
-
 func (x *restorer) writeTemp(pattern, content string) (string, error) {
 	f, err := os.CreateTemp(x.c.TempDir, pattern)
 	if err != nil {

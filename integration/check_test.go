@@ -169,7 +169,7 @@ func TestCheckHealthy(t *testing.T) {
 	r = mustOK(t, pgark(t, nil, "check", "--config", a.localConf, "--dsn", c.DSN(), "--no-probe"))
 	t.Logf("pgark check:\n%s", r.stdout)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 10 || !strings.HasPrefix(lines[0], "PGARK CHECK OK") || !strings.Contains(r.stdout, "skipped: --no-probe") {
+	if len(lines) != 11 || !strings.HasPrefix(lines[0], "PGARK CHECK OK") || !strings.Contains(r.stdout, "skipped: --no-probe") {
 		t.Fatalf("report:\n%s", r.stdout)
 	}
 

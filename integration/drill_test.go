@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,7 +86,11 @@ func setupDrill(t *testing.T) *drillSetup {
 		"checkpoint_timeout": "1h", "max_wal_size": "1GB",
 	}})
 	d.c.Exec(t, "CREATE DATABASE shop")
-	d.c.Exec(t, "CREATE TABLE orders AS SELECT g AS id, now() AS at FROM generate_series(1, 20000) g")
+	// A tablespace: the drill restores it inside its scratch directory too.
+	ts := filepath.Join(d.shared, "ts1")
+	testenv.MkdirShared(t, ts)
+	d.c.Exec(t, fmt.Sprintf("CREATE TABLESPACE ts1 LOCATION '%s'", ts))
+	d.c.Exec(t, "CREATE TABLE orders TABLESPACE ts1 AS SELECT g AS id, now() AS at FROM generate_series(1, 20000) g")
 	r := mustOK(t, pgark(t, nil, "backup", "--config", d.conf, "--dsn", d.c.DSN(), "--json"))
 	var b struct {
 		ID     string `json:"id"`
@@ -94,7 +100,9 @@ func setupDrill(t *testing.T) *drillSetup {
 		t.Fatalf("backup --json: %v\n%s", err, r)
 	}
 	d.backupID, d.endLSN = b.ID, b.EndLSN
-	// WAL after the backup: a few segments, each with rows the drill must see.
+	// A restore point, then WAL after the backup: a few segments, each with rows the
+	// drill must see.
+	d.c.Exec(t, "SELECT pg_create_restore_point('before-segments')")
 	makeSegments(t, d.c, 6)
 	// The rows' commit is in the segment being written: switch, and wait for it.
 	seg := d.c.QueryRow(t, "SELECT pg_walfile_name(pg_switch_wal())")
@@ -245,18 +253,65 @@ func TestDrill(t *testing.T) {
 	if st, _ := d.lastDrill(t, 0); st != "ok" {
 		t.Fatalf("last_drill after the repair: %s", st)
 	}
+	// --keep: the stopped server's directory stays, with its log.
+	d.drill(t, 0) // (scratch removed: checked by d.drill)
+	r = mustOK(t, pgark(t, nil, append(d.args(), "--keep")...))
+	if !exists(filepath.Join(d.scratch, "postgres.log")) || exists(filepath.Join(d.scratch, "pgdata", "postmaster.pid")) {
+		t.Fatalf("--keep: want the stopped scratch directory kept\n%s", r)
+	}
+	if err := os.RemoveAll(d.scratch); err != nil {
+		t.Fatal(err)
+	}
+	// Server binaries of another major: one error naming the version needed, nothing recorded.
+	if other, err := testenv.PGBinDir(16); err == nil {
+		r = pgark(t, nil, "drill", "--config", d.conf, "--scratch", d.scratch, "--spool-dir", d.spool, "--pg-bin", other)
+		wantCode(t, r, 2, "needs PostgreSQL 17")
+	}
+
+	// As root, without --scratch or spool-dir: the scratch directory goes under the
+	// server user's own cache directory, which that user can reach.
+	if os.Geteuid() == 0 {
+		r = mustOK(t, pgark(t, nil, "drill", "--config", d.conf, "--pg-bin", d.bin, "--json"))
+		var def drillJSON
+		if err := json.Unmarshal([]byte(r.stdout), &def); err != nil || def.Status != "passed" {
+			t.Fatalf("drill with the default scratch directory: %v\n%s", err, r)
+		}
+		pu, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`scratch=(\S+)`).FindStringSubmatch(r.stderr)
+		if m == nil || !strings.HasPrefix(m[1], filepath.Join(pu.HomeDir, ".cache", "pgark", "drill")+"/") || exists(m[1]) {
+			t.Fatalf("default scratch directory %v: not under postgres's cache directory, or left behind:\n%s", m, r.stderr)
+		}
+	}
+
+	// A target: the restore point, before seg_rows existed.
+	rpFile := filepath.Join(d.shared, "rp.sql")
+	os.WriteFile(rpFile, []byte("SELECT to_regclass('seg_rows') IS NULL;\nSELECT count(*) = 20000 FROM orders;\n"), 0o644)
+	out = d.drill(t, 0, "--target-name", "before-segments", "--check-sql", rpFile)
+	if out.check("target_reached") != "passed" || out.check("check_sql") != "passed" || lsnValue(t, out.ReachedLSN) < lsnValue(t, d.endLSN) {
+		t.Fatalf("drill to a restore point: %+v", out)
+	}
+
+	// The text report.
+	r = mustOK(t, pgark(t, nil, "drill", "--config", d.conf, "--scratch", d.scratch, "--spool-dir", d.spool, "--pg-bin", d.bin))
+	if !strings.HasPrefix(r.stdout, "DRILL PASSED - backup "+d.backupID) || !strings.Contains(r.stdout, "PASSED    target_reached") {
+		t.Fatalf("text report:\n%s", r.stdout)
+	}
+	t.Logf("text report:\n%s", r.stdout)
 	r = mustOK(t, pgark(t, nil, "list", "--drills", "--json", "--config", d.conf))
 	var l struct {
 		Drills []drillJSON `json:"drills"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || len(l.Drills) != 5 {
+	if err := json.Unmarshal([]byte(r.stdout), &l); err != nil || len(l.Drills) < 9 {
 		t.Fatalf("list --drills: %v\n%s", err, r)
 	}
 }
 
 // TestDrillKill9: a drill killed with -9 while it restores, replays or checks leaves its
 // server and directory behind; the next drill stops that server, removes the directory
-// and passes.
+// and passes. A drill ended by SIGTERM or SIGINT cleans up itself.
 func TestDrillKill9(t *testing.T) {
 	d := setupDrill(t)
 	log := filepath.Join(d.scratch, "postgres.log")
@@ -319,6 +374,52 @@ func TestDrillKill9(t *testing.T) {
 		}
 		if markers, _ := filepath.Glob(filepath.Join(d.spool, "drill", "markers", "*")); len(markers) != 0 {
 			t.Fatalf("%s: markers left: %v", ph.name, markers)
+		}
+	}
+
+	// SIGTERM and SIGINT while the server replays: the drill itself stops the server and
+	// removes everything, then ends by the signal.
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		cmd := exec.Command(pgarkBin, d.args()...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + os.TempDir()}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		pidFile := filepath.Join(d.scratch, "pgdata", "postmaster.pid")
+		deadline := time.Now().Add(2 * time.Minute)
+		pm := 0
+		for pm == 0 {
+			select {
+			case err := <-exited:
+				t.Fatalf("%v: the drill ended (%v) before its server started", sig, err)
+			case <-time.After(5 * time.Millisecond):
+			}
+			if b, err := os.ReadFile(pidFile); err == nil {
+				pm, _ = strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%v: no server started", sig)
+			}
+		}
+		_ = cmd.Process.Signal(sig)
+		select {
+		case <-exited:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%v: the drill did not end", sig)
+		}
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != sig {
+			t.Errorf("%v: the drill ended with %v, not by the signal", sig, cmd.ProcessState)
+		}
+		if exists(d.scratch) {
+			t.Fatalf("%v: the scratch directory is left", sig)
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pm)); err == nil && strings.Contains(string(b), d.scratch) {
+			t.Fatalf("%v: postmaster %d still runs", sig, pm)
+		}
+		if markers, _ := filepath.Glob(filepath.Join(d.spool, "drill", "markers", "*")); len(markers) != 0 {
+			t.Fatalf("%v: markers left: %v", sig, markers)
 		}
 	}
 }

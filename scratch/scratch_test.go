@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/pgark/pgark/internal/testenv"
@@ -152,6 +153,30 @@ func TestNewWritesMarkerAndRemoveDeletesIt(t *testing.T) {
 	}
 	if exists(s.Dir()) || exists(markerPath(markers, s.Dir())) {
 		t.Fatal("Remove left the directory or the marker")
+	}
+}
+
+func TestNewGivesCreatedParentsToTheServerUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chown)")
+	}
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755)
+	cfg := Config{Dir: filepath.Join(base, "a", "b", "s1"), MarkerDir: filepath.Join(base, "markers"), Major: 16, UID: 65534, GID: 65534}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background(), false)
+	for _, p := range []string{filepath.Join(base, "a"), filepath.Join(base, "a", "b"), s.Dir(), s.DataDir()} {
+		st, err := os.Stat(p)
+		if err != nil || st.Sys().(*syscall.Stat_t).Uid != 65534 {
+			t.Errorf("%s: %v, owner %v", p, err, st.Sys().(*syscall.Stat_t).Uid)
+		}
+	}
+	if st, _ := os.Stat(base); st.Sys().(*syscall.Stat_t).Uid == 65534 {
+		t.Error("an existing parent was given away")
 	}
 }
 

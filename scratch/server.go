@@ -74,8 +74,24 @@ func New(cfg Config) (*Server, error) {
 		os.Remove(s.marker)
 		return nil, err
 	}
+	// Parents that do not exist yet are created for (and given to) the server's user, so
+	// that a directory made by root in that user's home stays that user's.
+	var created []string
+	for p := filepath.Dir(cfg.Dir); p != "/"; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil {
+			break
+		}
+		created = append(created, p)
+	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Dir), 0o755); err != nil {
 		return fail(fmt.Errorf("scratch: %w", err))
+	}
+	if s.uid >= 0 {
+		for _, p := range created {
+			if err := os.Chown(p, s.uid, s.gid); err != nil {
+				return fail(fmt.Errorf("scratch: %w", err))
+			}
+		}
 	}
 	for _, d := range []string{cfg.Dir, s.dataDir} {
 		if err := os.Mkdir(d, 0o700); err != nil && !(d == cfg.Dir && errors.Is(err, fs.ErrExist)) {

@@ -108,7 +108,7 @@ func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	markers, parent, err := scratchMarkers(env)
+	markers, base, err := scratchMarkers(env)
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
 	host, _ := os.Hostname()
 	rec := &drill.Record{Format: drill.Format, ID: repo.NewRunID(start), Host: host, Version: version, StartedAt: start,
 		Backup: m.ID, BackupStopLSN: m.EndLSN, PGMajor: m.PGMajor, Target: target, DataBytes: m.RawBytes, Databases: []string{}, Checks: []drill.Check{}}
-	srv, err := newScratch(env, plan, scratchSpec{what: "a drill", dir: s.str("scratch"), parent: parent, name: rec.ID,
+	srv, err := newScratch(env, plan, scratchSpec{what: "a drill", dir: s.str("scratch"), base: base, name: rec.ID,
 		markers: markers, binDir: binDir, owner: owner, ro: ro})
 	if err != nil {
 		return err
@@ -332,6 +332,20 @@ func (d *drillRun) print(asJSON bool) error {
 }
 
 func seconds(d time.Duration) float64 { return float64(d.Milliseconds()) / 1000 }
+
+// defaultScratchBase is where the scratch directory goes without --scratch: the spool
+// base; as root without spool-dir, the server's user's own cache directory
+// (~postgres/.cache/pgark), which that user can reach, unlike root's home.
+func defaultScratchBase(env *cmdEnv, base string, owner *restore.Owner) string {
+	if owner == nil || os.Geteuid() != 0 || env.s.str("spool-dir") != "" {
+		return base
+	}
+	u, err := user.LookupId(strconv.Itoa(owner.UID))
+	if err != nil || !filepath.IsAbs(u.HomeDir) || u.HomeDir == "/" {
+		return base
+	}
+	return filepath.Join(u.HomeDir, ".cache", "pgark")
+}
 
 // drillOwner is the user that runs the scratch server: --owner, else (as root) postgres.
 func drillOwner(spec string) (*restore.Owner, error) {

@@ -43,7 +43,7 @@ func runDumpRestoreAt(ctx context.Context, env *cmdEnv, id string, ro recoveryco
 	if err != nil {
 		return err
 	}
-	markers, parent, err := scratchMarkers(env)
+	markers, base, err := scratchMarkers(env)
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func runDumpRestoreAt(ctx context.Context, env *cmdEnv, id string, ro recoveryco
 		return err
 	}
 	start := time.Now()
-	srv, err := newScratch(env, plan, scratchSpec{what: "dump-restore", dir: s.str("scratch"), parent: parent,
+	srv, err := newScratch(env, plan, scratchSpec{what: "dump-restore", dir: s.str("scratch"), base: base,
 		name: "dump-restore-" + repo.NewRunID(start), markers: markers, binDir: binDir, owner: owner, ro: ro})
 	if err != nil {
 		return err

@@ -147,8 +147,8 @@ start again.`,
 			args:    "[BACKUP|latest]",
 			summary: "test a backup: restore it into a scratch server, replay, promote and check",
 			help: `Restores the backup (default latest) into a scratch directory (--scratch DIR,
-default under the spool directory; never inside a data directory or
-tablespace), starts a private server on it with the server binaries of the
+default under the spool directory, as root the server user's; never inside a
+data directory or tablespace), starts a private server on it with the server binaries of the
 backup's major (--pg-bin DIR, else /usr/lib/postgresql/<major>/bin and the
 other usual places), replays WAL to the end of the archive or to the
 --target-* given, promotes it, checks it, stops it and removes the directory.

@@ -164,7 +164,7 @@ var options = []option{
 
 	// WAL push and fetch, their spools.
 	{name: "pgdata", cmds: []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}, help: "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)"},
-	{name: "spool-dir", cmds: append([]string{"backup", "drill", "dump-restore"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL and (backup) copies of backup manifests for incremental backups, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
+	{name: "spool-dir", cmds: append([]string{"backup", "drill", "dump-restore"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL and (backup) copies of backup manifests for incremental backups, (drill, dump-restore --target-*) the scratch servers' markers and default directory, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
 	{name: "push-ahead", kind: optInt, def: "8", cmds: []string{"wal-push"}, help: "wal-push: also push up to this many of the next .ready segments in parallel, so that PostgreSQL's next calls answer at once (0: off)"},
 	{name: "push-jobs", kind: optInt, def: "2", cmds: []string{"wal-push"}, help: "wal-push: pushes at once when pushing ahead"},
 	{name: "fetch-ahead", kind: optInt, def: "8", cmds: fetchCmds, help: "wal-fetch: keep this many of the next segments downloaded, verified and decoded in the spool by a background helper (0: off)"},
@@ -204,7 +204,7 @@ var options = []option{
 	{name: "keep-archiving", kind: optBool, def: "false", cmds: []string{"restore"}, help: "leave archive_mode as in the backup (the restored node will archive)"},
 
 	// drill (cmd_drill.go); it also takes the restore targets, owner, force, jobs, pg-bin.
-	{name: "scratch", cmds: []string{"drill", "dump-restore"}, help: "drill, dump-restore --target-*: the scratch directory to restore into and run the server in, missing or empty; removed at the end (default: under the spool directory)"},
+	{name: "scratch", cmds: []string{"drill", "dump-restore"}, help: "drill, dump-restore --target-*: the scratch directory to restore into and run the server in, missing or empty; removed at the end (default: drill/<id> under the spool directory; as root without spool-dir, under the server user's ~/.cache/pgark)"},
 	{name: "check-sql", cmds: []string{"drill"}, help: "drill: a file of SQL queries that must each return true (one row, one boolean); \"-- database: NAME\" lines pick the database"},
 	{name: "amcheck", kind: optBool, def: "false", cmds: []string{"drill"}, help: "drill: run pg_amcheck on every database of the scratch server (when pg_amcheck of the backup's major is installed)"},
 	{name: "keep", kind: optBool, def: "false", cmds: []string{"drill"}, help: "drill: keep the stopped scratch server's directory for inspection"},

@@ -73,16 +73,16 @@ func targetLabel(ro recoveryconf.Options) string {
 
 // scratchMarkers returns the state directory's marker directory, shared by
 // every scratch server (drills and point-in-time dump-restores), and the
-// directory under which their scratch directories go by default.
-func scratchMarkers(env *cmdEnv) (markers, parent string, err error) {
-	base, err := spoolBase(env)
+// state directory itself.
+func scratchMarkers(env *cmdEnv) (markers, base string, err error) {
+	base, err = spoolBase(env)
 	if err != nil {
 		return "", "", err
 	}
 	if base == "" {
 		return "", "", usageErrorf("no state directory for the scratch server's markers: set spool-dir")
 	}
-	return filepath.Join(base, "drill", "markers"), filepath.Join(base, "drill"), nil
+	return filepath.Join(base, "drill", "markers"), base, nil
 }
 
 // cleanStaleScratch stops the servers and removes the directories that a
@@ -106,9 +106,9 @@ func cleanStaleScratch(ctx context.Context, env *cmdEnv, markers string, force, 
 // scratchSpec is what newScratch needs besides the plan.
 type scratchSpec struct {
 	what    string // "drill" or "dump-restore", for messages
-	dir     string // --scratch ("" : parent/<default name>)
-	parent  string
-	name    string // the default directory name under parent
+	dir     string // --scratch ("": <state directory>/drill/<name>)
+	base    string // the state directory
+	name    string // the default directory name
 	markers string
 	binDir  string // the server binaries (found already)
 	owner   *restore.Owner
@@ -120,7 +120,7 @@ type scratchSpec struct {
 func newScratch(env *cmdEnv, plan *restore.Plan, sp scratchSpec) (*scratch.Server, error) {
 	dir := sp.dir
 	if dir == "" {
-		dir = filepath.Join(sp.parent, sp.name)
+		dir = filepath.Join(defaultScratchBase(env, sp.base, sp.owner), "drill", sp.name)
 	} else if !filepath.IsAbs(dir) {
 		return nil, usageErrorf("scratch: %q is a relative path; give an absolute directory path", dir)
 	}
