@@ -165,6 +165,11 @@ func TestSelectTable(t *testing.T) {
 	if len(sel.Skipped) != 1 || sel.Skipped[0].ID != 3214 {
 		t.Errorf("skipped %v, want the FK to s.p", sel.Skipped)
 	}
+	// Into a database that has s.p already: the FK to it comes along.
+	sel = SelectEntries(toc, seeds, SelectOptions{InTarget: func(e Entry) bool { return e.ID == 216 || e.ID == 3210 }}) // table s.p and its key
+	if len(sel.Skipped) != 0 || !slices.Contains(ids(sel.Entries), 3214) {
+		t.Errorf("s.p in the target: FK 3214 not selected (skipped %v)", sel.Skipped)
+	}
 	// Archive order is kept (the -L list restores in it).
 	var pos []int
 	for _, e := range sel.Entries {

@@ -101,7 +101,9 @@ func RestoreGlobals(ctx context.Context, c GlobalsConfig) (*GlobalsPlan, error) 
 	}
 	var sqls []string
 	for _, s := range p.Setup {
-		sqls = append(sqls, s.SQL)
+		if !unknownSetting(s.SQL, ServerMajor(conn)) {
+			sqls = append(sqls, s.SQL)
+		}
 	}
 	if len(p.Roles) > 0 {
 		sqls = append(sqls, "BEGIN")

@@ -41,6 +41,11 @@ type RestoreConfig struct {
 	SchemaOnly, DataOnly bool
 	NoOwner              bool
 	TempDir              string // for --jobs (pg_restore needs a seekable file) and -L lists
+	// File, when set, is a plaintext pg_dump -Fc archive on local disk to
+	// restore instead of the dump object Meta names (a point-in-time
+	// restore dumps the scratch server into it). Meta then describes it:
+	// the database it holds and the pg_dump that wrote it.
+	File string
 
 	Stdout, Stderr io.Writer
 	Log            *slog.Logger
@@ -54,6 +59,12 @@ type restorer struct {
 	stderr  io.Writer
 	log     *slog.Logger
 	cleanup []string
+	// targetRels are the relations of an existing target database, as
+	// "schema name" (set by inspectTarget).
+	targetRels map[string]bool
+	// psql, when set, is the psql that restores pg_restore's script into
+	// a server older than pg_restore (see script.go).
+	psql string
 }
 
 func newRestorer(ctx context.Context, c *RestoreConfig) (*restorer, error) {
@@ -74,6 +85,7 @@ func newRestorer(ctx context.Context, c *RestoreConfig) (*restorer, error) {
 	if c.Target == "" {
 		c.Target = c.Source
 	}
+	x.file = c.File
 	var err error
 	if x.tool, err = FindTool(ctx, "pg_restore", c.BinDir); err != nil {
 		return nil, err
@@ -98,6 +110,9 @@ func (x *restorer) open(ctx context.Context) (io.ReadCloser, error) {
 
 // decryptToTemp writes the verified archive to a private temporary file.
 func (x *restorer) decryptToTemp(ctx context.Context) error {
+	if x.file != "" {
+		return nil // already a local file
+	}
 	f, err := os.CreateTemp(x.c.TempDir, "pgark-dump-*.dump")
 	if err != nil {
 		return fmt.Errorf("temporary file for pg_restore --jobs: %w", err)
@@ -135,6 +150,25 @@ func (x *restorer) pgRestore(ctx context.Context, args []string, stdout io.Write
 			return err
 		}
 		defer rc.Close()
+	}
+	if x.psql != "" && slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dbname=") }) {
+		sargs, dbname, dropped := scriptArgs(args)
+		if len(dropped) > 0 {
+			x.log.Warn("restoring through psql: one session, --jobs does not apply")
+		}
+		var in io.Reader
+		if rc != nil {
+			in = rc
+		}
+		if err := x.scriptRestore(ctx, sargs, dbname, in); err != nil {
+			return err
+		}
+		if rc != nil && whole {
+			if _, err := io.Copy(io.Discard, rc); err != nil { // check the rest: digest and size
+				return fmt.Errorf("reading the archive %s failed, the restore is incomplete: %w", x.db.Key, err)
+			}
+		}
+		return nil
 	}
 	cmd := exec.CommandContext(ctx, x.tool.Path, args...)
 	errTail := &tail{max: 2048}
@@ -308,6 +342,11 @@ func Restore(ctx context.Context, c RestoreConfig) error {
 	if err != nil {
 		return err
 	}
+	if psql, ok := needsScript(x.tool, mconn); ok {
+		x.psql = psql
+		x.log.Info("pg_restore is newer than the server: restoring its script through psql, without the settings the server does not know",
+			"pg_restore", x.tool.Version, "server", mconn.ParameterStatus("server_version"))
+	}
 	selective := len(c.Tables) > 0 || len(c.Schemas) > 0
 	// The target's schemas, for a selective restore (a new database has public).
 	targetSchemas := []string{"public"}
@@ -322,9 +361,14 @@ func Restore(ctx context.Context, c RestoreConfig) error {
 		}
 	}
 	rename := c.Create && c.Target != c.Source
-	args, err := x.restoreArgs(ctx, selective, targetSchemas, rename)
+	args, sel, err := x.restoreArgs(ctx, selective, targetSchemas, rename)
 	if err != nil {
 		return err
+	}
+	if sel != nil && !c.Create && !c.Clean && !c.DataOnly {
+		if err := x.refuseExisting(sel); err != nil {
+			return err
+		}
 	}
 	switch {
 	case rename:
@@ -379,6 +423,14 @@ func (x *restorer) inspectTarget(ctx context.Context, maint *pgconn.Config, sele
 			return nil, fmt.Errorf("%w: database %q is not empty (%s objects); restore into an empty database, or add --clean (drops the archive's objects first) or --create", ErrTarget, c.Target, n[0][0])
 		}
 	}
+	rels, err := queryStrings(ctx, tconn, "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'i', 'I')")
+	if err != nil {
+		return nil, fmt.Errorf("list the relations of database %q: %w", c.Target, err)
+	}
+	x.targetRels = map[string]bool{}
+	for _, r := range rels {
+		x.targetRels[r[0]+" "+r[1]] = true
+	}
 	rows, err := queryStrings(ctx, tconn, "SELECT nspname FROM pg_namespace")
 	if err != nil {
 		return nil, err
@@ -393,16 +445,17 @@ func (x *restorer) inspectTarget(ctx context.Context, maint *pgconn.Config, sele
 // restoreArgs returns pg_restore's options that every mode shares (the
 // connection and --create are the modes'); for a selective restore it
 // writes the -L list that they name.
-func (x *restorer) restoreArgs(ctx context.Context, selective bool, targetSchemas []string, rename bool) ([]string, error) {
+func (x *restorer) restoreArgs(ctx context.Context, selective bool, targetSchemas []string, rename bool) ([]string, *Selection, error) {
 	c := x.c
 	var listFile string
+	var sel *Selection
 	if selective {
-		sel, err := x.selection(ctx, targetSchemas, c.Create && !rename, c.Create)
-		if err != nil {
-			return nil, err
+		var err error
+		if sel, err = x.selection(ctx, targetSchemas, c.Create && !rename, c.Create); err != nil {
+			return nil, nil, err
 		}
 		if listFile, err = x.writeTemp("pgark-list-*.txt", sel.List()); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	args := []string{"--exit-on-error"}
@@ -424,7 +477,41 @@ func (x *restorer) restoreArgs(ctx context.Context, selective bool, targetSchema
 	if c.NoOwner {
 		args = append(args, "--no-owner")
 	}
-	return args, nil
+	return args, sel, nil
+}
+
+// refuseExisting refuses a selective restore into an existing database
+// when a table it would create is already there: pg_restore would stop on
+// it, and replacing a live table is a decision for --clean.
+func (x *restorer) refuseExisting(sel *Selection) error {
+	for _, e := range sel.Entries {
+		if e.Desc != "TABLE" {
+			continue
+		}
+		if rel, ok := x.inTarget(e); ok {
+			return fmt.Errorf("%w: table %s exists in database %q (never overwritten): add --clean to replace it, restore into another database with --create --target-db NAME, or rename the existing table first",
+				ErrTarget, rel, x.c.Target)
+		}
+	}
+	return nil
+}
+
+// inTarget says whether a relation entry of the archive names a relation
+// the existing target database has, and which ("schema.name"). Rest is
+// "schema name owner": names are not quoted there, so the longest known
+// relation that fits wins.
+func (x *restorer) inTarget(e Entry) (string, bool) {
+	best := ""
+	for rel := range x.targetRels {
+		if (strings.HasPrefix(e.Rest, rel+" ") || e.Rest == rel) && len(rel) > len(best) {
+			best = rel
+		}
+	}
+	if best == "" {
+		return "", false
+	}
+	schema, name, _ := strings.Cut(best, " ")
+	return schema + "." + name, true
 }
 
 // restoreRenamed is --create under another name: pgark creates the target
@@ -442,7 +529,7 @@ func (x *restorer) restoreRenamed(ctx context.Context, mconn *pgconn.PgConn, mai
 			return fmt.Errorf("--clean: %w", err)
 		}
 	}
-	if err := execAll(ctx, mconn, append(stepsSQL(ds.Setup), ds.Create)...); err != nil {
+	if err := execAll(ctx, mconn, append(setupFor(mconn, ds.Setup), ds.Create)...); err != nil {
 		return fmt.Errorf("create database %q as %q was: %w", c.Target, c.Source, err)
 	}
 	x.log.Info("database created with the original encoding and locale", "database", c.Target, "from", c.Source)
@@ -469,7 +556,7 @@ func (x *restorer) fillRenamed(ctx context.Context, maint *pgconn.Config, args [
 	if err != nil {
 		return err
 	}
-	err = execAll(ctx, tconn, append(stepsSQL(ds.Setup), ds.Props...)...)
+	err = execAll(ctx, tconn, append(setupFor(tconn, ds.Setup), ds.Props...)...)
 	tconn.Close(context.Background())
 	if err != nil {
 		return fmt.Errorf("database properties of %q applied to %q: %w", c.Source, c.Target, err)
@@ -519,8 +606,6 @@ func (x *restorer) dropCreated(mconn *pgconn.PgConn, cause error) error {
 	}
 	return fmt.Errorf("%w (database %q, created by this restore, was dropped again)", cause, x.c.Target)
 }
-
-func stepsSQL(s []string) []string { return append([]string(nil), s...) }
 
 func (x *restorer) writeTemp(pattern, content string) (string, error) {
 	f, err := os.CreateTemp(x.c.TempDir, pattern)
@@ -628,7 +713,11 @@ func (x *restorer) selection(ctx context.Context, targetSchemas []string, withDa
 		_, exists := SchemaName(e, targetSchemas)
 		return !exists
 	}
-	sel := SelectEntries(toc, seeds, SelectOptions{NeedSchema: need, Database: withDatabase, TriggerFunctions: newDB})
+	var inTarget func(Entry) bool
+	if x.targetRels != nil {
+		inTarget = func(e Entry) bool { _, ok := x.inTarget(e); return ok }
+	}
+	sel := SelectEntries(toc, seeds, SelectOptions{NeedSchema: need, Database: withDatabase, TriggerFunctions: newDB, InTarget: inTarget})
 	for _, e := range sel.Skipped {
 		x.log.Warn("FK constraint not restored: it references a table that this selective restore does not bring back", "entry", e.Line)
 	}

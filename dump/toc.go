@@ -157,6 +157,11 @@ type SelectOptions struct {
 	// TriggerFunctions adds the functions that selected triggers call (for
 	// a new database: an existing one must have them).
 	TriggerFunctions bool
+	// InTarget says whether a relation entry names a relation the target
+	// database already has (a restore into an existing database): an FK
+	// constraint to it comes along, and the server checks the rows; nil:
+	// none.
+	InTarget func(Entry) bool
 }
 
 // SelectEntries builds the list of a selective restore: the seed entries
@@ -165,7 +170,8 @@ type SelectOptions struct {
 // security, rules, defaults, owned sequences, comments, privileges,
 // statistics) that depends on something selected; then the schemas of it
 // all that the target lacks. An FK constraint comes along only when every
-// table it joins is restored; otherwise it is reported as skipped.
+// table it joins is restored or already in the target; otherwise it is
+// reported as skipped.
 func SelectEntries(toc []Entry, seeds map[int]bool, o SelectOptions) *Selection {
 	byID := map[int]*Entry{}
 	for i := range toc {
@@ -221,7 +227,9 @@ func SelectEntries(toc []Entry, seeds map[int]bool, o SelectOptions) *Selection 
 			continue
 		}
 		touches := slices.ContainsFunc(e.Deps, func(d int) bool { return sel[d] && relation[byID[d].Desc] })
-		all := !slices.ContainsFunc(e.Deps, func(d int) bool { return !sel[d] && byID[d] != nil && relation[byID[d].Desc] })
+		all := !slices.ContainsFunc(e.Deps, func(d int) bool {
+			return !sel[d] && byID[d] != nil && relation[byID[d].Desc] && (o.InTarget == nil || !o.InTarget(*byID[d]))
+		})
 		switch {
 		case touches && all:
 			sel[e.ID] = true

@@ -72,6 +72,9 @@ type Limits struct {
 	// MaxBackupAge is the age of the newest backup above which it is a
 	// warning; 0 does not check the age.
 	MaxBackupAge time.Duration
+	// MaxDrillAge is the age of the last successful restore drill above
+	// which it is a warning; 0 does not check the age.
+	MaxDrillAge time.Duration
 }
 
 // Inputs is everything Evaluate decides on.
@@ -84,6 +87,9 @@ type Inputs struct {
 	Command      CommandUse
 	Probe        *ProbeResult
 	Report       *walinventory.Report
+	// LastDrill and LastSuccessfulDrill are the recorded restore drills
+	// (nil: none).
+	LastDrill, LastSuccessfulDrill *DrillSummary
 }
 
 // Result is the whole report; its JSON form is `pgark check --json`
@@ -108,6 +114,9 @@ type Result struct {
 
 	// DroppedWAL are the ranges wal-push dropped under archive-queue-max.
 	DroppedWAL []walgap.Range `json:"dropped_wal"`
+	// The restore drills (pgark drill); nil when none is recorded.
+	LastDrill           *DrillSummary `json:"last_drill"`
+	LastSuccessfulDrill *DrillSummary `json:"last_successful_drill"`
 }
 
 // BackupSummary describes the newest backup.
@@ -184,6 +193,13 @@ func Evaluate(in Inputs, lim Limits) *Result {
 		checkContinuity(rep),
 		checkDropped(rep), // archive-queue-max
 		checkWindow(rep),
+		checkLastDrill(in.LastDrill, in.LastSuccessfulDrill, in.Now, lim.MaxDrillAge),
+	}
+	r.LastDrill, r.LastSuccessfulDrill = in.LastDrill, in.LastSuccessfulDrill
+	for _, d := range []*DrillSummary{r.LastDrill, r.LastSuccessfulDrill} {
+		if d != nil {
+			d.AgeSeconds = in.Now.Sub(d.FinishedAt).Round(time.Second).Seconds()
+		}
 	}
 	for _, c := range r.Checks {
 		r.Status = max(r.Status, c.Status)

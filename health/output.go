@@ -124,6 +124,7 @@ func WritePrometheus(w io.Writer, r *Result) error {
 		dropped += d.Count
 	}
 	p.family("pgark_wal_dropped_segments", "gauge", "WAL segments that wal-push dropped under archive-queue-max (gap records in the repository).", one(float64(dropped))...)
+	drillMetrics(p, r)
 	return p.w.Flush()
 }
 

@@ -313,6 +313,21 @@ func TestDumpRoundTrip(t *testing.T) {
 	if got := queryDB(t, c, bin, "two", "SELECT count(*) FROM shop.orders"); got != "2000" {
 		t.Errorf("two: %s orders", got)
 	}
+	// Again: the tables are there now, and a live table is never
+	// overwritten without --clean; with it, the table is replaced.
+	execDB(t, c, bin, "two", "DELETE FROM shop.orders WHERE id % 2 = 0")
+	wantCode(t, pgark(t, env, "dump-restore", "latest", "--db", "latin", "--table", "shop.orders", "--target-db", "two"), 3, "table shop.orders exists in database")
+	if got := queryDB(t, c, bin, "two", "SELECT count(*) FROM shop.orders"); got != "1000" {
+		t.Errorf("two after a refused restore: %s orders, want the 1000 left untouched", got)
+	}
+	mustOK(t, pgark(t, env, "dump-restore", "latest", "--db", "latin", "--table", "shop.orders", "--target-db", "two", "--clean"))
+	if got := queryDB(t, c, bin, "two", "SELECT count(*) FROM shop.orders"); got != "2000" {
+		t.Errorf("two after --clean: %s orders, want 2000", got)
+	}
+	// customers is in the target: the foreign key to it comes back too.
+	if got := queryDB(t, c, bin, "two", "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'shop.orders'::regclass"); got != "1" {
+		t.Errorf("two after --clean: %s foreign keys on orders, want 1", got)
+	}
 
 	// --list, and --to-file (never replacing a file).
 	r = mustOK(t, pgark(t, env, "dump-restore", "latest", "--db", "icu", "--list"))

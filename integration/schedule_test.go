@@ -14,7 +14,8 @@ import (
 
 // unitCommand is the command line of the packaged unit name for instance
 // inst, as systemd would run it, with the installed paths mapped into this
-// test: /usr/bin/pgark to the binary under test, /etc/pgark/ to confDir.
+// test: /usr/bin/pgark to the binary under test, /etc/pgark/ and node_exporter's
+// textfile directory to confDir.
 func unitCommand(t *testing.T, name, inst, confDir string) []string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
@@ -31,6 +32,9 @@ func unitCommand(t *testing.T, name, inst, confDir string) []string {
 	}
 	for i, a := range args[1:] {
 		if p, ok := strings.CutPrefix(a, "/etc/pgark/"); ok {
+			args[i+1] = filepath.Join(confDir, p)
+		}
+		if p, ok := strings.CutPrefix(a, "/var/lib/prometheus/node-exporter/"); ok {
 			args[i+1] = filepath.Join(confDir, p)
 		}
 	}
@@ -117,6 +121,20 @@ prometheus-file = %s
 		t.Fatalf("pgark-check@%s: %s", inst, r)
 	}
 	if m := string(readFile(t, promFile)); !strings.Contains(m, "pgark_check_status 0\n") || !strings.Contains(m, "pgark_backups 1\n") {
+		t.Fatalf("prometheus-file after pgark-check@%s:\n%s", inst, m)
+	}
+
+	// The restore drill of the newest backup, then check's last_drill.
+	if r := unit("pgark-drill@.service"); r.code != 0 || !strings.HasPrefix(r.stdout, "DRILL PASSED") {
+		t.Fatalf("pgark-drill@%s: %s", inst, r)
+	}
+	if m := string(readFile(t, filepath.Join(dir, "pgark-drill-"+inst+".prom"))); !strings.Contains(m, "pgark_drill_success 1\n") {
+		t.Fatalf("prometheus-file after pgark-drill@%s:\n%s", inst, m)
+	}
+	if r := unit("pgark-check@.service"); r.code != 0 || !strings.Contains(r.stdout, "last_drill") || !strings.Contains(r.stdout, "passed") {
+		t.Fatalf("pgark-check@%s after the drill: %s", inst, r)
+	}
+	if m := string(readFile(t, promFile)); !strings.Contains(m, "pgark_last_drill_success 1\n") {
 		t.Fatalf("prometheus-file after pgark-check@%s:\n%s", inst, m)
 	}
 }

@@ -151,7 +151,7 @@ func TestPackages(t *testing.T) {
 
 	// Every unit, as systemd would load it (instance "i"), offline.
 	units, err := filepath.Glob("/usr/lib/systemd/system/pgark-*")
-	if err != nil || len(units) != 9 {
+	if err != nil || len(units) != 2*len(services)+1 {
 		t.Fatalf("installed units: %q, %v", units, err)
 	}
 	for _, u := range units {

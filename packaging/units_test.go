@@ -19,6 +19,7 @@ var services = []struct {
 	{"dump", "dump", true},
 	{"retain", "retain", true},
 	{"check", "check", false},
+	{"drill", "drill", false},
 }
 
 func readUnit(t *testing.T, name string) *Unit {

@@ -191,6 +191,13 @@ func runCheckTo(ctx context.Context, env *cmdEnv, args []string, out *checkOutpu
 		addLocalDropped(env, in.Report, cl.SystemID) // archive-queue-max
 	}
 	in.Now = time.Now()
+	// The restore drills (pgark drill).
+	if lim.MaxDrillAge, err = s.duration("drill-max-age"); err != nil {
+		return err
+	}
+	if in.LastDrill, in.LastSuccessfulDrill, err = lastDrills(ctx, r, env); err != nil {
+		return err
+	}
 	res := health.Evaluate(in, lim)
 	if c, ok := repositoryArchiveCheck(env, srv, in.Report, lim.MaxArchiveLag); ok {
 		res.Checks = append(res.Checks, c)

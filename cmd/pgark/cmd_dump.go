@@ -89,10 +89,18 @@ func runDump(ctx context.Context, env *cmdEnv, args []string) error {
 }
 
 func runDumpRestore(ctx context.Context, env *cmdEnv, args []string) error {
-	if len(args) != 1 {
-		return usageErrorf("dump-restore takes one argument: a dump id (or latest)")
-	}
 	s := env.s
+	ro, tgt, err := recoveryTargets(s)
+	if err != nil {
+		return err
+	}
+	atTarget := targetLabel(ro) != ""
+	switch {
+	case atTarget && len(args) > 1:
+		return usageErrorf("dump-restore with a --target-* option takes at most one argument: the backup to start from (a backup id or latest, the default)")
+	case !atTarget && len(args) != 1:
+		return usageErrorf("dump-restore takes one argument: a dump id (or latest); or give a --target-* option to restore from the backups and WAL as of that moment")
+	}
 	bools := map[string]bool{}
 	for _, n := range []string{"create", "clean", "schema-only", "data-only", "no-owner", "list", "globals", "overwrite-roles", "no-role-passwords", "dry-run"} {
 		v, err := s.boolean(n)
@@ -136,6 +144,23 @@ func runDumpRestore(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	if _, err := pgconn.ParseConfig(s.str("dsn")); err != nil {
 		return usageErrorf("dsn: %v", err)
+	}
+	if atTarget {
+		if bools["globals"] {
+			return usageErrorf("--globals replays the roles of a stored dump; a --target-* restore brings back one database (--db)")
+		}
+		if len(dbs) != 1 {
+			return usageErrorf("dump-restore with a --target-* option restores one database as of the target: give --db NAME")
+		}
+		id := "latest"
+		if len(args) == 1 {
+			id = args[0]
+		}
+		rc := dump.RestoreConfig{Source: dbs[0], Target: s.str("target-db"), DSN: s.str("dsn"),
+			BinDir: s.str("pg-bin"), Create: bools["create"], Clean: bools["clean"], Jobs: jobs, Tables: tables, Schemas: schemas,
+			SchemaOnly: bools["schema-only"], DataOnly: bools["data-only"], NoOwner: bools["no-owner"],
+			Stdout: env.stdout, Stderr: env.stderr, Log: env.log}
+		return runDumpRestoreAt(ctx, env, id, ro, tgt, rc, bools["list"], toFile)
 	}
 	r, ids, err := openRepoFallback(ctx, env)
 	if err != nil {

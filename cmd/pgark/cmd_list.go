@@ -72,6 +72,12 @@ func runList(ctx context.Context, env *cmdEnv, args []string) error {
 		}
 		return runListDumps(ctx, env, asJSON)
 	}
+	if drills, err := env.s.boolean("drills"); err != nil || drills {
+		if err != nil {
+			return err
+		}
+		return runListDrills(ctx, env, asJSON) // cmd_drill.go
+	}
 	r, err := openRepo(ctx, env)
 	if err != nil {
 		return err

@@ -6,14 +6,13 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pgark/pgark/catalog"
 	"github.com/pgark/pgark/restore"
-	"github.com/pgark/pgark/restore/recoveryconf"
-	"github.com/pgark/pgark/wal"
 )
 
 func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
@@ -32,41 +31,16 @@ func runRestore(ctx context.Context, env *cmdEnv, args []string) error {
 		return usageErrorf("%q is not a backup id (like 20261124T154500Z) or latest", id)
 	}
 	s := env.s
-	ro := recoveryconf.Options{
-		TargetTime:     s.str("target-time"),
-		TargetLSN:      s.str("target-lsn"),
-		TargetXID:      s.str("target-xid"),
-		TargetName:     s.str("target-name"),
-		TargetTimeline: s.str("target-timeline"),
-		TargetAction:   s.str("target-action"),
-	}
-	var err error
-	if ro.TargetImmediate, err = s.boolean("target-immediate"); err != nil {
+	ro, tgt, err := recoveryTargets(s)
+	if err != nil {
 		return err
 	}
-	if v := s.str("target-inclusive"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return usageErrorf("target-inclusive: %q is not true or false", v)
-		}
-		ro.TargetInclusive = &b
-	}
+	ro.TargetAction = s.str("target-action")
 	if ro.Standby, err = s.boolean("standby"); err != nil {
 		return err
 	}
 	if ro.KeepArchiving, err = s.boolean("keep-archiving"); err != nil {
 		return err
-	}
-	var tgt catalog.Target
-	if ro.TargetTime != "" {
-		if tgt.Time, err = recoveryconf.ParseTargetTime(ro.TargetTime); err != nil {
-			return usageErrorf("target-time: %v", err)
-		}
-	}
-	if ro.TargetLSN != "" {
-		if tgt.LSN, err = wal.ParseLSN(ro.TargetLSN); err != nil {
-			return usageErrorf("target-lsn: %v", err)
-		}
 	}
 	eo := restore.ExtractOptions{PGDATA: pgdata, Log: env.log, TablespaceMap: map[uint32]string{}}
 	if eo.Jobs, err = s.integer("jobs"); err != nil || eo.Jobs < 1 {
@@ -178,14 +152,22 @@ func restoreCommand(env *cmdEnv) (string, error) {
 		}
 		parts = append(parts, shellQuote("--config="+abs))
 	}
-	for _, name := range []string{"repo", "s3-endpoint", "s3-region", "s3-force-path-style", "s3-request-checksum", "age-identity-file", "trusted-signers", "repo-target-time",
-		"repo2", "repo2-s3-endpoint", "repo2-s3-region", "repo2-s3-force-path-style", "repo2-s3-request-checksum"} {
+	// The store settings (every option that all repository commands take)
+	// (repo2 and its twins included), the keys that reading needs and the
+	// view of the repository as of a past time.
+	names := []string{"age-identity-file", "trusted-signers", "repo-target-time"}
+	for _, o := range options {
+		if slices.Equal(o.cmds, repoCmds) {
+			names = append(names, o.name)
+		}
+	}
+	for _, name := range names {
 		src := env.s.src[name]
 		if src == "default" || src == "config file" || src == "" {
 			continue // the config file, named above, carries it
 		}
 		v := env.s.str(name)
-		if name == "age-identity-file" {
+		if strings.HasSuffix(name, "-file") || name == "sftp-known-hosts" {
 			if abs, err := filepath.Abs(v); err == nil {
 				v = abs
 			}

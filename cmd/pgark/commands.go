@@ -149,6 +149,46 @@ PostgreSQL refuses to start; run the same restore with --force to clean it and
 start again.`,
 			run: runRestore,
 		},
+		// drill: restore drills (cmd_drill.go).
+		{
+			name:    "drill",
+			args:    "[BACKUP|latest]",
+			summary: "test a backup: restore it into a scratch server, replay, promote and check",
+			help: `Restores the backup (default latest) into a scratch directory (--scratch DIR,
+default under the spool directory, as root the server user's; never inside a
+data directory or tablespace), starts a private server on it with the server binaries of the
+backup's major (--pg-bin DIR, else /usr/lib/postgresql/<major>/bin and the
+other usual places), replays WAL to the end of the archive or to the
+--target-* given, promotes it, checks it, stops it and removes the directory.
+
+The scratch server opens no TCP port (a unix socket in the scratch
+directory), archives nothing, runs no replication, subscriptions or preload
+libraries, and uses modest memory: it is safe on a production host. Nothing
+is written to the repository but the drill's record, drills/<id>.json
+(signed with signing-key-file).
+
+Checks, in order: pg_verifybackup -n of the same major before the first start
+(when installed); recovery ends and the server promotes; recovery reached
+the end of the archive (a missing segment is named) or the target; every
+database accepts connections; --check-sql FILE: queries that must each return
+one row holding true (a line "-- database: NAME" switches database);
+--amcheck: pg_amcheck on every database (when installed).
+
+The report gives the backup, the LSN and time reached, the seconds spent
+restoring, replaying and checking, the recovery time (restore + replay), the
+WAL segments replayed and the data size: as text, --json, and
+--prometheus-file FILE (node_exporter's textfile format). pgark check
+judges the last drill (last_drill), pgark list --drills lists them.
+
+The drill always cleans up, on failure and on SIGINT or SIGTERM; a drill
+killed with -9 leaves a marker that the next drill uses to stop the server and
+remove the directory (--force also cleans up after a drill that still seems to
+run). --keep keeps the stopped scratch directory for inspection. As root the
+server runs as --owner (default postgres).`,
+			exits:   exitsDrill,
+			exitFor: drillExitCodes,
+			run:     runDrill,
+		},
 		{
 			name:    "list",
 			summary: "list backups and the WAL the archive covers",

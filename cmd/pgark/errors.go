@@ -12,6 +12,7 @@ import (
 	"github.com/pgark/pgark/lock"
 	"github.com/pgark/pgark/repo"
 	"github.com/pgark/pgark/restore"
+	"github.com/pgark/pgark/scratch"
 	"github.com/pgark/pgark/wal"
 )
 
@@ -37,8 +38,10 @@ func exitCode(err error) int {
 		errors.Is(err, repo.ErrDamaged), errors.As(err, new(*restore.RefusedError)), errors.Is(err, catalog.ErrBrokenChain), errors.Is(err, backup.ErrNoParent),
 		errors.As(err, new(*backup.FileChangedError)):
 		return exitRepository
-	case errors.Is(err, dump.ErrSelection):
+	case errors.Is(err, dump.ErrSelection), errors.Is(err, scratch.ErrBinaries):
 		return exitUsage
+	case errors.Is(err, scratch.ErrRecovery):
+		return exitRepository
 	case errors.Is(err, dump.ErrClientTooOld), errors.Is(err, dump.ErrTarget), errors.Is(err, dump.ErrNoDump):
 		return exitRepository
 	case errors.Is(err, dump.ErrTool):

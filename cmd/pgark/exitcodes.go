@@ -20,6 +20,9 @@ const (
 	exitKey        = 6 // encryption or signing keys: missing, unusable or unregistered; no identity matches; bad origin signature
 	exitLocked     = 7 // another backup or retain holds the repository lock (or took it over)
 	exitTool       = 8 // dump, dump-restore: pg_dump, pg_dumpall, pg_restore or an SQL statement failed
+	// drill: the drill ran and a check failed (recovery, target, connections,
+	// check-sql, amcheck, pg_verifybackup).
+	exitDrillFailed = 9
 	// exitRecoveryStop is wal-fetch's status for every failure other than
 	// "not found" during archive recovery. PostgreSQL treats an exit status
 	// above 125 as fatal and stops recovery, instead of taking the failure
@@ -39,9 +42,10 @@ const (
 	exitsFetch                  // wal-fetch: what restore_command needs
 	exitsCheck                  // check: the Nagios plugin convention
 	exitsVerify                 // verify: 1 is "not restorable"
+	exitsDrill                  // drill: the general ones and 9
 )
 
-var exitSetNames = [...]string{"general", "dump", "wal-fetch", "check", "verify"}
+var exitSetNames = [...]string{"general", "dump", "wal-fetch", "check", "verify", "drill"}
 
 func (s exitSet) String() string { return exitSetNames[s] }
 
@@ -56,12 +60,12 @@ type exitDoc struct {
 // exitCodes is every documented exit code: the one table that the command
 // help, `pgark help` and docs/reference/exit-codes.md are made from.
 var exitCodes = []exitDoc{
-	{exitOK, []exitSet{exitsGeneral, exitsDump}, "success", nil},
-	{exitUsage, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "bad arguments or configuration (including an invalid recovery target; for restore, a data directory or tablespace location that is not empty; for dump, dump-restore, a database, table or schema that the dump or server does not hold)", nil},
-	{exitRepository, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "no repository at the location, or the repository refuses the input (not a WAL file, WAL of another cluster, incompatible repository), a damaged metadata object, a backup whose content restore refuses or whose chain is broken (a parent of an incremental backup missing, damaged or inconsistent); backup --require-parent: no usable parent, or a file that changed since the parent without a new modification time; dump, dump-restore: a client tool older than the server, no such dump or target", nil},
+	{exitOK, []exitSet{exitsGeneral, exitsDump, exitsDrill}, "success", nil},
+	{exitUsage, []exitSet{exitsGeneral, exitsDump, exitsVerify, exitsDrill}, "bad arguments or configuration (including an invalid recovery target; for restore, a data directory or tablespace location that is not empty; for dump, dump-restore, a database, table or schema that the dump or server does not hold; for drill and dump-restore --target-*, no server binaries of the backup's major)", nil},
+	{exitRepository, []exitSet{exitsGeneral, exitsDump, exitsVerify, exitsDrill}, "no repository at the location, or the repository refuses the input (not a WAL file, WAL of another cluster, incompatible repository), a damaged metadata object, a backup whose content restore refuses or whose chain is broken (a parent of an incremental backup missing, damaged or inconsistent); backup --require-parent: no usable parent, or a file that changed since the parent without a new modification time; dump, dump-restore: a client tool older than the server, no such dump or target database, a table of a selective restore that already exists in the target (never overwritten without --clean); dump-restore --target-*: recovery stopped before the target (a missing WAL segment, a target beyond the archive)", nil},
 	{exitConflict, []exitSet{exitsGeneral, exitsDump}, "different content is already archived under this name (never overwritten)", nil},
-	{exitStorage, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "storage or local I/O error, after retrying transient errors for retry-timeout", nil},
-	{exitKey, []exitSet{exitsGeneral, exitsDump, exitsVerify}, "encryption or signing keys: age recipients missing, malformed or not registered in the repository (key remove: removed ones are refused); identity file missing or unreadable, or no identity matches; a signing key file or trusted-signers that cannot be used; an object whose origin signature is missing, not from a trusted signer or does not match; key generate, key generate-signing: the key file exists already or cannot be written", nil},
+	{exitStorage, []exitSet{exitsGeneral, exitsDump, exitsVerify, exitsDrill}, "storage or local I/O error, after retrying transient errors for retry-timeout", nil},
+	{exitKey, []exitSet{exitsGeneral, exitsDump, exitsVerify, exitsDrill}, "encryption or signing keys: age recipients missing, malformed or not registered in the repository (key remove: removed ones are refused); identity file missing or unreadable, or no identity matches; a signing key file or trusted-signers that cannot be used; an object whose origin signature is missing, not from a trusted signer or does not match; key generate, key generate-signing: the key file exists already or cannot be written", nil},
 	{exitLocked, []exitSet{exitsGeneral}, "another backup, retain or copy holds the repository lock (the error names it), or took it over while this run held it", lockedCmds},
 	{exitTool, []exitSet{exitsDump}, "a PostgreSQL client tool or the server failed (pg_dump, pg_dumpall, pg_restore exited non-zero, an SQL statement failed); its stderr is passed through; a failed dump run is marked failed and never used", nil},
 
@@ -74,6 +78,9 @@ var exitCodes = []exitDoc{
 	{1, []exitSet{exitsCheck}, "WARNING: at least one check warns, none is critical", nil},
 	{2, []exitSet{exitsCheck}, "CRITICAL: at least one check is critical (archiving failing, archive_mode off, probe timed out, no backup, nothing restorable, wrong cluster)", nil},
 	{exitCheckUnknown, []exitSet{exitsCheck}, "UNKNOWN: the check could not run (bad arguments or configuration, no repository, cannot connect, repository unreadable)", nil},
+
+	// drill.
+	{exitDrillFailed, []exitSet{exitsDrill}, "the drill ran and a check failed: recovery stopped before its target (a missing WAL segment, a damaged record), the server did not promote or a database did not accept connections, a --check-sql query did not return true, pg_amcheck or pg_verifybackup found a problem; the drill is recorded as failed", nil},
 
 	{0, []exitSet{exitsVerify}, "everything needed for recovery is there (and, with --full, intact)", nil},
 	{1, []exitSet{exitsVerify}, "something needed for recovery is missing or damaged (see the report: gaps, missing history, damaged objects, no recoverable window)", nil},

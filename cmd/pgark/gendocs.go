@@ -140,7 +140,7 @@ SIGTERM or SIGINT ends pgark by that signal, never with an exit status.
 | Code | Commands | Meaning |
 |---:|---|---|
 `)
-	for _, set := range []exitSet{exitsGeneral, exitsDump, exitsVerify, exitsFetch, exitsCheck} {
+	for _, set := range []exitSet{exitsGeneral, exitsDump, exitsDrill, exitsVerify, exitsFetch, exitsCheck} {
 		for _, e := range exitCodes {
 			if e.sets[0] != set {
 				continue // listed once, with its first set

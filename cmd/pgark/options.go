@@ -107,15 +107,14 @@ func orList(v []string) string {
 
 // Command groups for option scopes.
 var (
-	repoCmds   = []string{"init", "wal-push", "wal-fetch", "wal-prefetch", "backup", "list", "restore", "verify", "retain", "check", "key add", "key remove", "key list", "dump", "dump-restore", "copy"}
+	repoCmds   = []string{"init", "wal-push", "wal-fetch", "wal-prefetch", "backup", "list", "restore", "verify", "retain", "check", "key add", "key remove", "key list", "dump", "dump-restore", "copy", "drill"}
 	writeCmds  = []string{"init", "wal-push", "backup", "dump"}
-	readCmds   = []string{"wal-fetch", "wal-prefetch", "restore", "verify", "check", "key list", "dump-restore"}
+	readCmds   = []string{"wal-fetch", "wal-prefetch", "restore", "verify", "check", "key list", "dump-restore", "drill"}
 	spoolCmds  = []string{"wal-push", "wal-fetch", "wal-prefetch"}
 	fetchCmds  = []string{"wal-fetch", "wal-prefetch"}
 	lockedCmds = []string{"backup", "retain", "copy"} // they take the repository lock: never at the same time
-	// asOfCmds read the repository as of a past time (repo-target-time);
-	// drill belongs here too once it exists.
-	asOfCmds = []string{"list", "verify", "restore", "wal-fetch", "wal-prefetch", "dump-restore"}
+	// asOfCmds read the repository as of a past time (repo-target-time).
+	asOfCmds = []string{"list", "verify", "restore", "wal-fetch", "wal-prefetch", "dump-restore", "drill"}
 )
 
 // options is every setting of every command: the one definition from which
@@ -183,7 +182,7 @@ var options = []option{
 	{name: "age-recipients", cmds: writeCmds, help: "age public recipients (age1...), comma-separated, for writing"},
 	{name: "age-recipients-file", cmds: writeCmds, help: "file with age public recipients, one per line, for writing"},
 	{name: "age-identity-file", cmds: append([]string{"backup"}, readCmds...), help: "age identity file (private keys) for reading encrypted objects"},
-	{name: "signing-key-file", cmds: []string{"wal-push", "backup", "dump"}, help: "ed25519 signing key (pgark key generate-signing): sign what is written, so that readers with trusted-signers can prove its origin"},
+	{name: "signing-key-file", cmds: []string{"wal-push", "backup", "dump", "drill"}, help: "ed25519 signing key (pgark key generate-signing): sign what is written, so that readers with trusted-signers can prove its origin"},
 	{name: "trusted-signers", cmds: readCmds, help: "signing public keys (pgark-ed25519:...), comma-separated: when set, reads refuse any object not signed by one of them"},
 
 	// init.
@@ -197,7 +196,7 @@ var options = []option{
 
 	// WAL push and fetch, their spools.
 	{name: "pgdata", cmds: []string{"init", "wal-push", "wal-fetch", "wal-prefetch"}, help: "PostgreSQL data directory (init: bind the repository to its cluster; wal-push, wal-fetch: the data directory of the server that runs them, default the working directory, which PostgreSQL sets to it)"},
-	{name: "spool-dir", cmds: append([]string{"backup", "check"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL, records of segments dropped by archive-queue-max (wal-push writes them, check reads them), with repo2 the queues of wal-push (check counts them), and (backup) copies of backup manifests for incremental backups, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
+	{name: "spool-dir", cmds: append([]string{"backup", "check", "drill", "dump-restore"}, spoolCmds...), help: "local directory for push-ahead records, prefetched WAL, records of segments dropped by archive-queue-max (wal-push writes them, check reads them), with repo2 the queues of wal-push (check counts them), (backup) copies of backup manifests for incremental backups, and (drill, dump-restore --target-*) the scratch servers' markers and default directory, outside the data directory (default $XDG_CACHE_HOME/pgark or ~/.cache/pgark)"},
 	{name: "push-ahead", kind: optInt, def: "8", cmds: []string{"wal-push"}, help: "wal-push: also push up to this many of the next .ready segments in parallel, so that PostgreSQL's next calls answer at once (0: off)"},
 	{name: "push-jobs", kind: optInt, def: "2", cmds: []string{"wal-push"}, help: "wal-push: pushes at once when pushing ahead"},
 	{name: "fetch-ahead", kind: optInt, def: "8", cmds: fetchCmds, help: "wal-fetch: keep this many of the next segments downloaded, verified and decoded in the spool by a background helper (0: off)"},
@@ -207,7 +206,7 @@ var options = []option{
 	{name: "archive-queue-max", kind: optSize, def: "0", cmds: []string{"wal-push"}, help: "wal-push: when a push fails after retry-timeout and the WAL segments waiting in pg_wal (.ready) exceed this size, report the segment archived without storing it, log an error and record the gap, so that a long repository outage cannot fill the disk and stop the server (0: off, never drop)"},
 
 	// Output.
-	{name: "json", kind: optBool, def: "false", cmds: []string{"list", "backup", "verify", "retain", "check", "key list", "dump", "copy"}, help: "print JSON (stable schema) instead of a table"},
+	{name: "json", kind: optBool, def: "false", cmds: []string{"list", "backup", "verify", "retain", "check", "key list", "dump", "copy", "drill"}, help: "print JSON (stable schema) instead of a table"},
 
 	// backup (dsn also check, dump, dump-restore).
 	{name: "dsn", cmds: []string{"backup", "check", "dump", "dump-restore"}, help: "connection string or URL of the server (backup: to back up; check: to check; dump, dump-restore: its database is where pgark connects first) (default: libpq environment)"},
@@ -223,23 +222,30 @@ var options = []option{
 	{name: "require-parent", kind: optBool, def: "false", cmds: []string{"backup"}, help: "incr, diff: fail (exit 3) instead of taking a full backup when there is no usable parent"},
 
 	// restore.
-	{name: "target-time", cmds: []string{"restore"}, help: "recover to this time (RFC 3339 or PostgreSQL format, with a UTC offset)"},
-	{name: "target-lsn", cmds: []string{"restore"}, help: "recover to this LSN (X/X)"},
-	{name: "target-xid", cmds: []string{"restore"}, help: "recover to this transaction id"},
-	{name: "target-name", cmds: []string{"restore"}, help: "recover to this restore point (pg_create_restore_point)"},
-	{name: "target-immediate", kind: optBool, def: "false", cmds: []string{"restore"}, help: "stop as soon as the backup is consistent"},
-	{name: "target-timeline", def: "latest", cmds: []string{"restore"}, help: "timeline to follow: latest, current or a number"},
-	{name: "target-inclusive", cmds: []string{"restore"}, help: "stop just after (true) or just before (false) the target; default PostgreSQL's (true)"},
+	{name: "target-time", cmds: []string{"restore", "drill", "dump-restore"}, help: "recover to this time (RFC 3339 or PostgreSQL format, with a UTC offset)"},
+	{name: "target-lsn", cmds: []string{"restore", "drill", "dump-restore"}, help: "recover to this LSN (X/X)"},
+	{name: "target-xid", cmds: []string{"restore", "drill", "dump-restore"}, help: "recover to this transaction id"},
+	{name: "target-name", cmds: []string{"restore", "drill", "dump-restore"}, help: "recover to this restore point (pg_create_restore_point)"},
+	{name: "target-immediate", kind: optBool, def: "false", cmds: []string{"restore", "drill", "dump-restore"}, help: "stop as soon as the backup is consistent"},
+	{name: "target-timeline", def: "latest", cmds: []string{"restore", "drill", "dump-restore"}, help: "timeline to follow: latest, current or a number"},
+	{name: "target-inclusive", cmds: []string{"restore", "drill", "dump-restore"}, help: "stop just after (true) or just before (false) the target; default PostgreSQL's (true)"},
 	{name: "target-action", cmds: []string{"restore"}, help: "at the target: promote, pause or shutdown (default PostgreSQL's: pause)"},
-	{name: "jobs", kind: optInt, def: "2", defs: map[string]string{"dump": "1", "dump-restore": "1"}, cmds: []string{"restore", "dump", "dump-restore"}, help: "restore: parts downloaded and extracted in parallel; dump: databases dumped at once; dump-restore: pg_restore jobs"},
+	{name: "jobs", kind: optInt, def: "2", defs: map[string]string{"dump": "1", "dump-restore": "1"}, cmds: []string{"restore", "dump", "dump-restore", "drill"}, help: "restore, drill: parts downloaded and extracted in parallel; dump: databases dumped at once; dump-restore: pg_restore jobs"},
 	{name: "tablespace-map", kind: optList, cmds: []string{"restore"}, help: "OID=PATH: restore a tablespace elsewhere (comma-separated or repeated)"},
-	{name: "owner", cmds: []string{"restore"}, help: "when run as root: the user (or uid:gid) that will own PGDATA and run the server"},
-	{name: "force", kind: optBool, def: "false", cmds: []string{"restore"}, help: "clean a PGDATA left by an interrupted pgark restore and start again"},
+	{name: "owner", cmds: []string{"restore", "drill", "dump-restore"}, help: "when run as root: the user (or uid:gid) that will own PGDATA and run the server (drill, dump-restore --target-*: the scratch server, default postgres)"},
+	{name: "force", kind: optBool, def: "false", cmds: []string{"restore", "drill", "dump-restore"}, help: "restore: clean a PGDATA left by an interrupted pgark restore and start again; drill, dump-restore --target-*: also clean up after a scratch server whose process still seems to run"},
 	{name: "standby", kind: optBool, def: "false", cmds: []string{"restore"}, help: "write standby.signal instead of recovery.signal"},
 	{name: "keep-archiving", kind: optBool, def: "false", cmds: []string{"restore"}, help: "leave archive_mode as in the backup (the restored node will archive)"},
 
+	// drill (cmd_drill.go); it also takes the restore targets, owner, force, jobs, pg-bin.
+	{name: "scratch", cmds: []string{"drill", "dump-restore"}, help: "drill, dump-restore --target-*: the scratch directory to restore into and run the server in, missing or empty; removed at the end (default: drill/<id> under the spool directory; as root without spool-dir, under the server user's ~/.cache/pgark)"},
+	{name: "check-sql", cmds: []string{"drill"}, help: "drill: a file of SQL queries that must each return true (one row, one boolean); \"-- database: NAME\" lines pick the database"},
+	{name: "amcheck", kind: optBool, def: "false", cmds: []string{"drill"}, help: "drill: run pg_amcheck on every database of the scratch server (when pg_amcheck of the backup's major is installed)"},
+	{name: "keep", kind: optBool, def: "false", cmds: []string{"drill"}, help: "drill: keep the stopped scratch server's directory for inspection"},
+
 	// list, verify, retain, check.
 	{name: "dumps", kind: optBool, def: "false", cmds: []string{"list"}, help: "list: list the logical dump runs"},
+	{name: "drills", kind: optBool, def: "false", cmds: []string{"list"}, help: "list: list the restore drills (pgark drill)"},
 	{name: "backup", cmds: []string{"verify"}, help: "verify only this backup (an id from `pgark list`)"},
 	{name: "full", kind: optBool, def: "false", cmds: []string{"verify"}, help: "read and check every object's content, not only its presence and size"},
 	{name: "keep-last", kind: optInt, def: "0", cmds: []string{"retain"}, help: "retain: keep the newest N backups on the current timeline (0: not set)"},
@@ -248,16 +254,17 @@ var options = []option{
 	{name: "keep-dumps-within", cmds: []string{"retain"}, help: "retain: keep the dump runs started within this period, e.g. 14d, 2w, 36h"},
 	{name: "dry-run", kind: optBool, def: "false", cmds: []string{"retain", "dump-restore", "copy"}, help: "retain: print what would be deleted and kept, delete nothing; copy: count what would be copied; dump-restore --globals: print what would run"},
 	{name: "check-timeout", kind: optDuration, def: "60s", cmds: []string{"check"}, help: "check: how long the probe waits for its WAL segment to reach the repository"},
+	{name: "drill-max-age", kind: optDuration, def: "192h", cmds: []string{"check"}, help: "check: warn when the last successful restore drill is older than this (default 8 days; 0: not checked); a failed last drill is critical"},
 	{name: "max-backup-age", kind: optDuration, def: "0", cmds: []string{"check"}, help: "check: warn when the newest backup is older than this, e.g. 26h (0: not checked)"},
 	{name: "max-archive-lag", kind: optInt, def: "16", cmds: []string{"check"}, help: "check: warn when more complete WAL segments than this wait to be archived"},
 	{name: "no-probe", kind: optBool, def: "false", cmds: []string{"check"}, help: "check: skip the probe (restore point, WAL switch, wait for the segment in the repository)"},
 	{name: "prometheus", kind: optBool, def: "false", cmds: []string{"check"}, help: "check: print Prometheus metrics (text format, for node_exporter's textfile collector)"},
-	{name: "prometheus-file", cmds: []string{"check"}, help: "check: also write the Prometheus metrics to this file, atomically (for node_exporter's textfile collector; the report still goes to stdout)"},
+	{name: "prometheus-file", cmds: []string{"check", "drill"}, help: "check, drill: also write the Prometheus metrics to this file, atomically (for node_exporter's textfile collector; the report still goes to stdout)"},
 
 	// dump, dump-restore.
 	{name: "db", kind: optList, cmds: []string{"dump", "dump-restore"}, help: "dump: a database to dump (repeatable; default: all but template0); dump-restore: the database of the dump to restore"},
 	{name: "exclude-db", kind: optList, cmds: []string{"dump"}, help: "dump: a database not to dump (repeatable)"},
-	{name: "pg-bin", cmds: []string{"dump", "dump-restore"}, help: "directory of pg_dump, pg_dumpall and pg_restore (default: PATH)"},
+	{name: "pg-bin", cmds: []string{"dump", "dump-restore", "drill"}, help: "directory of pg_dump, pg_dumpall and pg_restore (default: PATH); drill: of the server binaries of the backup's major (default: the usual places); dump-restore --target-*: also of those server binaries when it holds them (else the usual places)"},
 	{name: "lock-wait-timeout", kind: optDuration, def: "0", cmds: []string{"dump"}, help: "dump: fail instead of waiting longer than this for a table lock, e.g. 30s (0: wait)"},
 	{name: "no-role-passwords", kind: optBool, def: "false", cmds: []string{"dump", "dump-restore"}, help: "dump: dump roles without passwords (pg_dumpall --no-role-passwords, for non-superusers); dump-restore --globals: leave passwords out"},
 	{name: "target-db", cmds: []string{"dump-restore"}, help: "dump-restore: the database to restore into (default: the dumped database's name)"},

@@ -195,7 +195,10 @@ func TestStalledServer(t *testing.T) {
 	cfg := Config{Bucket: bucket, Endpoint: "http://" + proxy.Addr + "/storage/v1/", Anonymous: true, ReadTimeout: time.Second}
 	s := mustNew(t, cfg)
 	ctx := t.Context()
-	data := make([]byte, 4<<20)
+	// Larger than what the kernel's socket buffers on both sides of the
+	// proxy can hold (several MiB each with autotuning): else the whole
+	// body may already be buffered when the stall begins.
+	data := make([]byte, 48<<20)
 	if err := s.Put(ctx, "big", bytes.NewReader(data), storage.PutOptions{Size: int64(len(data))}); err != nil {
 		t.Fatal(err)
 	}
