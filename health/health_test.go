@@ -222,7 +222,7 @@ func message(r *Result, name string) string {
 func TestCheckEvaluate(t *testing.T) {
 	lim := Limits{MaxArchiveLag: 16, MaxBackupAge: 26 * time.Hour}
 	r := Evaluate(healthy(), lim)
-	if r.Status != OK || len(r.Checks) != 10 {
+	if r.Status != OK || len(r.Checks) != 11 {
 		t.Fatalf("healthy: %s\n%+v", r.Summary(), r.Checks)
 	}
 	if r.LagSegments == nil || *r.LagSegments != 0 {
@@ -486,7 +486,7 @@ func TestCheckText(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 11 || !strings.HasPrefix(lines[0], "PGARK CHECK CRITICAL - archive_mode: archive_mode = off") {
+	if len(lines) != 12 || !strings.HasPrefix(lines[0], "PGARK CHECK CRITICAL - archive_mode: archive_mode = off") {
 		t.Fatalf("report:\n%s", buf.String())
 	}
 	if !strings.HasPrefix(lines[2], "CRITICAL  archive_mode") || !strings.HasPrefix(lines[1], "OK        cluster") {

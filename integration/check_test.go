@@ -105,7 +105,7 @@ func TestCheckHealthy(t *testing.T) {
 	archived := a.stats(t).archived
 
 	out := runCheckJSON(t, 0, "--config", a.localConf, "--dsn", c.DSN())
-	if out.Status != "ok" || len(out.Checks) != 10 {
+	if out.Status != "ok" || len(out.Checks) != 11 {
 		t.Fatalf("status %s: %+v", out.Status, out.Checks)
 	}
 	if st, msg := out.check("probe"); st != "ok" || !out.Probe.Archived || out.Probe.Segment == "" {
@@ -169,7 +169,7 @@ func TestCheckHealthy(t *testing.T) {
 	r = mustOK(t, pgark(t, nil, "check", "--config", a.localConf, "--dsn", c.DSN(), "--no-probe"))
 	t.Logf("pgark check:\n%s", r.stdout)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 11 || !strings.HasPrefix(lines[0], "PGARK CHECK OK") || !strings.Contains(r.stdout, "skipped: --no-probe") {
+	if len(lines) != 12 || !strings.HasPrefix(lines[0], "PGARK CHECK OK") || !strings.Contains(r.stdout, "skipped: --no-probe") {
 		t.Fatalf("report:\n%s", r.stdout)
 	}
 
