@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pgark/pgark/internal/human"
 )
 
 // WriteText writes the human report of a drill.
@@ -32,7 +34,7 @@ func WriteText(w io.Writer, r *Record) error {
 		row("reached", reached)
 	}
 	row("wal segments", strconv.Itoa(r.WALSegments))
-	row("data", humanBytes(r.DataBytes))
+	row("data", human.Bytes(r.DataBytes))
 	row("restore", fmt.Sprintf("%.1fs", r.RestoreSeconds))
 	row("replay", fmt.Sprintf("%.1fs", r.ReplaySeconds))
 	row("checks", fmt.Sprintf("%.1fs", r.CheckSeconds))
@@ -42,19 +44,6 @@ func WriteText(w io.Writer, r *Record) error {
 		fmt.Fprintf(bw, "%-8s  %-18s %s\n", strings.ToUpper(c.Status), c.Name, c.Message)
 	}
 	return bw.Flush()
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // WritePrometheus writes the drill's metrics (text format 0.0.4, for node_exporter's

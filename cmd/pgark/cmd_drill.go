@@ -99,17 +99,7 @@ func runDrill(ctx context.Context, env *cmdEnv, args []string) error {
 	} else {
 		ro.TargetAction = "promote"
 	}
-	if ro.RestoreCommand, err = restoreCommand(env); err != nil {
-		return err
-	}
-	if err := ro.Validate(); err != nil {
-		return usageErrorf("%v", err)
-	}
-	owner, err := drillOwner(s.str("owner"))
-	if err != nil {
-		return err
-	}
-	markers, base, err := scratchMarkers(env)
+	owner, markers, base, err := scratchPlaces(env, &ro)
 	if err != nil {
 		return err
 	}

@@ -33,17 +33,7 @@ func runDumpRestoreAt(ctx context.Context, env *cmdEnv, id string, ro recoveryco
 		return err
 	}
 	ro.TargetAction = "promote"
-	if ro.RestoreCommand, err = restoreCommand(env); err != nil {
-		return err
-	}
-	if err := ro.Validate(); err != nil {
-		return usageErrorf("%v", err)
-	}
-	owner, err := drillOwner(s.str("owner"))
-	if err != nil {
-		return err
-	}
-	markers, base, err := scratchMarkers(env)
+	owner, markers, base, err := scratchPlaces(env, &ro)
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,23 @@ func targetLabel(ro recoveryconf.Options) string {
 	return ""
 }
 
+// scratchPlaces completes ro for a scratch server (the restore_command,
+// checked) and returns the user that runs the server and the marker and
+// state directories.
+func scratchPlaces(env *cmdEnv, ro *recoveryconf.Options) (owner *restore.Owner, markers, base string, err error) {
+	if ro.RestoreCommand, err = restoreCommand(env); err != nil {
+		return nil, "", "", err
+	}
+	if err := ro.Validate(); err != nil {
+		return nil, "", "", usageErrorf("%v", err)
+	}
+	if owner, err = drillOwner(env.s.str("owner")); err != nil {
+		return nil, "", "", err
+	}
+	markers, base, err = scratchMarkers(env)
+	return owner, markers, base, err
+}
+
 // scratchMarkers returns the state directory's marker directory, shared by
 // every scratch server (drills and point-in-time dump-restores), and the
 // state directory itself.
