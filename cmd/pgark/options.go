@@ -189,7 +189,7 @@ var options = []option{
 	{name: "allow-head-then-put", kind: optBool, def: "false", cmds: []string{"init"}, help: "accept a store without conditional writes and use HEAD-then-PUT (a concurrent writer can race)"},
 
 	// Immutability: S3 Object Lock, and the repository as of a past time
-	// (docs/immutability.md).
+	// (docs/copies-and-immutability.md).
 	{name: "object-lock-days", kind: optInt, def: "0", cmds: []string{"init"}, help: "init: every object pgark writes carries an S3 Object Lock retention of this many days (the bucket must have Object Lock enabled; 0: none)"},
 	{name: "object-lock-mode", kind: optEnum, def: "governance", enum: []string{"governance", "compliance"}, cmds: []string{"init"}, help: "init: the Object Lock mode of that retention: governance (users with s3:BypassGovernanceRetention may shorten it) or compliance (nobody can)"},
 	{name: "repo-target-time", cmds: asOfCmds, help: "read the repository as it was at this time (RFC 3339 or PostgreSQL format, with a UTC offset): the object versions current then, later deletions and overwrites ignored; read-only; needs a versioned S3 bucket"},

@@ -88,7 +88,7 @@ func initObjectLock(ctx context.Context, env *cmdEnv, loc location) (*repo.Objec
 		return nil, fmt.Errorf("object-lock-days: reading the bucket's Object Lock configuration: %w", err)
 	}
 	if !on {
-		return nil, usageErrorf("object-lock-days: bucket %q does not have S3 Object Lock enabled; create the bucket with Object Lock (which also enables versioning), see docs/immutability.md", loc.bucket)
+		return nil, usageErrorf("object-lock-days: bucket %q does not have S3 Object Lock enabled; create the bucket with Object Lock (which also enables versioning), see docs/copies-and-immutability.md", loc.bucket)
 	}
 	return l, nil
 }
