@@ -279,6 +279,21 @@ func TestTwoRepositories(t *testing.T) {
 		"retry-timeout":       "5s",
 	}
 	restoreAndCheck("restored-repo2", writeConfig(t, shared, only2), want)
+
+	// Drills of each copy alone (--repo-index): repository 2 restores by
+	// itself; repository 1, its segment gone, fails naming it. Each drill
+	// is recorded in the repository it read.
+	drill := func(idx string) result {
+		return pgark(t, awsEnv, "drill", "--config", conf, "--pg-bin", bin, "--repo-index", idx)
+	}
+	mustOK(t, drill("2"))
+	wantCode(t, drill("1"), 9, strings.TrimSuffix(filepath.Base(victim), ".pgark"))
+	for idx, want := range map[string]string{"1": "failed", "2": "passed"} {
+		out := mustOK(t, pgark(t, awsEnv, "list", "--drills", "--config", conf, "--repo-index", idx)).stdout
+		if strings.Count(out, "  "+want+"  ") != 1 || strings.Count(out, "  passed  ")+strings.Count(out, "  failed  ") != 1 {
+			t.Errorf("list --drills --repo-index %s: want one %s drill:\n%s", idx, want, out)
+		}
+	}
 }
 
 type repoRef struct {

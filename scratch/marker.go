@@ -34,6 +34,13 @@ func markerPath(markerDir, dir string) string {
 
 // writeMarker writes m atomically (temporary file, fsync, rename, fsync of the directory).
 func writeMarker(markerDir string, m marker) error {
+	// The marker directory's parents are also the default scratch
+	// directories' parents (drill/ under the spool): created searchable,
+	// so that a server run as another user than the caller (root) can
+	// reach its scratch directory. The markers themselves stay private.
+	if err := os.MkdirAll(filepath.Dir(markerDir), 0o755); err != nil {
+		return fmt.Errorf("scratch: marker directory: %w", err)
+	}
 	if err := os.MkdirAll(markerDir, 0o700); err != nil {
 		return fmt.Errorf("scratch: marker directory: %w", err)
 	}

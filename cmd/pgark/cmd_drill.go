@@ -454,16 +454,17 @@ func orDash(s string) string {
 	return s
 }
 
-// putDrillRecord records a drill in every configured repository (with
-// repo2, the drill read through both), in their live view even when the
-// drill read one as of a past time.
+// putDrillRecord records a drill in the repositories it read (with repo2
+// and no --repo-index, both), in their live view even when the drill read
+// them as of a past time.
 func putDrillRecord(ctx context.Context, env *cmdEnv, rec *drill.Record, signer *crypto.Signer) error {
 	w := *env
 	w.s = &settings{vals: maps.Clone(env.s.vals), src: maps.Clone(env.s.src)}
 	delete(w.s.vals, "repo-target-time")
-	idxs := []int{1}
-	if hasRepo2(env) {
-		idxs = append(idxs, 2)
+	// The repositories the drill read: --repo-index, else every one.
+	idxs, err := repoIndexes(env)
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for _, idx := range idxs {

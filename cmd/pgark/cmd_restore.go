@@ -153,9 +153,10 @@ func restoreCommand(env *cmdEnv) (string, error) {
 		parts = append(parts, shellQuote("--config="+abs))
 	}
 	// The store settings (every option that all repository commands take)
-	// (repo2 and its twins included), the keys that reading needs and the
-	// view of the repository as of a past time.
-	names := []string{"age-identity-file", "trusted-signers", "repo-target-time"}
+	// (repo2 and its twins included), the keys that reading needs, the
+	// view of the repository as of a past time and the one repository to
+	// read alone.
+	names := []string{"age-identity-file", "trusted-signers", "repo-target-time", "repo-index"}
 	for _, o := range options {
 		if slices.Equal(o.cmds, repoCmds) {
 			names = append(names, o.name)

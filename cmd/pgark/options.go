@@ -171,7 +171,7 @@ var options = []option{
 	{name: "repo2-sftp-known-hosts", cmds: repoCmds, help: "repo2: SFTP known_hosts file (see sftp-known-hosts)"},
 	{name: "mirror-timeout", kind: optDuration, def: "15s", cmds: []string{"wal-push"}, help: "wal-push with repo2: how long each repository gets to store a file; a repository that does not take it in time gets a verified copy queued in the spool, caught up by later pushes"},
 	{name: "copy-from", kind: optEnum, def: "1", enum: []string{"1", "2"}, cmds: []string{"copy"}, help: "copy: the repository to copy from (1 or 2); the other one receives what it lacks"},
-	{name: "repo-index", kind: optEnum, enum: []string{"", "1", "2"}, cmds: []string{"list", "verify", "check", "retain"}, help: "with repo2: work on repository 1 or 2 only (default: each configured repository in turn)"},
+	{name: "repo-index", kind: optEnum, enum: []string{"", "1", "2"}, cmds: []string{"list", "verify", "check", "retain", "restore", "drill", "dump-restore", "wal-fetch", "wal-prefetch"}, help: "with repo2: work on repository 1 or 2 only (list, verify, check, retain: default each configured repository in turn; restore, drill, dump-restore, wal-fetch: default repository 1, falling back to 2 for what it lacks or when it fails)"},
 	{name: "retry-timeout", kind: optDuration, def: "60s", cmds: repoCmds, help: "total time to retry transient storage errors before failing"},
 	{name: "lock-wait", kind: optDuration, def: "0s", cmds: lockedCmds, help: "backup, retain, copy: how long to wait for the repository lock when another backup, retain or copy holds it (0: fail at once)"},
 

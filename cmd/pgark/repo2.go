@@ -115,10 +115,21 @@ func openRawStore(ctx context.Context, env *cmdEnv, idx int) (storage.Store, err
 
 // openRepoFallback opens the repositories for reading: with repo2, one
 // repository whose reads go to repository 1 and, when it fails or lacks an
-// object, to repository 2 (package fallback).
+// object, to repository 2 (package fallback); with --repo-index, that
+// repository alone.
 func openRepoFallback(ctx context.Context, env *cmdEnv) (*repo.Repo, *crypto.Identities, error) {
 	if !hasRepo2(env) {
+		if env.s.str("repo-index") == "2" {
+			return nil, nil, usageErrorf("repo-index 2: no second repository configured (set repo2)")
+		}
 		return openRepoToRead(ctx, env)
+	}
+	switch idx := env.s.str("repo-index"); idx {
+	case "1", "2":
+		// One repository alone, no fallback: a drill or restore that
+		// proves that this copy restores by itself.
+		n, _ := strconv.Atoi(idx)
+		return openRepoToRead(ctx, repoEnv(env, n))
 	}
 	var stores []storage.Store
 	for _, idx := range []int{1, 2} {

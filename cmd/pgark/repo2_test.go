@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -245,5 +247,21 @@ func TestKeysBothRepos(t *testing.T) {
 	env["PGARK_AGE_RECIPIENTS"] = next
 	if code, _, errs := runCLI(t, env, "wal-push", h); code != 0 {
 		t.Fatalf("push to the new recipient: %d %s", code, errs)
+	}
+}
+
+// --repo-index 2 on a reading command without repo2 is a usage error, not
+// a silent read of repository 1.
+func TestRepoIndexWithoutRepo2(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	env := func(string) string { return "" }
+	if code := run(context.Background(), []string{"init", "--repo", dir}, &out, &errb, env); code != 0 {
+		t.Fatalf("init: %d %s", code, errb.String())
+	}
+	errb.Reset()
+	code := run(context.Background(), []string{"restore", "--repo", dir, "--repo-index", "2", "--owner", "0:0", "latest", filepath.Join(dir, "pgdata")}, &out, &errb, env)
+	if code != exitUsage || !strings.Contains(errb.String(), "no second repository configured") {
+		t.Fatalf("restore --repo-index 2 without repo2: exit %d, %s", code, errb.String())
 	}
 }

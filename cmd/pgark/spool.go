@@ -158,6 +158,11 @@ func prefetchOptions(env *cmdEnv) (wal.PrefetchOptions, error) {
 	if o.SpoolBase, o.RepoID, err = spoolLocation(env); err != nil {
 		return o, err
 	}
+	if idx := env.s.str("repo-index"); idx != "" && hasRepo2(env) {
+		// One repository alone (a drill of the second copy): never
+		// served WAL that the fallback view fetched from the other.
+		o.RepoID += " repository " + idx + " only"
+	}
 	o.PGData = pgdataDir(env)
 	o.Idle, o.MaxAge, o.Wait = prefetchIdle, prefetchMaxAge, prefetchMaxWait
 	if rt, err := env.s.duration("retry-timeout"); err == nil {
