@@ -133,6 +133,7 @@ var options = []option{
 	{name: "s3-request-checksum", kind: optEnum, def: "when_supported", enum: []string{"when_supported", "when_required"}, cmds: repoCmds, help: "SDK request checksums: when_supported (AWS default) or when_required (for stores that reject trailing checksums)"},
 	{name: "s3-part-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "multipart upload part size (5MiB to 5GiB)"},
 	{name: "s3-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "fail (and retry) an S3 request whose connection stays silent this long"},
+	{name: "s3-profile", cmds: repoCmds, help: "AWS shared config profile (~/.aws/config and credentials) whose credentials and region S3 uses; wins over AWS_ACCESS_KEY_ID, so that two repositories can use two accounts (default: the AWS chain's, e.g. AWS_PROFILE)"},
 	// Azure Blob Storage (azure://container/prefix).
 	{name: "azure-endpoint", cmds: repoCmds, help: "Azure blob service URL (default https://ACCOUNT.blob.core.windows.net; Azurite: http://127.0.0.1:10000/devstoreaccount1)"},
 	{name: "azure-account", cmds: repoCmds, help: "Azure storage account name (default: AZURE_STORAGE_ACCOUNT)"},
@@ -157,6 +158,7 @@ var options = []option{
 	{name: "repo2-s3-request-checksum", kind: optEnum, def: "when_supported", enum: []string{"when_supported", "when_required"}, cmds: repoCmds, help: "repo2: SDK request checksums (see s3-request-checksum)"},
 	{name: "repo2-s3-part-size", kind: optSize, def: "8MiB", cmds: repoCmds, help: "repo2: multipart upload part size (see s3-part-size)"},
 	{name: "repo2-s3-read-timeout", kind: optDuration, def: "2m", cmds: repoCmds, help: "repo2: S3 silent-connection timeout (see s3-read-timeout)"},
+	{name: "repo2-s3-profile", cmds: repoCmds, help: "repo2: AWS shared config profile for its credentials and region (see s3-profile)"},
 	{name: "repo2-azure-endpoint", cmds: repoCmds, help: "repo2: Azure blob service URL (see azure-endpoint)"},
 	{name: "repo2-azure-account", cmds: repoCmds, help: "repo2: Azure storage account name (see azure-account)"},
 	{name: "repo2-azure-account-key-file", cmds: repoCmds, help: "repo2: file holding the Azure account key (see azure-account-key-file)"},

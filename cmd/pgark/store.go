@@ -140,6 +140,7 @@ func s3Config(env *cmdEnv, loc location) (s3.Config, error) {
 	if cfg.ForcePathStyle, err = s.boolean("s3-force-path-style"); err != nil {
 		return cfg, err
 	}
+	cfg.Profile = s.str("s3-profile")
 	if cfg.ReadTimeout, err = s.duration("s3-read-timeout"); err != nil {
 		return cfg, err
 	}

@@ -109,6 +109,11 @@ type Config struct {
 	// from the standard AWS chain: environment, shared config and
 	// credentials files, AWS_PROFILE, web identity, SSO, ECS, EC2 IMDS.
 	AccessKey, SecretKey, SessionToken string
+	// Profile names a profile of the AWS shared config and credentials
+	// files to take credentials (and the region) from; it wins over
+	// AWS_ACCESS_KEY_ID in the environment, so two repositories can use
+	// two accounts. Empty: the default chain (AWS_PROFILE included).
+	Profile string
 	// ReadTimeout fails a request when its connection delivers no data for
 	// this long: a stalled server, or a server that takes longer than this
 	// to answer once the request body is sent (so an upload of one part
@@ -253,6 +258,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	loadOpts = append(loadOpts, config.WithHTTPClient(httpClient))
 	if cfg.Region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(cfg.Region))
+	}
+	if cfg.Profile != "" {
+		loadOpts = append(loadOpts, config.WithSharedConfigProfile(cfg.Profile))
 	}
 	if cfg.AccessKey != "" {
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(
