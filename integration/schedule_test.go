@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,8 +46,11 @@ func unitCommand(t *testing.T, name, inst, confDir string) []string {
 // the postgres user with systemd's PATH and a config file written as
 // /etc/pgark/CLUSTER.conf would be, against a real archiving cluster and a
 // local repository: two backups and two dump runs are listed, retention
-// keeps the newest of each, and check reports OK, also in its
-// prometheus-file.
+// keeps the newest of each, check reports OK, also in its prometheus-file,
+// and the drill passes. Then the copy unit: without repo2 it fails with
+// exit 2; with a second local repository added to the config file, it
+// replicates the retained backup and dump run into it, and repository 2
+// alone lists and verifies them.
 func TestScheduledUnits(t *testing.T) {
 	testenv.EndToEnd(t)
 	const inst = "main"
@@ -109,9 +113,11 @@ prometheus-file = %s
 	if r := unit("pgark-retain@.service"); r.code != 0 {
 		t.Fatalf("pgark-retain@%s: %s", inst, r)
 	}
-	if b := listBackups(t, confPath); len(b) != 1 {
+	b := listBackups(t, confPath)
+	if len(b) != 1 {
 		t.Fatalf("after retain (keep-last = 1): %d backups listed", len(b))
 	}
+	newestBackup := b[0].ID
 	if d := listDumps(t, env); len(d.Dumps) != 1 || d.Dumps[0].ID != newestDump {
 		t.Fatalf("after retain (keep-dumps = 1): %+v, want only %s", d.Dumps, newestDump)
 	}
@@ -137,4 +143,40 @@ prometheus-file = %s
 	if m := string(readFile(t, promFile)); !strings.Contains(m, "pgark_last_drill_success 1\n") {
 		t.Fatalf("prometheus-file after pgark-check@%s:\n%s", inst, m)
 	}
+
+	// The copy unit without a second repository: exit 2, one line naming repo2.
+	if r := unit("pgark-copy@.service"); r.code != 2 || r.stdout != "" || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "set repo2") {
+		t.Fatalf("pgark-copy@%s without repo2: %s", inst, r)
+	}
+	// A second repository added to the running setup, as an administrator
+	// would: created with the cluster's config file, then named in it. The
+	// copy unit replicates the retained backup and dump run into it; a
+	// second run finds nothing left to copy.
+	repo2Dir := filepath.Join(dir, "repo2")
+	mustOK(t, asPostgres(t, nil, "init", "--config", confPath, "--repo", repo2Dir))
+	spool := filepath.Join(dir, "spool")
+	testenv.MkdirShared(t, spool)
+	conf += fmt.Sprintf("repo2 = %s\nspool-dir = %s\n", repo2Dir, spool)
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := unit("pgark-copy@.service"); r.code != 0 || strings.HasPrefix(r.stdout, "copied 0 objects") || !strings.Contains(r.stdout, "repository 2 holds 1 complete backups and 1 dump runs") {
+		t.Fatalf("pgark-copy@%s: %s", inst, r)
+	}
+	if r := unit("pgark-copy@.service"); r.code != 0 || !strings.HasPrefix(r.stdout, "copied 0 objects") {
+		t.Fatalf("pgark-copy@%s again: %s", inst, r)
+	}
+	repo2Only := []string{"PGARK_REPO=" + repo2Dir}
+	var l struct {
+		Backups []backupInfo `json:"backups"`
+	}
+	out := mustOK(t, pgark(t, repo2Only, "list", "--json")).stdout
+	if err := json.Unmarshal([]byte(out), &l); err != nil || len(l.Backups) != 1 || l.Backups[0].ID != newestBackup {
+		t.Fatalf("repository 2 after pgark-copy@%s: %v\n%s; want backup %s", inst, err, out, newestBackup)
+	}
+	if d := listDumps(t, repo2Only); len(d.Dumps) != 1 || d.Dumps[0].ID != newestDump {
+		t.Fatalf("repository 2 after pgark-copy@%s: dumps %+v, want only %s", inst, d.Dumps, newestDump)
+	}
+	// And it holds what restoring it needs: verify reads repository 2 alone.
+	mustOK(t, pgark(t, repo2Only, "verify"))
 }

@@ -305,6 +305,8 @@ func verifyDropIns(t *testing.T) {
 	write("pgark-.service.d/after.conf", "[Unit]\nAfter=postgresql-15.service\n")
 	write("pgark-failure@.service.d/override.conf", "[Service]\nExecStart=\nExecStart=/bin/echo \"%i failed on %H\"\n")
 	write("pgark-backup@.timer.d/override.conf", "[Timer]\nOnCalendar=\nOnCalendar=Sat *-*-* 22:00:00\n")
+	// The alternative to the copy timer: each backup ends with a copy.
+	write("pgark-backup@.service.d/copy.conf", "[Service]\nExecStartPost=/usr/bin/pgark copy --config /etc/pgark/%i.conf --lock-wait 1h\n")
 	verify := func(units ...string) string {
 		cmd := exec.Command("systemd-analyze", append([]string{"verify", "--man=no"}, units...)...)
 		cmd.Dir = dir
@@ -315,7 +317,7 @@ func verifyDropIns(t *testing.T) {
 		}
 		return string(bytes.TrimSpace(out))
 	}
-	units := []string{"pgark-backup@main.service", "pgark-backup@main.timer", "pgark-check@main.service", "pgark-failure@pgark-backup@main.service.service"}
+	units := []string{"pgark-backup@main.service", "pgark-backup@main.timer", "pgark-check@main.service", "pgark-copy@main.service", "pgark-copy@main.timer", "pgark-failure@pgark-backup@main.service.service"}
 	if out := verify(units...); out != "" {
 		t.Errorf("systemd-analyze verify with the documented drop-ins: %s", out)
 	}

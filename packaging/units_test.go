@@ -18,6 +18,7 @@ var services = []struct {
 	{"backup", "backup", true},
 	{"dump", "dump", true},
 	{"retain", "retain", true},
+	{"copy", "copy", true},
 	{"check", "check", false},
 	{"drill", "drill", false},
 }

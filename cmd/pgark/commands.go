@@ -427,7 +427,8 @@ destination and its SHA-256 compared with the source's. What the destination
 already holds with the same size is skipped; an object it holds with another
 size is reported as a conflict (exit 4) and never overwritten. Backups in
 progress or failed are not copied. The destination's repository lock is held
-while copying, so a retain there waits. Safe to interrupt and run again.`,
+while copying, so a retain there waits. Safe to interrupt and run again.
+Without repo2 it fails at once with exit 2.`,
 			run: runCopy,
 		},
 		{

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/pgark/pgark/packaging"
 )
 
 // TestPackagedConfigValid: the example /etc/pgark/pgark.conf that the
@@ -45,4 +47,78 @@ func TestPackagedConfigValid(t *testing.T) {
 			}
 		}
 	}
+}
+
+// packagedUnit is the command line of the packaged unit name for cluster
+// "main", without /usr/bin/pgark.
+func packagedUnit(t *testing.T, name string) []string {
+	t.Helper()
+	u, err := packaging.ReadUnit(filepath.Join("../../packaging/systemd", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, err := u.ExecStart("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args[0] != "/usr/bin/pgark" {
+		t.Fatalf("%s runs %q", name, args)
+	}
+	return args[1:]
+}
+
+// TestPackagedUnitCommands: each packaged unit runs a pgark command with
+// options that command takes and no stray arguments.
+func TestPackagedUnitCommands(t *testing.T) {
+	units, err := filepath.Glob("../../packaging/systemd/pgark-*@.service")
+	if err != nil || len(units) < 6 {
+		t.Fatalf("packaged services: %q, %v", units, err)
+	}
+	byName := map[string]*command{}
+	for _, c := range commandList() {
+		byName[c.name] = c
+	}
+	for _, path := range units {
+		name := filepath.Base(path)
+		if name == "pgark-failure@.service" {
+			continue
+		}
+		args := packagedUnit(t, name)
+		c, ok := byName[args[0]]
+		if !ok || c.hidden {
+			t.Errorf("%s runs %q: not a pgark command", name, args[0])
+			continue
+		}
+		fs := pflag.NewFlagSet(c.name, pflag.ContinueOnError)
+		addOptions(fs, c.name)
+		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
+			t.Errorf("%s: pgark %q: %v, arguments %q", name, args, err, fs.Args())
+		}
+	}
+}
+
+// TestCopyUnitWithoutRepo2: the copy unit's command with a config file
+// that has no second repository fails at once, with exit 2 and one line
+// that names repo2.
+func TestCopyUnitWithoutRepo2(t *testing.T) {
+	dir := t.TempDir()
+	r1 := filepath.Join(dir, "r1")
+	if code, _, errs := runCLI(t, nil, "init", r1); code != 0 {
+		t.Fatalf("init: %s", errs)
+	}
+	conf := filepath.Join(dir, "main.conf")
+	if err := os.WriteFile(conf, []byte("repo = "+r1+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := packagedUnit(t, "pgark-copy@.service")
+	for i, a := range args {
+		if a == "/etc/pgark/main.conf" {
+			args[i] = conf
+		}
+	}
+	code, out, errs := runCLI(t, nil, args...)
+	if code != exitUsage || out != "" || !strings.Contains(errs, "copy needs two repositories: set repo2") {
+		t.Fatalf("pgark %q without repo2: exit %d, stdout %q, stderr %q; want exit %d and the reason", args, code, out, errs, exitUsage)
+	}
+	oneLineErr(t, args, errs)
 }
