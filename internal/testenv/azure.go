@@ -3,13 +3,10 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,23 +30,14 @@ type AzureServer struct {
 	Account  string
 	Key      string
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string
+	process
 }
 
 // AzuriteBinPath returns the path of Azurite's blob service launcher:
 // $PGARK_AZURITE, else $PGARK_CACHE/azurite/node_modules/.bin/azurite-blob
 // (default cache /opt/pgark-cache).
 func AzuriteBinPath() string {
-	if v := os.Getenv("PGARK_AZURITE"); v != "" {
-		return v
-	}
-	cache := os.Getenv("PGARK_CACHE")
-	if cache == "" {
-		cache = "/opt/pgark-cache"
-	}
-	return filepath.Join(cache, "azurite", "node_modules", ".bin", "azurite-blob")
+	return serverBin("PGARK_AZURITE", "azurite", "node_modules", ".bin", "azurite-blob")
 }
 
 // AzureStart starts Azurite's blob service on 127.0.0.1 and a free port,
@@ -59,36 +47,14 @@ func AzuriteBinPath() string {
 // $PGARK_TEST_REQUIRE=1).
 func AzureStart(t testing.TB) *AzureServer {
 	t.Helper()
-	EndToEnd(t)
-	bin := AzuriteBinPath()
-	if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
-		Missing(t, fmt.Errorf("testenv: Azure test server (Azurite) %s not found", bin))
-	}
+	bin := serverBinFor(t, AzuriteBinPath(), "Azure test server (Azurite)")
 	base := t.TempDir()
-	s := &AzureServer{Account: AzuriteAccount, Key: AzuriteKey, log: filepath.Join(base, "azurite.log")}
-	var lastErr error
-	for range 3 {
-		lastErr = s.start(bin, base, s3FreePort(t))
-		if lastErr == nil {
-			t.Cleanup(func() {
-				s.stop()
-				if t.Failed() {
-					t.Logf("Azurite log:\n%s", s.Log())
-				}
-			})
-			return s
-		}
-	}
-	t.Fatalf("starting the Azure test server: %v", lastErr)
-	return nil
+	s := &AzureServer{Account: AzuriteAccount, Key: AzuriteKey, process: process{name: "Azurite", log: filepath.Join(base, "azurite.log")}}
+	s.serve(t, func(port int) error { return s.start(bin, base, port) })
+	return s
 }
 
 func (s *AzureServer) start(bin, dir string, port int) error {
-	logf, err := os.Create(s.log)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
 	// --skipApiVersionCheck: the SDK may speak a newer service version
 	// than this Azurite knows; what pgark uses exists in both.
 	// --disableTelemetry: no calls home (and no network in CI).
@@ -97,59 +63,12 @@ func (s *AzureServer) start(bin, dir string, port int) error {
 		"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
 		"--inMemoryPersistence", "--extentMemoryLimit", "2048",
 		"--skipApiVersionCheck", "--disableTelemetry", "--silent")
-	cmd.Stdout = logf
-	cmd.Stderr = logf
 	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := startFromSpawner(cmd); err != nil {
+	if err := s.launch(cmd); err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	s.cmd, s.done = cmd, done
 	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d/%s", port, s.Account)
-
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			return fmt.Errorf("azurite exited at start (%v):\n%s", cmd.ProcessState, s.Log())
-		default:
-		}
-		// Any HTTP answer (an unsigned request gets 403) means it serves.
-		resp, err := client.Get(s.Endpoint + "?comp=list")
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.stop()
-	return fmt.Errorf("azurite did not answer on port %d within 60s:\n%s", port, s.Log())
-}
-
-func (s *AzureServer) stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	// Node's launcher: signal the process group.
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
-	}
-}
-
-// Log returns the server's output so far.
-func (s *AzureServer) Log() string {
-	b, _ := os.ReadFile(s.log)
-	return string(b)
+	return s.waitHTTP(s.Endpoint+"?comp=list", 60*time.Second, anyAnswer)
 }
 
 // BaseURL returns the server's URL without the account (for a proxy in

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -25,120 +22,37 @@ type GCSServer struct {
 	Host     string // 127.0.0.1:PORT, the value of STORAGE_EMULATOR_HOST
 	Endpoint string // http://127.0.0.1:PORT/storage/v1/, the JSON API endpoint
 
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	log  string        // file with the server's output
+	process
 }
 
 // GCSBinPath returns the path of the fake-gcs-server binary:
 // $PGARK_FAKE_GCS_SERVER, else $PGARK_CACHE/bin/fake-gcs-server (default
 // /opt/pgark-cache/bin/fake-gcs-server).
-func GCSBinPath() string {
-	if v := os.Getenv("PGARK_FAKE_GCS_SERVER"); v != "" {
-		return v
-	}
-	cache := os.Getenv("PGARK_CACHE")
-	if cache == "" {
-		cache = "/opt/pgark-cache"
-	}
-	return filepath.Join(cache, "bin", "fake-gcs-server")
-}
+func GCSBinPath() string { return serverBin("PGARK_FAKE_GCS_SERVER", "bin", "fake-gcs-server") }
 
 // GCSStart starts fake-gcs-server on 127.0.0.1 and a free port with an
-// in-memory backend, waits until it answers, and stops it at t.Cleanup. It
-// is an end-to-end helper: skipped with -short, and a missing binary skips
-// the test (fails it with $PGARK_TEST_REQUIRE=1).
+// in-memory backend, waits until it answers, and stops it at t.Cleanup; its
+// log is printed if the test failed. It is an end-to-end helper: skipped
+// with -short, and a missing binary skips the test (fails it with
+// $PGARK_TEST_REQUIRE=1).
 func GCSStart(t testing.TB) *GCSServer {
 	t.Helper()
-	EndToEnd(t)
-	bin := GCSBinPath()
-	if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
-		Missing(t, fmt.Errorf("testenv: GCS test server %s not found", bin))
-	}
-	s := &GCSServer{log: filepath.Join(t.TempDir(), "fake-gcs-server.log")}
-	var lastErr error
-	// The free port may be taken between s3FreePort and the server's bind;
-	// try a few times.
-	for range 3 {
-		lastErr = s.start(bin, s3FreePort(t))
-		if lastErr == nil {
-			t.Cleanup(func() {
-				s.stop()
-				if t.Failed() {
-					t.Logf("fake-gcs-server log:\n%s", s.Log())
-				}
-			})
-			return s
-		}
-	}
-	t.Fatalf("starting the GCS test server: %v", lastErr)
-	return nil
+	bin := serverBinFor(t, GCSBinPath(), "GCS test server")
+	s := &GCSServer{process: process{name: "fake-gcs-server", log: filepath.Join(t.TempDir(), "fake-gcs-server.log")}}
+	s.serve(t, func(port int) error { return s.start(bin, port) })
+	return s
 }
 
 func (s *GCSServer) start(bin string, port int) error {
-	logf, err := os.Create(s.log)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
 	host := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(bin, "-scheme", "http", "-host", "127.0.0.1", "-port", strconv.Itoa(port),
 		"-backend", "memory", "-public-host", host, "-external-url", "http://"+host, "-log-level", "warn")
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	// Its own process group, so that a ^C of the test does not reach it
-	// before the cleanup does; killed if the test process dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := startFromSpawner(cmd); err != nil {
+	if err := s.launch(cmd); err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	s.cmd, s.done = cmd, done
 	s.Host = host
 	s.Endpoint = "http://" + host + "/storage/v1/"
-
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			return fmt.Errorf("fake-gcs-server exited at start (%v):\n%s", cmd.ProcessState, s.Log())
-		default:
-		}
-		resp, err := client.Get(s.Endpoint + "b")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.stop()
-	return fmt.Errorf("fake-gcs-server did not answer on %s within 30s:\n%s", host, s.Log())
-}
-
-func (s *GCSServer) stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-}
-
-// Log returns the server's output so far.
-func (s *GCSServer) Log() string {
-	b, _ := os.ReadFile(s.log)
-	return string(b)
+	return s.waitHTTP(s.Endpoint+"b", 30*time.Second, statusOK)
 }
 
 // CreateBucket creates a bucket, failing the test on error.

@@ -2,13 +2,10 @@ package testenv
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,59 +23,29 @@ const MinIOVersion = "v0.0.0-20260212201848-7aac2a2c5b7c"
 
 // MinIOBinPath returns the path of the MinIO binary: $PGARK_MINIO, else
 // $PGARK_CACHE/bin/minio (default /opt/pgark-cache/bin/minio).
-func MinIOBinPath() string {
-	if v := os.Getenv("PGARK_MINIO"); v != "" {
-		return v
-	}
-	cache := os.Getenv("PGARK_CACHE")
-	if cache == "" {
-		cache = "/opt/pgark-cache"
-	}
-	return filepath.Join(cache, "bin", "minio")
-}
+func MinIOBinPath() string { return serverBin("PGARK_MINIO", "bin", "minio") }
 
 // MinIOStart starts a single-drive MinIO server on 127.0.0.1 (its data in
 // a temporary directory; bucket versioning and Object Lock available),
-// waits until it is ready, and stops it at t.Cleanup. An end-to-end helper:
-// skipped with -short; a missing binary skips the test (fails it with
-// $PGARK_TEST_REQUIRE=1). The S3Server's Dir is MinIO's drive, whose
-// layout is MinIO's own.
+// waits until it is ready, and stops it at t.Cleanup; its log is printed if
+// the test failed. An end-to-end helper: skipped with -short; a missing
+// binary skips the test (fails it with $PGARK_TEST_REQUIRE=1). The
+// S3Server's Dir is MinIO's drive, whose layout is MinIO's own.
 func MinIOStart(t testing.TB) *S3Server {
 	t.Helper()
-	EndToEnd(t)
-	bin := MinIOBinPath()
-	if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
-		Missing(t, fmt.Errorf("testenv: MinIO test server %s not found", bin))
-	}
-	base := t.TempDir()
-	s := &S3Server{
-		AccessKey: "pgarktestaccess",
-		SecretKey: "pgarktestsecret0123456789",
-		Region:    "us-east-1",
-		Dir:       filepath.Join(base, "drive"),
-		log:       filepath.Join(base, "minio.log"),
-	}
-	if err := os.Mkdir(s.Dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var lastErr error
-	for range 3 {
-		lastErr = s.startMinIO(bin, s3FreePort(t), s3FreePort(t))
-		if lastErr == nil {
-			t.Cleanup(s.stop)
-			return s
+	bin := serverBinFor(t, MinIOBinPath(), "MinIO test server")
+	s := newS3Server(t, "drive", "MinIO", "minio.log")
+	s.serve(t, func(port int) error {
+		consolePort, err := freePort()
+		if err != nil {
+			return err
 		}
-	}
-	t.Fatalf("starting the MinIO test server: %v", lastErr)
-	return nil
+		return s.startMinIO(bin, port, consolePort)
+	})
+	return s
 }
 
 func (s *S3Server) startMinIO(bin string, port, consolePort int) error {
-	logf, err := os.Create(s.log)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(bin, "server", "--quiet", "--address", addr,
 		"--console-address", "127.0.0.1:"+strconv.Itoa(consolePort), s.Dir)
@@ -90,39 +57,11 @@ func (s *S3Server) startMinIO(bin string, port, consolePort int) error {
 		"MINIO_UPDATE=off",
 		"HOME="+filepath.Dir(s.Dir), // its certs directory
 	)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := startFromSpawner(cmd); err != nil {
+	if err := s.launch(cmd); err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	s.cmd, s.done = cmd, done
 	s.Endpoint = "http://" + addr
-
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			return fmt.Errorf("minio exited at start (%v):\n%s", cmd.ProcessState, s.Log())
-		default:
-		}
-		resp, err := client.Get(s.Endpoint + "/minio/health/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.stop()
-	return fmt.Errorf("minio did not become ready on %s within 60s:\n%s", addr, s.Log())
+	return s.waitHTTP(s.Endpoint+"/minio/health/ready", 60*time.Second, statusOK)
 }
 
 // CreateLockedBucket creates a bucket with S3 Object Lock enabled (which

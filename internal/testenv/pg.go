@@ -1,13 +1,3 @@
-// Package testenv starts real PostgreSQL clusters (and, in s3.go, an S3 test server) for
-// tests. The binaries come from `make deps` (.ci/deps.sh): PostgreSQL 15 from Debian, the
-// other majors from $PGARK_CACHE/pg/<major>, and the full client tools of 17 and 18 from
-// $PGARK_CACHE/pgclient/<major> (see ClientToolsDir).
-//
-// PostgreSQL refuses to run as root. When the tests run as root, every PostgreSQL process
-// (initdb, postgres, and therefore archive_command and restore_command) runs as the `postgres`
-// user, in directories from SharedDir. Anything such a process must write (a repository, a
-// spool) must belong to postgres: create it with MkdirShared, or run the command that creates
-// it through RunAsPostgres, or fix it afterwards with ChownToPostgres.
 package testenv
 
 import (

@@ -228,19 +228,8 @@ func (s *SFTPServer) answers() bool {
 	return err == nil && strings.HasPrefix(line, "SSH-2.0-")
 }
 
-func (s *SFTPServer) stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	// The whole group: sshd forks a process per connection.
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
-	}
-}
+// stop stops sshd: the whole group, as sshd forks a process per connection.
+func (s *SFTPServer) stop() { stopGroup(s.cmd, s.done) }
 
 // Addr is HOST:PORT of the server.
 func (s *SFTPServer) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
