@@ -308,56 +308,36 @@ for v in "${PGCLIENT_VERSIONS[@]}"; do
 	install_pgclient "$v"
 done
 
-# ---------------------------------------------------------------- versitygw
-if [[ ! -x "$CACHE/bin/versitygw" ]]; then
-	need_writable
-	command -v go >/dev/null || die "go not found in PATH (needed to build versitygw)"
-	log "installing versitygw $VERSITYGW_VERSION into $CACHE/bin"
-	mkdir -p "$CACHE/bin"
-	retry 3 env CGO_ENABLED=0 GOBIN="$CACHE/bin" \
-		go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" ||
-		die "go install versitygw failed"
-	chmod -R a+rX "$CACHE/bin"
-fi
+# ---------------------------------------------------------------- Go-built test servers
+# go_install_pinned NAME PACKAGE MODULE VERSION [NOTE]: builds PACKAGE@VERSION from the Go
+# module proxy into $CACHE/bin/NAME, unless the binary there records MODULE at VERSION
+# (go version -m reads it from the binary: no network when it is in place).
+go_install_pinned() {
+	local name="$1" pkg="$2" module="$3" version="$4" note="${5:-}"
+	if ! { [[ -x "$CACHE/bin/$name" ]] &&
+		go version -m "$CACHE/bin/$name" 2>/dev/null |
+		grep -Eq "^[[:space:]]+mod[[:space:]]+$module[[:space:]]+$version[[:space:]]"; }; then
+		need_writable
+		command -v go >/dev/null || die "go not found in PATH (needed to build $name)"
+		log "installing $name $version into $CACHE/bin$note"
+		mkdir -p "$CACHE/bin"
+		retry 3 env CGO_ENABLED=0 GOBIN="$CACHE/bin" go install "$pkg@$version" ||
+			die "go install $name failed"
+		chmod -R a+rX "$CACHE/bin"
+	fi
+	log "ok: $name $version in $CACHE/bin"
+}
 
-# ---------------------------------------------------------------- fake-gcs-server
-# The GCS test server (storage/gcs, internal/testenv/gcs.go), built from the Go module
-# proxy. Reinstalled only when the binary's recorded module version differs from the pin
-# (go version -m reads it from the binary: no network).
+# The S3 test server of most tests (internal/testenv/s3.go).
+go_install_pinned versitygw github.com/versity/versitygw/cmd/versitygw github.com/versity/versitygw "$VERSITYGW_VERSION"
+# The GCS test server (storage/gcs, internal/testenv/gcs.go).
 FAKE_GCS_SERVER_VERSION="v1.56.1" # = testenv.GCSVersion
-if ! { [[ -x "$CACHE/bin/fake-gcs-server" ]] &&
-	go version -m "$CACHE/bin/fake-gcs-server" 2>/dev/null |
-	grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/fsouza/fake-gcs-server[[:space:]]+$FAKE_GCS_SERVER_VERSION[[:space:]]"; }; then
-	need_writable
-	command -v go >/dev/null || die "go not found in PATH (needed to build fake-gcs-server)"
-	log "installing fake-gcs-server $FAKE_GCS_SERVER_VERSION into $CACHE/bin"
-	mkdir -p "$CACHE/bin"
-	retry 3 env CGO_ENABLED=0 GOBIN="$CACHE/bin" \
-		go install "github.com/fsouza/fake-gcs-server@$FAKE_GCS_SERVER_VERSION" ||
-		die "go install fake-gcs-server failed"
-	chmod -R a+rX "$CACHE/bin"
-fi
-log "ok: fake-gcs-server $FAKE_GCS_SERVER_VERSION in $CACHE/bin"
-# ---------------------------------------------------------------- MinIO (immutability tests)
+go_install_pinned fake-gcs-server github.com/fsouza/fake-gcs-server github.com/fsouza/fake-gcs-server "$FAKE_GCS_SERVER_VERSION"
 # The S3 server of the Object Lock and --repo-target-time tests (internal/testenv/minio.go):
-# single-drive MinIO keeps correct version times and honours Object Lock. Built from the Go
-# module proxy (MinIO tags no module versions: a pinned pseudo-version); reinstalled only
-# when the binary's recorded module version differs from the pin (no network otherwise).
-# The build takes several minutes on two cores.
+# single-drive MinIO keeps correct version times and honours Object Lock. MinIO tags no
+# module versions: a pinned pseudo-version. The build takes several minutes on two cores.
 MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c" # = testenv.MinIOVersion
-if ! { [[ -x "$CACHE/bin/minio" ]] &&
-	go version -m "$CACHE/bin/minio" 2>/dev/null |
-	grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/minio/minio[[:space:]]+$MINIO_VERSION[[:space:]]"; }; then
-	need_writable
-	command -v go >/dev/null || die "go not found in PATH (needed to build minio)"
-	log "installing minio $MINIO_VERSION into $CACHE/bin (a few minutes)"
-	mkdir -p "$CACHE/bin"
-	retry 3 env CGO_ENABLED=0 GOBIN="$CACHE/bin" \
-		go install "github.com/minio/minio@$MINIO_VERSION" ||
-		die "go install minio failed"
-	chmod -R a+rX "$CACHE/bin"
-fi
-log "ok: minio $MINIO_VERSION in $CACHE/bin"
+go_install_pinned minio github.com/minio/minio github.com/minio/minio "$MINIO_VERSION" " (a few minutes)"
 # ---------------------------------------------------------------- OpenSSH server (SFTP tests)
 # The SFTP store's tests start their own sshd (internal/testenv/sftp.go) on loopback with a
 # generated config and keys; they never use the system's sshd service or its configuration

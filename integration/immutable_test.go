@@ -177,8 +177,8 @@ func TestImmutable(t *testing.T) {
 	// than every write (S3 times versions to the second).
 	want := c.QueryRow(t, "SELECT count(*)::text FROM rows")
 	c.Stop(t)
-	target := nextSecond(t, time.Now())
-	nextSecond(t, target)
+	target := testenv.NextSecond(t, time.Now())
+	testenv.NextSecond(t, target)
 
 	// The attack, with the credentials the hosts hold: delete half of the
 	// objects (delete markers: the locked versions stay) and forge the
@@ -263,20 +263,4 @@ func listKeys(t *testing.T, c *awss3.Client, bucket, prefix string) []string {
 		}
 	}
 	return keys
-}
-
-// nextSecond waits until the clock is in a later whole second than after.
-func nextSecond(t *testing.T, after time.Time) time.Time {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		now := time.Now()
-		if now.Truncate(time.Second).After(after) {
-			return now
-		}
-		if now.After(deadline) {
-			t.Fatal("the clock did not advance")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -13,23 +13,6 @@ import (
 	"github.com/pgark/pgark/storage/s3"
 )
 
-// nextSecond waits until the clock is in a later whole second than t (S3
-// times versions to the second), and returns the new time.
-func nextSecond(t *testing.T, after time.Time) time.Time {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		now := time.Now()
-		if now.Truncate(time.Second).After(after) {
-			return now
-		}
-		if now.After(deadline) {
-			t.Fatal("the clock did not advance")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func put(t *testing.T, st storage.Store, key, data string) {
 	t.Helper()
 	if err := st.Put(t.Context(), key, bytes.NewReader([]byte(data)), storage.PutOptions{Size: int64(len(data)), Meta: map[string]string{"pgark-x": data}}); err != nil {
@@ -93,10 +76,10 @@ func TestAsOf(t *testing.T) {
 	for i := range 1100 { // more than one page of versions (1000)
 		put(t, live, "many/"+string(rune('a'+i/100))+string(rune('a'+i%100/10))+string(rune('a'+i%10)), "m")
 	}
-	t1 := nextSecond(t, time.Now())
+	t1 := testenv.NextSecond(t, time.Now())
 
 	// The attack: delete, overwrite, plant.
-	nextSecond(t, t1)
+	testenv.NextSecond(t, t1)
 	if err := live.Delete(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
